@@ -1,0 +1,28 @@
+# Two commands: `make demo` (install into .venv, then run the CPU demo) and `make test` (install, then run the tests).
+# The virtual environment is created on first use and reused while it is complete and pyproject.toml is unchanged.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dhanalysis variants
+	$(VENV)/bin/dhanalysis params --table2
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench
+
+clean-venv:
+	rm -rf $(VENV)

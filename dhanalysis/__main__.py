@@ -1,0 +1,5 @@
+import sys
+
+from dhanalysis.cli import main
+
+sys.exit(main())

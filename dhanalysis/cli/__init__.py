@@ -1,0 +1,63 @@
+"""The ``dhanalysis`` command line: one module per subcommand, each with ``add_arguments`` and ``run``.
+
+User errors (`DHError`) print one line, ``dhanalysis: error: ...``, and exit with code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dhanalysis.errors import DHError
+
+DESCRIPTION = "Train, analyse and plot the head variants of Double-Head R-CNN (Wu et al., CVPR 2020)."
+
+# subcommand -> (module under dhanalysis.cli, one-line help). Modules are imported lazily so that
+# `dhanalysis variants` does not pay for importing torch's whole detection stack.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "variants": ("variants", "list the head variants and what each branch does"),
+    "params": ("params", "parameter table of a config's model, or Table 2's parameter column"),
+    "data": ("data", "make the synthetic dataset or convert Pascal VOC to COCO format"),
+    "train": ("train", "train a model from a config (CPU, one GPU, or torchrun)"),
+    "eval": ("evaluate", "COCO box AP of a checkpoint, every inference mode in one pass"),
+    "sliding-window": ("sliding_window", "score ~14k sliding-window proposals per box (paper §3.1)"),
+    "pcc": ("pcc", "Pearson correlation of IoU and classification score (paper §3.2)"),
+    "spatial-corr": ("spatial_corr", "spatial correlation of head outputs and fc6 weights (paper §3.4)"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all of them when None, e.g. for docs and tests)."""
+    parser = argparse.ArgumentParser(prog="dhanalysis", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(f"dhanalysis.cli.{module_name}")
+        doc = (module.__doc__ or help_text).strip()
+        p = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DHError as exc:
+        print(f"dhanalysis: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dhanalysis: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

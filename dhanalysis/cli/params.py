@@ -1,0 +1,45 @@
+"""Parameter counts in the paper's unit (M = 2^20 conv/fc weights, no biases or BN, rounded half up).
+
+  dhanalysis params --config configs/coco/r50/double-head-ext.yaml   # the model's table by module
+  dhanalysis params --table2                                         # Table 2's column and the fc-head, vs the paper
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config whose model to count")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--table2", action="store_true", help="compute Table 2's parameter column from the code")
+    parser.add_argument("--depth", type=int, default=4, help="module depth of the table (default 4)")
+    parser.add_argument("--num-classes", type=int, default=80, help="classes when the config leaves them open")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dhanalysis.errors import DHError
+
+    if not args.table2 and not args.config and not args.overrides:
+        raise DHError("give --config C (a model's parameter table) or --table2 (the paper's Table 2 column)")
+    with pd.option_context("display.max_rows", None, "display.width", 160):
+        if args.table2:
+            from dhanalysis.model.params import table2
+
+            df = table2()
+            print("Table 2 parameter column (conv-head with K blocks) and the fc-head, M = 2^20 weights:")
+            print(df.to_string(index=False))
+            if not df["match"].all():
+                return 1
+        if args.config or args.overrides:
+            from dhanalysis.config import load_config
+            from dhanalysis.model.build import build_model
+            from dhanalysis.model.params import param_table
+
+            cfg = load_config(args.config, args.overrides)
+            model = build_model(cfg, num_classes=args.num_classes)
+            print(f"{cfg.name}: variant {cfg.model.variant}, backbone {cfg.model.backbone.name}")
+            print(param_table(model, args.depth).to_string(index=False))
+    return 0

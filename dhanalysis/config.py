@@ -1,0 +1,246 @@
+"""Frozen dataclass configs, loaded from YAML with dotted ``key=value`` overrides.
+
+Every checkpoint and every result folder stores the whole config as plain data (`config_to_dict`), so a checkpoint
+alone rebuilds its model and a result says what produced it. Unknown keys are rejected: a typo in a YAML file is an
+error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dhanalysis.errors import DHError
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """ResNet-FPN backbone. ``weights`` is a local file of ResNet weights (nothing is downloaded)."""
+
+    name: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    weights: str | None = None
+    norm: str = "frozen_bn"  # frozen_bn (pretrained backbones, the paper) | bn (training from scratch)
+    trainable_layers: int = 3  # ResNet stages that train, counted from the top (0..5)
+    fpn_channels: int = 256
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Widths of the RoI heads; the defaults are the paper's (§4.1, Fig. 5)."""
+
+    roi_size: int = 7
+    sampling_ratio: int = 2
+    fc_dim: int = 1024
+    conv_dim: int = 1024
+    bottleneck_dim: int = 256
+    num_blocks: int = 5  # K: residual + non-local blocks of the conv-head (Table 2)
+    non_local: bool = True
+    non_local_dim: int = 512
+    non_local_groups: int = 4
+    non_local_mode: str = "dot"  # dot (grouped dot product / N, the authors' code) | gaussian (softmax)
+    reg_roi_scale: float = 1.0  # enlarge the regression branch's RoI before pooling (1.3 in public code)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights of Eq. 1-3: omega per head, lambda balancing the focused and unfocused task."""
+
+    w_fc: float = 2.0
+    w_conv: float = 2.5
+    lambda_fc: float = 1.0
+    lambda_conv: float = 1.0
+    smooth_l1_beta: float = 1.0
+
+
+@dataclass(frozen=True)
+class RPNConfig:
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    pre_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 1000
+    post_nms_top_n_train: int = 2000
+    post_nms_top_n_test: int = 1000
+    nms_thresh: float = 0.7
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = "double-head-ext"
+    num_classes: int = 0  # foreground classes; 0 = take them from the dataset's categories
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    min_size: int = 800
+    max_size: int = 1333
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    mode: str = ""  # inference mode; "" = the variant's default (see dhanalysis.model.variants)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/coco"
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    hflip_prob: float = 0.5
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with warm-up and multi-step decay. ``lr`` is for ``ims_per_batch`` images; scaled linearly otherwise."""
+
+    iterations: int = 180_000
+    ims_per_batch: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    steps: tuple[int, ...] = (120_000, 160_000)
+    gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_factor: float = 1.0 / 3
+    clip_grad_norm: float = 0.0  # 0 = off
+    amp: bool = True  # only takes effect on CUDA
+    checkpoint_period: int = 5000
+    log_period: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "model"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _resolve_type(annotation: Any) -> Any:
+    """Strip ``X | None`` to ``X``; other annotations are returned unchanged."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert YAML data to the annotated type; raise DHError naming the key when it does not fit."""
+    tp = _resolve_type(annotation)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value):
+            return value
+        if not isinstance(value, dict):
+            raise DHError(f"config key '{where}' must be a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    if typing.get_origin(tp) is tuple:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(v, item_type, where) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise DHError(f"config key '{where}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise DHError(f"config key '{where}' must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DHError(f"config key '{where}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise DHError(f"unknown config key '{where}{unknown[0]}'; known keys: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build a Config from nested plain data (YAML or a checkpoint's stored config)."""
+    return _from_dict(Config, data or {})
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested data (tuples become lists) that YAML, JSON and ``torch.load(weights_only=True)`` all accept."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``model.loss.lambda_fc=0.7`` -> (["model", "loss", "lambda_fc"], 0.7); the value is parsed as YAML."""
+    if "=" not in text:
+        raise DHError(f"override '{text}' is not of the form key=value (e.g. train.iterations=100)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key=value`` overrides to nested plain data (validated later, when the Config is built)."""
+    data = dict(data)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            child = node.get(k)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[k] = child
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DHError(f"config file {path} does not exist; list the presets with 'ls configs/'")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DHError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise DHError(f"config file {path} must hold a mapping at the top level")
+        data.setdefault("name", path.stem)
+    return config_from_dict(apply_overrides(data, overrides))
+
+
+def replace(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of ``cfg`` with dotted overrides applied."""
+    return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))

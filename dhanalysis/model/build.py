@@ -1,0 +1,179 @@
+"""Build an FPN Faster R-CNN with any of the paper's head variants from a `Config`.
+
+Everything but the RoI heads is torchvision's: ResNet-FPN backbone (`BackboneWithFPN`), anchor generator, RPN and the
+resize/normalise transform. The model keeps torchvision's detection API: ``model(images, targets)`` returns a loss
+dict in training, ``model(images)`` a list of ``{boxes, labels, scores}`` in evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import misc as misc_ops
+
+from dhanalysis.config import BackboneConfig, Config, HeadConfig
+from dhanalysis.errors import DHError
+from dhanalysis.model.heads import Branch, ConvHead, FCHead, Predictor
+from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
+from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+FEATMAP_NAMES = ["0", "1", "2", "3"]
+
+
+def build_backbone(cfg: BackboneConfig) -> BackboneWithFPN:
+    """ResNet + FPN (P2-P6). ``cfg.weights`` is a local state-dict file for the ResNet; nothing is downloaded."""
+    if cfg.name not in BACKBONES:
+        raise DHError(f"unknown backbone '{cfg.name}'; choose one of: {', '.join(BACKBONES)}")
+    if cfg.norm not in ("frozen_bn", "bn"):
+        raise DHError(f"model.backbone.norm must be 'frozen_bn' or 'bn', got '{cfg.norm}'")
+    if not 0 <= cfg.trainable_layers <= 5:
+        raise DHError(f"model.backbone.trainable_layers must be in 0..5, got {cfg.trainable_layers}")
+    norm_layer = misc_ops.FrozenBatchNorm2d if cfg.norm == "frozen_bn" else nn.BatchNorm2d
+    body = getattr(resnet, cfg.name)(weights=None, norm_layer=norm_layer)
+    if cfg.weights:
+        load_backbone_weights(body, cfg.weights)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: cfg.trainable_layers]
+    if cfg.trainable_layers == 5:
+        trainable.append("bn1")
+    for name, param in body.named_parameters():
+        if not any(name.startswith(layer) for layer in trainable):
+            param.requires_grad_(False)
+    stage2 = body.inplanes // 8  # 64 for BasicBlock ResNets, 256 for Bottleneck ones
+    in_channels = [stage2 * 2**i for i in range(4)]
+    return_layers = {f"layer{i + 1}": name for i, name in enumerate(FEATMAP_NAMES)}
+    return BackboneWithFPN(body, return_layers, in_channels, cfg.fpn_channels)
+
+
+def load_backbone_weights(body: nn.Module, path: str) -> None:
+    """Load ImageNet (or other) ResNet weights from a local file, ignoring the classifier ``fc.*``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DHError(f"backbone weights {p} not found; give a local file with model.backbone.weights=PATH")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle is the file's fault
+        raise DHError(f"backbone weights {p} could not be read safely ({type(exc).__name__}); is it a state dict?")
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise DHError(f"backbone weights {p} do not match the ResNet: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def build_head(head_type: str, cfg: HeadConfig, in_channels: int) -> FCHead | ConvHead:
+    if head_type == "fc":
+        return FCHead(in_channels, cfg.roi_size, cfg.fc_dim)
+    return ConvHead(
+        in_channels,
+        cfg.conv_dim,
+        cfg.bottleneck_dim,
+        cfg.num_blocks,
+        cfg.non_local,
+        cfg.non_local_dim,
+        cfg.non_local_groups,
+        cfg.non_local_mode,
+    )
+
+
+class DoubleHeadRCNN(GeneralizedRCNN):
+    """Faster R-CNN with FPN and the branches of one variant. ``self.config`` is the `Config` it was built from."""
+
+    def __init__(self, config: Config, backbone, rpn, roi_heads: DoubleHeadRoIHeads, transform):
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.config = config
+
+    @property
+    def mode(self) -> str:
+        return self.roi_heads.mode
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the inference mode (no retraining); a mode needing an untrained branch is a `DHError`."""
+        check_mode(self.config.model.variant, self.config.model.loss, mode)
+        self.roi_heads.mode = mode
+
+    def features(self, images: list[torch.Tensor], targets=None):
+        """Run the transform and backbone once: (ImageList, FPN features dict, resized targets)."""
+        images, targets = self.transform(images, targets)
+        return images, self.backbone(images.tensors), targets
+
+    @torch.no_grad()
+    def predict_modes(self, images: list[torch.Tensor], modes: list[str]) -> dict[str, list[dict[str, torch.Tensor]]]:
+        """Detections of several inference modes from one pass of backbone, RPN and heads (Table 3, Fig. 8)."""
+        for mode in modes:
+            check_mode(self.config.model.variant, self.config.model.loss, mode)
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        image_list, feats, _ = self.features(images)
+        proposals, _ = self.rpn(image_list, feats)
+        by_mode = self.roi_heads.detect(feats, proposals, image_list.image_sizes, modes)
+        return {m: self.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in by_mode.items()}
+
+
+def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCNN:
+    """The model of ``config``; ``num_classes`` (foreground) overrides ``config.model.num_classes`` when that is 0."""
+    m = config.model
+    classes = m.num_classes or num_classes
+    if not classes:
+        raise DHError("the number of classes is unknown: set model.num_classes or build the model from a dataset")
+    if m.num_classes and num_classes and m.num_classes != num_classes:
+        raise DHError(f"config says model.num_classes={m.num_classes} but the dataset has {num_classes} classes")
+    if not m.num_classes:
+        config = replace(config, model=replace(m, num_classes=classes))
+    variant = get_variant(m.variant)
+    backbone = build_backbone(m.backbone)
+    channels = m.backbone.fpn_channels
+
+    anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)
+    anchors = AnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes))
+    rpn = RegionProposalNetwork(
+        anchors,
+        RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=m.rpn.batch_size_per_image,
+        positive_fraction=m.rpn.positive_fraction,
+        pre_nms_top_n={"training": m.rpn.pre_nms_top_n_train, "testing": m.rpn.pre_nms_top_n_test},
+        post_nms_top_n={"training": m.rpn.post_nms_top_n_train, "testing": m.rpn.post_nms_top_n_test},
+        nms_thresh=m.rpn.nms_thresh,
+    )
+
+    branches, weights, reg_branches = {}, {}, set()
+    for spec in variant.branches:
+        w = branch_loss_weights(spec, m.loss)
+        if w["cls"] <= 0 and w["reg"] <= 0:
+            continue  # a head with no loss would never train (e.g. loss.w_conv = 0)
+        weights[spec.name] = w
+        head = build_head(spec.head, m.head, channels)
+        predictor = Predictor(head.out_dim, classes + 1, cls=w["cls"] > 0, reg=w["reg"] > 0)
+        branches[spec.name] = Branch(spec.head, head, predictor)
+        if spec.focus == "reg":
+            reg_branches.add(spec.name)
+
+    mode = m.mode or default_mode(m.variant, m.loss)
+    check_mode(m.variant, m.loss, mode)
+    roi_heads = DoubleHeadRoIHeads(
+        branches,
+        weights,
+        reg_branches,
+        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio),
+        mode,
+        reg_roi_scale=m.head.reg_roi_scale,
+        smooth_l1_beta=m.loss.smooth_l1_beta,
+        batch_size_per_image=m.box_batch_size_per_image,
+        positive_fraction=m.box_positive_fraction,
+        score_thresh=m.score_thresh,
+        nms_thresh=m.nms_thresh,
+        detections_per_img=m.detections_per_img,
+    )
+    transform = GeneralizedRCNNTransform(m.min_size, m.max_size, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

@@ -1,0 +1,110 @@
+"""Checkpoints that rebuild their own model and cannot run code.
+
+A checkpoint is a plain dict: ``format``, ``config`` (the whole `Config` as plain data), ``model`` (state dict) and,
+for training, ``optimizer``, ``scheduler``, ``iteration`` and RNG states. It is always read with
+``torch.load(weights_only=True)``, so a pickle that tries to run code is refused, and always written atomically
+(temporary file, then rename), so a crash never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dhanalysis.config import Config, config_from_dict, config_to_dict
+from dhanalysis.errors import DHError
+
+FORMAT = "dhanalysis-checkpoint-v1"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` to ``path`` so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, **extra: Any) -> None:
+    """Save weights and config (plus any training state given as keyword arguments)."""
+    state = {"format": FORMAT, "config": config_to_dict(model.config), "model": model.state_dict(), **extra}
+    atomic_torch_save(state, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint's dict, read safely; every way a file can be wrong is a one-line `DHError`."""
+    path = Path(path)
+    if not path.exists():
+        raise DHError(f"checkpoint {path} does not exist; train one with 'dhanalysis train' or check the path")
+    if path.is_dir():
+        final = path / "model_final.pth"
+        hint = f" (did you mean {final}?)" if final.exists() else ""
+        raise DHError(f"checkpoint {path} is a folder, not a file{hint}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the file is at fault, whatever the unpickler says
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            raise DHError(
+                f"checkpoint {path} contains Python objects that could run code; refused to load it "
+                "(only plain tensors and data are accepted)"
+            ) from None
+        raise DHError(f"checkpoint {path} is truncated or not a PyTorch file ({type(exc).__name__}); re-create it") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DHError(f"checkpoint {path} was not written by dhanalysis (no '{FORMAT}' marker)")
+    return state
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", config: Config | None = None):
+    """Rebuild the model a checkpoint was saved from and load its weights (eval mode).
+
+    ``config``: load the weights into this config's model instead; differing keys or shapes are reported by name.
+    """
+    from dhanalysis.model.build import build_model
+
+    state = read_checkpoint(path, map_location)
+    try:
+        stored = config_from_dict(state["config"])
+    except DHError as exc:
+        raise DHError(f"checkpoint {path} holds a config this version cannot read: {exc}") from None
+    cfg = config or stored
+    if config is not None and config.model.variant != stored.model.variant:
+        raise DHError(
+            f"checkpoint {path} is a '{stored.model.variant}' model but the config asks for '{config.model.variant}'"
+        )
+    model = build_model(cfg, num_classes=stored.model.num_classes)
+    load_state_checked(model, state["model"], str(path))
+    model.to(map_location)
+    model.eval()
+    return model
+
+
+def load_state_checked(model: torch.nn.Module, weights: dict, source: str) -> None:
+    """``load_state_dict`` that names the keys that are missing, unexpected or of another shape."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})")
+        raise DHError(f"weights in {source} do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(weights)

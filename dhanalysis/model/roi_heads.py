@@ -1,0 +1,287 @@
+"""RoI heads with one or two branches, built on torchvision's `RoIHeads`.
+
+torchvision's `RoIHeads` runs one ``box_head → box_predictor`` and post-processes logits. We keep its proposal
+sampling (`select_training_samples`), its box coder and its matcher, and override only what a second branch needs:
+pooling per branch, per-branch/per-task losses (Eq. 1-3), inference modes that mix branches (Table 3, Fig. 8), and a
+*probe* path that scores boxes we choose, without thresholds or NMS (the analyses of §3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import boxes as box_ops
+from torchvision.ops import roi_align
+from torchvision.ops.poolers import LevelMapper
+
+from dhanalysis.errors import DHError
+from dhanalysis.model.variants import FUSIONS, parse_mode
+
+
+def fuse_scores(s_fc: torch.Tensor, s_conv: torch.Tensor, rule: str) -> torch.Tensor:
+    """Fuse two classifiers' probabilities (§4.2, Table 3).
+
+    ``complementary`` is Eq. 4, s = s_fc + s_conv·(1 − s_fc), which equals s_conv + s_fc·(1 − s_conv);
+    ``max`` and ``average`` are the element-wise max and mean; ``none`` keeps the fc-head's scores.
+    """
+    if rule == "complementary":
+        return s_fc + s_conv * (1.0 - s_fc)
+    if rule == "max":
+        return torch.maximum(s_fc, s_conv)
+    if rule == "average":
+        return 0.5 * (s_fc + s_conv)
+    if rule == "none":
+        return s_fc
+    raise ValueError(f"unknown fusion rule {rule!r}")
+
+
+def scale_boxes_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor:
+    """Boxes ``(N, 4)`` xyxy scaled by ``factor`` about their centres (the regression branch's enlarged RoI)."""
+    if factor == 1.0:
+        return boxes
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+class LevelPooler(nn.Module):
+    """Multi-level RoIAlign whose FPN level can come from other boxes than the ones pooled.
+
+    Same rule and results as torchvision's `MultiScaleRoIAlign` (FPN Eq. 1, k0 = 4, canonical size 224), but an
+    enlarged RoI is pooled on the level of its original box, as the public Double-Head implementations do.
+    """
+
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int):
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        self.output_size = (output_size, output_size)
+        self.sampling_ratio = sampling_ratio
+
+    def scales(self, features: list[torch.Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
+        max_h = max(s[0] for s in image_shapes)
+        # every FPN level halves the resolution, so each scale is a power of two
+        return [2.0 ** round(torch.log2(torch.tensor(f.shape[-2] / max_h)).item()) for f in features]
+
+    def forward(
+        self,
+        x: dict[str, torch.Tensor],
+        boxes: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        level_boxes: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Pool ``boxes`` (per image, ``(Ni, 4)`` xyxy in input pixels) into ``(sum Ni, C, S, S)``."""
+        features = [x[k] for k in self.featmap_names]
+        scales = self.scales(features, image_shapes)
+        lvl_min, lvl_max = int(-torch.log2(torch.tensor(scales[0]))), int(-torch.log2(torch.tensor(scales[-1])))
+        mapper = LevelMapper(lvl_min, lvl_max)
+        levels = mapper(level_boxes if level_boxes is not None else boxes)
+        flat = torch.cat(boxes)
+        batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device) for i, b in
+                               enumerate(boxes)])
+        rois = torch.cat([batch_idx, flat], dim=1)
+        first = features[0]
+        out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
+        if len(features) == 1:
+            return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio)
+        for level, (feat, scale) in enumerate(zip(features, scales)):
+            idx = torch.where(levels == level)[0]
+            if len(idx):
+                out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio).to(out.dtype)
+        return out
+
+
+class DoubleHeadRoIHeads(RoIHeads):
+    """`RoIHeads` with named branches (``self.branches[name]``: head + predictor) and per-branch loss weights.
+
+    Args:
+        branches: name -> `Branch`; ``branch_weights``: name -> {"cls": w, "reg": w} (Eq. 1-3, already multiplied).
+        pooler: a `LevelPooler`; ``reg_roi_scale``: enlargement of the RoI for branches whose focus is regression.
+        mode: the inference mode used by ``forward`` in eval (see `dhanalysis.model.variants.parse_mode`).
+        smooth_l1_beta: β of the regression loss (torchvision uses 1/9; the authors' code 1.0).
+    """
+
+    def __init__(
+        self,
+        branches: dict[str, nn.Module],
+        branch_weights: dict[str, dict[str, float]],
+        reg_branches: set[str],
+        pooler: LevelPooler,
+        mode: str,
+        reg_roi_scale: float = 1.0,
+        smooth_l1_beta: float = 1.0,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+    ):
+        super().__init__(
+            box_roi_pool=pooler,
+            box_head=nn.Identity(),
+            box_predictor=nn.Identity(),
+            fg_iou_thresh=fg_iou_thresh,
+            bg_iou_thresh=bg_iou_thresh,
+            batch_size_per_image=batch_size_per_image,
+            positive_fraction=positive_fraction,
+            bbox_reg_weights=None,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
+        # the stock single-branch slots stay empty; our branches replace them
+        del self.box_head, self.box_predictor
+        self.branches = nn.ModuleDict(branches)
+        self.branch_weights = branch_weights
+        self.reg_branches = set(reg_branches)
+        self.reg_roi_scale = reg_roi_scale
+        self.smooth_l1_beta = smooth_l1_beta
+        self.mode = mode
+
+    # --- shared forward pieces ----------------------------------------------------------------------------
+    def pool(
+        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> dict[str, torch.Tensor]:
+        """RoI features per branch: ``{"plain": (N, C, S, S)}`` and, if any branch pools an enlarged RoI, ``"reg"``."""
+        pooled = {"plain": self.box_roi_pool(features, boxes, image_shapes)}
+        if self.reg_roi_scale != 1.0 and self.reg_branches:
+            enlarged = [scale_boxes_about_centre(b, self.reg_roi_scale) for b in boxes]
+            pooled["reg"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes)
+        return pooled
+
+    def branch_outputs(
+        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """name -> (class logits ``(N, C+1)`` or None, box deltas ``(N, 4(C+1))`` or None)."""
+        pooled = self.pool(features, boxes, image_shapes)
+        out = {}
+        for name, branch in self.branches.items():
+            x = pooled["reg"] if name in self.reg_branches and "reg" in pooled else pooled["plain"]
+            out[name] = branch(x)
+        return out
+
+    def head_outputs(
+        self, outputs: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Regroup branch outputs by head type: {"fc": {"cls": logits, "reg": deltas}, "conv": {...}}."""
+        heads: dict[str, dict[str, torch.Tensor]] = {}
+        for name, (logits, deltas) in outputs.items():
+            head = self.branches[name].head_type
+            if logits is not None:
+                heads.setdefault(head, {})["cls"] = logits
+            if deltas is not None:
+                heads.setdefault(head, {})["reg"] = deltas
+        return heads
+
+    # --- training -----------------------------------------------------------------------------------------
+    def branch_losses(
+        self,
+        outputs: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]],
+        labels: list[torch.Tensor],
+        regression_targets: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """Weighted losses, one key per branch and task (``loss_fc_cls``, ``loss_conv_reg``, ...)."""
+        labels_all = torch.cat(labels)
+        targets_all = torch.cat(regression_targets)
+        pos = torch.where(labels_all > 0)[0]
+        losses = {}
+        for name, (logits, deltas) in outputs.items():
+            weights = self.branch_weights[name]
+            if logits is not None:
+                losses[f"loss_{name}_cls"] = weights["cls"] * F.cross_entropy(logits, labels_all)
+            if deltas is not None:
+                per_class = deltas.reshape(len(deltas), -1, 4)
+                reg = F.smooth_l1_loss(
+                    per_class[pos, labels_all[pos]], targets_all[pos], beta=self.smooth_l1_beta, reduction="sum"
+                )
+                losses[f"loss_{name}_reg"] = weights["reg"] * reg / max(labels_all.numel(), 1)
+        return losses
+
+    # --- inference ----------------------------------------------------------------------------------------
+    def mode_scores_and_deltas(
+        self, heads: dict[str, dict[str, torch.Tensor]], mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities ``(N, C+1)`` and deltas ``(N, 4(C+1))`` of one inference mode."""
+        cls_src, reg_src = parse_mode(mode)
+
+        def probs(head: str) -> torch.Tensor:
+            if head not in heads or "cls" not in heads[head]:
+                raise DHError(f"mode '{mode}' needs a {head}-head classifier, which this model does not have")
+            return heads[head]["cls"].float().softmax(-1)
+
+        if reg_src not in heads or "reg" not in heads[reg_src]:
+            raise DHError(f"mode '{mode}' needs a {reg_src}-head box regressor, which this model does not have")
+        scores = fuse_scores(probs("fc"), probs("conv"), cls_src) if cls_src in FUSIONS else probs(cls_src)
+        return scores, heads[reg_src]["reg"].float()
+
+    def postprocess_probabilities(
+        self,
+        scores: torch.Tensor,
+        deltas: torch.Tensor,
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> list[dict[str, torch.Tensor]]:
+        """Score threshold, per-class NMS and top-k on *probabilities*.
+
+        torchvision's `postprocess_detections` applies a softmax to logits, which would renormalise fused scores
+        that no longer come from one softmax; here the given scores reach the detections unchanged.
+        """
+        num_classes = scores.shape[-1]
+        counts = [len(p) for p in proposals]
+        pred_boxes = self.box_coder.decode(deltas, proposals)
+        results = []
+        for boxes, probs, shape in zip(pred_boxes.split(counts), scores.split(counts), image_shapes):
+            boxes = box_ops.clip_boxes_to_image(boxes, shape)
+            labels = torch.arange(num_classes, device=probs.device).view(1, -1).expand_as(probs)
+            boxes, probs, labels = boxes[:, 1:].reshape(-1, 4), probs[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            keep = torch.where(probs > self.score_thresh)[0]
+            boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
+            keep = box_ops.batched_nms(boxes, probs, labels, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]})
+        return results
+
+    def detect(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        modes: list[str],
+    ) -> dict[str, list[dict[str, torch.Tensor]]]:
+        """Detections for several inference modes from one pass of the branches: mode -> per-image dicts."""
+        heads = self.head_outputs(self.branch_outputs(features, proposals, image_shapes))
+        return {
+            mode: self.postprocess_probabilities(*self.mode_scores_and_deltas(heads, mode), proposals, image_shapes)
+            for mode in modes
+        }
+
+    def probe(
+        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Raw per-head outputs for boxes we choose (no threshold, no NMS): what the analyses of §3 need.
+
+        Returns {head type: {"scores": (N, C+1) probabilities, "boxes": (N, C+1, 4) decoded xyxy}}, each key present
+        only when that head has the task.
+        """
+        heads = self.head_outputs(self.branch_outputs(features, boxes, image_shapes))
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for head, tasks in heads.items():
+            if "cls" in tasks:
+                out.setdefault(head, {})["scores"] = tasks["cls"].float().softmax(-1)
+            if "reg" in tasks:
+                decoded = self.box_coder.decode(tasks["reg"].float(), boxes)
+                out.setdefault(head, {})["boxes"] = decoded
+        return out
+
+    def forward(self, features, proposals, image_shapes, targets=None):  # noqa: D401 - torchvision's signature
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+            outputs = self.branch_outputs(features, proposals, image_shapes)
+            return [], self.branch_losses(outputs, labels, regression_targets)
+        return self.detect(features, proposals, image_shapes, [self.mode])[self.mode], {}

@@ -1,0 +1,189 @@
+"""The paper's head variants as data (Fig. 1, Table 1, §4.2).
+
+Each variant is a small table of *branches*. A branch is one head (an fc-head or a conv-head) and says which task it
+focuses on. Its two loss weights follow from the config's ω (per head type) and λ (per head type) by one rule,
+`branch_loss_weights`, so that Eq. 1-3 live in one place:
+
+- a branch that does both tasks with equal weight (the single heads): cls = reg = ω;
+- a branch that does only its focused task (Double-FC, Double-Conv, Double-Head-Reverse): focused = ω, other = 0;
+- a *balanced* branch (Double-Head, Double-Head-Ext): focused = ω·λ, unfocused = ω·(1 − λ), where the fc-head focuses
+  on classification (Eq. 2) and the conv-head on regression (Eq. 3). Vanilla Double-Head is λ_fc = λ_conv = 1.
+
+A task whose weight is 0 gets no predictor layer at all, so it can neither receive gradient nor be used at inference
+by mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dhanalysis.config import LossConfig
+from dhanalysis.errors import DHError
+
+TASKS = ("cls", "reg")
+HEAD_TYPES = ("fc", "conv")
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    name: str  # stable module name: model.roi_heads.branches[name]
+    head: str  # "fc" | "conv"
+    focus: str | None  # "cls" | "reg" | None (both tasks, equal weight)
+    balanced: bool = False  # focused task weighted by λ of this head type, the other by 1 - λ
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    branches: tuple[BranchSpec, ...]
+    default_mode: str
+    summary: str
+    lambda_fc: float = 1.0  # defaults written into the variant's configs
+    lambda_conv: float = 1.0
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("single-fc", (BranchSpec("fc", "fc", None),), "fc", "FPN baseline: one 2-fc head does both tasks"),
+        Variant("single-conv", (BranchSpec("conv", "conv", None),), "conv", "one conv-head does both tasks"),
+        Variant(
+            "double-fc",
+            (BranchSpec("fc_cls", "fc", "cls"), BranchSpec("fc_reg", "fc", "reg")),
+            "fc",
+            "two identical fc-heads: one classifies, one regresses",
+        ),
+        Variant(
+            "double-conv",
+            (BranchSpec("conv_cls", "conv", "cls"), BranchSpec("conv_reg", "conv", "reg")),
+            "conv",
+            "two identical conv-heads: one classifies, one regresses",
+        ),
+        Variant(
+            "double-head",
+            (BranchSpec("fc", "fc", "cls", balanced=True), BranchSpec("conv", "conv", "reg", balanced=True)),
+            "fc-cls+conv-reg",
+            "fc-head classifies, conv-head regresses (λ_fc = λ_conv = 1)",
+        ),
+        Variant(
+            "double-head-reverse",
+            (BranchSpec("fc", "fc", "reg"), BranchSpec("conv", "conv", "cls")),
+            "conv-cls+fc-reg",
+            "the tasks swapped: fc-head regresses, conv-head classifies",
+        ),
+        Variant(
+            "double-head-ext",
+            (BranchSpec("fc", "fc", "cls", balanced=True), BranchSpec("conv", "conv", "reg", balanced=True)),
+            "complementary",
+            "Double-Head plus unfocused-task supervision and complementary fusion (λ_fc = 0.7, λ_conv = 0.8)",
+            lambda_fc=0.7,
+            lambda_conv=0.8,
+        ),
+    )
+}
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise DHError(f"unknown variant '{name}'; choose one of: {', '.join(VARIANTS)}") from None
+
+
+def branch_loss_weights(spec: BranchSpec, loss: LossConfig) -> dict[str, float]:
+    """The (cls, reg) loss weights of one branch: ω and λ of Eq. 1-3 applied to the branch's focus."""
+    omega = loss.w_fc if spec.head == "fc" else loss.w_conv
+    if spec.focus is None:
+        return {"cls": omega, "reg": omega}
+    other = "reg" if spec.focus == "cls" else "cls"
+    lam = (loss.lambda_fc if spec.head == "fc" else loss.lambda_conv) if spec.balanced else 1.0
+    if not 0.0 <= lam <= 1.0:
+        raise DHError(f"loss.lambda_{spec.head} must lie in [0, 1], got {lam}")
+    return {spec.focus: omega * lam, other: omega * (1.0 - lam)}
+
+
+def effective_loss_weights(variant: str, loss: LossConfig) -> dict[tuple[str, str], float]:
+    """{(head type, task): weight} over all branches, e.g. {("conv", "cls"): 0.5, ...} for Double-Head-Ext."""
+    weights: dict[tuple[str, str], float] = {}
+    for spec in get_variant(variant).branches:
+        for task, w in branch_loss_weights(spec, loss).items():
+            weights[(spec.head, task)] = weights.get((spec.head, task), 0.0) + w
+    return weights
+
+
+# --- inference modes (Fig. 8 a-d, Table 3) ---------------------------------------------------------------------
+FUSIONS = ("max", "average", "complementary")
+MODE_ALIASES = {
+    "fc": ("fc", "fc"),
+    "conv": ("conv", "conv"),
+    "none": ("fc", "conv"),
+    "max": ("max", "conv"),
+    "average": ("average", "conv"),
+    "complementary": ("complementary", "conv"),
+}
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """Mode name -> (score source, box source).
+
+    Score sources are a head type (``fc``, ``conv``) or a fusion of both classifiers (``max``, ``average``,
+    ``complementary``); box sources are a head type. Names: ``fc``, ``conv``, ``fc-cls+conv-reg`` (= fusion
+    ``none``), ``conv-cls+fc-reg``, and ``max`` / ``average`` / ``complementary`` (fused scores, conv-head boxes).
+    """
+    if mode in MODE_ALIASES:
+        return MODE_ALIASES[mode]
+    parts = mode.split("+")
+    if len(parts) == 2 and parts[0].endswith("-cls") and parts[1].endswith("-reg"):
+        cls_src, reg_src = parts[0][: -len("-cls")], parts[1][: -len("-reg")]
+        if cls_src in HEAD_TYPES + FUSIONS and reg_src in HEAD_TYPES:
+            return cls_src, reg_src
+    raise DHError(
+        f"unknown inference mode '{mode}'; use fc, conv, fc-cls+conv-reg, conv-cls+fc-reg, none, max, average "
+        "or complementary"
+    )
+
+
+def available_tasks(variant: str, loss: LossConfig) -> set[tuple[str, str]]:
+    """(head type, task) pairs that the model has a trained predictor for."""
+    return {key for key, w in effective_loss_weights(variant, loss).items() if w > 0}
+
+
+def mode_requirements(mode: str) -> list[tuple[str, str]]:
+    cls_src, reg_src = parse_mode(mode)
+    needed = [("fc", "cls"), ("conv", "cls")] if cls_src in FUSIONS else [(cls_src, "cls")]
+    return needed + [(reg_src, "reg")]
+
+
+def check_mode(variant: str, loss: LossConfig, mode: str) -> None:
+    """Raise a DHError naming the missing branch and the config value that removed it."""
+    have = available_tasks(variant, loss)
+    for head, task in mode_requirements(mode):
+        if (head, task) in have:
+            continue
+        what = "classifier" if task == "cls" else "box regressor"
+        in_variant = any(s.head == head for s in get_variant(variant).branches)
+        if not in_variant:
+            reason = f"variant '{variant}' has no {head}-head"
+        else:
+            key = f"loss.lambda_{head}"
+            value = getattr(loss, f"lambda_{head}")
+            reason = f"it was trained without one ({key} = {value}, loss.w_{head} = {getattr(loss, 'w_' + head)})"
+        raise DHError(f"mode '{mode}' needs the {head}-head {what}, but {reason}; choose another --mode")
+
+
+def applicable_modes(variant: str, loss: LossConfig) -> list[str]:
+    """Every inference mode this model supports, in the order of Table 3 / Fig. 8."""
+    candidates = ["conv", "fc", "fc-cls+conv-reg", "conv-cls+fc-reg", "max", "average", "complementary"]
+    have = available_tasks(variant, loss)
+    return [m for m in candidates if all(req in have for req in mode_requirements(m))]
+
+
+def default_mode(variant: str, loss: LossConfig) -> str:
+    """The variant's own mode when the model supports it, otherwise the first mode it does support."""
+    preferred = get_variant(variant).default_mode
+    modes = applicable_modes(variant, loss)
+    if preferred in modes:
+        return preferred
+    if not modes:
+        raise DHError(f"variant '{variant}' with these loss weights has no classifier and box regressor to detect with")
+    return modes[0]

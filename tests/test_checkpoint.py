@@ -1,0 +1,89 @@
+"""Checkpoints rebuild identical models, load with weights_only, and fail in one line when they are wrong."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from dhanalysis.errors import DHError
+from dhanalysis.model import VARIANTS, build_model, load_checkpoint, save_checkpoint
+
+from helpers import tiny_config, two_images
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_checkpoint_round_trip_gives_identical_outputs(variant, tmp_path):
+    torch.manual_seed(1)
+    model = build_model(tiny_config(variant, "model.score_thresh=0.0"))
+    # take BN running statistics and weights away from their initial values, so the comparison means something
+    model.train()
+    images, targets = two_images()
+    model(images, targets)
+    model.eval()
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, model)
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config
+    assert not loaded.training
+    with torch.no_grad():
+        a, b = model(images), loaded(images)
+        boxes = [t["boxes"] for t in targets]
+        _, feats, _ = model.features(images)
+        pa = model.roi_heads.probe(feats, boxes, [(96, 116), (106, 87)])
+        pb = loaded.roi_heads.probe(feats, boxes, [(96, 116), (106, 87)])
+    for da, db in zip(a, b):
+        for k in ("boxes", "scores", "labels"):
+            assert torch.equal(da[k], db[k])
+    assert pa.keys() == pb.keys()
+    for head in pa:
+        for k in pa[head]:
+            assert torch.equal(pa[head][k], pb[head][k])
+
+
+def test_missing_truncated_and_foreign_files(tmp_path):
+    with pytest.raises(DHError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+    model = build_model(tiny_config("single-fc"))
+    good = tmp_path / "good.pth"
+    save_checkpoint(good, model)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DHError, match="truncated or not a PyTorch file"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": model.state_dict()}, foreign)
+    with pytest.raises(DHError, match="not written by dhanalysis"):
+        load_checkpoint(foreign)
+    with pytest.raises(DHError, match="is a folder"):
+        load_checkpoint(tmp_path)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickle_that_runs_code_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _RunsCode()
+    evil.marker = marker
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "dhanalysis-checkpoint-v1", "payload": evil}, f)
+    with pytest.raises(DHError, match="could run code; refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_mismatched_config_names_the_keys(tmp_path):
+    path = tmp_path / "fc.pth"
+    save_checkpoint(path, build_model(tiny_config("single-fc")))
+    with pytest.raises(DHError, match="is a 'single-fc' model but the config asks for 'double-head'"):
+        load_checkpoint(path, config=tiny_config("double-head"))
+    with pytest.raises(DHError, match=r"of another shape \(e.g. roi_heads.branches.fc.head.fc6\."):
+        load_checkpoint(path, config=tiny_config("single-fc", "model.head.fc_dim=64"))

@@ -1,0 +1,115 @@
+"""Head structure, parameter counts in the paper's unit, non-local forms and the fusion rules (Eq. 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dhanalysis.model.heads import Bottleneck, ConvHead, FCHead, NonLocalBlock, ResidualBlock
+from dhanalysis.model.params import layer_weights, paper_m, table2
+from dhanalysis.model.roi_heads import fuse_scores
+
+
+def test_paper_rounding_is_half_up():
+    assert paper_m(int(2.125 * 2**20)) == "2.13"
+    assert paper_m(int(4.125 * 2**20)) == "4.13"
+    assert paper_m(int(13.25 * 2**20)) == "13.25"
+    assert paper_m(0) == "0.00"
+
+
+def test_block_and_head_sizes_match_paper():
+    assert paper_m(layer_weights(FCHead())) == "13.25"
+    assert paper_m(layer_weights(ResidualBlock())) == "1.06"
+    assert paper_m(layer_weights(Bottleneck())) == "1.06"
+    assert paper_m(layer_weights(NonLocalBlock())) == "2.00"
+    # exact counts, by hand: 3x3 256->256, 1x1 256->1024 and the 1x1 projection 256->1024
+    assert layer_weights(ResidualBlock()) == 256 * 256 * 9 + 256 * 1024 + 256 * 1024
+    assert layer_weights(NonLocalBlock()) == 4 * 1024 * 512
+
+
+def test_table2_column_reproduced_from_code():
+    df = table2()
+    ours = {(int(r.K), bool(r.non_local)): r.ours_M for r in df[df["head"] == "conv"].itertuples()}
+    assert ours == {
+        (1, False): "1.06", (2, False): "2.13", (3, False): "3.19", (4, False): "4.25", (5, False): "5.31",
+        (6, False): "6.38", (7, False): "7.44", (3, True): "4.13", (5, True): "7.19", (7, True): "10.25",
+    }
+    assert df[df["head"] == "fc"]["ours_M"].item() == "13.25"
+    assert df["match"].all()
+
+
+def test_conv_head_block_order_with_non_local():
+    head = ConvHead(num_blocks=5, non_local=True)
+    kinds = [type(b).__name__ for b in head.blocks]
+    assert kinds == ["ResidualBlock", "NonLocalBlock", "Bottleneck", "NonLocalBlock", "Bottleneck"]
+    assert [type(b).__name__ for b in ConvHead(num_blocks=3, non_local=False).blocks] == [
+        "ResidualBlock", "Bottleneck", "Bottleneck"]
+    with pytest.raises(ValueError, match="odd"):
+        ConvHead(num_blocks=4, non_local=True)
+    # every conv is followed by BatchNorm
+    convs = [m for m in head.modules() if isinstance(m, torch.nn.Sequential) and len(m) == 2
+             and isinstance(m[0], torch.nn.Conv2d)]
+    assert convs and all(isinstance(m[1], torch.nn.BatchNorm2d) for m in convs)
+    x = torch.randn(3, 256, 7, 7)
+    head.eval()
+    assert head(x).shape == (3, 1024)
+    assert head.feature_map(x).shape == (3, 1024, 7, 7)
+
+
+@pytest.mark.parametrize("mode", ["dot", "gaussian"])
+def test_non_local_block_against_direct_computation(mode):
+    torch.manual_seed(0)
+    block = NonLocalBlock(channels=8, inner=4, groups=2, mode=mode).eval()
+    torch.nn.init.normal_(block.out[1].weight)  # open the block (γ starts at 0)
+    x = torch.randn(2, 8, 3, 3)
+    theta, phi, g = block.theta(x), block.phi(x), block.g(x)
+    y = torch.zeros(2, 4, 9)
+    for n in range(2):
+        for grp in range(2):
+            sl = slice(2 * grp, 2 * grp + 2)
+            t, p, v = (z[n, sl].reshape(2, 9) for z in (theta, phi, g))
+            a = t.T @ p
+            a = a.softmax(-1) if mode == "gaussian" else a / 9
+            y[n, sl] = (a @ v.T).T
+    expected = x + block.out(y.reshape(2, 4, 3, 3))
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_fusion_rules_follow_their_formulas():
+    torch.manual_seed(0)
+    a, b = torch.rand(50, 5), torch.rand(50, 5)
+    torch.testing.assert_close(fuse_scores(a, b, "complementary"), a + b * (1 - a))
+    torch.testing.assert_close(fuse_scores(a, b, "complementary"), fuse_scores(b, a, "complementary"))
+    torch.testing.assert_close(fuse_scores(a, b, "complementary"), b + a * (1 - b))
+    torch.testing.assert_close(fuse_scores(a, b, "max"), torch.maximum(a, b))
+    torch.testing.assert_close(fuse_scores(a, b, "average"), (a + b) / 2)
+    torch.testing.assert_close(fuse_scores(a, b, "none"), a)
+    fused = fuse_scores(a, b, "complementary")
+    assert (fused >= torch.maximum(a, b) - 1e-7).all() and (fused <= 1).all()
+
+
+def test_fused_scores_reach_detections_unchanged():
+    """Probabilities that do not sum to one must not be renormalised by post-processing."""
+    from helpers import tiny_config, two_images
+
+    from dhanalysis.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("double-head-ext", "model.score_thresh=0.0", "model.detections_per_img=1000",
+                                    "model.nms_thresh=1.0")).eval()
+    images, _ = two_images()
+    with torch.no_grad():
+        image_list, feats, _ = model.features(images)
+        proposals, _ = model.rpn(image_list, feats)
+        heads = model.roi_heads.head_outputs(model.roi_heads.branch_outputs(feats, proposals, image_list.image_sizes))
+        s_fc, s_conv = heads["fc"]["cls"].softmax(-1), heads["conv"]["cls"].softmax(-1)
+        fused = fuse_scores(s_fc, s_conv, "complementary")
+        dets = model.roi_heads.detect(feats, proposals, image_list.image_sizes, ["complementary"])["complementary"]
+    assert (fused.sum(-1) > 1.0 + 1e-3).any()  # genuinely not one softmax
+    got = torch.cat([d["scores"] for d in dets]).sort().values
+    want = fused[:, 1:].flatten()
+    want = want[want > 0].sort().values  # no threshold, no NMS: every foreground (proposal, class) survives
+    keep = got.numel()
+    assert keep > 0
+    # every detection score is one of the fused values, bit for bit
+    assert torch.isin(got, want).all()
