@@ -160,6 +160,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise DHError(f"config key '{where}' must be an integer, got {value!r}")
         return int(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DHError(f"config key '{where}' must be a number, got {value!r}")
         return float(value)

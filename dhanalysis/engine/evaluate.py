@@ -1,0 +1,171 @@
+"""COCO box AP for every inference mode in one pass (Table 3, Fig. 8 a–d), through pycocotools.
+
+The backbone, RPN and RoI features are computed once per image; each mode only re-runs the cheap last step (score
+fusion, box decoding, NMS). Detections are written as COCO results JSON with the dataset's original category ids.
+Under torchrun the images are sharded over ranks and rank 0 merges the detections before scoring them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from dhanalysis.data.coco import CocoDataset, collate_fn
+from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
+
+log = logging.getLogger(__name__)
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int]) -> list[dict]:
+    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids."""
+    boxes = dets["boxes"].detach().cpu().double()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores = dets["scores"].detach().cpu().tolist()
+    labels = dets["labels"].detach().cpu().tolist()
+    return [
+        {"image_id": int(image_id), "category_id": int(label_to_cat_id[lab]), "bbox": [round(v, 3) for v in box],
+         "score": round(float(s), 6)}
+        for box, s, lab in zip(xywh, scores, labels)
+    ]
+
+
+def coco_ap(coco_gt, results: list[dict], image_ids: list[int]) -> tuple[dict[str, float], dict[int, float]]:
+    """(summary metrics as fractions, per-category AP) of ``results`` against the ground truth ``coco_gt``.
+
+    Per-category AP averages COCOeval's precision over IoU thresholds 0.5:0.95 and recall, area 'all', 100
+    detections, skipping the -1 entries of categories without ground truth; those categories get NaN.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    cat_ids = sorted(coco_gt.getCatIds())
+    if not results:
+        return dict.fromkeys(METRICS, 0.0), {c: 0.0 if coco_gt.getAnnIds(catIds=[c], iscrowd=False) else float("nan")
+                                              for c in cat_ids}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = sorted(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    summary = {name: max(float(ev.stats[i]), 0.0) for i, name in enumerate(METRICS)}
+    precision = ev.eval["precision"]  # (T, R, K, A, M)
+    per_class = {}
+    for k, cat in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[cat] = float(p.mean()) if p.size else float("nan")
+    return summary, per_class
+
+
+@torch.no_grad()
+def collect_detections(
+    model,
+    dataset: CocoDataset,
+    modes: list[str],
+    device: torch.device,
+    batch_size: int = 2,
+    max_images: int | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, list[dict]], list[int]]:
+    """COCO result records per mode for this rank's share of the images (image i goes to rank i % world)."""
+    rank, world = get_rank(), get_world_size()
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    indices = list(range(rank, n, world))
+    subset = torch.utils.data.Subset(dataset, indices)
+    loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers)
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    image_ids: list[int] = []
+    bar = None
+    if progress and is_main():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
+    model.eval()
+    for images, targets in loader:
+        by_mode = model.predict_modes([img.to(device) for img in images], modes)
+        for mode, dets in by_mode.items():
+            for det, target in zip(dets, targets):
+                results[mode] += to_coco_results(det, int(target["image_id"]), dataset.label_to_cat_id)
+        image_ids += [int(t["image_id"]) for t in targets]
+        if bar is not None:
+            bar.update(len(images))
+    if bar is not None:
+        bar.close()
+    return results, image_ids
+
+
+def evaluate(
+    model,
+    dataset: CocoDataset,
+    modes: list[str] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 2,
+    max_images: int | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate ``modes`` (default: every mode the model supports) in one pass.
+
+    Returns (``eval`` table: model, mode, AP, AP50, AP75, APs, APm, APl as fractions; ``per_class_ap`` table: model,
+    mode, category_id, category, AP). With ``out``, rank 0 writes ``eval.csv``, ``per_class_ap.csv`` and
+    ``detections_<mode>.json``.
+    """
+    from dhanalysis.model.variants import applicable_modes
+
+    cfg = model.config
+    name = name or cfg.name
+    modes = modes or applicable_modes(cfg.model.variant, cfg.model.loss)
+    device = torch.device(device)
+    start = time.perf_counter()
+    results, image_ids = collect_detections(model, dataset, modes, device, batch_size, max_images, num_workers,
+                                            progress)
+    gathered = all_gather_object((results, image_ids))
+    if not is_main():
+        return pd.DataFrame(), pd.DataFrame()
+    image_ids = sorted({i for _, ids in gathered for i in ids})
+    rows, class_rows = [], []
+    names = dict(zip(dataset.label_to_cat_id.values(), dataset.category_names))
+    for mode in modes:
+        merged = [r for res, _ in gathered for r in res[mode]]
+        summary, per_class = coco_ap(dataset.coco, merged, image_ids)
+        rows.append({"model": name, "mode": mode, **summary})
+        class_rows += [{"model": name, "mode": mode, "category_id": c, "category": names.get(c, str(c)), "AP": ap}
+                       for c, ap in per_class.items()]
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            _atomic_write(Path(out) / f"detections_{mode}.json", json.dumps(merged))
+    table, per_class_table = pd.DataFrame(rows), pd.DataFrame(class_rows)
+    if out is not None:
+        _atomic_write(Path(out) / "eval.csv", table.to_csv(index=False))
+        _atomic_write(Path(out) / "per_class_ap.csv", per_class_table.to_csv(index=False))
+        log.info("evaluated %d images in %.1fs; wrote %s", len(image_ids), time.perf_counter() - start, out)
+    return table, per_class_table
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def difficulty_groups(per_class: pd.DataFrame, mode: str | None = None) -> dict[int, str]:
+    """Appendix A.1: rank classes by AP and split them into terciles easy / medium / hard (category_id -> group)."""
+    df = per_class if mode is None else per_class[per_class["mode"] == mode]
+    df = df.dropna(subset=["AP"]).sort_values("AP", ascending=False)
+    groups = np.array_split(df["category_id"].to_numpy(), 3)
+    return {int(c): g for ids, g in zip(groups, ("easy", "medium", "hard")) for c in ids}

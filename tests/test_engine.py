@@ -1,0 +1,139 @@
+"""Training resumes bitwise on CPU, the schedule follows the config, and evaluation agrees with pycocotools."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dhanalysis.config import replace as cfg_replace
+from dhanalysis.data.coco import CocoDataset
+from dhanalysis.data.synth import make_synth_dataset
+from dhanalysis.engine.evaluate import coco_ap, difficulty_groups, evaluate
+from dhanalysis.engine.train import lr_factor, scale_schedule, train
+from dhanalysis.errors import DHError
+from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint
+
+from helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    make_synth_dataset(root, num_train=6, num_val=4, image_size=96, seed=3)
+    return root
+
+
+def _cfg(root, variant="double-head-ext", iterations=4):
+    return tiny_config(
+        variant, f"data.root={root}", "data.num_workers=0", "model.num_classes=0",
+        f"train.iterations={iterations}", "train.ims_per_batch=2", "train.checkpoint_period=2",
+        "train.log_period=1", "train.warmup_iters=2", "train.steps=[3]",
+    )
+
+
+def test_lr_schedule_and_linear_scaling():
+    cfg = tiny_config("single-fc", "train.lr=0.02", "train.warmup_iters=10", "train.warmup_factor=0.1",
+                      "train.steps=[20, 30]", "train.iterations=40", "train.ims_per_batch=4")
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(5, cfg) == pytest.approx(0.55)
+    assert lr_factor(10, cfg) == 1.0
+    assert lr_factor(25, cfg) == pytest.approx(0.1)
+    assert lr_factor(35, cfg) == pytest.approx(0.01)
+    scaled = scale_schedule(cfg, 8)
+    assert scaled.train.lr == pytest.approx(0.04)
+    assert (scaled.train.iterations, scaled.train.steps, scaled.train.warmup_iters) == (20, (10, 15), 5)
+
+
+def test_interrupted_run_resumes_to_identical_weights(synth, tmp_path):
+    cfg = _cfg(synth)
+    full = train(cfg, tmp_path / "full", progress=False)
+    # an interruption after iteration 3: the last checkpoint is at iteration 2
+    part = tmp_path / "part"
+    train(cfg, part, max_iterations=3, progress=False)
+    ckpt = read_checkpoint(part / "checkpoint.pth")
+    assert ckpt["iteration"] == 3  # the early stop saves where it stopped
+    # simulate a crash between checkpoints: roll back to the periodic checkpoint at iteration 2
+    partial = tmp_path / "crash"
+    train(cfg, partial, max_iterations=2, progress=False)
+    with pytest.raises(DHError, match="pass --resume"):
+        train(cfg, partial, progress=False)
+    resumed = train(cfg, partial, resume=True, progress=False)
+    a, b = read_checkpoint(full)["model"], read_checkpoint(resumed)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    lines = [json.loads(x) for x in (partial / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2, 3, 4]
+    assert {"lr", "loss_fc_cls", "loss_fc_reg", "loss_conv_cls", "loss_conv_reg", "time_per_iter"} <= set(lines[0])
+    # a finished run resumed again does nothing; another config in the same folder is refused
+    assert train(cfg, partial, resume=True, progress=False) == resumed
+    with pytest.raises(DHError, match="another configuration"):
+        train(cfg_replace(cfg, ["train.lr=0.5"]), partial, resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_with_iteration_and_terms(synth, tmp_path):
+    cfg = cfg_replace(_cfg(synth, "single-fc", iterations=6), ["train.lr=1e30", "train.warmup_iters=0"])
+    with pytest.raises(DHError, match=r"non-finite loss at iteration \d+ \(loss_fc_cls="):
+        train(cfg, tmp_path / "nan", progress=False)
+
+
+def test_evaluation_matches_pycocotools_and_perfect_detections(synth, tmp_path):
+    from pycocotools.cocoeval import COCOeval
+
+    ds = CocoDataset(synth, "val")
+    gt = ds.coco
+    # perfect detections: every ground-truth box with score 1
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in gt.dataset["annotations"]]
+    summary, per_class = coco_ap(gt, perfect, ds.ids)
+    assert summary["AP"] == pytest.approx(1.0) and summary["AP50"] == pytest.approx(1.0)
+    assert all(v == pytest.approx(1.0) for v in per_class.values() if v == v)
+
+    # a hand-built case: shifted boxes, a wrong class and a duplicate; compare with COCOeval run directly
+    made = []
+    for i, a in enumerate(gt.dataset["annotations"]):
+        x, y, w, h = a["bbox"]
+        made.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x + 0.2 * w, y, w, h],
+                     "score": 0.9 - 0.01 * i})
+        if i % 3 == 0:
+            other = [c for c in gt.getCatIds() if c != a["category_id"]][0]
+            made.append({"image_id": a["image_id"], "category_id": other, "bbox": a["bbox"], "score": 0.95})
+    summary, per_class = coco_ap(gt, made, ds.ids)
+    ev = COCOeval(gt, gt.loadRes(made), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert summary["AP"] == pytest.approx(ev.stats[0]) and summary["AP75"] == pytest.approx(ev.stats[2])
+    assert 0 < summary["AP"] < 1
+
+
+def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
+    cfg = _cfg(synth, iterations=2)
+    final = train(cfg, tmp_path / "run", progress=False)
+    model = load_checkpoint(final)
+    ds = CocoDataset(synth, "val")
+    table, per_class = evaluate(model, ds, out=tmp_path / "ev", progress=False)
+    assert list(table.columns) == ["model", "mode", "AP", "AP50", "AP75", "APs", "APm", "APl"]
+    assert list(table["mode"]) == ["conv", "fc", "fc-cls+conv-reg", "conv-cls+fc-reg", "max", "average",
+                                   "complementary"]
+    assert ((table[["AP", "AP50"]] >= 0) & (table[["AP", "AP50"]] <= 1)).all().all()
+    assert list(per_class.columns) == ["model", "mode", "category_id", "category", "AP"]
+    assert set(per_class["category_id"]) == set(ds.label_to_cat_id.values())
+    for name in ("eval.csv", "per_class_ap.csv", "detections_complementary.json"):
+        assert (tmp_path / "ev" / name).exists()
+    dets = json.loads((tmp_path / "ev" / "detections_fc.json").read_text())
+    assert all(d["category_id"] in ds.label_to_cat_id.values() for d in dets)
+    with pytest.raises(DHError, match="mode 'conv' needs the conv-head"):
+        evaluate(load_checkpoint(train(_cfg(synth, "single-fc", 1), tmp_path / "fc", progress=False)), ds,
+                 modes=["conv"], progress=False)
+
+
+def test_difficulty_terciles():
+    import pandas as pd
+
+    df = pd.DataFrame({"mode": "fc", "category_id": range(1, 10), "AP": [0.9, 0.1, 0.5, 0.8, 0.2, 0.6, 0.7, 0.3, 0.4]})
+    groups = difficulty_groups(df)
+    assert [c for c, g in groups.items() if g == "easy"] == [1, 4, 7]
+    assert sorted(c for c, g in groups.items() if g == "hard") == [2, 5, 8]
