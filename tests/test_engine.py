@@ -10,7 +10,7 @@ import torch
 from dhanalysis.config import replace as cfg_replace
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
-from dhanalysis.engine.evaluate import coco_ap, difficulty_groups, evaluate
+from dhanalysis.engine.evaluate import coco_ap, evaluate
 from dhanalysis.engine.train import lr_factor, scale_schedule, train
 from dhanalysis.errors import DHError
 from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint
@@ -128,12 +128,3 @@ def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
     with pytest.raises(DHError, match="mode 'conv' needs the conv-head"):
         evaluate(load_checkpoint(train(_cfg(synth, "single-fc", 1), tmp_path / "fc", progress=False)), ds,
                  modes=["conv"], progress=False)
-
-
-def test_difficulty_terciles():
-    import pandas as pd
-
-    df = pd.DataFrame({"mode": "fc", "category_id": range(1, 10), "AP": [0.9, 0.1, 0.5, 0.8, 0.2, 0.6, 0.7, 0.3, 0.4]})
-    groups = difficulty_groups(df)
-    assert [c for c, g in groups.items() if g == "easy"] == [1, 4, 7]
-    assert sorted(c for c, g in groups.items() if g == "hard") == [2, 5, 8]

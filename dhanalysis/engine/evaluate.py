@@ -14,11 +14,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from dhanalysis.atomic import atomic_write_text
 from dhanalysis.data.coco import CocoDataset, collate_fn
 from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
 
@@ -148,24 +148,10 @@ def evaluate(
                        for c, ap in per_class.items()]
         if out is not None:
             Path(out).mkdir(parents=True, exist_ok=True)
-            _atomic_write(Path(out) / f"detections_{mode}.json", json.dumps(merged))
+            atomic_write_text(Path(out) / f"detections_{mode}.json", json.dumps(merged))
     table, per_class_table = pd.DataFrame(rows), pd.DataFrame(class_rows)
     if out is not None:
-        _atomic_write(Path(out) / "eval.csv", table.to_csv(index=False))
-        _atomic_write(Path(out) / "per_class_ap.csv", per_class_table.to_csv(index=False))
+        atomic_write_text(Path(out) / "eval.csv", table.to_csv(index=False))
+        atomic_write_text(Path(out) / "per_class_ap.csv", per_class_table.to_csv(index=False))
         log.info("evaluated %d images in %.1fs; wrote %s", len(image_ids), time.perf_counter() - start, out)
     return table, per_class_table
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def difficulty_groups(per_class: pd.DataFrame, mode: str | None = None) -> dict[int, str]:
-    """Appendix A.1: rank classes by AP and split them into terciles easy / medium / hard (category_id -> group)."""
-    df = per_class if mode is None else per_class[per_class["mode"] == mode]
-    df = df.dropna(subset=["AP"]).sort_values("AP", ascending=False)
-    groups = np.array_split(df["category_id"].to_numpy(), 3)
-    return {int(c): g for ids, g in zip(groups, ("easy", "medium", "hard")) for c in ids}

@@ -8,33 +8,16 @@ for training, ``optimizer``, ``scheduler``, ``iteration`` and RNG states. It is 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dhanalysis.atomic import atomic_torch_save
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.errors import DHError
 
 FORMAT = "dhanalysis-checkpoint-v1"
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write ``obj`` to ``path`` so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, **extra: Any) -> None:

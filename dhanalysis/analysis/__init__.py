@@ -1,0 +1,61 @@
+"""The analyses of §3: sliding-window proposals, streaming statistics, PCC, spatial correlation.
+
+Modules, from the boxes up:
+
+- `proposals`: the sliding-window grid around each ground-truth box (§3.1);
+- `scoring`: every head's score of the true class and regressed IoU for boxes we choose; the sliding-window task;
+- `stats`: the sufficient-statistics table and what follows from it (mean ± std per bin, PCC, merging);
+- `groups`: size groups (COCO areas) and difficulty groups (terciles of per-class AP, App. A.1);
+- `pcc`: PCC definitions for predefined, RPN and detected boxes (§3.2, Fig. 3) and the ``pcc.csv`` table;
+- `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4);
+- `runner`: streaming over a dataset in resumable chunks, sharded over torchrun ranks.
+
+Names are imported lazily, so reading result tables (`stats`, `groups`, `pcc.pcc_table`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "sliding_window_grid": "proposals",
+    "sliding_window_proposals": "proposals",
+    "grid_shape": "proposals",
+    "head_tasks": "scoring",
+    "score_boxes": "scoring",
+    "AdaptiveBatch": "scoring",
+    "SlidingWindowTask": "scoring",
+    "STATS_COLUMNS": "stats",
+    "stats_frame": "stats",
+    "merge_stats": "stats",
+    "bin_summary": "stats",
+    "pcc_from_stats": "stats",
+    "pcc_from_moments": "stats",
+    "SIZE_GROUPS": "groups",
+    "DIFFICULTY_GROUPS": "groups",
+    "size_index": "groups",
+    "difficulty_from_ap": "groups",
+    "load_difficulty": "groups",
+    "assign_difficulty": "groups",
+    "PCC_COLUMNS": "pcc",
+    "ProposalPCCTask": "pcc",
+    "detection_mode": "pcc",
+    "pcc_table": "pcc",
+    "cell_cosine": "spatial",
+    "fc_cell_outputs": "spatial",
+    "fc_weight_correlation": "spatial",
+    "SpatialTask": "spatial",
+    "spatial_frame": "spatial",
+    "RunOptions": "runner",
+    "analyse": "runner",
+    "merge_chunks": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dhanalysis.analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"dhanalysis.analysis.{_EXPORTS[name]}"), name)

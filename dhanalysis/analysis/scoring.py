@@ -1,0 +1,245 @@
+"""Score boxes with every head of a model: the classification score of the true class and the IoU after regression.
+
+For each box (a sliding-window proposal, or an RPN proposal) and each head that has the task:
+
+- ``score``: the head's softmax probability of the ground-truth class (§3.2);
+- ``reg_iou``: the IoU between the ground truth and the box regressed with *that class's* deltas (§3.3), the
+  regressed box clipped to the image as the detector's own outputs are.
+
+All boxes of an image go through RoIAlign and the heads in batches of ``batch_size`` on the features computed once
+per image (`runner.ImageContext`). Work is in the resized image's frame; IoU is scale invariant, so nothing is mapped
+back. A NaN score or box is a `DHError`, never averaged in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dhanalysis.analysis.groups import SIZE_GROUPS, size_index
+from dhanalysis.analysis.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_grid, sliding_window_proposals
+from dhanalysis.analysis.runner import ImageContext, TaskState
+from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
+from dhanalysis.boxes import clip_boxes, matched_iou
+from dhanalysis.errors import DHError
+from dhanalysis.model.variants import HEAD_TYPES
+
+log = logging.getLogger(__name__)
+
+MIN_BATCH = 16
+RAW_COLUMNS = ("model", "head", "image_id", "box", "category_id", "size", "iou", "score", "reg_iou")
+
+
+def head_tasks(model) -> dict[str, dict[str, bool]]:
+    """{head type: {"cls": bool, "reg": bool}} over the model's branches, fc before conv.
+
+    Two branches of one head type (Double-FC, Double-Conv) are merged the way the probe merges them.
+    """
+    tasks: dict[str, dict[str, bool]] = {}
+    for branch in model.roi_heads.branches.values():
+        entry = tasks.setdefault(branch.head_type, {"cls": False, "reg": False})
+        entry["cls"] |= branch.predictor.cls_score is not None
+        entry["reg"] |= branch.predictor.bbox_pred is not None
+    return {h: tasks[h] for h in HEAD_TYPES if h in tasks}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a RuntimeError that says it ran out of memory (CPU allocators)."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom) and isinstance(exc, oom)) or (isinstance(exc, RuntimeError) and "memory" in str(exc).lower())
+
+
+class AdaptiveBatch:
+    """Run a function over ``[0, n)`` in batches; on out-of-memory halve the batch and retry, down to ``floor``.
+
+    The halved size is kept for later calls: memory that was short once stays short.
+    """
+
+    def __init__(self, size: int, floor: int = MIN_BATCH):
+        if size < 1:
+            raise DHError(f"--batch-size must be at least 1, got {size}")
+        self.size, self.floor = size, min(floor, size)
+
+    def map(self, fn: Callable[[int, int], Any], n: int) -> list[Any]:
+        """``[fn(start, stop) for each batch]`` in order."""
+        out, start = [], 0
+        while start < n:
+            stop = min(start + self.size, n)
+            try:
+                out.append(fn(start, stop))
+            except Exception as exc:  # noqa: BLE001 - only memory errors are handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if self.size <= self.floor:
+                    raise DHError(f"out of memory even at --batch-size {self.size} (the floor of the automatic "
+                                  "halving); free device memory or run with --device cpu") from None
+                self.size = max(self.floor, self.size // 2)
+                log.warning("out of memory: retrying with --batch-size %d", self.size)
+                continue
+            start = stop
+        return out
+
+
+def score_boxes(
+    model,
+    features: dict[str, torch.Tensor],
+    image_size: tuple[int, int],
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    batcher: AdaptiveBatch,
+    clip_regressed: bool = True,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-head scores and regressed IoUs of boxes in one image.
+
+    Args:
+        features: the image's FPN features (batch of one); ``image_size``: its resized (height, width).
+        boxes: ``(P, 4)`` xyxy in the resized image; ``labels``: ``(P,)`` the class (1..C) to read for each box;
+        gt_boxes: ``(P, 4)`` the ground truth each box is compared with after regression.
+        clip_regressed: clip regressed boxes to the image before the IoU, as the detector's outputs are (the
+            ground truth lies inside the image, so clipping can only raise the IoU).
+
+    Returns:
+        {head type: {"score": (P,) float32, "reg_iou": (P,) float32}}, each key only when the head has the task;
+        empty when there are no boxes.
+    """
+    roi_heads = model.roi_heads
+    height, width = image_size
+
+    def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
+        out = roi_heads.probe(features, [boxes[start:stop]], [image_size])
+        rows = torch.arange(stop - start, device=boxes.device)
+        lab = labels[start:stop]
+        result: dict[str, dict[str, torch.Tensor]] = {}
+        for head, parts in out.items():
+            if "scores" in parts:
+                result.setdefault(head, {})["score"] = parts["scores"][rows, lab]
+            if "boxes" in parts:
+                regressed = parts["boxes"][rows, lab]
+                # a NaN box would silently get IoU 0 below: keep the evidence for the check after the batches
+                result.setdefault(head, {})["box_nan"] = torch.isnan(regressed).any(dim=1)
+                if clip_regressed:
+                    regressed = clip_boxes(regressed, height, width)
+                result[head]["reg_iou"] = matched_iou(regressed, gt_boxes[start:stop])
+        return result
+
+    batches = batcher.map(run, len(boxes))
+    merged: dict[str, dict[str, torch.Tensor]] = {}
+    for head in (batches[0] if batches else {}):
+        merged[head] = {k: torch.cat([b[head][k] for b in batches]) for k in batches[0][head]}
+    for head, parts in merged.items():
+        nan_boxes = parts.pop("box_nan", None)
+        for what, bad in (("scores", "score" in parts and torch.isnan(parts["score"]).any()),
+                          ("regressed boxes", nan_boxes is not None and nan_boxes.any())):
+            if bad:
+                raise DHError(f"the {head}-head gives NaN {what}; the checkpoint's weights are probably diverged")
+    return merged
+
+
+def sample_per_box(owner: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of up to ``k`` random rows per owner (``owner`` ``(P,)`` sorted ascending), from ``generator``."""
+    keys = torch.rand(len(owner), generator=generator, dtype=torch.float64).to(owner.device)
+    order = torch.argsort(owner.double() + keys)  # random order within each owner, owners kept apart
+    sorted_owner = owner[order]
+    first = torch.searchsorted(sorted_owner, sorted_owner, right=False)
+    rank = torch.arange(len(owner), device=owner.device) - first
+    return order[rank < k]
+
+
+class SlidingWindowTask:
+    """§3.1: score ~14k windows per ground-truth box and keep the sums of `stats.MOMENTS` per head and cell.
+
+    ``raw_sample`` > 0 also keeps that many random windows per box as raw rows (seeded by ``seed`` and the image
+    id, so shards and resumed runs draw the same rows).
+    """
+
+    name = "sliding_window"
+    unit = "proposals"
+
+    def __init__(self, model, num_classes: int, batch_size: int, proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT,
+                 raw_sample: int = 0, seed: int = 0):
+        self.model = model
+        self.heads = head_tasks(model)
+        self.num_classes = num_classes
+        self.device = next(model.parameters()).device
+        self.grid = sliding_window_grid(proposals_per_gt, self.device).float()
+        self.batcher = AdaptiveBatch(batch_size)
+        self.raw_sample, self.seed = raw_sample, seed
+
+    def new_state(self) -> TaskState:
+        sums = new_sums(len(self.heads), self.num_classes, self.device)
+        return TaskState(sums={"stats": sums}, counts={"windows": 0}, rows={"raw_sample": []})
+
+    def process(self, ctx: ImageContext, state: TaskState) -> int:
+        windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, grid=self.grid)
+        if len(windows) == 0:  # every box collapsed to nothing at the image border
+            return 0
+        gt = ctx.boxes[owner]
+        labels = ctx.labels[owner]
+        x = matched_iou(windows, gt)
+        scored = score_boxes(self.model, ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
+        size = size_index(ctx.areas)[owner]
+        cell = cell_index(labels, size, x)
+        for h, head in enumerate(self.heads):
+            parts = scored.get(head, {})
+            add_moments(state.sums["stats"][h], cell, x, parts.get("score"), parts.get("reg_iou"))
+        state.count("windows", len(windows))
+        if self.raw_sample > 0:
+            state.rows["raw_sample"].append(self._raw_rows(ctx, owner, labels, size, x, scored))
+        return len(windows)
+
+    def _raw_rows(self, ctx: ImageContext, owner: torch.Tensor, labels: torch.Tensor, size: torch.Tensor,
+                  x: torch.Tensor, scored: dict) -> torch.Tensor:
+        """``(k·H, 8)`` float64 rows: head index, image id, box, label, size index, iou, score, reg_iou (NaN: none)."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + ctx.image_id) % (2**63))
+        pick = sample_per_box(owner, self.raw_sample, g)
+        rows = []
+        nan = torch.full((len(pick),), math.nan, dtype=torch.float64, device=x.device)
+        for h, head in enumerate(self.heads):
+            parts = scored.get(head, {})
+            cols = [torch.full_like(nan, h), torch.full_like(nan, ctx.image_id), ctx.box_index[owner[pick]].double(),
+                    labels[pick].double(), size[pick].double(), x[pick].double(),
+                    parts["score"][pick].double() if "score" in parts else nan,
+                    parts["reg_iou"][pick].double() if "reg_iou" in parts else nan]
+            rows.append(torch.stack(cols, dim=1))
+        return torch.cat(rows).cpu()
+
+    def frame(self, state: TaskState, model_name: str, category_ids: list[int],
+              category_names: list[str]) -> pd.DataFrame:
+        """The statistics table of a merged state (see `stats.STATS_COLUMNS`)."""
+        return stats_frame(state.sums["stats"], list(self.heads), model_name, category_ids, category_names)
+
+    def raw_frame(self, rows: torch.Tensor, model_name: str, category_ids: list[int]) -> pd.DataFrame:
+        """Tidy raw rows (`RAW_COLUMNS`) from `_raw_rows` tensors."""
+        a = rows.numpy()
+        heads = np.asarray(list(self.heads), dtype=object)
+        return pd.DataFrame({
+            "model": model_name,
+            "head": heads[a[:, 0].astype(np.int64)],
+            "image_id": a[:, 1].astype(np.int64),
+            "box": a[:, 2].astype(np.int64),
+            "category_id": np.asarray(category_ids, dtype=np.int64)[a[:, 3].astype(np.int64) - 1],
+            "size": np.asarray(SIZE_GROUPS, dtype=object)[a[:, 4].astype(np.int64)],
+            "iou": a[:, 5], "score": a[:, 6], "reg_iou": a[:, 7],
+        }, columns=list(RAW_COLUMNS))
+
+
+def bin_counts(stats: pd.DataFrame) -> list[int]:
+    """Windows per IoU bin (of the first head: every head scores the same windows)."""
+    if stats.empty:
+        return [0] * NUM_BINS
+    first = stats[stats["head"] == stats["head"].iloc[0]]
+    counts = first.groupby("bin")["n"].sum()
+    return [int(counts.get(b, 0)) for b in range(NUM_BINS)]
+
+
+__all__ = ["head_tasks", "AdaptiveBatch", "is_out_of_memory", "score_boxes", "sample_per_box", "SlidingWindowTask",
+           "bin_counts", "RAW_COLUMNS"]

@@ -1,0 +1,135 @@
+"""Spatial correlation of head outputs and of fc6's weights (paper §3.4, Fig. 4).
+
+Three S×S-cell maps (S = 7: 49 cells, cell index = y·S + x), each summarised by the cosine similarity between every
+pair of cells, a (S², S²) matrix:
+
+- ``conv_output``: the conv-head's output map before average pooling, ``(D, S, S)`` per RoI; averaged over objects;
+- ``fc_output``: the fc-head's *reconstructed* output map. fc6 is ``y = W·vec(x) + b`` with ``W`` of shape
+  (D, C·S·S) and the input flattened channel-major (index ``c·S·S + y·S + x``). Splitting W by spatial cell gives
+  S² matrices ``W_p`` of shape (D, C), and cell p's output is ``W_p · x[:, p]``: its C-d input through its own
+  matrix. The S² cell outputs add up, with the bias, to fc6's pre-activation output (`fc_cell_outputs`; the bias
+  belongs to no cell and the ReLU comes after the sum, so neither is in the map). Averaged over objects;
+- ``fc_weight``: fc6's weights themselves, cell against cell: the cosine between the flattened ``W_p`` of two cells.
+
+The RoIs are the ground-truth boxes (crowd boxes left out), pooled exactly as the detector pools them (a
+regression-focused branch pools its enlarged RoI when ``model.head.reg_roi_scale`` ≠ 1). A variant with two heads
+of one type (Double-FC, Double-Conv) is read through its first, classification-focused branch. A cell whose vector
+is all zero has cosine 0 with every cell.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dhanalysis.analysis.runner import ImageContext, TaskState
+from dhanalysis.analysis.scoring import AdaptiveBatch
+
+MAPS = ("conv_output", "fc_output", "fc_weight")
+SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
+
+
+def cell_cosine(maps: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between every pair of cells: maps ``(N, D, S, S)`` -> ``(N, S·S, S·S)``."""
+    vectors = F.normalize(maps.flatten(2).transpose(1, 2), dim=-1)  # (N, S·S, D)
+    return vectors @ vectors.transpose(1, 2)
+
+
+def fc_cell_weights(fc6: nn.Linear, in_channels: int, roi_size: int) -> torch.Tensor:
+    """fc6's weight ``(D, C·S·S)`` split by cell: ``(S·S, D, C)``, the matrix ``W_p`` of each cell p = y·S + x."""
+    d = fc6.weight.shape[0]
+    return fc6.weight.reshape(d, in_channels, roi_size * roi_size).permute(2, 0, 1)
+
+
+def fc_cell_outputs(x: torch.Tensor, fc6: nn.Linear) -> torch.Tensor:
+    """The fc-head's reconstructed output map: RoI features ``(N, C, S, S)`` -> ``(N, D, S, S)``.
+
+    Cell p's output is ``W_p · x[:, :, p]``; summing over cells and adding ``fc6.bias`` gives ``fc6(x.flatten(1))``.
+    """
+    n, c, s, _ = x.shape
+    weights = fc_cell_weights(fc6, c, s)  # (P, D, C)
+    out = torch.einsum("ncp,pdc->ndp", x.flatten(2), weights)
+    return out.reshape(n, -1, s, s)
+
+
+def fc_weight_correlation(fc6: nn.Linear, in_channels: int, roi_size: int) -> torch.Tensor:
+    """Cosine similarity ``(S·S, S·S)`` between the flattened per-cell matrices ``W_p`` of fc6 (Fig. 4 right)."""
+    flat = F.normalize(fc_cell_weights(fc6, in_channels, roi_size).flatten(1).double(), dim=-1)
+    return flat @ flat.T
+
+
+def spatial_branches(model) -> dict[str, str]:
+    """{"fc": branch name, "conv": branch name}: the first branch of each head type the model has."""
+    found: dict[str, str] = {}
+    for name, branch in model.roi_heads.branches.items():
+        found.setdefault(branch.head_type, name)
+    return found
+
+
+class SpatialTask:
+    """Sum the per-object cosine matrices of the conv-head's and the fc-head's output maps over ground-truth RoIs."""
+
+    name = "spatial"
+    unit = "objects"
+
+    def __init__(self, model, batch_size: int):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.branches = spatial_branches(model)
+        self.roi_size = model.config.model.head.roi_size
+        self.batcher = AdaptiveBatch(batch_size)
+
+    @property
+    def maps(self) -> list[str]:
+        return [f"{head}_output" for head in ("conv", "fc") if head in self.branches]
+
+    def new_state(self) -> TaskState:
+        cells = self.roi_size * self.roi_size
+        sums = {m: torch.zeros(cells, cells, dtype=torch.float64, device=self.device) for m in self.maps}
+        return TaskState(sums=sums, counts={"objects": 0})
+
+    def _branch_input(self, pooled: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        roi_heads = self.model.roi_heads
+        return pooled["reg"] if name in roi_heads.reg_branches and "reg" in pooled else pooled["plain"]
+
+    def process(self, ctx: ImageContext, state: TaskState) -> int:
+        roi_heads = self.model.roi_heads
+
+        def run(start: int, stop: int) -> dict[str, torch.Tensor]:
+            pooled = roi_heads.pool(ctx.features, [ctx.boxes[start:stop]], [ctx.image_size])
+            out = {}
+            for head, name in self.branches.items():
+                branch = roi_heads.branches[name]
+                x = self._branch_input(pooled, name)
+                maps = branch.head.feature_map(x) if head == "conv" else fc_cell_outputs(x, branch.head.fc6)
+                out[f"{head}_output"] = cell_cosine(maps.float()).double().sum(0)
+            return out
+
+        for part in self.batcher.map(run, len(ctx.boxes)):
+            for k, v in part.items():
+                state.sums[k] += v
+        state.count("objects", len(ctx.boxes))
+        return len(ctx.boxes)
+
+    def result(self, state: TaskState) -> dict[str, np.ndarray]:
+        """The averaged matrices (``(S², S²)`` float64 arrays) plus ``fc_weight`` when the model has an fc-head."""
+        objects = max(state.counts.get("objects", 0), 1)
+        out = {k: (state.sums[k] / objects).cpu().numpy() for k in self.maps if k in state.sums}
+        if "fc" in self.branches:
+            head = self.model.roi_heads.branches[self.branches["fc"]].head
+            with torch.no_grad():
+                out["fc_weight"] = fc_weight_correlation(head.fc6, head.in_channels, head.roi_size).cpu().numpy()
+        return {k: out[k] for k in MAPS if k in out}
+
+
+def spatial_frame(maps: dict[str, np.ndarray], model_name: str) -> pd.DataFrame:
+    """Tidy table (`SPATIAL_COLUMNS`): one row per (map, cell_i, cell_j); cell = y·S + x."""
+    parts = []
+    for name, matrix in maps.items():
+        i, j = np.meshgrid(np.arange(matrix.shape[0]), np.arange(matrix.shape[1]), indexing="ij")
+        parts.append(pd.DataFrame({"model": model_name, "map": name, "cell_i": i.ravel(), "cell_j": j.ravel(),
+                                   "value": matrix.ravel()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SPATIAL_COLUMNS))

@@ -1,0 +1,161 @@
+"""The paper's ablations as sweeps: Table 1 (variants × loss weights), Table 2 (conv-head depth, non-local),
+Fig. 8 (the λ_fc × λ_conv grid) and Table 3 (fusion rules, evaluation only).
+
+A sweep is a list of named runs, each a set of config overrides on a base config. Every run gets its own folder
+(``OUT/<run>/``: the training outputs and ``eval.csv``); a run whose ``eval.csv`` exists is skipped, so an interrupted
+sweep resumes. ``OUT/sweep.csv`` indexes the runs and ``OUT/results.csv`` joins the index with every run's
+``eval.csv``: the one table the figures and tables read. Runs execute one after another here, or are written out as
+one ``torchrun`` command per run for a cluster scheduler.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dhanalysis.errors import DHError
+
+LAMBDA_FC = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+LAMBDA_CONV = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    overrides: tuple[str, ...]
+    meta: dict
+    train: bool = True  # False: evaluate the base checkpoint only (Table 3)
+    modes: tuple[str, ...] = ()  # () = every mode the model supports
+
+
+def _weights(w_fc: float, w_conv: float) -> tuple[str, ...]:
+    return (f"model.loss.w_fc={w_fc}", f"model.loss.w_conv={w_conv}")
+
+
+def table1_runs() -> list[Run]:
+    """Table 1: single heads with weight 1.0; double heads with 1.0 (middle group) and ω = (2.0, 2.5) (bottom)."""
+    runs = []
+    for variant in ("single-fc", "single-conv"):
+        runs.append(Run(f"{variant}-w1", (f"model.variant={variant}", *_weights(1.0, 1.0),
+                                          "model.loss.lambda_fc=1.0", "model.loss.lambda_conv=1.0"),
+                        {"variant": variant, "w_fc": 1.0, "w_conv": 1.0, "group": "single"}))
+    for w_fc, w_conv, group in ((1.0, 1.0, "double, weight 1.0"), (2.0, 2.5, "double, ω_fc=2.0, ω_conv=2.5")):
+        for variant in ("double-fc", "double-conv", "double-head-reverse", "double-head"):
+            tag = "w1" if w_fc == 1.0 else "w2"
+            runs.append(Run(f"{variant}-{tag}", (f"model.variant={variant}", *_weights(w_fc, w_conv),
+                                                 "model.loss.lambda_fc=1.0", "model.loss.lambda_conv=1.0"),
+                            {"variant": variant, "w_fc": w_fc, "w_conv": w_conv, "group": group}))
+    return runs
+
+
+def table2_runs() -> list[Run]:
+    """Table 2: Double-Head with K = 1..7 residual blocks, and K = 3, 5, 7 with non-local blocks; K = 0 is FPN."""
+    runs = [Run("K0", ("model.variant=single-fc",), {"K": 0, "non_local": False})]
+    for k in range(1, 8):
+        runs.append(Run(f"K{k}", ("model.variant=double-head", f"model.head.num_blocks={k}",
+                                  "model.head.non_local=false"), {"K": k, "non_local": False}))
+    for k in (3, 5, 7):
+        runs.append(Run(f"K{k}-nl", ("model.variant=double-head", f"model.head.num_blocks={k}",
+                                     "model.head.non_local=true"), {"K": k, "non_local": True}))
+    return runs
+
+
+def fig8_runs(lambda_fc: tuple[float, ...] = LAMBDA_FC, lambda_conv: tuple[float, ...] = LAMBDA_CONV) -> list[Run]:
+    """Fig. 8: one Double-Head-Ext model per (λ_fc, λ_conv); each is evaluated in every mode it supports."""
+    return [
+        Run(f"lfc{lf:g}-lconv{lc:g}", ("model.variant=double-head-ext", f"model.loss.lambda_fc={lf}",
+                                       f"model.loss.lambda_conv={lc}"), {"lambda_fc": lf, "lambda_conv": lc})
+        for lc in lambda_conv for lf in lambda_fc
+    ]
+
+
+def table3_runs() -> list[Run]:
+    """Table 3: one trained Double-Head-Ext model, its fusion rules compared (no training)."""
+    return [Run("fusion", (), {}, train=False, modes=("fc-cls+conv-reg", "max", "average", "complementary"))]
+
+
+GRIDS = {"table1": table1_runs, "table2": table2_runs, "fig8": fig8_runs, "table3": table3_runs}
+
+
+def grid_runs(name: str) -> list[Run]:
+    if name not in GRIDS:
+        raise DHError(f"unknown grid '{name}'; choose one of: {', '.join(GRIDS)}")
+    return GRIDS[name]()
+
+
+def torchrun_commands(runs: list[Run], config: str, out: Path, nproc: int, extra: list[str]) -> list[str]:
+    """One shell line per run: train with torchrun, then evaluate, for a cluster scheduler."""
+    lines = []
+    for run in runs:
+        sets = " ".join(f"--set {shlex.quote(o)}" for o in (*extra, *run.overrides))
+        folder = shlex.quote(str(out / run.name))
+        if run.train:
+            train = (f"torchrun --nproc_per_node {nproc} -m dhanalysis train --config {shlex.quote(config)} "
+                     f"--out {folder} --resume {sets}")
+            ckpt = f"{folder}/model_final.pth"
+        else:
+            train, ckpt = "true", shlex.quote(config)
+        modes = f" --modes {','.join(run.modes)}" if run.modes else ""
+        lines.append(f"{train} && torchrun --nproc_per_node {nproc} -m dhanalysis eval --ckpt {ckpt} "
+                     f"--out {folder} --name {run.name}{modes}")
+    return lines
+
+
+def write_index(runs: list[Run], grid: str, out: Path) -> pd.DataFrame:
+    """``sweep.csv`` (one row per run) and ``results.csv`` (the index joined with each finished run's eval.csv)."""
+    index = pd.DataFrame([{"grid": grid, "run": r.name, **r.meta, "folder": str(out / r.name)} for r in runs])
+    out.mkdir(parents=True, exist_ok=True)
+    index.to_csv(out / "sweep.csv", index=False)
+    evals = []
+    for r in runs:
+        path = out / r.name / "eval.csv"
+        if path.exists():
+            evals.append(pd.read_csv(path).assign(run=r.name))
+    if not evals:
+        return pd.DataFrame()
+    results = index.merge(pd.concat(evals, ignore_index=True), on="run")
+    results.to_csv(out / "results.csv", index=False)
+    return results
+
+
+def run_sweep(
+    grid: str,
+    config: str,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+    only: list[str] | None = None,
+    max_images: int | None = None,
+) -> pd.DataFrame:
+    """Train and evaluate every run of ``grid`` in sequence, skipping finished ones; returns ``results.csv``."""
+    from dhanalysis.config import load_config
+    from dhanalysis.data.coco import CocoDataset
+    from dhanalysis.engine.distributed import resolve_device
+    from dhanalysis.engine.evaluate import evaluate
+    from dhanalysis.engine.train import train
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    out = Path(out)
+    runs = [r for r in grid_runs(grid) if not only or r.name in only]
+    if not runs:
+        raise DHError(f"no runs of grid '{grid}' match --only {only}")
+    dev = resolve_device(device)
+    for i, run in enumerate(runs, 1):
+        folder = out / run.name
+        if (folder / "eval.csv").exists():
+            print(f"[{i}/{len(runs)}] {run.name}: done, skipped")
+            continue
+        print(f"[{i}/{len(runs)}] {run.name}: {' '.join(run.overrides) or 'evaluation only'}")
+        if run.train:
+            cfg = load_config(config, [*(overrides or []), *run.overrides, f"name={run.name}"])
+            ckpt = train(cfg, folder, resume=True, device=str(dev))
+        else:
+            ckpt = Path(config)
+        model = load_checkpoint(ckpt, map_location=dev)
+        data = model.config.data
+        dataset = CocoDataset(data.root, data.val_split)
+        evaluate(model, dataset, list(run.modes) or None, dev, max_images=max_images, out=folder, name=run.name)
+    return write_index(runs, grid, out)

@@ -1,0 +1,486 @@
+"""Render every figure and table a results folder allows (``dhanalysis figures``), from result files alone.
+
+A results folder holds one sub-folder per model (any folder with ``config.json``, ``summary.json``, ``eval.csv``,
+``sliding_window_stats.csv``, ``pcc.csv`` or ``spatial_corr.npz``) and, optionally, the ablation sweeps
+(``sweeps/<grid>/results.csv``). A model's variant is ``model.variant`` of its ``config.json``, else the longest
+variant name its folder name contains. Each figure picks the models it needs by variant; one whose inputs are
+missing is skipped with one line saying which results would produce it.
+
+Which heads are "the fc-head" and "the conv-head" (Figs. 2-4, A.1, A.2): by default Single-FC's fc-head and
+Single-Conv's conv-head, as in the paper, else the two heads of one Double-Head(-Ext) model; ``fc_head`` /
+``conv_head`` = (model, head) override either.
+
+The statistics behind the curves and bars come from `dhanalysis.analysis` (`bin_summary`, `pcc_table`,
+`difficulty_from_ap`: pandas only); the plotting modules only draw the tidy tables handed to them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
+from dhanalysis.analysis.pcc import pcc_table
+from dhanalysis.analysis.stats import bin_summary
+from dhanalysis.figures import ablation, architecture, correlation, sliding_window
+from dhanalysis.figures.style import VARIANT_LABELS, save_figure
+
+MODEL_FILES = ("config.json", "summary.json", "eval.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz")
+HeadRef = tuple[str, str]  # (model name, head type)
+DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")
+
+
+def variant_from_name(name: str) -> str | None:
+    """The longest variant name contained in a folder name ("synth-double-head-ext" -> "double-head-ext")."""
+    hits = [v for v in VARIANT_LABELS if v in name.lower()]
+    return max(hits, key=len) if hits else None
+
+
+@dataclass(frozen=True)
+class ModelResults:
+    """One model's result folder."""
+
+    name: str
+    folder: Path
+    variant: str | None
+    config: dict = field(default_factory=dict, compare=False)
+
+    def path(self, filename: str) -> Path | None:
+        path = self.folder / filename
+        return path if path.is_file() else None
+
+    @property
+    def preferred_mode(self) -> str | None:
+        """The inference mode its config asks for (``model.mode``), None for the variant's default."""
+        return (self.config.get("model") or {}).get("mode") or None
+
+
+def _read_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def _model_results(folder: Path) -> ModelResults:
+    config = _read_config(folder)
+    variant = (config.get("model") or {}).get("variant") or variant_from_name(folder.name)
+    return ModelResults(folder.name, folder, variant, config)
+
+
+def discover_models(root: str | Path, models: Sequence[str] | None = None) -> dict[str, ModelResults]:
+    """name -> `ModelResults` for every model folder under ``root`` (or ``root`` itself when it is one).
+
+    ``models`` keeps only folders whose name or variant is listed.
+    """
+    root = Path(root)
+
+    def is_model(folder: Path) -> bool:
+        return any((folder / f).is_file() for f in MODEL_FILES)
+
+    if is_model(root):
+        folders = [root]
+    else:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and is_model(p)) if root.is_dir() else []
+    found = {f.name: _model_results(f) for f in folders}
+    if models:
+        wanted = set(models)
+        found = {k: m for k, m in found.items() if k in wanted or m.variant in wanted}
+    return found
+
+
+def _read_csv(path: Path | None) -> pd.DataFrame | None:
+    if path is None:
+        return None
+    table = pd.read_csv(path)
+    return table if len(table) else None
+
+
+class Results:
+    """Cached access to the tables of one results folder (and its sweeps).
+
+    Args:
+        root: the results folder. ``models``: restrict to these folder names or variants. ``sweeps``: the sweeps
+        folder (default ``root/sweeps``): ``results.csv`` there and in its sub-folders is read.
+        ``fc_head`` / ``conv_head``: (model, head) for the head comparisons, overriding the defaults.
+    """
+
+    def __init__(self, root: str | Path, models: Sequence[str] | None = None, sweeps: str | Path | None = None,
+                 fc_head: HeadRef | None = None, conv_head: HeadRef | None = None):
+        self.root = Path(root)
+        self.models = discover_models(self.root, models)
+        self.sweeps_dir = Path(sweeps) if sweeps is not None else self.root / "sweeps"
+        self.overrides = {"fc": fc_head, "conv": conv_head}
+        self._cache: dict[tuple[str, str], object] = {}
+
+    # ------------------------------------------------------------------ per-model files
+    def _cached(self, kind: str, model: str, load: Callable[[ModelResults], object]) -> object:
+        key = (kind, model)
+        if key not in self._cache:
+            entry = self.models.get(model)
+            self._cache[key] = load(entry) if entry is not None else None
+        return self._cache[key]
+
+    def stats(self, model: str) -> pd.DataFrame | None:
+        """The sliding-window statistics table of ``model``, with its ``variant``."""
+        def load(m: ModelResults) -> pd.DataFrame | None:
+            table = _read_csv(m.path("sliding_window_stats.csv"))
+            # "" rather than None for an unknown variant: group-bys drop None keys
+            return None if table is None else table.assign(model=m.name, variant=m.variant or "")
+        return self._cached("stats", model, load)
+
+    def pcc(self, model: str) -> pd.DataFrame | None:
+        def load(m: ModelResults) -> pd.DataFrame | None:
+            table = _read_csv(m.path("pcc.csv"))
+            # "" rather than None for an unknown variant: group-bys drop None keys
+            return None if table is None else table.assign(model=m.name, variant=m.variant or "")
+        return self._cached("pcc", model, load)
+
+    def spatial(self, model: str) -> dict[str, np.ndarray]:
+        def load(m: ModelResults) -> dict[str, np.ndarray]:
+            path = m.path("spatial_corr.npz")
+            if path is None:
+                return {}
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        return self._cached("spatial", model, load) or {}
+
+    def evals(self) -> pd.DataFrame | None:
+        """Every model's eval.csv rows, with ``variant``."""
+        parts = []
+        for m in self.models.values():
+            table = _read_csv(m.path("eval.csv"))
+            if table is not None:
+                parts.append(table.assign(model=m.name, variant=m.variant or ""))
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    def heads(self, model: str) -> set[str]:
+        stats = self.stats(model)
+        return set(stats["head"]) if stats is not None else set()
+
+    def with_variant(self, variant: str, head: str | None = None) -> str | None:
+        """The first model of ``variant`` (whose statistics have ``head``, when given)."""
+        for name, m in self.models.items():
+            if m.variant == variant and (head is None or head in self.heads(name)):
+                return name
+        return None
+
+    # ------------------------------------------------------------------ which heads are compared
+    @cached_property
+    def head_pair(self) -> dict[str, HeadRef] | None:
+        """{"fc": (model, "fc"), "conv": (model, "conv")} for the head comparisons, or None."""
+        singles = {h: self.with_variant(f"single-{h}", h) for h in ("fc", "conv")}
+        pair: dict[str, HeadRef | None] = {h: (m, h) if m else None for h, m in singles.items()}
+        if not all(singles.values()):
+            both = [n for v in DOUBLE_HEAD_PREFERENCE for n, m in self.models.items()
+                    if m.variant == v and {"fc", "conv"} <= self.heads(n)]
+            both += [n for n in self.models if {"fc", "conv"} <= self.heads(n) and n not in both]
+            if both:
+                pair = {h: (both[0], h) for h in pair}
+        # an override replaces its head only; the other keeps its default (or its single-head model)
+        for h, ref in self.overrides.items():
+            if ref is not None:
+                pair[h] = ref
+        return pair if all(pair.values()) else None
+
+    # ------------------------------------------------------------------ sweeps, architecture, difficulty
+    @cached_property
+    def sweeps(self) -> pd.DataFrame | None:
+        """The sweeps' results.csv tables (``grid`` column: table1, table2, fig8, table3), concatenated."""
+        if not self.sweeps_dir.is_dir():
+            return None
+        paths = sorted({*self.sweeps_dir.glob("results.csv"), *self.sweeps_dir.glob("*/results.csv")})
+        parts = [t for t in (_read_csv(p) for p in paths) if t is not None and "grid" in t.columns]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    def sweep(self, grid: str) -> pd.DataFrame | None:
+        table = self.sweeps
+        if table is None:
+            return None
+        part = table[table["grid"] == grid].dropna(axis=1, how="all")
+        return part if len(part) else None
+
+    @cached_property
+    def architecture(self) -> pd.DataFrame | None:
+        """architecture.csv of the results folder itself, else of a model (Double-Head-Ext's first)."""
+        order = sorted(self.models.values(), key=lambda m: (m.variant not in DOUBLE_HEAD_PREFERENCE, m.name))
+        for path in [self.root / "architecture.csv"] + [m.folder / "architecture.csv" for m in order]:
+            if path.is_file():
+                return pd.read_csv(path, dtype={"block_M": str})
+        return None
+
+    @cached_property
+    def difficulty(self) -> tuple[dict[int, str], str] | None:
+        """(category_id -> easy/medium/hard, the reference model) ranked by per-class AP (App. A.1).
+
+        The reference is the Single-FC model (the paper's FPN baseline) when it has per_class_ap.csv, else the
+        first model that does; of several modes, its preferred (else best-AP) mode.
+        """
+        order = sorted(self.models.values(), key=lambda m: (m.variant != "single-fc", m.name))
+        for m in order:
+            per_class = _read_csv(m.path("per_class_ap.csv"))
+            if per_class is None:
+                continue
+            if "mode" in per_class.columns and per_class["mode"].nunique() > 1:
+                evals = _read_csv(m.path("eval.csv"))
+                mode = (ablation.pick_mode(evals, m.preferred_mode)["mode"] if evals is not None
+                        else per_class["mode"].iloc[0])
+                per_class = per_class[per_class["mode"] == mode]
+            return difficulty_from_ap(per_class), m.name
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- tidy inputs
+def curves(res: Results, refs: Iterable[HeadRef], group: str | None = None) -> pd.DataFrame | None:
+    """`bin_summary` of the given (model, head) curves, by ``group`` (``size``, ``difficulty``) or over all objects;
+    None when a curve has no statistics."""
+    parts = []
+    for model, head in refs:
+        stats = res.stats(model)
+        if stats is None or head not in set(stats["head"]):
+            return None
+        stats = stats[stats["head"] == head]
+        if group == "difficulty":
+            ranking = res.difficulty
+            if ranking is None:
+                return None
+            stats = assign_difficulty(stats, ranking[0]).dropna(subset=["difficulty"])
+        by = ["model", "variant", "head"] + ([group] if group else [])
+        summary = bin_summary(stats, by=by)
+        parts.append(summary.rename(columns={group: "group"}) if group else summary.assign(group="all"))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def pcc_rows(res: Results, refs: Iterable[HeadRef], difficulty: bool = False) -> pd.DataFrame | None:
+    """pcc.csv rows of the given heads. Predefined-proposal PCCs come from the statistics when present (exact, and
+    ranked by the same difficulty reference as Fig. A.1), else from pcc.csv."""
+    parts = []
+    for model, head in refs:
+        stats, stored = res.stats(model), res.pcc(model)
+        rows = []
+        if stats is not None and head in set(stats["head"]):
+            ranking = res.difficulty if difficulty else None
+            table = pcc_table(stats[stats["head"] == head], difficulty=ranking[0] if ranking else None)
+            rows.append(table.assign(variant=res.models[model].variant or ""))
+        if stored is not None:
+            part = stored[stored["head"] == head]
+            if rows:
+                part = part[part["proposal_set"] != "predefined"]
+            rows.append(part)
+        if rows:
+            parts.append(pd.concat(rows, ignore_index=True))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+# ---------------------------------------------------------------------------------------------- one builder per figure
+SW = "sliding-window results"
+SW_CMD = "(dhanalysis sliding-window)"
+Builder = Callable[[Results], "Figure | str"]
+
+
+def _pair_note(res: Results) -> str | None:
+    """Legend title naming the model when both compared heads come from one model (else the legend names them)."""
+    pair = res.head_pair or {}
+    models = {ref[0] for ref in pair.values()}
+    if len(models) != 1:
+        return None
+    model = models.pop()
+    entry = res.models.get(model)
+    return f"both heads of {VARIANT_LABELS.get(entry.variant or '', model) if entry else model} ({model})"
+
+
+def _fig2(res: Results) -> Figure | str:
+    pair = res.head_pair
+    data = curves(res, pair.values(), "size") if pair else None
+    if data is None:
+        return f"needs {SW} of a single-fc and a single-conv model, or of one double-head(-ext) model {SW_CMD}"
+    return sliding_window.plot_fig2(data, note=_pair_note(res))
+
+
+def _figA1(res: Results) -> Figure | str:
+    pair = res.head_pair
+    data = curves(res, pair.values(), "difficulty") if pair else None
+    if data is None:
+        return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis eval) "
+                "to rank the classes")
+    note = f"classes ranked by the per-class AP of {res.difficulty[1]}"
+    pair_note = _pair_note(res)
+    return sliding_window.plot_figA1(data, note=f"{pair_note}; {note}" if pair_note else note)
+
+
+def _model_pair(res: Results, variants: Sequence[str], head: str) -> Figure | str | pd.DataFrame:
+    models = [res.with_variant(v, head) for v in variants]
+    data = curves(res, [(m, head) for m in models]) if all(models) else None
+    if data is None:
+        return f"needs {SW} of a {' and a '.join(variants)} model {SW_CMD}"
+    return data
+
+
+def _fig6(res: Results) -> Figure | str:
+    data = _model_pair(res, ("single-conv", "double-conv"), "conv")
+    return data if isinstance(data, str) else sliding_window.plot_fig6(data)
+
+
+def _fig7(res: Results) -> Figure | str:
+    data = _model_pair(res, ("single-fc", "double-fc"), "fc")
+    return data if isinstance(data, str) else sliding_window.plot_fig7(data)
+
+
+def _figA3(res: Results) -> Figure | str:
+    ext = res.with_variant("double-head-ext")
+    refs = [(m, h) for m, h in ((res.with_variant("single-fc", "fc"), "fc"),
+                                (res.with_variant("single-conv", "conv"), "conv")) if m]
+    refs += [(ext, h) for h in ("fc", "conv") if ext and h in res.heads(ext)]
+    data = curves(res, refs) if ext and len(refs) > 2 else None
+    if data is None:
+        return f"needs {SW} of a double-head-ext model and of a single-fc and/or single-conv model {SW_CMD}"
+    return sliding_window.plot_figA3(data)
+
+
+def _fig3(res: Results) -> Figure | str:
+    pair = res.head_pair
+    data = pcc_rows(res, pair.values()) if pair else None
+    if data is None or not len(data):
+        return (f"needs pcc results (pcc.csv from dhanalysis pcc) or {SW} {SW_CMD} of the fc-head and conv-head "
+                "models")
+    return correlation.plot_fig3(data, note=_pair_note(res))
+
+
+def _figA2(res: Results) -> Figure | str:
+    pair = res.head_pair
+    data = pcc_rows(res, pair.values(), difficulty=True) if pair else None
+    if data is not None:
+        data = data[(data["proposal_set"] == "predefined") & (data["grouping"] == "difficulty")]
+    if data is None or not len(data):
+        return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis "
+                "eval), or pcc.csv with difficulty groups")
+    note = f"classes ranked by the per-class AP of {res.difficulty[1]}" if res.difficulty else None
+    pair_note = _pair_note(res)
+    return correlation.plot_figA2(data, note="; ".join(n for n in (pair_note, note) if n) or None)
+
+
+def _fig4(res: Results) -> Figure | str:
+    pair = res.head_pair or {}
+    maps, titles = {}, {}
+    for name in correlation.MAP_TITLES:
+        head = name.split("_")[0]
+        preferred = [pair[head][0]] if head in pair else []
+        for model in preferred + [m for m in res.models if m not in preferred]:
+            if name in res.spatial(model):
+                maps[name] = res.spatial(model)[name]
+                variant = res.models[model].variant
+                titles[name] = f"{correlation.MAP_TITLES[name]}\n({VARIANT_LABELS.get(variant or '', model)})"
+                break
+    if not maps:
+        return "needs spatial-correlation results (spatial_corr.npz from dhanalysis spatial-corr)"
+    return correlation.plot_fig4(maps, titles=titles)
+
+
+def _fig5(res: Results) -> Figure | str:
+    table = res.architecture
+    if table is None:
+        return ("needs architecture.csv (dhanalysis.analysis.architecture.write_architecture(model, folder)) in the "
+                "results folder or a model folder")
+    return architecture.plot_fig5(table)
+
+
+def _fig8(res: Results) -> Figure | str:
+    table = res.sweep("fig8")
+    if table is None:
+        return "needs the fig8 sweep (results.csv from dhanalysis sweep --grid fig8)"
+    return ablation.plot_fig8(table)
+
+
+FIGURES: dict[str, tuple[str, Builder]] = {
+    "fig2": ("Fig. 2", _fig2),
+    "fig3": ("Fig. 3", _fig3),
+    "fig4": ("Fig. 4", _fig4),
+    "fig5": ("Fig. 5", _fig5),
+    "fig6": ("Fig. 6", _fig6),
+    "fig7": ("Fig. 7", _fig7),
+    "fig8": ("Fig. 8", _fig8),
+    "figA1": ("Fig. A.1", _figA1),
+    "figA2": ("Fig. A.2", _figA2),
+    "figA3": ("Fig. A.3", _figA3),
+}
+
+TABLE_CAPTIONS = {
+    "table1": "Table 1. Head structures and loss weights (AP ×100).",
+    "table2": "Table 2. Number of blocks K in the conv-head, without and with non-local blocks (NL) (AP ×100).",
+    "table3": "Table 3. Fusion of the classifiers of both heads (AP ×100).",
+    "table5": "Table 5. Evaluated models, each in its preferred (else best-AP) inference mode (AP ×100).",
+}
+
+
+def table(res: Results, key: str) -> pd.DataFrame | str:
+    """One of Tables 1, 2, 3, 5 as a DataFrame, or the line saying which results it needs."""
+    if key == "table5":
+        evals = res.evals()
+        if evals is None:
+            return "needs eval.csv of at least one model (dhanalysis eval)"
+        return ablation.table5(evals, {n: m.preferred_mode for n, m in res.models.items() if m.preferred_mode})
+    grid = res.sweep(key)
+    if grid is None:
+        return f"needs the {key} sweep (results.csv from dhanalysis sweep --grid {key})"
+    return {"table1": ablation.table1, "table2": ablation.table2, "table3": ablation.table3}[key](grid)
+
+
+def figure(res: Results, key: str, log: Callable[[str], None] = print) -> Figure | None:
+    """Draw one figure (``fig2`` … ``figA3``); None, after logging the skip line, when its inputs are missing."""
+    name, build = FIGURES[key]
+    out = build(res)
+    if isinstance(out, str):
+        log(f"{name} skipped: {out}")
+        return None
+    return out
+
+
+def render_all(
+    results: str | Path | Results,
+    out: str | Path,
+    only: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    sweeps: str | Path | None = None,
+    fc_head: HeadRef | None = None,
+    conv_head: HeadRef | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+    close: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Render every figure and table the results allow into ``out``; returns the paths written.
+
+    ``only``: keys of `FIGURES` and `TABLE_CAPTIONS` to render (default all). ``close=False`` leaves the figures
+    open (a notebook then shows them). Skipped items log one line each.
+    """
+    res = results if isinstance(results, Results) else Results(results, models, sweeps, fc_head, conv_head)
+    keys = list(only) if only else [*FIGURES, *TABLE_CAPTIONS]
+    unknown = [k for k in keys if k not in FIGURES and k not in TABLE_CAPTIONS]
+    if unknown:
+        raise ValueError(f"unknown figure or table {unknown}; choose from {', '.join([*FIGURES, *TABLE_CAPTIONS])}")
+    written: list[Path] = []
+    for key in keys:
+        if key in FIGURES:
+            fig = figure(res, key, log)
+            if fig is None:
+                continue
+            paths = save_figure(fig, out, key, formats)
+            if close:
+                plt.close(fig)
+        else:
+            tab = table(res, key)
+            if isinstance(tab, str):
+                log(f"{key.replace('table', 'Table ')} skipped: {tab}")
+                continue
+            paths = ablation.write_table(tab, out, key, TABLE_CAPTIONS[key])
+        written += paths
+        log(f"{FIGURES[key][0] if key in FIGURES else key.replace('table', 'Table ')}: "
+            f"{', '.join(str(p) for p in paths)}")
+    return written

@@ -1,0 +1,124 @@
+"""One look for every figure: seaborn's paper theme, fixed colours per head and per model, labels, saving.
+
+Colours are fixed so that a reader can compare figures side by side: the fc-head is always blue and the conv-head
+always orange, in every figure; each model variant has its own colour (Single-FC and Single-Conv share their head's
+colour, since each is "the" fc-head or conv-head of the analysis). When a figure varies both the head and the model
+(Fig. A.3), the colour follows the head and the line style the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+from matplotlib.figure import Figure
+
+HEADS = ("fc", "conv")
+HEAD_LABELS = {"fc": "fc-head", "conv": "conv-head"}
+HEAD_COLORS = {"fc": "#0173B2", "conv": "#DE8F05"}
+
+# display names of the variants (Fig. 1, Table 1); the keys are also how a results folder's name is read
+VARIANT_LABELS = {
+    "single-fc": "Single-FC",
+    "single-conv": "Single-Conv",
+    "double-fc": "Double-FC",
+    "double-conv": "Double-Conv",
+    "double-head": "Double-Head",
+    "double-head-reverse": "Double-Head-Reverse",
+    "double-head-ext": "Double-Head-Ext",
+}
+VARIANT_COLORS = {
+    "single-fc": HEAD_COLORS["fc"],
+    "single-conv": HEAD_COLORS["conv"],
+    "double-fc": "#029E73",
+    "double-conv": "#CC78BC",
+    "double-head": "#D55E00",
+    "double-head-reverse": "#949494",
+    "double-head-ext": "#CA9161",
+}
+VARIANT_LINESTYLES = {"single-fc": "-", "single-conv": "-", "double-fc": "--", "double-conv": "--",
+                      "double-head": "-.", "double-head-reverse": ":", "double-head-ext": "--"}
+VARIANT_MARKERS = {"single-fc": "o", "single-conv": "s", "double-fc": "^", "double-conv": "v", "double-head": "D",
+                   "double-head-reverse": "x", "double-head-ext": "P"}
+OTHER_COLOR = "#555555"  # a model whose variant is unknown
+MISSING_COLOR = "#d9d9d9"  # cells of a heat map whose mode does not exist (Fig. 8)
+HEATMAP_CMAP = "YlGnBu"
+CORRELATION_CMAP = "viridis"
+
+SIZE_GROUPS = ("small", "medium", "large")
+DIFFICULTY_GROUPS = ("easy", "medium", "hard")
+PROPOSAL_SET_LABELS = {"predefined": "predefined", "rpn": "RPN", "detections": "NMS"}
+
+SCORE_LABEL = "classification score"
+REG_IOU_LABEL = "IoU of regressed box"
+PROPOSAL_IOU_LABEL = "proposal IoU"
+
+RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
+    # no "tight" bounding box: constrained layout already fits titles, outside legends and colour bars, and a
+    # tight box would cost a second draw per file
+    "pdf.fonttype": 42,  # embed TrueType so the text stays selectable and editable
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "legend.framealpha": 0.85,
+}
+
+
+@contextlib.contextmanager
+def paper_style() -> Iterator[None]:
+    """Seaborn's white-grid paper theme plus `RC`, restored on exit so importing us changes nobody's defaults."""
+    with plt.rc_context():
+        sns.set_theme(context="paper", style="whitegrid", palette="colorblind", rc=RC)
+        yield
+
+
+def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], fig: Figure | None = None,
+               **subplot_kw) -> tuple[Figure, list]:
+    """A figure (or the caller's, cleared) with an ``nrows × ncols`` grid of axes, returned as a 2-D list."""
+    if fig is None:
+        fig = plt.figure(figsize=figsize, layout="constrained")
+    else:
+        fig.clear()
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, [list(row) for row in axes]
+
+
+def variant_label(variant: str | None, fallback: str = "") -> str:
+    """The paper's name of a variant ("Double-Head-Ext"), else ``fallback`` (e.g. the model's folder name)."""
+    return VARIANT_LABELS.get(variant or "", fallback or str(variant))
+
+
+def variant_color(variant: str | None) -> str:
+    """The variant's fixed colour (grey for an unknown variant)."""
+    return VARIANT_COLORS.get(variant or "", OTHER_COLOR)
+
+
+def head_label(head: str) -> str:
+    """"fc" -> "fc-head", the paper's wording."""
+    return HEAD_LABELS.get(head, f"{head}-head")
+
+
+def head_color(head: str) -> str:
+    """The head type's fixed colour, the same in every figure."""
+    return HEAD_COLORS.get(head, OTHER_COLOR)
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``fig`` as ``out_dir/stem.<fmt>`` for every format; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with plt.rc_context(RC):
+        for fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            fig.savefig(path, format=fmt)
+            paths.append(path)
+    return paths

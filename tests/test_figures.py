@@ -1,0 +1,194 @@
+"""`dhanalysis figures`: every figure and table renders from fake results, missing inputs are skipped with one
+line, tables hold the evaluated numbers, and Fig. 5 draws the analysed model's widths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from dhanalysis.figures import ablation  # noqa: E402
+from dhanalysis.figures.render import FIGURES, TABLE_CAPTIONS, Results, render_all  # noqa: E402
+from fixtures_results import write_fake_results  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return write_fake_results(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def rendered(fake, tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    lines: list[str] = []
+    paths = render_all(fake, out, log=lines.append)
+    return out, paths, lines
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+def test_every_figure_and_table_is_written(rendered):
+    out, paths, lines = rendered
+    assert not [line for line in lines if "skipped" in line]
+    for key in FIGURES:
+        png, pdf = out / f"{key}.png", out / f"{key}.pdf"
+        assert png in paths and pdf in paths
+        image = mpimg.imread(png)
+        assert png.stat().st_size > 20_000 and image.shape[0] > 200 and image.shape[1] > 200
+        assert image[..., :3].std() > 0.02, f"{key}.png is (nearly) one colour"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+    for key in TABLE_CAPTIONS:
+        assert (out / f"{key}.md").is_file() and (out / f"{key}.csv").is_file()
+
+
+def test_tables_hold_the_evaluated_numbers(rendered, fake):
+    out, _, _ = rendered
+    t1 = (out / "table1.md").read_text()
+    assert "| single | Single-FC | 1.0 | 1.0 | - | - | 36.8 |" in t1
+    assert "| Double-Head-Reverse | - | 1.0 | 1.0 | - | 32.6 |" in t1
+    assert "| Double-Head | 2.0 | - | - | 2.5 | 39.5 |" in t1
+    t2 = (out / "table2.md").read_text()
+    assert "|  | 0 | - | 36.8 | - | 58.7 | 40.4 |" in t2
+    assert "| ✓ | 5 | - | 39.8 | +3.0 | 59.6 | 43.6 |" in t2
+    assert "|  | 1 | - | 36.7 | -0.1 | 59.3 | 39.6 |" in t2
+    t3 = (out / "table3.md").read_text()
+    for row in ("| No fusion | 39.7 | 59.5 | 43.4 |", "| Complementary | 40.3 | 60.3 | 44.2 |"):
+        assert row in t3
+    t5 = pd.read_csv(out / "table5.csv")
+    ext = pd.read_csv(fake / "synth-double-head-ext" / "eval.csv")
+    best = ext.loc[ext["AP"].idxmax()]
+    row = t5[t5["model"] == "synth-double-head-ext"].iloc[0]
+    assert row["mode"] == best["mode"] and row["AP"] == round(100 * best["AP"], 1)
+
+
+def test_missing_inputs_are_skipped_with_one_line(fake, tmp_path):
+    lines: list[str] = []
+    res = Results(fake, models=["synth-single-fc"], sweeps=tmp_path / "no-sweeps")
+    paths = render_all(res, tmp_path / "out", only=["fig6", "fig8", "table1", "figA3", "table5"], log=lines.append)
+    skipped = [line for line in lines if "skipped" in line]
+    assert skipped == [
+        "Fig. 6 skipped: needs sliding-window results of a single-conv and a double-conv model "
+        "(dhanalysis sliding-window)",
+        "Fig. 8 skipped: needs the fig8 sweep (results.csv from dhanalysis sweep --grid fig8)",
+        "Table 1 skipped: needs the table1 sweep (results.csv from dhanalysis sweep --grid table1)",
+        "Fig. A.3 skipped: needs sliding-window results of a double-head-ext model and of a single-fc and/or "
+        "single-conv model (dhanalysis sliding-window)",
+    ]
+    assert [p.name for p in paths] == ["table5.md", "table5.csv"]
+
+
+def test_one_double_head_model_gives_both_heads(fake):
+    res = Results(fake, models=["synth-double-head-ext"])
+    assert res.head_pair == {"fc": ("synth-double-head-ext", "fc"), "conv": ("synth-double-head-ext", "conv")}
+    assert Results(fake).head_pair == {"fc": ("synth-single-fc", "fc"), "conv": ("synth-single-conv", "conv")}
+    chosen = Results(fake, fc_head=("synth-double-fc", "fc"))
+    assert chosen.head_pair["fc"] == ("synth-double-fc", "fc")
+
+
+def test_variant_from_config_else_folder_name(fake):
+    res = Results(fake)
+    assert res.models["double-conv"].variant == "double-conv"  # no config.json: the folder name
+    assert res.models["synth-double-head-ext"].variant == "double-head-ext"
+
+
+def test_fig8_marks_missing_modes_and_the_best_cell(fake):
+    results = pd.read_csv(fake / "sweeps" / "fig8" / "results.csv")
+    fig = ablation.plot_fig8(results)
+    axes = fig.axes[:4]
+    na = [sum(t.get_text() == "n/a" for t in ax.texts) for ax in axes]
+    assert na == [6, 6, 0, 6]  # λ_conv = 1 row of (a) and (d), λ_fc = 1 column of (b)
+    grid = ablation.fig8_grid(results, "complementary")
+    best = f"{np.nanmax(grid.to_numpy()):.1f}"
+    assert best in [t.get_text() for t in axes[3].texts]
+    assert any(p.get_edgecolor()[:3] == matplotlib.colors.to_rgb(ablation.BEST_COLOR) for p in axes[3].patches)
+    plt.close(fig)
+
+
+def test_fig5_draws_the_model_widths_not_the_papers(tmp_path):
+    from dhanalysis.analysis.architecture import write_architecture
+    from dhanalysis.figures.architecture import plot_fig5
+    from dhanalysis.model.heads import ConvHead
+
+    head = ConvHead(in_channels=16, dim=32, bottleneck=8, num_blocks=3, non_local=True, non_local_dim=16)
+    table = pd.read_csv(write_architecture(head, tmp_path), dtype={"block_M": str})
+    assert list(table["block"].unique()) == ["residual", "bottleneck", "non_local"]
+    for row in table.itertuples():
+        module = getattr(head.blocks[row.block_index], row.layer)
+        conv = module[0] if isinstance(module, torch_sequential()) else module
+        assert (row.in_channels, row.out_channels) == (conv.in_channels, conv.out_channels)
+        assert row.weights == conv.weight.numel() and row.kernel == "x".join(map(str, conv.kernel_size))
+    fig = plot_fig5(table)
+    text = "\n".join(_texts(fig))
+    for row in table.itertuples():
+        assert f"{row.weights:,} weights" in text
+        assert f", {row.out_channels}" in text
+    totals = table.groupby("block")["block_weights"].first()
+    assert totals.to_dict() == {"residual": 16 * 16 * 9 + 2 * 16 * 32, "bottleneck": 2 * 32 * 8 + 8 * 8 * 9,
+                                "non_local": 4 * 32 * 16}
+    for total in totals:
+        assert f"block: {total:,} weights" in text
+    assert "input: 16 ch" in text and "output: 32 ch" in text
+    assert "589,824" not in text and "1.06M" not in text and "1024" not in text  # nothing of the paper's widths
+    plt.close(fig)
+
+
+def test_describe_reads_the_models_conv_branch_else_the_paper_width():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from dhanalysis.analysis.architecture import describe_conv_head
+    from dhanalysis.model.heads import Branch, ConvHead, FCHead, Predictor
+
+    fc = Branch("fc", FCHead(16, 7, 32), Predictor(32, 3, cls=True, reg=False))
+    conv = Branch("conv", ConvHead(16, 32, 8, 1, False), Predictor(32, 3, cls=False, reg=True))
+    model = SimpleNamespace(roi_heads=SimpleNamespace(branches=nn.ModuleDict({"fc": fc, "conv": conv})))
+    table = describe_conv_head(model)
+    assert set(table["branch"]) == {"conv"} and set(table["source"]) == {"model"}
+    assert list(table["block"].unique()) == ["residual"] and table["in_channels"].iloc[0] == 16
+    fc_only = describe_conv_head(SimpleNamespace(roi_heads=SimpleNamespace(branches=nn.ModuleDict({"fc": fc}))))
+    assert fc_only["source"].iloc[0] == "paper-width ConvHead() (the model has no conv-head)"
+    assert fc_only.groupby("block")["block_M"].first().to_dict() == {"residual": "1.06", "bottleneck": "1.06",
+                                                                     "non_local": "2.00"}
+
+
+def torch_sequential():
+    from torch import nn
+
+    return nn.Sequential
+
+
+def test_table1_weights_follow_the_variant_table():
+    from dhanalysis.config import LossConfig
+    from dhanalysis.model.variants import effective_loss_weights
+
+    loss = LossConfig(w_fc=2.0, w_conv=2.5, lambda_fc=1.0, lambda_conv=1.0)
+    for variant, tasks in ablation.TABLE1_TASKS.items():
+        trained = {key for key, w in effective_loss_weights(variant, loss).items() if w > 0}
+        assert trained == set(tasks), variant
+
+
+def test_figures_package_imports_no_torch():
+    code = ("import sys, dhanalysis.figures, dhanalysis.figures.render, dhanalysis.cli.figures; "
+            "assert 'torch' not in sys.modules, 'figures imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_prints_where_the_outputs_went(fake, tmp_path, capsys):
+    from dhanalysis.cli import main
+
+    assert main(["figures", "--results", str(fake), "--out", str(tmp_path), "--only", "table3,table5"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote 4 file(s) to {tmp_path}" in out and "Table 3: " in out
+    assert main(["figures", "--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
