@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dhanalysis variants
-	$(VENV)/bin/dhanalysis params --table2
+	$(VENV)/bin/dhanalysis demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -11,6 +11,9 @@ from dhanalysis.config import Config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
+    "model.backbone.weights=null",
+    "model.backbone.norm=bn",
+    "model.backbone.trainable_layers=5",
     "model.num_classes=3",
     "model.min_size=96",
     "model.max_size=128",

@@ -28,7 +28,8 @@ def test_params_table2_prints_ours_beside_paper(capsys):
 
 
 def test_params_config_table(capsys):
-    assert main(["params", "--config", str(ROOT / "configs/synth/single-fc.yaml"), "--num-classes", "6"]) == 0
+    assert main(["params", "--config", str(ROOT / "configs/synth/single-fc.yaml"), "--num-classes", "6",
+                 "--set", "model.backbone.weights=null"]) == 0
     out = capsys.readouterr().out
     assert "roi_heads.branches.fc.head" in out and "DoubleHeadRCNN" in out
 

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "variants": ("variants", "list the head variants and what each branch does"),
     "params": ("params", "parameter table of a config's model, or Table 2's parameter column"),
     "data": ("data", "make the synthetic dataset or convert Pascal VOC to COCO format"),
+    "pretrain": ("pretrain", "pretrain a ResNet on the dataset's box crops (local stand-in for ImageNet weights)"),
     "train": ("train", "train a model from a config (CPU, one GPU, or torchrun)"),
     "eval": ("evaluate", "COCO box AP of a checkpoint, every inference mode in one pass"),
     "sliding-window": ("sliding_window", "score ~14k sliding-window proposals per box (paper §3.1)"),
@@ -47,6 +48,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: DHError) -> str:
+    """The error's message on one line.
+
+    A `DHError` raised in a DataLoader worker reaches us re-raised by torch with the worker's whole traceback in its
+    message; its last line is the original error, which is all the user needs.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    prefix = f"{DHError.__module__}.{DHError.__qualname__}: "
+    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else " ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -55,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except DHError as exc:
-        print(f"dhanalysis: error: {exc}", file=sys.stderr)
+        print(f"dhanalysis: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dhanalysis: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -3,10 +3,11 @@
   dhanalysis demo            # the full demo (about a quarter of an hour on two cores)
   dhanalysis demo --quick    # a two-minute version with tiny models, for tests and a first look
 
-Steps: make data/synth; train Single-FC, Single-Conv, Double-FC, Double-Conv, Double-Head and Double-Head-Ext with
-the CPU presets (plus two more Double-Head-Ext λ settings for Fig. 8's grid); evaluate every inference mode of each;
-run the sliding-window, PCC and spatial-correlation analyses; index the ablations; render every figure and table;
-print where each output is and what it found. Every step resumes: rerun the same command after an interruption.
+Steps: make data/synth; pretrain a ResNet-18 on its box crops (the local stand-in for ImageNet weights); train
+Single-FC, Single-Conv, Double-FC, Double-Conv, Double-Head and Double-Head-Ext with the CPU presets (plus two more
+Double-Head-Ext λ settings for Fig. 8's grid); evaluate every inference mode of each; run the sliding-window, PCC
+and spatial-correlation analyses; index the ablations; render every figure and table; print where each output is
+and what it found. Every step resumes: rerun the same command after an interruption.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Plan:
     """Sizes of one demo flavour."""
 
     data: dict
+    pretrain: dict
     train: tuple[str, ...]
     proposals_per_gt: int
     analysis_images: int
@@ -55,6 +57,7 @@ class Plan:
 
 FULL = Plan(
     data={"num_train": 600, "num_val": 100, "image_size": 320},
+    pretrain={"iterations": 200, "crop_size": 48},
     train=("train.iterations=300", "train.steps=[240,280]", "train.checkpoint_period=100"),
     proposals_per_gt=2000,
     analysis_images=40,
@@ -62,6 +65,7 @@ FULL = Plan(
 )
 QUICK = Plan(
     data={"num_train": 24, "num_val": 6, "image_size": 128},
+    pretrain={"iterations": 4, "crop_size": 32, "batch_size": 16},
     train=("train.iterations=6", "train.steps=[5]", "train.warmup_iters=2", "train.checkpoint_period=3",
            "train.ims_per_batch=2", "model.min_size=128", "model.max_size=128", "model.head.fc_dim=64",
            "model.head.conv_dim=32", "model.head.bottleneck_dim=16", "model.head.non_local_dim=16",
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.cli import main as cli
     from dhanalysis.config import load_config
     from dhanalysis.data.synth import make_synth_dataset
+    from dhanalysis.engine.pretrain import pretrain_backbone
     from dhanalysis.engine.train import train
     from dhanalysis.errors import DHError
 
@@ -108,11 +113,16 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite:
         for folder in (ckpt_root, results, figures):
             shutil.rmtree(folder, ignore_errors=True)
-    step = _Steps(3 + 3 * len(MODELS) + 2)
+    step = _Steps(4 + 3 * len(MODELS) + 2)
     started = time.perf_counter()
 
     step(f"synthetic dataset -> {data_root}")
     make_synth_dataset(data_root, **plan.data)
+
+    backbone = ckpt_root / "resnet18-synth.pth"
+    step(f"pretrain the ResNet-18 on box crops (the stand-in for ImageNet weights) -> {backbone}")
+    if not backbone.exists():
+        pretrain_backbone(data_root, "train", backbone, progress=True, **plan.pretrain)
 
     def call(argv: list[str]) -> None:
         code = cli(argv)
@@ -122,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     ckpts: dict[str, Path] = {}
     for m in MODELS:
         step(f"train {m.name} -> {ckpt_root / m.name}")
-        overrides = [*plan.train, *m.overrides, f"name={m.name}", f"data.root={data_root}"]
+        overrides = [*plan.train, *m.overrides, f"name={m.name}", f"data.root={data_root}",
+                     f"model.backbone.weights={backbone}"]
         cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "synth" / f"{m.preset}.yaml", overrides)
         ckpts[m.name] = train(cfg, ckpt_root / m.name, resume=True, device=args.device)
 

@@ -58,7 +58,8 @@ def load_backbone_weights(body: nn.Module, path: str) -> None:
     """Load ImageNet (or other) ResNet weights from a local file, ignoring the classifier ``fc.*``."""
     p = Path(path)
     if not p.is_file():
-        raise DHError(f"backbone weights {p} not found; give a local file with model.backbone.weights=PATH")
+        raise DHError(f"backbone weights {p} not found; make them with 'dhanalysis pretrain --out {p}', give another "
+                      "local ResNet state dict with --set model.backbone.weights=PATH, or null to start from scratch")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle is the file's fault
