@@ -111,7 +111,8 @@ def remove_paths(paths: Sequence[Path]) -> None:
 RESULT_FILES = (
     "config.json", "summary.json", "sliding_window_stats.csv", "sliding_window_stats.parquet", "raw_sample.csv",
     "raw_sample.parquet", "pcc.csv", "pcc.parquet", "pcc_stats.csv", "pcc_stats.parquet", "pcc_summary.json",
-    "spatial_corr.npz", "spatial_corr.csv", "spatial_corr.parquet", "spatial_summary.json", "chunks",
+    "spatial_corr.npz", "spatial_corr.csv", "spatial_corr.parquet", "spatial_summary.json", "chunks", "eval.csv",
+    "per_class_ap.csv",
 )
 
 
@@ -130,7 +131,7 @@ def prepare_model_folder(folder: Path, config: dict, overwrite: bool, rank: int 
             raise
         same = False
         if rank == 0:
-            remove_paths([folder / name for name in RESULT_FILES])
+            remove_paths([folder / name for name in RESULT_FILES] + sorted(folder.glob("detections_*.json")))
     if not same and rank == 0:
         atomic_write_json(path, config)
     from dhanalysis.engine.distributed import barrier

@@ -58,7 +58,8 @@ class Plan:
 FULL = Plan(
     data={"num_train": 600, "num_val": 100, "image_size": 320},
     pretrain={"iterations": 200, "crop_size": 48},
-    train=("train.iterations=300", "train.steps=[240,280]", "train.checkpoint_period=100"),
+    train=("train.iterations=300", "train.steps=[240,280]", "train.checkpoint_period=100",
+           "train.clip_grad_norm=10"),
     proposals_per_gt=2000,
     analysis_images=40,
     eval_images=None,
@@ -69,7 +70,7 @@ QUICK = Plan(
     train=("train.iterations=6", "train.steps=[5]", "train.warmup_iters=2", "train.checkpoint_period=3",
            "train.ims_per_batch=2", "model.min_size=128", "model.max_size=128", "model.head.fc_dim=64",
            "model.head.conv_dim=32", "model.head.bottleneck_dim=16", "model.head.non_local_dim=16",
-           "model.backbone.fpn_channels=32", "data.num_workers=0", "train.log_period=2"),
+           "model.backbone.fpn_channels=32", "data.num_workers=0", "train.log_period=2", "train.clip_grad_norm=10"),
     proposals_per_gt=300,
     analysis_images=6,
     eval_images=None,

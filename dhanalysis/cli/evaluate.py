@@ -4,7 +4,8 @@
 
 Writes eval.csv (model, mode, AP, AP50, AP75, APs, APm, APl; AP values are fractions in [0, 1]), per_class_ap.csv
 (model, mode, category_id, category, AP; the analyses rank class difficulty from it) and detections_<mode>.json (COCO
-results format, original category ids). With several --ckpt, each model's results go to OUT/<model name>/.
+results format, original category ids). With several --ckpt, each model's results go to OUT/<model name>/. A folder
+holding another model's results (its config.json differs) is refused without --overwrite.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace results of another model or configuration in the output folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,11 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from dhanalysis.analysis.runner import prepare_model_folder
+    from dhanalysis.config import config_to_dict
     from dhanalysis.data.coco import CocoDataset
-    from dhanalysis.engine.distributed import init_distributed, is_main, resolve_device
+    from dhanalysis.engine.distributed import get_rank, init_distributed, is_main, resolve_device
     from dhanalysis.engine.evaluate import evaluate
     from dhanalysis.errors import DHError
     from dhanalysis.model.checkpoint import load_checkpoint
+    from dhanalysis.model.variants import check_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.name and len(args.name) != len(args.ckpt):
@@ -56,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
             modes = None
         else:
             modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+            for mode in modes:  # before any file is written
+                check_mode(cfg.model.variant, cfg.model.loss, mode)
         if args.out:
             out = Path(args.out) / name if len(args.ckpt) > 1 else Path(args.out)
         else:
             out = Path("results") / name
+        prepare_model_folder(out, config_to_dict(cfg), args.overwrite, get_rank())
         table, _ = evaluate(model, dataset, modes, device, args.batch_size, args.max_images, out, name)
         if is_main():
             with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):

@@ -122,8 +122,8 @@ def decode_image(path: Path) -> torch.Tensor:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DHError(
-            f"image {path} cannot be decoded ({reason}); list bad images with dataset.check_images() or build the "
-            "dataset with skip_bad_images=True"
+            f"image {path} cannot be decoded ({reason}); replace it or remove it from the annotation file "
+            "('dhanalysis eval' skips such images unless --strict; in Python: skip_bad_images=True)"
         ) from None
     array = np.array(rgb, dtype=np.uint8)  # a writable copy, so torch shares it without a warning
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
@@ -214,7 +214,8 @@ class CocoDataset(torch.utils.data.Dataset):
             first = self.image_dir / self._images[missing[0]][0]
             raise DHError(
                 f"{len(missing)} of {len(self.ids)} images listed in {self.ann_file} are missing from {self.image_dir} "
-                f"(first: {first}); re-download the images or build the dataset with skip_bad_images=True"
+                f"(first: {first}); re-download them or remove them from the annotation file ('dhanalysis eval' skips "
+                "them unless --strict; in Python: skip_bad_images=True)"
             )
         if skip_bad_images:
             self.skipped_images = self.check_images()
@@ -232,7 +233,8 @@ class CocoDataset(torch.utils.data.Dataset):
                 b = bad_images[0]
                 raise DHError(
                     f"{len(bad_images)} of {len(self.ids)} images in {self.image_dir} cannot be decoded (first: "
-                    f"{b.path}: {b.reason}); replace them or build the dataset with skip_bad_images=True"
+                    f"{b.path}: {b.reason}); replace them, or rerun without --strict to skip them (in Python: "
+                    "skip_bad_images=True)"
                 )
 
     def _check_layout(self) -> None:

@@ -151,7 +151,8 @@ def evaluate(
             atomic_write_text(Path(out) / f"detections_{mode}.json", json.dumps(merged))
     table, per_class_table = pd.DataFrame(rows), pd.DataFrame(class_rows)
     if out is not None:
-        atomic_write_text(Path(out) / "eval.csv", table.to_csv(index=False))
+        # eval.csv last: its presence means the whole evaluation is on disk (the demo skips a step on it)
         atomic_write_text(Path(out) / "per_class_ap.csv", per_class_table.to_csv(index=False))
+        atomic_write_text(Path(out) / "eval.csv", table.to_csv(index=False))
         log.info("evaluated %d images in %.1fs; wrote %s", len(image_ids), time.perf_counter() - start, out)
     return table, per_class_table

@@ -27,6 +27,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
+from dhanalysis.atomic import atomic_write_text
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
 from dhanalysis.engine.distributed import get_rank, get_world_size, init_distributed, is_main, resolve_device
@@ -165,9 +166,14 @@ def _trim_metrics(path: Path, iteration: int) -> None:
     """Drop metric lines past the checkpoint we resume from, so the log reads as one uninterrupted run."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip()
-            and json.loads(line).get("iteration", 0) <= iteration]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("iteration", 0) <= iteration:
+                keep.append(line)
+        except json.JSONDecodeError:  # a blank line, or one cut short by a kill
+            continue
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def train(
@@ -217,8 +223,10 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
         if is_main():
-            _trim_metrics(out / "metrics.jsonl", start_iter)
             print(f"resuming {out} from iteration {start_iter}")
+    if is_main():
+        # also on a fresh start: a run killed before its first checkpoint leaves lines no checkpoint stands behind
+        _trim_metrics(out / "metrics.jsonl", start_iter)
 
     ddp_model = model
     if world > 1:

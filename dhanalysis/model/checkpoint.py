@@ -8,6 +8,7 @@ for training, ``optimizer``, ``scheduler``, ``iteration`` and RNG states. It is 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,32 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DHError(f"checkpoint {path} is a folder, not a file{hint}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise DHError(f"checkpoint {path} cannot be read (permission denied); fix its permissions or copy it") from None
     except Exception as exc:  # noqa: BLE001 - the file is at fault, whatever the unpickler says
+        # every refusal of the safe unpickler mentions weights_only, garbage included: tell the two apart
         text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+        if re.search(r"unsupported global", text, re.IGNORECASE):
             raise DHError(
                 f"checkpoint {path} contains Python objects that could run code; refused to load it "
                 "(only plain tensors and data are accepted)"
+            ) from None
+        if "Unsupported operand" in text and _is_raw_pickle(path):
+            raise DHError(
+                f"checkpoint {path} is a raw Python pickle, which could run code; refused to load it (only files "
+                "written by torch.save with plain tensors and data are accepted)"
             ) from None
         raise DHError(f"checkpoint {path} is truncated or not a PyTorch file ({type(exc).__name__}); re-create it") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DHError(f"checkpoint {path} was not written by dhanalysis (no '{FORMAT}' marker)")
     return state
+
+
+def _is_raw_pickle(path: Path) -> bool:
+    """True when the file starts like a pickle of protocol 2..5 (a PROTO opcode), not a torch zip archive."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", config: Config | None = None):

@@ -168,7 +168,9 @@ def check_mode(variant: str, loss: LossConfig, mode: str) -> None:
             key = f"loss.lambda_{head}"
             value = getattr(loss, f"lambda_{head}")
             reason = f"it was trained without one ({key} = {value}, loss.w_{head} = {getattr(loss, 'w_' + head)})"
-        raise DHError(f"mode '{mode}' needs the {head}-head {what}, but {reason}; choose another --mode")
+        raise DHError(
+            f"mode '{mode}' needs the {head}-head {what}, but {reason}; choose another inference mode (--modes)"
+        )
 
 
 def applicable_modes(variant: str, loss: LossConfig) -> list[str]:
