@@ -52,17 +52,17 @@ class Plan:
     train: tuple[str, ...]
     proposals_per_gt: int
     analysis_images: int
-    eval_images: int | None
+    eval_images: int
 
 
 FULL = Plan(
     data={"num_train": 600, "num_val": 100, "image_size": 320},
-    pretrain={"iterations": 200, "crop_size": 48},
-    train=("train.iterations=300", "train.steps=[240,280]", "train.checkpoint_period=100",
+    pretrain={"iterations": 150, "crop_size": 48},
+    train=("train.iterations=60", "train.steps=[45,55]", "train.warmup_iters=10", "train.checkpoint_period=20",
            "train.clip_grad_norm=10"),
-    proposals_per_gt=2000,
-    analysis_images=40,
-    eval_images=None,
+    proposals_per_gt=1000,
+    analysis_images=20,
+    eval_images=50,
 )
 QUICK = Plan(
     data={"num_train": 24, "num_val": 6, "image_size": 128},
@@ -73,7 +73,7 @@ QUICK = Plan(
            "model.backbone.fpn_channels=32", "data.num_workers=0", "train.log_period=2", "train.clip_grad_norm=10"),
     proposals_per_gt=300,
     analysis_images=6,
-    eval_images=None,
+    eval_images=6,
 )
 
 
@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     for m in MODELS:
         step(f"evaluate every mode of {m.name} -> {results / m.name / 'eval.csv'}")
         if not (results / m.name / "eval.csv").exists():
-            call(["eval", "--ckpt", str(ckpts[m.name]), "--out", str(results / m.name), "--device", args.device])
+            call(["eval", "--ckpt", str(ckpts[m.name]), "--out", str(results / m.name), "--device", args.device,
+                  "--max-images", str(plan.eval_images)])
 
     reference = results / "single-fc" / "per_class_ap.csv"
     common = ["--max-images", str(plan.analysis_images), "--proposals-per-gt", str(plan.proposals_per_gt),
