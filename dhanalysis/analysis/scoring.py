@@ -9,6 +9,12 @@ For each box (a sliding-window proposal, or an RPN proposal) and each head that 
 All boxes of an image go through RoIAlign and the heads in batches of ``batch_size`` on the features computed once
 per image (`runner.ImageContext`). Work is in the resized image's frame; IoU is scale invariant, so nothing is mapped
 back. A NaN score or box is a `DHError`, never averaged in.
+
+Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` (torchvision
+RoIAlign per level, the NCHW head modules, decoding of every class). `FastScorer` is what the sliding-window command
+uses: RoIAlign as one weighted gather into channels-last rows (`fast_roi`), the heads as matmul chains with folded
+BatchNorm (`fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their statistics agree to
+float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
 """
 
 from __future__ import annotations
@@ -22,17 +28,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dhanalysis.analysis.fast_heads import FastHeads
+from dhanalysis.analysis.fast_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.analysis.groups import SIZE_GROUPS, size_index
 from dhanalysis.analysis.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_grid, sliding_window_proposals
 from dhanalysis.analysis.runner import ImageContext, TaskState
 from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
 from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.errors import DHError
+from dhanalysis.model.roi_heads import scale_boxes_about_centre
 from dhanalysis.model.variants import HEAD_TYPES
 
 log = logging.getLogger(__name__)
 
 MIN_BATCH = 16
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 RAW_COLUMNS = ("model", "head", "image_id", "box", "category_id", "size", "iou", "score", "reg_iou")
 
 
@@ -135,13 +145,99 @@ def score_boxes(
     merged: dict[str, dict[str, torch.Tensor]] = {}
     for head in (batches[0] if batches else {}):
         merged[head] = {k: torch.cat([b[head][k] for b in batches]) for k in batches[0][head]}
+    check_finite(merged)
+    return merged
+
+
+def check_finite(merged: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Refuse NaN scores or regressed boxes (one device-to-host sync per image, not per batch)."""
     for head, parts in merged.items():
         nan_boxes = parts.pop("box_nan", None)
         for what, bad in (("scores", "score" in parts and torch.isnan(parts["score"]).any()),
                           ("regressed boxes", nan_boxes is not None and nan_boxes.any())):
             if bad:
                 raise DHError(f"the {head}-head gives NaN {what}; the checkpoint's weights are probably diverged")
-    return merged
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 matmuls are emulated."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return True
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+class FastScorer:
+    """`score_boxes` for many boxes: fast RoIAlign + matmul heads (+ bf16 when ``precision="bf16"``), same outputs.
+
+    Built from the model once (weights are copied, BatchNorm folded); the model must be in eval mode and must not
+    change afterwards. Only the ground-truth class's deltas are decoded, which is all the statistics read.
+    """
+
+    def __init__(self, model, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise DHError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        roi_heads = model.roi_heads
+        self.precision, self.dtype = precision, PRECISIONS[precision]
+        device = next(model.parameters()).device
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+            log.warning("--precision bf16 on a CPU without bf16 units (%s): matmuls are emulated and far slower "
+                        "than fp32 here (BENCHMARKS.md)", torch.backends.cpu.get_cpu_capability())
+        self.pooler = roi_heads.box_roi_pool
+        self.box_coder = roi_heads.box_coder
+        self.heads = FastHeads(roi_heads, self.dtype)
+        self.enlarge = roi_heads.reg_roi_scale if roi_heads.reg_roi_scale != 1.0 and roi_heads.reg_branches else None
+
+    def flops_per_roi(self) -> int:
+        """Head FLOPs (2·MACs of every matmul of every branch and predictor) per scored box."""
+        return self.heads.flops_per_roi()
+
+    def feature_table(self, features: dict[str, torch.Tensor], image_size: tuple[int, int]
+                      ) -> tuple[FeatureTable, list[float]]:
+        """The image's pooled FPN levels as one channels-last table (built once per image), and their scales."""
+        maps = [features[k] for k in self.pooler.featmap_names]
+        scales = self.pooler.scales(maps, [image_size])
+        return FeatureTable.from_features(maps, scales, self.dtype), scales
+
+    def score(self, features: dict[str, torch.Tensor], image_size: tuple[int, int], boxes: torch.Tensor,
+              labels: torch.Tensor, gt_boxes: torch.Tensor, batcher: AdaptiveBatch,
+              clip_regressed: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+        """Same arguments and result as `score_boxes`."""
+        if len(boxes) == 0:
+            return {}
+        table, scales = self.feature_table(features, image_size)
+        size, ratio = self.pooler.output_size[0], self.pooler.sampling_ratio
+        levels = map_levels(boxes, scales)
+        height, width = image_size
+
+        def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
+            b, lvl = boxes[start:stop], levels[start:stop]
+            pooled = {"plain": pool_rows(table, b, lvl, size, ratio)}
+            if self.enlarge is not None:
+                pooled["reg"] = pool_rows(table, scale_boxes_about_centre(b, self.enlarge), lvl, size, ratio)
+            rows = torch.arange(stop - start, device=boxes.device)
+            lab = labels[start:stop]
+            result: dict[str, dict[str, torch.Tensor]] = {}
+            for head, tasks in self.heads(pooled).items():
+                if "cls" in tasks:
+                    result.setdefault(head, {})["score"] = tasks["cls"].softmax(-1)[rows, lab]
+                if "reg" in tasks:
+                    deltas = tasks["reg"].reshape(len(b), -1, 4)[rows, lab]
+                    regressed = self.box_coder.decode_single(deltas, b.float())
+                    result.setdefault(head, {})["box_nan"] = torch.isnan(regressed).any(dim=1)
+                    if clip_regressed:
+                        regressed = clip_boxes(regressed, height, width)
+                    result[head]["reg_iou"] = matched_iou(regressed, gt_boxes[start:stop])
+            return result
+
+        batches = batcher.map(run, len(boxes))
+        merged = {head: {k: torch.cat([b[head][k] for b in batches]) for k in batches[0][head]} for head in batches[0]}
+        check_finite(merged)
+        return merged
 
 
 def sample_per_box(owner: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -158,14 +254,17 @@ class SlidingWindowTask:
     """§3.1: score ~14k windows per ground-truth box and keep the sums of `stats.MOMENTS` per head and cell.
 
     ``raw_sample`` > 0 also keeps that many random windows per box as raw rows (seeded by ``seed`` and the image
-    id, so shards and resumed runs draw the same rows).
+    id, so shards and resumed runs draw the same rows). ``fast`` (default) scores with `FastScorer` in
+    ``precision``; ``fast=False`` with the straightforward `score_boxes` (fp32 only), the reference of the tests.
     """
 
     name = "sliding_window"
     unit = "proposals"
 
     def __init__(self, model, num_classes: int, batch_size: int, proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT,
-                 raw_sample: int = 0, seed: int = 0):
+                 raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32"):
+        if not fast and precision != "fp32":
+            raise DHError("the straightforward scoring path runs in fp32 only; use the fast path for bf16")
         self.model = model
         self.heads = head_tasks(model)
         self.num_classes = num_classes
@@ -173,6 +272,7 @@ class SlidingWindowTask:
         self.grid = sliding_window_grid(proposals_per_gt, self.device).float()
         self.batcher = AdaptiveBatch(batch_size)
         self.raw_sample, self.seed = raw_sample, seed
+        self.scorer = FastScorer(model, precision) if fast else None
 
     def new_state(self) -> TaskState:
         sums = new_sums(len(self.heads), self.num_classes, self.device)
@@ -185,7 +285,10 @@ class SlidingWindowTask:
         gt = ctx.boxes[owner]
         labels = ctx.labels[owner]
         x = matched_iou(windows, gt)
-        scored = score_boxes(self.model, ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
+        if self.scorer is not None:
+            scored = self.scorer.score(ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
+        else:
+            scored = score_boxes(self.model, ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
         size = size_index(ctx.areas)[owner]
         cell = cell_index(labels, size, x)
         for h, head in enumerate(self.heads):
@@ -241,5 +344,5 @@ def bin_counts(stats: pd.DataFrame) -> list[int]:
     return [int(counts.get(b, 0)) for b in range(NUM_BINS)]
 
 
-__all__ = ["head_tasks", "AdaptiveBatch", "is_out_of_memory", "score_boxes", "sample_per_box", "SlidingWindowTask",
-           "bin_counts", "RAW_COLUMNS"]
+__all__ = ["head_tasks", "AdaptiveBatch", "is_out_of_memory", "score_boxes", "FastScorer", "PRECISIONS",
+           "sample_per_box", "SlidingWindowTask", "bin_counts", "RAW_COLUMNS"]

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             check_identity(folder / "pcc_summary.json", key, "PCC results")
 
-        reused = not args.overwrite and reusable_sliding_window(model_run, args.proposals_per_gt)
+        reused = not args.overwrite and reusable_sliding_window(model_run, args.proposals_per_gt, args.precision)
         if reused:
             stats = pd.read_csv(folder / "sliding_window_stats.csv") if model_run.rank == 0 else None
         else:

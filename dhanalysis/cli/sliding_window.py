@@ -18,6 +18,11 @@ Writes to OUT (several --ckpt: OUT/<model name>/; default results/<model name>):
                             size, iou, score, reg_iou)
 Runs resume where they stopped (chunks/ holds finished chunks); another model's folder is refused without
 --overwrite. Under torchrun, images are sharded over ranks and rank 0 writes the tables.
+
+Scoring (--scoring fast, the default) pools with a gather form of RoIAlign and runs the heads as matmul chains with
+BatchNorm folded (dhanalysis.analysis.fast_roi / fast_heads); --scoring reference runs the model's own probe
+(torchvision RoIAlign, NCHW heads). Both give the same statistics to float32 rounding. --precision bf16 runs the
+heads' matmuls in bf16 (worth it on GPUs and CPUs with bf16 units; see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -60,6 +65,12 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw-sample", type=int, default=0, metavar="K",
                         help="also keep K random windows per box as raw rows (raw_sample.csv), for scatter plots")
     parser.add_argument("--seed", type=int, default=0, help="seed of the raw sample (default 0)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="matmul precision of the heads while scoring windows (default fp32; bf16 pays off on "
+                             "GPUs and CPUs with bf16 units, and its per-bin means stay within 0.01 of fp32)")
+    parser.add_argument("--scoring", choices=("fast", "reference"), default="fast",
+                        help="fast: gather RoIAlign + matmul heads (default); reference: the model's own probe "
+                             "(torchvision RoIAlign, NCHW heads), fp32 only. Both give the same statistics")
 
 
 @dataclass
@@ -137,13 +148,21 @@ def run_options(args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------------ this command
-def sliding_window_key(run: ModelRun, proposals_per_gt: int, raw_sample: int, seed: int) -> dict:
-    """What a sliding-window result depends on; ``raw_sample`` and ``seed`` only change raw_sample.csv."""
-    return {"analysis": "sliding-window", "config": run.config, **run.data_key, "proposals_per_gt": proposals_per_gt,
-            "raw_sample": raw_sample, "seed": seed}
+def sliding_window_key(run: ModelRun, proposals_per_gt: int, raw_sample: int, seed: int,
+                       precision: str = "fp32") -> dict:
+    """What a sliding-window result depends on; ``raw_sample`` and ``seed`` only change raw_sample.csv.
+
+    ``precision`` enters only when it is not fp32, so fp32 results keep the identity they had before the option
+    existed; the scoring path (fast or reference) changes nothing beyond float32 rounding and is a run option.
+    """
+    key = {"analysis": "sliding-window", "config": run.config, **run.data_key, "proposals_per_gt": proposals_per_gt,
+           "raw_sample": raw_sample, "seed": seed}
+    if precision != "fp32":
+        key["precision"] = precision
+    return key
 
 
-def reusable_sliding_window(run: ModelRun, proposals_per_gt: int) -> bool:
+def reusable_sliding_window(run: ModelRun, proposals_per_gt: int, precision: str = "fp32") -> bool:
     """True when ``run.folder`` holds a finished sliding-window result with the same model, data and density."""
     import json
 
@@ -154,7 +173,7 @@ def reusable_sliding_window(run: ModelRun, proposals_per_gt: int) -> bool:
         stored = json.loads(summary.read_text()).get("run", {})
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
-    wanted = sliding_window_key(run, proposals_per_gt, 0, 0)
+    wanted = sliding_window_key(run, proposals_per_gt, 0, 0, precision)
     ignore = ("raw_sample", "seed")
     return {k: v for k, v in stored.items() if k not in ignore} == {k: v for k, v in wanted.items() if k not in ignore}
 
@@ -170,7 +189,13 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
     from dhanalysis.engine.distributed import barrier
 
     started = time.perf_counter()
-    key = sliding_window_key(run, args.proposals_per_gt, raw_sample, seed)
+    precision = getattr(args, "precision", "fp32")
+    fast = getattr(args, "scoring", "fast") == "fast"
+    if not fast and precision != "fp32":
+        from dhanalysis.errors import DHError
+
+        raise DHError("--scoring reference runs in fp32 only; drop --precision bf16 or use --scoring fast")
+    key = sliding_window_key(run, args.proposals_per_gt, raw_sample, seed, precision)
     outputs = [run.folder / f for f in SLIDING_WINDOW_OUTPUTS]
     if args.overwrite:
         if run.rank == 0:
@@ -179,7 +204,7 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
     else:
         check_identity(run.folder / "summary.json", key, "sliding-window results")
     task = SlidingWindowTask(run.model, run.dataset.num_classes, args.batch_size, args.proposals_per_gt, raw_sample,
-                             seed)
+                             seed, fast=fast, precision=precision)
     merged = analyse(run.model, run.dataset, [task], run.folder / "chunks" / "sliding_window", key, run_options(args),
                      overwrite=args.overwrite, device=run.device)
     if merged is None:
@@ -217,6 +242,8 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
         "device": str(run.device),
         "world_size": _world_size(),
         "batch_size_final": task.batcher.size,
+        "scoring": "fast" if fast else "reference",
+        "precision": precision,
     }
     atomic_write_json(run.folder / "summary.json", summary)
     print(f"{run.name}: {summary['images']} images, {boxes} boxes, {windows} windows "

@@ -1,0 +1,7 @@
+"""Benchmarks of the toolkit's expensive paths, measured side by side in one process: ``python -m bench``.
+
+Sections (each a module with a ``run(...) -> dict``): `peak` (the machine's matmul ceiling), `sliding` (the
+sliding-window analysis, fast path vs the straightforward one), `conv_head` (the conv-head's inference form),
+`train` (seconds per iteration vs torchvision's stock Faster R-CNN) and `evaluate` (all inference modes in one pass).
+Results are printed as a table and, with ``--json PATH``, written as nested JSON (BENCHMARKS.md lists the keys).
+"""

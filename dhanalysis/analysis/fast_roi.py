@@ -1,0 +1,154 @@
+"""RoIAlign as one weighted gather over channels-last feature rows: the sliding-window analysis' pooling.
+
+torchvision's ``roi_align`` (``aligned=False``, what `MultiScaleRoIAlign` and `LevelPooler` use) averages, for every
+output bin, ``sampling_ratio²`` bilinear samples. Every sample reads 4 feature pixels, so each of the S×S bins of an
+RoI is a weighted sum of ``4·sampling_ratio²`` pixel vectors (16 for the default ratio 2) whose weights factor into a
+y part and an x part. Written that way the whole pooling of N RoIs over every FPN level is a single
+``embedding_bag(mode="sum", per_sample_weights=...)`` over a table holding each level's ``(H·W, C)`` channels-last
+pixel rows one after the other: a vectorised, multi-threaded gather-accumulate (FBGEMM on CPU) instead of one
+scalar loop per channel, and the output comes out as ``(N, S·S, C)`` rows ready for a matmul.
+
+The weights reproduce torchvision's CPU/CUDA kernel step by step (sample positions, the -1 / size cut-off, the clamp
+at 0 and the last pixel, the division by the sample count), so results agree to float32 rounding; the FPN level of
+each RoI comes from the same `LevelMapper` rule as the model's `LevelPooler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops.poolers import LevelMapper
+
+
+def axis_taps(start: torch.Tensor, extent: torch.Tensor, length: torch.Tensor, bins: int,
+              samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two pixels and weights of every sample along one axis, exactly as torchvision's ``roi_align`` places them.
+
+    Args:
+        start, extent: ``(N,)`` RoI start and size on the feature map (already scaled; extent already ≥ 1).
+        length: ``(N,)`` the feature map's size along this axis (float, per RoI because the level varies).
+
+    Returns:
+        ``low, high`` ``(N, bins, samples)`` int64 pixel indices and ``w_low, w_high`` their weights; samples that
+        lie outside ``[-1, length]`` get weight 0 (as the kernel returns 0 for them).
+    """
+    bin_size = (extent / bins)[:, None, None]
+    p = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
+    offset = (torch.arange(samples, dtype=start.dtype, device=start.device) + 0.5)[None, None, :]
+    # same operation order as the kernel: start + p·bin + ((i + .5)·bin) / samples
+    c = start[:, None, None] + p * bin_size + offset * bin_size / samples
+    last = (length - 1)[:, None, None]
+    valid = (c >= -1.0) & (c <= length[:, None, None])
+    c = c.clamp(min=0)
+    low = c.floor()
+    at_edge = low >= last
+    low = torch.where(at_edge, last, low)
+    c = torch.where(at_edge, low, c)
+    high = torch.where(at_edge, low, low + 1)
+    frac = c - low
+    w_low = torch.where(valid, 1.0 - frac, torch.zeros_like(frac))
+    w_high = torch.where(valid, frac, torch.zeros_like(frac))
+    return low.long(), high.long(), w_low, w_high
+
+
+def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
+                   output_size: int, sampling_ratio: int,
+                   row_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel indices and weights of every bin of every RoI on its own feature map.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy in input pixels; ``scale``, ``height``, ``width``: ``(N,)`` the spatial scale and the
+            size of the map each box is pooled from; ``row_offset``: ``(N,)`` int64 added to every index (the first
+            row of that map in a stacked `FeatureTable`).
+
+    Returns:
+        ``index`` ``(N·S·S, T)`` int64 flat pixel index ``y·W + x`` on that map and ``weight`` ``(N·S·S, T)``, with
+        T = 4·sampling_ratio² taps per bin; bins are row-major (y then x), matching ``roi_align``'s output order.
+    """
+    if sampling_ratio <= 0:
+        raise ValueError("the fast RoIAlign needs a fixed sampling_ratio > 0 (adaptive ratios vary per RoI)")
+    b = boxes * scale[:, None]  # the kernel multiplies each coordinate by the scale, no half-pixel offset
+    extent = (b[:, 2:] - b[:, :2]).clamp(min=1.0)  # aligned=False forces RoIs of at least 1×1
+    s, r = output_size, sampling_ratio
+    y_lo, y_hi, wy_lo, wy_hi = axis_taps(b[:, 1], extent[:, 1], height, s, r)  # (N, S, r)
+    x_lo, x_hi, wx_lo, wx_hi = axis_taps(b[:, 0], extent[:, 0], width, s, r)
+    # per-axis parts first, (N, S, r·2) each, so only one add and one multiply run at the full N·S²·4r² size; a bag's
+    # taps are ordered (y sample, y tap) × (x sample, x tap): any order sums the same, and 5-D broadcasting is fast
+    n, taps = len(boxes), 4 * r * r
+    rows = torch.stack([y_lo, y_hi], dim=-1).reshape(n, s, 2 * r) * width.long()[:, None, None]
+    if row_offset is not None:
+        rows += row_offset[:, None, None]
+    cols = torch.stack([x_lo, x_hi], dim=-1).reshape(n, s, 2 * r)
+    wy = torch.stack([wy_lo, wy_hi], dim=-1).reshape(n, s, 2 * r) / float(r * r)  # the kernel's division by count
+    wx = torch.stack([wx_lo, wx_hi], dim=-1).reshape(n, s, 2 * r)
+    index = rows[:, :, None, :, None] + cols[:, None, :, None, :]  # (N, Sy, Sx, 2r, 2r)
+    weight = wy[:, :, None, :, None] * wx[:, None, :, None, :]
+    return index.reshape(n * s * s, taps), weight.reshape(n * s * s, taps)
+
+
+@dataclass
+class FeatureTable:
+    """Every FPN level of one image as channels-last rows stacked in one ``(Σ H·W, C)`` table.
+
+    ``offsets[l]`` is the first row of level l; ``heights``, ``widths``, ``scales`` describe the levels.
+    """
+
+    rows: torch.Tensor
+    offsets: torch.Tensor
+    heights: torch.Tensor
+    widths: torch.Tensor
+    scales: torch.Tensor
+
+    @classmethod
+    def from_features(cls, features: list[torch.Tensor], scales: list[float],
+                      dtype: torch.dtype | None = None) -> FeatureTable:
+        """Build from per-level maps ``(1, C, H, W)`` (batch of one) and their spatial scales."""
+        if any(f.shape[0] != 1 for f in features):
+            raise ValueError("a FeatureTable holds one image; pool each image on its own")
+        parts = [f[0].permute(1, 2, 0).reshape(-1, f.shape[1]) for f in features]
+        rows = torch.cat(parts).to(dtype or features[0].dtype).contiguous()
+        device = rows.device
+        sizes = torch.tensor([p.shape[0] for p in parts], device=device)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        as_float = {"dtype": torch.float32, "device": device}
+        return cls(rows, offsets, torch.tensor([float(f.shape[-2]) for f in features], **as_float),
+                   torch.tensor([float(f.shape[-1]) for f in features], **as_float), torch.tensor(scales, **as_float))
+
+
+def map_levels(boxes: torch.Tensor, scales: list[float]) -> torch.Tensor:
+    """FPN level index ``(N,)`` of each box by the rule of `LevelPooler` / `MultiScaleRoIAlign` (FPN Eq. 1)."""
+    if len(scales) == 1:
+        return torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
+    lvl_min = int(-torch.log2(torch.tensor(scales[0])))
+    lvl_max = int(-torch.log2(torch.tensor(scales[-1])))
+    return LevelMapper(lvl_min, lvl_max)([boxes]).long()
+
+
+def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, output_size: int = 7,
+              sampling_ratio: int = 2) -> torch.Tensor:
+    """RoIAlign of ``boxes`` ``(N, 4)`` (input pixels) on their ``levels`` ``(N,)``: ``(N, S·S, C)`` channels-last.
+
+    Equals ``roi_align(level_map, rois, S, scale, sampling_ratio, aligned=False)`` permuted to (N, S, S, C).
+    """
+    if len(boxes) == 0:
+        return table.rows.new_zeros((0, output_size * output_size, table.rows.shape[1]))
+    boxes = boxes.float()
+    index, weight = roi_align_taps(boxes, table.scales[levels], table.heights[levels], table.widths[levels],
+                                   output_size, sampling_ratio, table.offsets[levels])
+    pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight.to(table.rows.dtype))
+    return pooled.reshape(len(boxes), output_size * output_size, -1)
+
+
+def multiscale_roi_align(features: list[torch.Tensor], scales: list[float], boxes: torch.Tensor,
+                         output_size: int = 7, sampling_ratio: int = 2,
+                         level_boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Drop-in for one image of `LevelPooler`: ``(N, C, S, S)`` NCHW, the level chosen from ``level_boxes``."""
+    table = FeatureTable.from_features(features, scales)
+    levels = map_levels(level_boxes if level_boxes is not None else boxes, scales)
+    rows = pool_rows(table, boxes, levels, output_size, sampling_ratio)
+    return rows.transpose(1, 2).reshape(len(boxes), -1, output_size, output_size)
+
+
+__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "multiscale_roi_align"]

@@ -1,0 +1,209 @@
+"""The fast sliding-window path equals the straightforward one: RoIAlign against torchvision, the matmul heads
+against the NCHW modules, the statistics against `score_boxes`; bf16 per-bin means stay within 0.01 of fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from dhanalysis.analysis.fast_heads import FastHeads
+from dhanalysis.analysis.fast_roi import FeatureTable, map_levels, multiscale_roi_align, pool_rows
+from dhanalysis.analysis.proposals import sliding_window_proposals
+from dhanalysis.analysis.runner import image_context
+from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, SlidingWindowTask, score_boxes
+from dhanalysis.analysis.stats import NUM_BINS, bin_summary
+from dhanalysis.cli import main
+from dhanalysis.data.coco import CocoDataset
+from dhanalysis.data.synth import make_synth_dataset
+from dhanalysis.errors import DHError
+from dhanalysis.model import build_model, save_checkpoint
+from dhanalysis.model.variants import VARIANTS
+
+from helpers import tiny_config
+
+NO_WEIGHTS = "model.backbone.weights=null"
+
+
+def random_boxes(n: int, width: float, height: float, g: torch.Generator) -> torch.Tensor:
+    """Boxes ``(n, 4)``: ordinary ones, ones crossing every border, sub-pixel ones and zero-size ones."""
+    centre = torch.rand(n, 2, generator=g) * torch.tensor([width, height]) * 1.3 - 0.15 * torch.tensor([width, height])
+    size = torch.exp(torch.randn(n, 2, generator=g)) * 0.2 * torch.tensor([width, height])
+    size[: n // 8] = torch.rand(n // 8, 2, generator=g) * 0.8  # tiny: below one pixel of the finest level
+    size[n // 8: n // 6] = 0.0
+    return torch.cat([centre - size / 2, centre + size / 2], dim=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25, 1 / 32])
+def test_fast_roi_align_equals_torchvision_on_one_map(scale):
+    g = torch.Generator().manual_seed(1)
+    feat = torch.randn(1, 5, 13, 17, generator=g)
+    boxes = random_boxes(400, 17 / scale, 13 / scale, g)
+    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1)
+    ref = roi_align(feat, rois, (7, 7), scale, sampling_ratio=2, aligned=False)
+    ours = multiscale_roi_align([feat], [scale], boxes)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_roi_align_equals_multiscale_roi_align_and_the_level_rule():
+    g = torch.Generator().manual_seed(2)
+    names = ["0", "1", "2", "3"]
+    feats = {k: torch.randn(1, 6, 80 // 2**i, 120 // 2**i, generator=g) for i, k in enumerate(names)}
+    boxes = random_boxes(600, 480, 320, g) * torch.tensor([1.0, 1.0, 1.0, 1.0])
+    boxes[-100:] *= 3  # large boxes reach the coarsest level
+    ref = MultiScaleRoIAlign(names, 7, 2)(feats, [boxes], [(320, 480)])
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    ours = multiscale_roi_align(list(feats.values()), scales, boxes)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert len(set(map_levels(boxes, scales).tolist())) == 4  # every level was exercised
+
+
+def test_enlarged_rois_pool_on_their_original_level_like_level_pooler():
+    from dhanalysis.model.roi_heads import LevelPooler, scale_boxes_about_centre
+
+    g = torch.Generator().manual_seed(3)
+    names = ["0", "1", "2", "3"]
+    feats = {k: torch.randn(1, 4, 64 // 2**i, 64 // 2**i, generator=g) for i, k in enumerate(names)}
+    boxes = random_boxes(200, 256, 256, g)
+    big = scale_boxes_about_centre(boxes, 1.3)
+    pooler = LevelPooler(names, 7, 2)
+    ref = pooler(feats, [big], [(256, 256)], level_boxes=[boxes])
+    scales = pooler.scales(list(feats.values()), [(256, 256)])
+    table = FeatureTable.from_features(list(feats.values()), scales)
+    rows = pool_rows(table, big, map_levels(boxes, scales))
+    torch.testing.assert_close(rows.transpose(1, 2).reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
+
+
+def randomise_batchnorm(model: torch.nn.Module, g: torch.Generator) -> None:
+    """Non-trivial running statistics and affine parameters, so that folding BatchNorm is really tested."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+
+
+@pytest.mark.parametrize("variant, mode", [(v, "dot") for v in VARIANTS] + [("double-head-ext", "gaussian")])
+def test_fast_heads_equal_the_modules(variant, mode):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(variant, NO_WEIGHTS, f"model.head.non_local_mode={mode}")).eval()
+    randomise_batchnorm(model, torch.Generator().manual_seed(4))
+    roi_heads = model.roi_heads
+    x = torch.randn(9, 16, 7, 7)
+    with torch.inference_mode():
+        ref = roi_heads.head_outputs({name: branch(x) for name, branch in roi_heads.branches.items()})
+        ours = FastHeads(roi_heads)({"plain": x.flatten(2).transpose(1, 2)})
+    assert {h: set(t) for h, t in ours.items()} == {h: set(t) for h, t in ref.items()}
+    for head, tasks in ref.items():
+        for task, value in tasks.items():
+            torch.testing.assert_close(ours[head][task], value, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_heads_leave_the_model_untouched():
+    model = build_model(tiny_config("double-head-ext", NO_WEIGHTS)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    FastHeads(model.roi_heads, torch.bfloat16)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Four synthetic images and a Double-Head-Ext model with peaked (non-uniform) scores and non-trivial BN."""
+    base = tmp_path_factory.mktemp("fast")
+    make_synth_dataset(base / "data", num_train=1, num_val=4, image_size=64, seed=0)
+    torch.manual_seed(0)
+    cfg = tiny_config("double-head-ext", NO_WEIGHTS, "model.num_classes=6", "model.min_size=64", "model.max_size=64",
+                      f"data.root={base / 'data'}")
+    model = build_model(cfg).eval()
+    randomise_batchnorm(model, torch.Generator().manual_seed(5))
+    # a random model's softmax is nearly flat; ×30 makes scores spread like a trained model's (per-bin std ~0.4), so
+    # bf16 has something to get wrong (×100 pushes bf16's per-bin mean error to ~0.01 on this tiny model)
+    with torch.no_grad():
+        for branch in model.roi_heads.branches.values():
+            if branch.predictor.cls_score is not None:
+                branch.predictor.cls_score.weight.mul_(30)
+            if branch.predictor.bbox_pred is not None:
+                branch.predictor.bbox_pred.weight.mul_(30)
+    save_checkpoint(base / "ext.pth", model)
+    dataset = CocoDataset(base / "data", "val")
+    with torch.inference_mode():
+        contexts = [image_context(model, *dataset[i], torch.device("cpu"))[0] for i in range(len(dataset))]
+    return {"base": base, "model": model, "dataset": dataset, "contexts": [c for c in contexts if c is not None]}
+
+
+def run_task(synth, windows: int = 200, **kwargs) -> pd.DataFrame:
+    dataset = synth["dataset"]
+    task = SlidingWindowTask(synth["model"], dataset.num_classes, 97, windows, **kwargs)
+    state = task.new_state()
+    with torch.inference_mode():
+        for ctx in synth["contexts"]:
+            task.process(ctx, state)
+    cat_ids = [dataset.label_to_cat_id[k] for k in range(1, dataset.num_classes + 1)]
+    return task.frame(state, "m", cat_ids, list(dataset.category_names))
+
+
+def test_fast_scorer_equals_score_boxes(synth):
+    model, ctx = synth["model"], synth["contexts"][0]
+    windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 300)
+    args = (ctx.features, ctx.image_size, windows, ctx.labels[owner], ctx.boxes[owner])
+    with torch.inference_mode():
+        ref = score_boxes(model, *args, AdaptiveBatch(64))
+        ours = FastScorer(model).score(*args, AdaptiveBatch(41))
+    assert {h: set(p) for h, p in ours.items()} == {h: set(p) for h, p in ref.items()}
+    for head, parts in ref.items():
+        for key, value in parts.items():
+            torch.testing.assert_close(ours[head][key], value, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_statistics_equal_the_straightforward_path(synth):
+    fast, ref = run_task(synth), run_task(synth, fast=False)
+    keys = ["head", "category_id", "size", "bin"]
+    fast, ref = fast.sort_values(keys).reset_index(drop=True), ref.sort_values(keys).reset_index(drop=True)
+    assert fast[keys + ["n", "n_s", "n_r", "sum_x", "sum_x2"]].equals(ref[keys + ["n", "n_s", "n_r", "sum_x",
+                                                                                 "sum_x2"]])
+    sums = ["sum_s", "sum_s2", "sum_xs", "sum_r", "sum_r2", "sum_xr"]
+    # float32 rounding: folded BatchNorm and oneDNN's conv order the sums differently, and the ×30 predictor of
+    # `synth` magnifies that; 5e-5 is still ~400 float32 ulps, far below any effect a bug would have
+    np.testing.assert_allclose(fast[sums].to_numpy(float), ref[sums].to_numpy(float), rtol=5e-5, atol=1e-6)
+
+
+def test_bf16_bin_means_stay_within_0_01_of_fp32(synth):
+    fp32 = bin_summary(run_task(synth, 120), ["head"])
+    bf16 = bin_summary(run_task(synth, 120, precision="bf16"), ["head"])
+    assert len(fp32) == len(bf16) and len(fp32) >= NUM_BINS  # every bin of both heads is filled
+    assert fp32["score_std"].max() > 0.2  # the sharpened model's scores really vary
+    for col in ("score_mean", "reg_iou_mean"):
+        diff = (fp32[col] - bf16[col]).abs()
+        assert diff.max() < 0.01, f"{col}: bf16 differs from fp32 by up to {diff.max():.4f}"
+
+
+def test_reference_path_refuses_bf16(synth):
+    with pytest.raises(DHError, match="fp32"):
+        SlidingWindowTask(synth["model"], 6, 64, 100, fast=False, precision="bf16")
+    with pytest.raises(DHError, match="--precision"):
+        FastScorer(synth["model"], "fp16")
+
+
+def test_cli_scoring_paths_and_precision(synth):
+    base = synth["base"]
+    common = ["sliding-window", "--ckpt", str(base / "ext.pth"), "--proposals-per-gt", "60", "--no-progress",
+              "--max-images", "2"]
+    assert main(common + ["--out", str(base / "fast")]) == 0
+    assert main(common + ["--out", str(base / "ref"), "--scoring", "reference"]) == 0
+    assert main(common + ["--out", str(base / "bf16"), "--precision", "bf16"]) == 0
+    fast = pd.read_csv(base / "fast" / "sliding_window_stats.csv")
+    ref = pd.read_csv(base / "ref" / "sliding_window_stats.csv")
+    assert fast["n"].sum() == ref["n"].sum() > 0
+    np.testing.assert_allclose(fast["sum_s"], ref["sum_s"], rtol=1e-5, atol=1e-6)
+    import json
+
+    summary = json.loads((base / "bf16" / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and summary["run"]["precision"] == "bf16"
+    assert "precision" not in json.loads((base / "fast" / "summary.json").read_text())["run"]
+    assert main(common + ["--out", str(base / "bad"), "--scoring", "reference", "--precision", "bf16"]) != 0
