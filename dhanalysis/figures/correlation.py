@@ -70,7 +70,7 @@ def plot_fig3(pcc: pd.DataFrame, fig: Figure | None = None, note: str | None = N
         _bars(left, pre, FIG3_SIZES, "group")
         left.set_title("predefined proposals")
         _bars(right, post, FIG3_SETS, "proposal_set", PROPOSAL_SET_LABELS)
-        right.set_title("RPN proposals and detections after NMS")
+        right.set_title("RPN proposals and\ndetections after NMS")
         right.set_ylabel("")
         _legend_above(fig, left if len(pre) else right, note)
     return fig
