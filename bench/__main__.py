@@ -28,7 +28,7 @@ TARGETS = [
     ("sliding_window.single_fc.bf16_efficiency", 0.40, ">=", "sliding-window Single-FC, bf16, of bf16 peak"),
     ("sliding_window.single_fc.bf16.max_bin_mean_diff_vs_fp32", 0.01, "<=", "bf16 per-bin means vs fp32"),
     ("train.single_fc_over_torchvision", 1.05, "<=", "training s/iter, ours / torchvision"),
-    ("eval.all_modes_over_one_mode", 1.3, "<=", "evaluation, all modes / one mode"),
+    ("eval.all_modes_over_one_mode", 1.3, "<=", "evaluation, all modes / one mode (realistic)"),
 ]
 
 
@@ -72,11 +72,12 @@ def table(results: dict) -> str:
                  f"{ch['module']['gflops']:.1f} | | |")
     tr = results["train"]
     lines.append(f"| train s/iter single-fc / torchvision | {tr['single_fc_s_per_iter']:.2f} / "
-                 f"{tr['torchvision_s_per_iter']:.2f} (ratio of medians {tr['single_fc_over_torchvision_median']:.3f})"
+                 f"{tr['torchvision_s_per_iter']:.2f} (ratio of bests {tr['single_fc_over_torchvision_of_best']:.3f})"
                  " | | |")
-    ev = results["eval"]
-    lines.append(f"| eval s all {len(ev['modes'])} modes / one mode | {ev['all_modes_s']:.2f} / {ev['one_mode_s']:.2f} "
-                 f"(ratio of medians {ev['all_modes_over_one_mode_median']:.3f}) | | |")
+    for name in ("realistic", "worst_case"):
+        ev = results["eval"][name]
+        lines.append(f"| eval ({name}) s all {len(ev['modes'])} modes / one mode | {ev['all_modes_s']:.2f} / "
+                     f"{ev['one_mode_s']:.2f} (paired ratio {ev['all_modes_over_one_mode']:.3f}) | | |")
     lines.append(f"| train s/iter double-head-ext / single-fc ({tr['ext_box_batch_size_per_image']} RoIs/img) | "
                  f"{tr['double_head_ext_s_per_iter']:.2f} / {tr['ext_single_fc_s_per_iter']:.2f} | | |")
     for path, target, op, what in TARGETS:
@@ -102,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     results.update(peaks)
     results["sliding_window"] = sliding.run(peaks, device, repeats=args.repeats, quick=args.quick)
     results["conv_head"] = conv_head.run(peaks, device, num_rois=16 if args.quick else 96, repeats=args.repeats + 1)
-    results["train"] = train.run(device, repeats=1 if args.quick else args.repeats,
+    results["train"] = train.run(device, repeats=1 if args.quick else args.repeats + 2,
                                  ext_box_batch=16 if args.quick else 64)
-    results["eval"] = evaluate.run(device, repeats=args.repeats + 3)  # cheap and noisy: more repeats
+    results["eval"] = evaluate.run(device, repeats=args.repeats + 1)
     results["targets"] = {path: {"value": lookup(results, path), "target": target, "op": op,
                                  "met": bool(lookup(results, path) >= target if op == ">=" else
                                              lookup(results, path) <= target)} for path, target, op, _ in TARGETS}

@@ -25,8 +25,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 3,
-                warmup: int = 1) -> dict[str, dict[str, float]]:
-    """{name: {"best": s, "median": s, "runs": n}} of candidates run round-robin ``repeats`` times."""
+                warmup: int = 1) -> dict[str, dict]:
+    """{name: {"best": s, "median": s, "runs": n, "times": [s, ...]}} of candidates run round-robin ``repeats`` times."""
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
@@ -34,7 +34,14 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 3,
     for _ in range(repeats):
         for name, fn in candidates.items():
             runs[name].append(timed(fn))
-    return {name: {"best": min(t), "median": statistics.median(t), "runs": len(t)} for name, t in runs.items()}
+    return {name: {"best": min(t), "median": statistics.median(t), "runs": len(t), "times": t}
+            for name, t in runs.items()}
+
+
+def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
+    """Median over rounds of time[num] / time[den] of the same round: the two ran back to back under the same load,
+    so a load that changes between rounds (other processes on the cores) cancels out of each ratio."""
+    return statistics.median(a / b for a, b in zip(timings[num]["times"], timings[den]["times"]))
 
 
 def log(message: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import interleaved, log
+from bench.common import interleaved, log, paired_ratio
 from bench.peak import probe
 from bench.sliding import build
 from dhanalysis.analysis.fast_heads import FastConvHead
@@ -36,7 +36,7 @@ def run(peak: dict, device: str = "cpu", num_rois: int = 96, repeats: int = 3) -
                      "gflops": flops / t[name]["best"] / 1e9}
     out["efficiency"] = out["fast"]["gflops"] / peak["matmul_gflops"]
     out["module_efficiency"] = out["module"]["gflops"] / peak["matmul_gflops"]
-    out["speedup_vs_module"] = t["module"]["best"] / t["fast"]["best"]
+    out["speedup_vs_module"] = paired_ratio(t, "module", "fast")
     log(f"conv-head: matmul form {out['fast']['gflops']:.1f} GFLOP/s ({out['efficiency']:.2f} of peak), modules "
         f"{out['module']['gflops']:.1f} GFLOP/s")
     return out

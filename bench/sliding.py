@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import interleaved, log
+from bench.common import interleaved, log, paired_ratio
 from bench.peak import probe
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import image_context
@@ -113,8 +113,8 @@ def compare(model, ctx, proposals_per_gt: int, batch: int, peak: float, repeats:
                      "head_gflops": windows * flops / sec / 1e9, "efficiency": windows * flops / sec / 1e9 / peak}
     out["efficiency"] = out["fast"]["efficiency"]
     out["baseline_efficiency"] = out["baseline"]["efficiency"]
-    out["speedup_vs_baseline"] = t["baseline"]["best"] / t["fast"]["best"]
-    out["speedup_vs_baseline_median"] = t["baseline"]["median"] / t["fast"]["median"]
+    out["speedup_vs_baseline"] = paired_ratio(t, "baseline", "fast")
+    out["speedup_vs_baseline_of_best"] = t["baseline"]["best"] / t["fast"]["best"]
     if with_matmul_floor:
         out["head_matmul_seconds"] = t["head_matmul"]["best"]
         out["pipeline_over_head_matmul"] = t["fast"]["best"] / t["head_matmul"]["best"]
