@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spatial-corr": ("spatial_corr", "spatial correlation of head outputs and fc6 weights (paper §3.4)"),
     "sweep": ("sweep", "the paper's ablation sweeps (Tables 1-3, Fig. 8)"),
     "figures": ("figures", "render the paper's figures and tables from result files (no model is run)"),
-    "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: two minutes)"),
+    "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: tiny models)"),
 }
 
 

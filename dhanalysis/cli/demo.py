@@ -1,7 +1,7 @@
 """The whole pipeline on the synthetic dataset, on CPU: data, training, evaluation, analyses, figures, summary.
 
-  dhanalysis demo            # the full demo (about a quarter of an hour on two cores)
-  dhanalysis demo --quick    # a two-minute version with tiny models, for tests and a first look
+  dhanalysis demo            # the full demo (estimated at about a quarter of an hour on two cores)
+  dhanalysis demo --quick    # tiny data and models, for tests and a first look
 
 Steps: make data/synth; pretrain a ResNet-18 on its box crops (the local stand-in for ImageNet weights); train
 Single-FC, Single-Conv, Double-FC, Double-Conv, Double-Head and Double-Head-Ext with the CPU presets (plus two more
@@ -78,7 +78,7 @@ QUICK = Plan(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="tiny data and models: about two minutes")
+    parser.add_argument("--quick", action="store_true", help="tiny data and models, for tests and a first look")
     parser.add_argument("--workdir", default=".", help="where data/, checkpoints/, results/ and figures/ go")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
