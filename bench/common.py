@@ -1,7 +1,8 @@
 """Timing helpers shared by the benchmark sections.
 
 Other processes may share the cores, so every comparison runs its candidates interleaved (A, B, A, B, ...) in the
-same process after one warm-up each, and reports the best (least disturbed) and the median of the repeats.
+same process after one warm-up each, and reports the best (least disturbed) and the median of the repeats; ratios
+are taken per round (`paired_ratio`), so load that changes between rounds cancels out.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 3,
                 warmup: int = 1) -> dict[str, dict]:
-    """{name: {"best": s, "median": s, "runs": n, "times": [s, ...]}} of candidates run round-robin ``repeats`` times."""
+    """Run candidates round-robin ``repeats`` times: {name: {"best": s, "median": s, "runs": n, "times": [s, ...]}}."""
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
