@@ -134,17 +134,29 @@ def score_boxes(
                 result.setdefault(head, {})["score"] = parts["scores"][rows, lab]
             if "boxes" in parts:
                 regressed = parts["boxes"][rows, lab]
-                # a NaN box would silently get IoU 0 below: keep the evidence for the check after the batches
-                result.setdefault(head, {})["box_nan"] = torch.isnan(regressed).any(dim=1)
-                if clip_regressed:
-                    regressed = clip_boxes(regressed, height, width)
-                result[head]["reg_iou"] = matched_iou(regressed, gt_boxes[start:stop])
+                result.setdefault(head, {}).update(
+                    regressed_iou(regressed, gt_boxes[start:stop], height, width, clip_regressed))
         return result
 
-    batches = batcher.map(run, len(boxes))
-    merged: dict[str, dict[str, torch.Tensor]] = {}
-    for head in (batches[0] if batches else {}):
-        merged[head] = {k: torch.cat([b[head][k] for b in batches]) for k in batches[0][head]}
+    return merge_batches(batcher.map(run, len(boxes)))
+
+
+def regressed_iou(regressed: torch.Tensor, gt: torch.Tensor, height: int, width: int,
+                  clip: bool) -> dict[str, torch.Tensor]:
+    """``reg_iou`` (P,) of regressed boxes (P, 4) with their ground truth, and ``box_nan`` (P,) flags.
+
+    A NaN box would silently get IoU 0, so the flags are kept for `check_finite` after the batches.
+    """
+    box_nan = torch.isnan(regressed).any(dim=1)
+    if clip:
+        regressed = clip_boxes(regressed, height, width)
+    return {"box_nan": box_nan, "reg_iou": matched_iou(regressed, gt)}
+
+
+def merge_batches(batches: list[dict[str, dict[str, torch.Tensor]]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Concatenate per-batch head outputs and refuse NaNs (one host sync per image)."""
+    merged = {head: {k: torch.cat([b[head][k] for b in batches]) for k in batches[0][head]}
+              for head in (batches[0] if batches else {})}
     check_finite(merged)
     return merged
 
@@ -228,16 +240,11 @@ class FastScorer:
                 if "reg" in tasks:
                     deltas = tasks["reg"].reshape(len(b), -1, 4)[rows, lab]
                     regressed = self.box_coder.decode_single(deltas, b.float())
-                    result.setdefault(head, {})["box_nan"] = torch.isnan(regressed).any(dim=1)
-                    if clip_regressed:
-                        regressed = clip_boxes(regressed, height, width)
-                    result[head]["reg_iou"] = matched_iou(regressed, gt_boxes[start:stop])
+                    result.setdefault(head, {}).update(
+                        regressed_iou(regressed, gt_boxes[start:stop], height, width, clip_regressed))
             return result
 
-        batches = batcher.map(run, len(boxes))
-        merged = {head: {k: torch.cat([b[head][k] for b in batches]) for k in batches[0][head]} for head in batches[0]}
-        check_finite(merged)
-        return merged
+        return merge_batches(batcher.map(run, len(boxes)))
 
 
 def sample_per_box(owner: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
