@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     from dhanalysis.analysis.groups import load_difficulty
     from dhanalysis.analysis.pcc import ProposalPCCTask, pcc_table
-    from dhanalysis.analysis.runner import analyse, atomic_write_json, check_identity, remove_paths, write_table
-    from dhanalysis.cli.sliding_window import compute_sliding_window, iter_models, reusable_sliding_window, run_options
-    from dhanalysis.engine.distributed import barrier
+    from dhanalysis.analysis.runner import analyse, atomic_write_json, write_table
+    from dhanalysis.cli.sliding_window import (claim_outputs, compute_sliding_window, iter_models,
+                                               reusable_sliding_window, run_options)
 
     difficulty = None
     if args.difficulty_from:
@@ -59,12 +59,8 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         folder = model_run.folder
         key = {"analysis": "pcc", "config": model_run.config, **model_run.data_key}
-        if args.overwrite:
-            if model_run.rank == 0:
-                remove_paths([folder / f for f in PCC_OUTPUTS])
-            barrier()
-        else:
-            check_identity(folder / "pcc_summary.json", key, "PCC results")
+        claim_outputs(model_run, [folder / f for f in PCC_OUTPUTS], folder / "pcc_summary.json", key, "PCC results",
+                      args.overwrite)
 
         reused = not args.overwrite and reusable_sliding_window(model_run, args.proposals_per_gt, args.precision)
         if reused:

@@ -140,6 +140,20 @@ def iter_models(args: argparse.Namespace) -> Iterator[ModelRun]:
         yield ModelRun(ckpt, name, model, dataset, folder, device, config, data_key, rank)
 
 
+def claim_outputs(run: ModelRun, outputs: list[Path], summary: Path, key: dict, what: str, overwrite: bool) -> None:
+    """Make ``run.folder`` ours: with ``overwrite`` rank 0 removes ``outputs``; otherwise results of another model or
+    configuration (``summary``'s stored key differs from ``key``) are refused with a one-line error."""
+    from dhanalysis.analysis.runner import check_identity, remove_paths
+    from dhanalysis.engine.distributed import barrier
+
+    if overwrite:
+        if run.rank == 0:
+            remove_paths(outputs)
+        barrier()
+    else:
+        check_identity(summary, key, what)
+
+
 def run_options(args: argparse.Namespace):
     from dhanalysis.analysis.runner import RunOptions
 
@@ -183,10 +197,8 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
     import time
 
     from dhanalysis.analysis.proposals import grid_shape
-    from dhanalysis.analysis.runner import (analyse, atomic_write_json, check_identity, iter_rows, remove_paths,
-                                            write_table)
+    from dhanalysis.analysis.runner import analyse, atomic_write_json, iter_rows, write_table
     from dhanalysis.analysis.scoring import SlidingWindowTask, bin_counts
-    from dhanalysis.engine.distributed import barrier
 
     started = time.perf_counter()
     precision = getattr(args, "precision", "fp32")
@@ -197,12 +209,7 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
         raise DHError("--scoring reference runs in fp32 only; drop --precision bf16 or use --scoring fast")
     key = sliding_window_key(run, args.proposals_per_gt, raw_sample, seed, precision)
     outputs = [run.folder / f for f in SLIDING_WINDOW_OUTPUTS]
-    if args.overwrite:
-        if run.rank == 0:
-            remove_paths(outputs)
-        barrier()
-    else:
-        check_identity(run.folder / "summary.json", key, "sliding-window results")
+    claim_outputs(run, outputs, run.folder / "summary.json", key, "sliding-window results", args.overwrite)
     task = SlidingWindowTask(run.model, run.dataset.num_classes, args.batch_size, args.proposals_per_gt, raw_sample,
                              seed, fast=fast, precision=precision)
     merged = analyse(run.model, run.dataset, [task], run.folder / "chunks" / "sliding_window", key, run_options(args),

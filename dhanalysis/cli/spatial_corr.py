@@ -34,22 +34,16 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from dhanalysis.analysis.runner import analyse, atomic_write_bytes, atomic_write_json, check_identity, \
-        remove_paths, write_table
+    from dhanalysis.analysis.runner import analyse, atomic_write_bytes, atomic_write_json, write_table
     from dhanalysis.analysis.spatial import SpatialTask, spatial_frame
-    from dhanalysis.cli.sliding_window import iter_models, run_options
-    from dhanalysis.engine.distributed import barrier
+    from dhanalysis.cli.sliding_window import claim_outputs, iter_models, run_options
 
     for model_run in iter_models(args):
         started = time.perf_counter()
         folder = model_run.folder
         key = {"analysis": "spatial-corr", "config": model_run.config, **model_run.data_key}
-        if args.overwrite:
-            if model_run.rank == 0:
-                remove_paths([folder / f for f in SPATIAL_OUTPUTS])
-            barrier()
-        else:
-            check_identity(folder / "spatial_summary.json", key, "spatial-correlation results")
+        claim_outputs(model_run, [folder / f for f in SPATIAL_OUTPUTS], folder / "spatial_summary.json", key,
+                      "spatial-correlation results", args.overwrite)
         task = SpatialTask(model_run.model, args.batch_size)
         merged = analyse(model_run.model, model_run.dataset, [task], folder / "chunks" / "spatial_corr", key,
                          run_options(args), overwrite=args.overwrite, device=model_run.device)
