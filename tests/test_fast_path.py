@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from dhanalysis.analysis.fast_heads import FastHeads
-from dhanalysis.analysis.fast_roi import FeatureTable, map_levels, multiscale_roi_align, pool_rows
+from dhanalysis.model.gather_roi import FeatureTable, map_levels, multiscale_roi_align, pool_rows
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import image_context
 from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, SlidingWindowTask, score_boxes

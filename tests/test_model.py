@@ -159,6 +159,15 @@ def test_level_pooler_matches_torchvision_multiscale_roi_align():
     shapes = [(256, 192), (240, 180)]
     boxes = [torch.tensor([[0.0, 0, 20, 30], [10, 10, 200, 180], [5, 50, 100, 120]]),
              torch.tensor([[30.0, 30, 60, 90], [0, 0, 170, 230]])]
+    for f in feats.values():
+        f.requires_grad_(True)
     ours = LevelPooler(list(feats), 7, 2)(feats, boxes, shapes)
     ref = MultiScaleRoIAlign(list(feats), 7, 2)(feats, boxes, shapes)
     torch.testing.assert_close(ours, ref)
+    # on CPU the pooler is a gather; its backward must scatter the same gradient as torchvision's kernel
+    upstream = torch.randn_like(ref)
+    ours_grad = torch.autograd.grad(ours, list(feats.values()), upstream)
+    ref_grad = torch.autograd.grad(ref, list(feats.values()), upstream)
+    assert any(g.abs().sum() > 0 for g in ref_grad)
+    for a, b in zip(ours_grad, ref_grad):
+        torch.testing.assert_close(a, b)

@@ -2,7 +2,7 @@
 
 The training modules (`dhanalysis.model.heads`) work on NCHW RoI features ``(N, C, S, S)``. For scoring millions of
 boxes the same arithmetic is cheaper as a chain of large matmuls over channels-last rows ``(N·S·S, C)``, which is what
-the fast RoIAlign (`fast_roi.pool_rows`) produces:
+the fast RoIAlign (`dhanalysis.model.gather_roi.pool_rows`) produces:
 
 - **fc-head**: fc6's columns are reordered once from (c, y, x) to (y, x, c), so pooled rows flatten straight into it;
 - **conv-head**: every eval-mode BatchNorm is folded into the conv before it (w·γ/σ, β − μ·γ/σ); a 1×1 conv is a

@@ -12,8 +12,8 @@ back. A NaN score or box is a `DHError`, never averaged in.
 
 Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` (torchvision
 RoIAlign per level, the NCHW head modules, decoding of every class). `FastScorer` is what the sliding-window command
-uses: RoIAlign as one weighted gather into channels-last rows (`fast_roi`), the heads as matmul chains with folded
-BatchNorm (`fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their statistics agree to
+uses: RoIAlign as one weighted gather into channels-last rows (`dhanalysis.model.gather_roi`), the heads as matmul
+chains with folded BatchNorm (`fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their statistics agree to
 float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
 """
 
@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from dhanalysis.analysis.fast_heads import FastHeads
-from dhanalysis.analysis.fast_roi import FeatureTable, map_levels, pool_rows
+from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.analysis.groups import SIZE_GROUPS, size_index
 from dhanalysis.analysis.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_grid, sliding_window_proposals
 from dhanalysis.analysis.runner import ImageContext, TaskState

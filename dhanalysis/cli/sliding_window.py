@@ -20,7 +20,7 @@ Runs resume where they stopped (chunks/ holds finished chunks); another model's 
 --overwrite. Under torchrun, images are sharded over ranks and rank 0 writes the tables.
 
 Scoring (--scoring fast, the default) pools with a gather form of RoIAlign and runs the heads as matmul chains with
-BatchNorm folded (dhanalysis.analysis.fast_roi / fast_heads); --scoring reference runs the model's own probe
+BatchNorm folded (dhanalysis.model.gather_roi / fast_heads); --scoring reference runs the model's own probe
 (torchvision RoIAlign, NCHW heads). Both give the same statistics to float32 rounding. --precision bf16 runs the
 heads' matmuls in bf16 (worth it on GPUs and CPUs with bf16 units; see BENCHMARKS.md).
 """

@@ -1,4 +1,4 @@
-"""RoIAlign as one weighted gather over channels-last feature rows: the sliding-window analysis' pooling.
+"""RoIAlign as one weighted gather over channels-last feature rows: the CPU pooling of training and analysis.
 
 torchvision's ``roi_align`` (``aligned=False``, what `MultiScaleRoIAlign` and `LevelPooler` use) averages, for every
 output bin, ``sampling_ratio²`` bilinear samples. Every sample reads 4 feature pixels, so each of the S×S bins of an
@@ -11,6 +11,10 @@ scalar loop per channel, and the output comes out as ``(N, S·S, C)`` rows ready
 The weights reproduce torchvision's CPU/CUDA kernel step by step (sample positions, the -1 / size cut-off, the clamp
 at 0 and the last pixel, the division by the sample count), so results agree to float32 rounding; the FPN level of
 each RoI comes from the same `LevelMapper` rule as the model's `LevelPooler`.
+
+The gather is differentiable (the backward of ``embedding_bag`` is a vectorised scatter-add), which is why
+`LevelPooler` uses it for training on CPU: torchvision's CPU ``roi_align`` backward is a serial loop and took ~20% of a
+training step of the synthetic presets, 3.5× the gather's forward + backward for the same RoIs.
 """
 
 from __future__ import annotations
@@ -151,4 +155,24 @@ def multiscale_roi_align(features: list[torch.Tensor], scales: list[float], boxe
     return rows.transpose(1, 2).reshape(len(boxes), -1, output_size, output_size)
 
 
-__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "multiscale_roi_align"]
+def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Tensor, levels: torch.Tensor,
+               output_size: int = 7, sampling_ratio: int = 2) -> torch.Tensor:
+    """RoIAlign of ``rois`` ``(N, 5)`` [image, x1, y1, x2, y2] over a batch of FPN maps ``(B, C, H, W)``, each RoI on
+    its level ``levels`` ``(N,)``: ``(N, C, S, S)``, equal to torchvision's ``roi_align`` per level; differentiable."""
+    parts = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features]
+    rows = torch.cat(parts)
+    device = rows.device
+    sizes = torch.tensor([p.shape[0] for p in parts], device=device)
+    as_float = {"dtype": torch.float32, "device": device}
+    heights = torch.tensor([float(f.shape[-2]) for f in features], **as_float)[levels]
+    widths = torch.tensor([float(f.shape[-1]) for f in features], **as_float)[levels]
+    first_row = (torch.cumsum(sizes, 0) - sizes)[levels] + rois[:, 0].long() * (heights * widths).long()
+    index, weight = roi_align_taps(rois[:, 1:].float(), torch.tensor(scales, **as_float)[levels], heights, widths,
+                                   output_size, sampling_ratio, first_row)
+    pooled = F.embedding_bag(index, rows, mode="sum", per_sample_weights=weight.to(rows.dtype))
+    return pooled.reshape(len(rois), output_size * output_size, -1).transpose(1, 2).reshape(
+        len(rois), -1, output_size, output_size)
+
+
+__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "multiscale_roi_align",
+           "pool_batch"]
