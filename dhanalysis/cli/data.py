@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--max-objects", type=int, default=6, help="objects per image at most (default: %(default)s)")
     synth.add_argument("--clutter", type=float, default=1.0,
                        help="background clutter, 0 (plain gradient) to 2 (default: %(default)s)")
+    synth.add_argument("--max-occlusion", type=float, default=0.5,
+                       help="hidden fraction of an object beyond which it is not kept, 0 to <1 (default: %(default)s)")
     synth.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
                        help="image file format (default: %(default)s)")
     synth.add_argument("--overwrite", action="store_true", help="regenerate even if the same dataset is there")
@@ -54,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
         result = make_synth_dataset(
             args.out, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, seed=args.seed,
-            max_objects=args.max_objects, clutter=args.clutter, image_format=args.image_format,
-            overwrite=args.overwrite,
+            max_objects=args.max_objects, clutter=args.clutter, max_occlusion=args.max_occlusion,
+            image_format=args.image_format, overwrite=args.overwrite,
         )
         verb = "kept the existing" if result.reused else "wrote the"
         print(f"{verb} synthetic dataset in {result.root} ({time.perf_counter() - started:.1f}s)")

@@ -1,6 +1,6 @@
 """The whole pipeline on the synthetic dataset, on CPU: data, training, evaluation, analyses, figures, summary.
 
-  dhanalysis demo            # the full demo (estimated at about a quarter of an hour on two cores)
+  dhanalysis demo            # the full demo (about a quarter of an hour on two cores)
   dhanalysis demo --quick    # tiny data and models, for tests and a first look
 
 Steps: make data/synth; pretrain a ResNet-18 on its box crops (the local stand-in for ImageNet weights); train
@@ -57,11 +57,11 @@ class Plan:
 
 FULL = Plan(
     data={"num_train": 600, "num_val": 100, "image_size": 320},
-    pretrain={"iterations": 150, "crop_size": 48},
-    train=("train.iterations=60", "train.steps=[45,55]", "train.warmup_iters=10", "train.checkpoint_period=20",
+    pretrain={"iterations": 100, "crop_size": 48},
+    train=("train.iterations=40", "train.steps=[30,36]", "train.warmup_iters=10", "train.checkpoint_period=20",
            "train.clip_grad_norm=10"),
     proposals_per_gt=1000,
-    analysis_images=20,
+    analysis_images=12,
     eval_images=50,
 )
 QUICK = Plan(

@@ -111,7 +111,7 @@ class SynthParams:
     max_objects: int = 6
     min_object_size: float = 12.0  # sqrt of the box area, pixels; sampled log-uniformly
     max_object_size: float = 200.0
-    max_occlusion: float = 0.7  # hidden fraction (other objects + image border) beyond which an object is not kept
+    max_occlusion: float = 0.5  # hidden fraction (other objects + image border) beyond which an object is not kept
     max_rotation: float = 30.0  # degrees either way
     noise: float = 4.0  # std of per-pixel sensor noise, grey levels
     clutter: float = 1.0  # background texture, blobs and lines: 0 = a plain gradient, 1 = the default mess

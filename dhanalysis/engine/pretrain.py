@@ -89,7 +89,7 @@ def pretrain_backbone(
     arch: str = "resnet18",
     iterations: int = 600,
     batch_size: int = 64,
-    crop_size: int = 64,
+    crop_size: int = 48,
     lr: float = 0.1,
     seed: int = 0,
     progress: bool = True,
