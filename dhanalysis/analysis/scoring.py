@@ -29,14 +29,14 @@ import pandas as pd
 import torch
 
 from dhanalysis.analysis.fast_heads import FastHeads
-from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.analysis.groups import SIZE_GROUPS, size_index
 from dhanalysis.analysis.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_grid, sliding_window_proposals
 from dhanalysis.analysis.runner import ImageContext, TaskState
 from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
 from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.errors import DHError
-from dhanalysis.model.roi_heads import scale_boxes_about_centre
+from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
+from dhanalysis.model.roi_heads import scale_boxes_about_centre, torchvision_pooling
 from dhanalysis.model.variants import HEAD_TYPES
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ def score_boxes(
     height, width = image_size
 
     def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
-        out = roi_heads.probe(features, [boxes[start:stop]], [image_size])
+        with torchvision_pooling(model):
+            out = roi_heads.probe(features, [boxes[start:stop]], [image_size])
         rows = torch.arange(stop - start, device=boxes.device)
         lab = labels[start:stop]
         result: dict[str, dict[str, torch.Tensor]] = {}

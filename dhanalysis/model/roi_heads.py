@@ -8,6 +8,9 @@ pooling per branch, per-branch/per-task losses (Eq. 1-3), inference modes that m
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +64,7 @@ class LevelPooler(nn.Module):
         self.featmap_names = list(featmap_names)
         self.output_size = (output_size, output_size)
         self.sampling_ratio = sampling_ratio
+        self.gather_on_cpu = True  # False: torchvision's kernel everywhere (the straightforward reference path)
 
     def scales(self, features: list[torch.Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
         max_h = max(s[0] for s in image_shapes)
@@ -85,7 +89,7 @@ class LevelPooler(nn.Module):
                                enumerate(boxes)])
         rois = torch.cat([batch_idx, flat], dim=1)
         first = features[0]
-        if first.device.type == "cpu" and self.sampling_ratio > 0 and len(rois):
+        if self.gather_on_cpu and first.device.type == "cpu" and self.sampling_ratio > 0 and len(rois):
             return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio)
         out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         if len(features) == 1:
@@ -95,6 +99,21 @@ class LevelPooler(nn.Module):
             if len(idx):
                 out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio).to(out.dtype)
         return out
+
+
+@contextmanager
+def torchvision_pooling(model: nn.Module) -> Iterator[None]:
+    """Within the block, every `LevelPooler` of ``model`` runs torchvision's ``roi_align`` (the straightforward path
+    that the analysis' reference scoring and the benchmarks' baseline stand for), then the previous setting returns."""
+    poolers = [m for m in model.modules() if isinstance(m, LevelPooler)]
+    before = [p.gather_on_cpu for p in poolers]
+    for p in poolers:
+        p.gather_on_cpu = False
+    try:
+        yield
+    finally:
+        for p, b in zip(poolers, before):
+            p.gather_on_cpu = b
 
 
 class DoubleHeadRoIHeads(RoIHeads):
