@@ -13,8 +13,8 @@ back. A NaN score or box is a `DHError`, never averaged in.
 Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` (torchvision
 RoIAlign per level, the NCHW head modules, decoding of every class). `FastScorer` is what the sliding-window command
 uses: RoIAlign as one weighted gather into channels-last rows (`dhanalysis.model.gather_roi`), the heads as matmul
-chains with folded BatchNorm (`fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their statistics agree to
-float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
+chains with folded BatchNorm (`fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their
+statistics agree to float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
 """
 
 from __future__ import annotations
@@ -125,8 +125,7 @@ def score_boxes(
     height, width = image_size
 
     def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
-        with torchvision_pooling(model):
-            out = roi_heads.probe(features, [boxes[start:stop]], [image_size])
+        out = roi_heads.probe(features, [boxes[start:stop]], [image_size])
         rows = torch.arange(stop - start, device=boxes.device)
         lab = labels[start:stop]
         result: dict[str, dict[str, torch.Tensor]] = {}
@@ -139,7 +138,8 @@ def score_boxes(
                     regressed_iou(regressed, gt_boxes[start:stop], height, width, clip_regressed))
         return result
 
-    return merge_batches(batcher.map(run, len(boxes)))
+    with torchvision_pooling(model):
+        return merge_batches(batcher.map(run, len(boxes)))
 
 
 def regressed_iou(regressed: torch.Tensor, gt: torch.Tensor, height: int, width: int,
@@ -213,6 +213,8 @@ class FastScorer:
                       ) -> tuple[FeatureTable, list[float]]:
         """The image's pooled FPN levels as one channels-last table (built once per image), and their scales."""
         maps = [features[k] for k in self.pooler.featmap_names]
+        if any(m.shape[0] != 1 for m in maps):
+            raise ValueError("the fast scorer pools one image at a time; pass that image's features (batch of one)")
         scales = self.pooler.scales(maps, [image_size])
         return FeatureTable.from_features(maps, scales, self.dtype), scales
 

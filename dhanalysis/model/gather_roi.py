@@ -94,9 +94,10 @@ def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tenso
 
 @dataclass
 class FeatureTable:
-    """Every FPN level of one image as channels-last rows stacked in one ``(Σ H·W, C)`` table.
+    """Every FPN level of a batch of images as channels-last rows stacked in one ``(Σ B·H·W, C)`` table.
 
-    ``offsets[l]`` is the first row of level l; ``heights``, ``widths``, ``scales`` describe the levels.
+    ``offsets[l]`` is the first row of level l (image 0); image i of that level starts ``i·H·W`` rows later.
+    ``heights``, ``widths``, ``scales`` describe the levels.
     """
 
     rows: torch.Tensor
@@ -108,10 +109,8 @@ class FeatureTable:
     @classmethod
     def from_features(cls, features: list[torch.Tensor], scales: list[float],
                       dtype: torch.dtype | None = None) -> FeatureTable:
-        """Build from per-level maps ``(1, C, H, W)`` (batch of one) and their spatial scales."""
-        if any(f.shape[0] != 1 for f in features):
-            raise ValueError("a FeatureTable holds one image; pool each image on its own")
-        parts = [f[0].permute(1, 2, 0).reshape(-1, f.shape[1]) for f in features]
+        """Build from per-level maps ``(B, C, H, W)`` and their spatial scales (differentiable in the maps)."""
+        parts = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features]
         rows = torch.cat(parts).to(dtype or features[0].dtype).contiguous()
         device = rows.device
         sizes = torch.tensor([p.shape[0] for p in parts], device=device)
@@ -131,18 +130,28 @@ def map_levels(boxes: torch.Tensor, scales: list[float]) -> torch.Tensor:
 
 
 def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, output_size: int = 7,
-              sampling_ratio: int = 2) -> torch.Tensor:
+              sampling_ratio: int = 2, images: torch.Tensor | None = None) -> torch.Tensor:
     """RoIAlign of ``boxes`` ``(N, 4)`` (input pixels) on their ``levels`` ``(N,)``: ``(N, S·S, C)`` channels-last.
 
     Equals ``roi_align(level_map, rois, S, scale, sampling_ratio, aligned=False)`` permuted to (N, S, S, C).
+    ``images`` ``(N,)`` int64 is each box's image in a batched table (default: image 0).
     """
     if len(boxes) == 0:
         return table.rows.new_zeros((0, output_size * output_size, table.rows.shape[1]))
     boxes = boxes.float()
-    index, weight = roi_align_taps(boxes, table.scales[levels], table.heights[levels], table.widths[levels],
-                                   output_size, sampling_ratio, table.offsets[levels])
+    heights, widths = table.heights[levels], table.widths[levels]
+    first_row = table.offsets[levels]
+    if images is not None:
+        first_row = first_row + images * (heights * widths).long()
+    index, weight = roi_align_taps(boxes, table.scales[levels], heights, widths, output_size, sampling_ratio,
+                                   first_row)
     pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight.to(table.rows.dtype))
     return pooled.reshape(len(boxes), output_size * output_size, -1)
+
+
+def _as_nchw(rows: torch.Tensor, output_size: int) -> torch.Tensor:
+    """``(N, S·S, C)`` pooled rows as torchvision's ``(N, C, S, S)``."""
+    return rows.transpose(1, 2).reshape(len(rows), -1, output_size, output_size)
 
 
 def multiscale_roi_align(features: list[torch.Tensor], scales: list[float], boxes: torch.Tensor,
@@ -151,27 +160,16 @@ def multiscale_roi_align(features: list[torch.Tensor], scales: list[float], boxe
     """Drop-in for one image of `LevelPooler`: ``(N, C, S, S)`` NCHW, the level chosen from ``level_boxes``."""
     table = FeatureTable.from_features(features, scales)
     levels = map_levels(level_boxes if level_boxes is not None else boxes, scales)
-    rows = pool_rows(table, boxes, levels, output_size, sampling_ratio)
-    return rows.transpose(1, 2).reshape(len(boxes), -1, output_size, output_size)
+    return _as_nchw(pool_rows(table, boxes, levels, output_size, sampling_ratio), output_size)
 
 
 def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Tensor, levels: torch.Tensor,
                output_size: int = 7, sampling_ratio: int = 2) -> torch.Tensor:
     """RoIAlign of ``rois`` ``(N, 5)`` [image, x1, y1, x2, y2] over a batch of FPN maps ``(B, C, H, W)``, each RoI on
     its level ``levels`` ``(N,)``: ``(N, C, S, S)``, equal to torchvision's ``roi_align`` per level; differentiable."""
-    parts = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features]
-    rows = torch.cat(parts)
-    device = rows.device
-    sizes = torch.tensor([p.shape[0] for p in parts], device=device)
-    as_float = {"dtype": torch.float32, "device": device}
-    heights = torch.tensor([float(f.shape[-2]) for f in features], **as_float)[levels]
-    widths = torch.tensor([float(f.shape[-1]) for f in features], **as_float)[levels]
-    first_row = (torch.cumsum(sizes, 0) - sizes)[levels] + rois[:, 0].long() * (heights * widths).long()
-    index, weight = roi_align_taps(rois[:, 1:].float(), torch.tensor(scales, **as_float)[levels], heights, widths,
-                                   output_size, sampling_ratio, first_row)
-    pooled = F.embedding_bag(index, rows, mode="sum", per_sample_weights=weight.to(rows.dtype))
-    return pooled.reshape(len(rois), output_size * output_size, -1).transpose(1, 2).reshape(
-        len(rois), -1, output_size, output_size)
+    table = FeatureTable.from_features(features, scales)
+    rows = pool_rows(table, rois[:, 1:], levels, output_size, sampling_ratio, images=rois[:, 0].long())
+    return _as_nchw(rows, output_size)
 
 
 __all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "multiscale_roi_align",

@@ -89,7 +89,7 @@ class LevelPooler(nn.Module):
                                enumerate(boxes)])
         rois = torch.cat([batch_idx, flat], dim=1)
         first = features[0]
-        if self.gather_on_cpu and first.device.type == "cpu" and self.sampling_ratio > 0 and len(rois):
+        if self.gather_on_cpu and first.device.type == "cpu" and self.sampling_ratio > 0:
             return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio)
         out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         if len(features) == 1:
