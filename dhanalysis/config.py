@@ -40,11 +40,15 @@ class HeadConfig:
     conv_dim: int = 1024
     bottleneck_dim: int = 256
     num_blocks: int = 5  # K: residual + non-local blocks of the conv-head (Table 2)
-    non_local: bool = True
+    # §3 and Table 1: K residual blocks only; non-local blocks are the variation of Table 2's NL rows, which Fig. 8,
+    # Table 3 and Table 5 use (docs/reproduce.md maps every paper item to its setting)
+    non_local: bool = False
     non_local_dim: int = 512
     non_local_groups: int = 4
     non_local_mode: str = "dot"  # dot (grouped dot product / N, the authors' code) | gaussian (softmax)
-    reg_roi_scale: float = 1.0  # enlarge the regression branch's RoI before pooling (1.3 in public code)
+    # enlarge the RoI every conv-head pools, whatever its task, about its centre (1.0: the paper; 1.3 in the authors'
+    # and mmdetection's code); the fc-head always pools the RoI itself
+    conv_roi_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -184,9 +188,35 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# keys renamed since checkpoints were first written: (section path, old name, new name)
+RENAMED_KEYS = ((("model", "head"), "reg_roi_scale", "conv_roi_scale"),)
+
+
+def migrate(data: dict) -> dict:
+    """Stored configs with renamed keys read as today's (a checkpoint written before a rename keeps loading).
+
+    ``model.head.reg_roi_scale`` enlarged the RoI of the regression-focused branches; its successor
+    ``conv_roi_scale`` enlarges the conv-head's, which is the same branch in Double-Head(-Ext), the only variants
+    the enlargement was used with in public code.
+    """
+    data = dict(data or {})
+    for path, old, new in RENAMED_KEYS:
+        node = data
+        for key in path:
+            if not isinstance(node.get(key), dict):
+                break
+            node[key] = dict(node[key])
+            node = node[key]
+        else:
+            if old in node:
+                value = node.pop(old)
+                node.setdefault(new, value)
+    return data
+
+
 def config_from_dict(data: dict) -> Config:
     """Build a Config from nested plain data (YAML or a checkpoint's stored config)."""
-    return _from_dict(Config, data or {})
+    return _from_dict(Config, migrate(data))
 
 
 def config_to_dict(cfg: Config) -> dict:

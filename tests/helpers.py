@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from dhanalysis.config import Config, load_config
@@ -41,3 +43,24 @@ def two_images(seed: int = 0) -> tuple[list[torch.Tensor], list[dict[str, torch.
         {"boxes": torch.tensor([[5.0, 5.0, 40.0, 50.0], [30.0, 40.0, 85.0, 100.0]]), "labels": torch.tensor([1, 3])},
     ]
     return images, targets
+
+
+# Float32 model outputs differ in their last bits between CPUs (AVX2, AVX-512, AMX kernels) and between batch
+# compositions (oneDNN picks kernels by shape), so sums of scores and regressed IoUs are compared at float32
+# tolerance. What does not come from the model (keys, counts, proposal IoUs) is compared exactly, up to the float64
+# summation order of the same values.
+FLOAT32_RTOL, FLOAT32_ATOL = 1e-5, 1e-6
+STAT_KEYS = ["model", "head", "category_id", "size", "bin"]
+MODEL_SUMS = ["sum_s", "sum_s2", "sum_xs", "sum_r", "sum_r2", "sum_xr"]
+
+
+def assert_same_statistics(a: pd.DataFrame, b: pd.DataFrame, keys: list[str] | None = None) -> None:
+    """Two sliding-window statistics tables hold the same windows and the same model outputs (float32 tolerance)."""
+    keys = [k for k in (keys or STAT_KEYS) if k in a.columns]
+    a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
+    exact = keys + ["n", "n_s", "n_r"]
+    assert a[exact].astype(str).equals(b[exact].astype(str)), "the tables hold different windows"
+    np.testing.assert_allclose(a[["sum_x", "sum_x2"]].to_numpy(float), b[["sum_x", "sum_x2"]].to_numpy(float),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a[MODEL_SUMS].to_numpy(float), b[MODEL_SUMS].to_numpy(float), rtol=FLOAT32_RTOL,
+                               atol=FLOAT32_ATOL)

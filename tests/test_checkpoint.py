@@ -87,3 +87,22 @@ def test_mismatched_config_names_the_keys(tmp_path):
         load_checkpoint(path, config=tiny_config("double-head"))
     with pytest.raises(DHError, match=r"of another shape \(e.g. roi_heads.branches.fc.head.fc6\."):
         load_checkpoint(path, config=tiny_config("single-fc", "model.head.fc_dim=64"))
+
+
+def test_checkpoint_with_the_old_roi_scale_key_still_loads(tmp_path):
+    """Checkpoints written before ``model.head.reg_roi_scale`` became ``conv_roi_scale`` load with its value."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config("double-head-ext", "model.head.conv_roi_scale=1.3")).eval()
+    save_checkpoint(tmp_path / "new.pth", model)
+    state = torch.load(tmp_path / "new.pth", weights_only=True)
+    head = state["config"]["model"]["head"]
+    head["reg_roi_scale"] = head.pop("conv_roi_scale")
+    torch.save(state, tmp_path / "old.pth")
+    old = load_checkpoint(tmp_path / "old.pth")
+    assert old.config.model.head.conv_roi_scale == 1.3 and old.roi_heads.conv_roi_scale == 1.3
+    images, _ = two_images()
+    with torch.no_grad():
+        a, b = model(images), old(images)
+    for da, db in zip(a, b):
+        for k in da:
+            torch.testing.assert_close(da[k], db[k])

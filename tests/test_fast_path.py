@@ -161,6 +161,31 @@ def test_fast_scorer_equals_score_boxes(synth):
             torch.testing.assert_close(ours[head][key], value, rtol=1e-5, atol=1e-5)
 
 
+def enlarged_copy(synth, scale: float = 1.3):
+    """The `synth` model with its conv-head pooling RoIs × ``scale`` (same weights), as the authors' code does."""
+    from dhanalysis.config import replace
+
+    model = build_model(replace(synth["model"].config, [f"model.head.conv_roi_scale={scale}"])).eval()
+    model.load_state_dict(synth["model"].state_dict())
+    return model
+
+
+def test_fast_scorer_equals_score_boxes_with_an_enlarged_conv_head_roi(synth):
+    model, ctx = enlarged_copy(synth), synth["contexts"][0]
+    assert model.roi_heads.enlarged_branches == {"conv"}
+    windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 300)
+    args = (ctx.features, ctx.image_size, windows, ctx.labels[owner], ctx.boxes[owner])
+    with torch.inference_mode():
+        ref = score_boxes(model, *args, AdaptiveBatch(64))
+        ours = FastScorer(model).score(*args, AdaptiveBatch(41))
+        plain = score_boxes(synth["model"], *args, AdaptiveBatch(64))
+    for head, parts in ref.items():
+        for key, value in parts.items():
+            torch.testing.assert_close(ours[head][key], value, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref["conv"]["score"], plain["conv"]["score"])  # the enlargement reached the conv-head
+    torch.testing.assert_close(ref["fc"]["score"], plain["fc"]["score"])  # and only the conv-head
+
+
 def test_fast_statistics_equal_the_straightforward_path(synth):
     fast, ref = run_task(synth), run_task(synth, fast=False)
     keys = ["head", "category_id", "size", "bin"]

@@ -37,7 +37,7 @@ from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.model import build_model, save_checkpoint
 from dhanalysis.model.checkpoint import read_checkpoint
 
-from helpers import ROOT, TINY, tiny_config
+from helpers import ROOT, TINY, assert_same_statistics, tiny_config
 
 # One thread everywhere: the kill tests compare a child process with a run in this one bitwise, and two busy cores
 # shared by oversubscribed thread pools make every iteration many times slower.
@@ -235,7 +235,7 @@ def test_sliding_window_killed_at_start_and_between_chunks_gives_the_same_statis
     chunks = json.loads(manifest.read_text())["chunks"]
     assert sorted(i for c in chunks for i in c["image_ids"]) == sorted(ids)  # each image exactly once
     got, ref = (pd.read_csv(d / "sliding_window_stats.csv") for d in (out, world.ref_sw))
-    pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    assert_same_statistics(got, ref)
     keys = ("images", "boxes", "proposals", "bin_counts", "run")
     got, ref = (json.loads((d / "summary.json").read_text()) for d in (out, world.ref_sw))
     assert {k: got[k] for k in keys} == {k: ref[k] for k in keys}
@@ -577,7 +577,8 @@ def test_analysis_batch_adapts_to_memory_and_gives_the_same_statistics(world, tm
     assert "out of memory: retrying with --batch-size 256" in caplog.text
     assert json.loads((out / "summary.json").read_text())["batch_size_final"] == 256
     got, ref = (pd.read_csv(d / "sliding_window_stats.csv") for d in (out, world.ref_sw))
-    pd.testing.assert_frame_equal(got, ref, rtol=1e-9)
+    assert list(got.columns) == list(ref.columns)
+    assert_same_statistics(got, ref)  # another batch size: other kernels, the same numbers to float32 rounding
 
 
 def test_analysis_without_enough_memory_names_the_flag(world, tmp_path, capsys, monkeypatch):

@@ -71,8 +71,13 @@ def test_non_local_block_against_direct_computation(mode):
             a = t.T @ p
             a = a.softmax(-1) if mode == "gaussian" else a / 9
             y[n, sl] = (a @ v.T).T
-    expected = x + block.out(y.reshape(2, 4, 3, 3))
+    out_conv, out_bn = block.out
+    projected = torch.einsum("oi,nip->nop", out_conv.weight[:, :, 0, 0], y) + out_conv.bias[None, :, None]
+    normed = out_bn(projected.reshape(2, 8, 3, 3))
+    expected = torch.relu(x + normed)  # the authors' block: ReLU after the residual add
     torch.testing.assert_close(block(x), expected)
+    assert out_conv.bias is not None and out_conv.bias.requires_grad  # the output conv has a bias (authors' code)
+    assert (block(x) >= 0).all() and (x < 0).any()
 
 
 def test_fusion_rules_follow_their_formulas():

@@ -130,7 +130,7 @@ def test_ext_config_effective_weights_match_authors_script():
         ("fc", "cls"), ("fc", "reg"), ("conv", "cls"), ("conv", "reg")}
 
 
-def test_reg_roi_scale_pools_enlarged_box_on_original_level():
+def test_enlarged_roi_pools_on_the_original_boxs_level():
     from dhanalysis.model.roi_heads import LevelPooler, scale_boxes_about_centre
 
     boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
@@ -171,3 +171,34 @@ def test_level_pooler_matches_torchvision_multiscale_roi_align():
     assert any(g.abs().sum() > 0 for g in ref_grad)
     for a, b in zip(ours_grad, ref_grad):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("variant", ["single-conv", "double-head-reverse", "double-head", "double-conv", "double-fc"])
+def test_conv_roi_scale_enlarges_the_conv_head_input_whatever_its_task(variant):
+    """The authors enlarge the conv-head's RoI (×1.3), not the regression branch's: in Reverse the conv-head
+    classifies and still pools the enlarged RoI; fc-heads always pool the RoI itself."""
+    from helpers import tiny_config, two_images
+
+    from dhanalysis.model import build_model
+    from dhanalysis.model.roi_heads import scale_boxes_about_centre
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(variant, "model.head.conv_roi_scale=1.3")).eval()
+    roi_heads = model.roi_heads
+    assert roi_heads.enlarged_branches == {n for n, b in roi_heads.branches.items() if b.head_type == "conv"}
+    images, _ = two_images()
+    with torch.no_grad():
+        image_list, feats, _ = model.features(images)
+        boxes = [torch.tensor([[4.0, 6.0, 60.0, 50.0], [20.0, 10.0, 40.0, 90.0]]), torch.tensor([[0.0, 0, 30, 30]])]
+        got = roi_heads.branch_outputs(feats, boxes, image_list.image_sizes)
+        for name, branch in roi_heads.branches.items():
+            pooled_boxes = [scale_boxes_about_centre(b, 1.3) for b in boxes] if branch.head_type == "conv" else boxes
+            x = roi_heads.box_roi_pool(feats, pooled_boxes, image_list.image_sizes, level_boxes=boxes)
+            for ours, ref in zip(got[name], branch(x)):
+                if ref is not None:
+                    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        if variant != "double-fc":  # a conv-head really saw other features than at scale 1.0
+            plain = roi_heads.box_roi_pool(feats, boxes, image_list.image_sizes)
+            conv = next(n for n, b in roi_heads.branches.items() if b.head_type == "conv")
+            assert not torch.allclose(roi_heads.branches[conv](plain)[0 if got[conv][0] is not None else 1],
+                                      got[conv][0] if got[conv][0] is not None else got[conv][1])

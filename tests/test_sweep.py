@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from dhanalysis.cli import main
 from dhanalysis.engine.sweep import fig8_runs, grid_runs, table1_runs, table2_runs, write_index
@@ -49,3 +50,47 @@ def test_emit_torchrun_commands(tmp_path):
     assert len(lines) == 11
     assert all(line.startswith("torchrun --nproc_per_node 8 -m dhanalysis train") for line in lines)
     assert "--set model.head.num_blocks=5 --set model.head.non_local=true" in lines[-2]
+
+
+# Bases that differ from what the grids hold fixed: Ext's λ = (0.7, 0.8) and non-local blocks, Single-FC's ω = 1.
+BASES = ("configs/coco/r50/double-head-ext.yaml", "configs/coco/r50/single-fc.yaml", "configs/synth/double-head.yaml")
+
+
+def resolved(base: str, run) -> tuple:
+    m = load_config(ROOT / base, list(run.overrides)).model
+    return (m.variant, m.head.num_blocks, m.head.non_local, m.loss.w_fc, m.loss.w_conv, m.loss.lambda_fc,
+            m.loss.lambda_conv)
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_table1_runs_resolve_to_the_papers_models(base):
+    k = load_config(ROOT / base).model.head.num_blocks  # Table 1 keeps the base's K (5 on COCO)
+    expected = {f"{v}-w1": (v, k, False, 1.0, 1.0, 1.0, 1.0) for v in ("single-fc", "single-conv")}
+    for v in ("double-fc", "double-conv", "double-head-reverse", "double-head"):
+        expected[f"{v}-w1"] = (v, k, False, 1.0, 1.0, 1.0, 1.0)
+        expected[f"{v}-w2"] = (v, k, False, 2.0, 2.5, 1.0, 1.0)
+    assert {r.name: resolved(base, r) for r in table1_runs()} == expected
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_table2_runs_resolve_to_the_papers_models(base):
+    expected = {"K0": ("single-fc", load_config(ROOT / base).model.head.num_blocks, False, 1.0, 1.0, 1.0, 1.0)}
+    expected |= {f"K{k}": ("double-head", k, False, 2.0, 2.5, 1.0, 1.0) for k in range(1, 8)}
+    expected |= {f"K{k}-nl": ("double-head", k, True, 2.0, 2.5, 1.0, 1.0) for k in (3, 5, 7)}
+    assert {r.name: resolved(base, r) for r in table2_runs()} == expected
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_fig8_runs_resolve_to_the_papers_models(base):
+    k = load_config(ROOT / base).model.head.num_blocks
+    runs = fig8_runs()
+    got = {r.name: resolved(base, r) for r in runs}
+    expected = {f"lfc{lf:g}-lconv{lc:g}": ("double-head-ext", k, True, 2.0, 2.5, lf, lc)
+                for lf in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0) for lc in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)}
+    assert got == expected
+
+
+def test_table3_evaluates_the_given_model_without_training():
+    (run,) = grid_runs("table3")
+    assert not run.train and run.overrides == ()
+    assert run.modes == ("fc-cls+conv-reg", "max", "average", "complementary")

@@ -2,7 +2,7 @@
 
 Modules, from the boxes up:
 
-- `proposals`: the sliding-window grid around each ground-truth box (§3.1);
+- `proposals`: the sliding-window grids (spiral, the default, or sliding) around each ground-truth box (§3.1);
 - `scoring`: every head's score of the true class and regressed IoU for boxes we choose; the sliding-window task;
 - `stats`: the sufficient-statistics table and what follows from it (mean ± std per bin, PCC, merging);
 - `groups`: size groups (COCO areas) and difficulty groups (terciles of per-class AP, App. A.1);
@@ -22,6 +22,8 @@ _EXPORTS = {
     "sliding_window_grid": "proposals",
     "sliding_window_proposals": "proposals",
     "grid_shape": "proposals",
+    "grid_info": "proposals",
+    "GRID_KINDS": "proposals",
     "head_tasks": "scoring",
     "score_boxes": "scoring",
     "AdaptiveBatch": "scoring",
@@ -40,6 +42,7 @@ _EXPORTS = {
     "assign_difficulty": "groups",
     "PCC_COLUMNS": "pcc",
     "ProposalPCCTask": "pcc",
+    "RPN_BACKGROUND": "pcc",
     "detection_mode": "pcc",
     "pcc_table": "pcc",
     "cell_cosine": "spatial",

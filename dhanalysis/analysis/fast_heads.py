@@ -142,7 +142,7 @@ class FastConvHead:
         affinity = theta @ phi.transpose(2, 3)
         affinity = affinity.softmax(-1) if p["mode"] == "gaussian" else affinity.div_(pos)
         y = (affinity @ g).transpose(1, 2).reshape(n * pos, -1)
-        return p["out"](y, residual=x)
+        return p["out"](y, residual=x).relu_()
 
     def feature_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """The head's output map as rows ``(N·S·S, dim)`` (what `ConvHead.feature_map` gives, channels-last)."""
@@ -188,18 +188,24 @@ class FastHeads:
             joint = Linear(torch.cat([lin.weight for _, lin in layers]), torch.cat([lin.bias for _, lin in layers]),
                            dtype)
             splits = [(task, lin.out_features) for task, lin in layers]
-            enlarged = name in roi_heads.reg_branches and roi_heads.reg_roi_scale != 1.0
+            enlarged = name in roi_heads.enlarged_branches
             self.branches.append((branch.head_type, head, joint, splits, enlarged))
+
+    @property
+    def pooled_keys(self) -> set[str]:
+        """Which pooled inputs the branches read: "plain" (the RoI) and/or "enlarged" (the conv-head's RoI × scale)."""
+        return {"enlarged" if enlarged else "plain" for *_, enlarged in self.branches}
 
     def flops_per_roi(self) -> int:
         """Matmul FLOPs (2·MACs) of every branch for one RoI: heads and predictors."""
         return sum(head.flops_per_roi() + joint.flops_per_row for _, head, joint, _, _ in self.branches)
 
     def __call__(self, pooled: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-        """``pooled``: {"plain": (N, S·S, C)} (+ "reg" for enlarged RoIs) -> {head type: {"cls", "reg"}} float32."""
+        """``pooled``: {"plain": (N, S·S, C), "enlarged": the same for the enlarged RoIs}, each key present when a
+        branch reads it (`pooled_keys`) -> {head type: {"cls", "reg"}} float32."""
         out: dict[str, dict[str, torch.Tensor]] = {}
         for head_type, head, joint, splits, enlarged in self.branches:
-            rows = pooled["reg"] if enlarged and "reg" in pooled else pooled["plain"]
+            rows = pooled["enlarged" if enlarged else "plain"]
             y = joint(head(rows.to(self.dtype))).float()
             for (task, width), part in zip(splits, y.split([w for _, w in splits], dim=1)):
                 out.setdefault(head_type, {})[task] = part

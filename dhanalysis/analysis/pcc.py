@@ -7,9 +7,11 @@ Three sets of boxes, each giving (x, s) pairs per head that has a classifier:
   group and, with a per-class AP table, per difficulty group.
 - ``rpn``: the model's own RPN proposals (after its NMS and top-k, as at inference). x = the IoU with the
   best-matching ground-truth box of the image (any class), s = the head's probability of that box's class.
-  Proposals that touch no ground truth are *kept* with x = 0: they are most of what a classifier must reject, and
-  dropping them would measure only the localised part of the range. Their "best match", whose class is read, is the
-  box with the nearest centre.
+  The paper does not say what happens to proposals that touch no ground truth (IoU 0 with every box), so
+  ``rpn_background`` (`RPN_BACKGROUND`) decides. ``"keep"`` (the default) keeps them with x = 0: they are most of
+  what a classifier must reject, and dropping them would measure only the localised part of the range; their "best
+  match", whose class is read, is the box with the nearest centre. ``"drop"`` leaves them out of the rpn set, so it
+  holds only proposals that overlap an object (the detections are unaffected either way).
 - ``detections``: the final detections after score threshold and NMS. x = the IoU with the best-matching ground
   truth *of the detected class* (0 when none overlaps), s = the detection score. Each head is read through an
   inference mode in which it classifies: the head's own mode (``fc``, ``conv``) when it also regresses, else
@@ -42,6 +44,8 @@ HEAD_TYPES = ("fc", "conv")  # dhanalysis.model.variants.HEAD_TYPES, the order h
 
 PROPOSAL_SETS = ("predefined", "rpn", "detections")
 STREAMED_SETS = ("rpn", "detections")
+RPN_BACKGROUND = ("keep", "drop")  # what the rpn set does with proposals that overlap no ground truth
+DEFAULT_RPN_BACKGROUND = "keep"
 GROUPINGS = ("all", "size", "difficulty")
 PCC_STATS_COLUMNS = ("model", "head", "proposal_set", "mode", "size") + PCC_MOMENTS
 PCC_COLUMNS = ("model", "head", "proposal_set", "grouping", "group", "mode", "n", "pcc")
@@ -103,15 +107,30 @@ def _moments(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.ones_like(x), x, x * x, s, s * s, x * s], dim=1)
 
 
+def check_rpn_background(rpn_background: str) -> str:
+    """``rpn_background`` when it is ``"keep"`` or ``"drop"``; else a one-line `DHError`."""
+    if rpn_background not in RPN_BACKGROUND:
+        from dhanalysis.errors import DHError
+
+        raise DHError(f"unknown handling of RPN background {rpn_background!r}; choose one of: "
+                      f"{', '.join(RPN_BACKGROUND)}")
+    return rpn_background
+
+
 class ProposalPCCTask:
-    """Streaming PCC sums of RPN proposals and final detections per head with a classifier (§3.2, Fig. 3 right)."""
+    """Streaming PCC sums of RPN proposals and final detections per head with a classifier (§3.2, Fig. 3 right).
+
+    ``rpn_background``: ``"keep"`` (default) puts RPN proposals that overlap no ground truth in the rpn set with
+    x = 0; ``"drop"`` leaves them out (counted in ``rpn_background_dropped``).
+    """
 
     name = "pcc"
     unit = "proposals"
 
-    def __init__(self, model, batch_size: int):
+    def __init__(self, model, batch_size: int, rpn_background: str = DEFAULT_RPN_BACKGROUND):
         from dhanalysis.analysis.scoring import AdaptiveBatch, head_tasks
 
+        self.rpn_background = check_rpn_background(rpn_background)
         self.model = model
         self.device = next(model.parameters()).device
         self.heads = [h for h, t in head_tasks(model).items() if t["cls"]]
@@ -125,7 +144,7 @@ class ProposalPCCTask:
 
         sums = torch.zeros(len(self.heads), len(STREAMED_SETS) * len(SIZE_GROUPS), len(PCC_MOMENTS),
                            dtype=torch.float64, device=self.device)
-        return TaskState(sums={"pcc": sums}, counts={"rpn_proposals": 0, "detections": 0})
+        return TaskState(sums={"pcc": sums}, counts={"rpn_proposals": 0, "rpn_background_dropped": 0, "detections": 0})
 
     def _add(self, state: TaskState, head: str, which: str, size: torch.Tensor, x: torch.Tensor,
              s: torch.Tensor) -> None:
@@ -144,11 +163,17 @@ class ProposalPCCTask:
         if len(proposals) == 0:
             return 0
         iou, best = match_any(proposals, ctx.boxes)
-        size = match_size(iou, best, gt_size, proposals, area_scale)
-        scored = score_boxes(self.model, ctx.features, ctx.image_size, proposals, ctx.labels[best],
-                             ctx.boxes[best], self.batcher)
-        for head in self.heads:
-            self._add(state, head, "rpn", size, iou, scored[head]["score"])
+        rpn = proposals
+        if self.rpn_background == "drop":
+            overlaps = iou > 0
+            state.count("rpn_background_dropped", int((~overlaps).sum()))
+            rpn, iou, best = proposals[overlaps], iou[overlaps], best[overlaps]
+        if len(rpn):
+            size = match_size(iou, best, gt_size, rpn, area_scale)
+            scored = score_boxes(self.model, ctx.features, ctx.image_size, rpn, ctx.labels[best], ctx.boxes[best],
+                                 self.batcher)
+            for head in self.heads:
+                self._add(state, head, "rpn", size, iou, scored[head]["score"])
         state.count("rpn_proposals", len(proposals))
 
         modes = sorted({m for m in self.modes.values() if m})

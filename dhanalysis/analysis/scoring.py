@@ -30,7 +30,8 @@ import torch
 
 from dhanalysis.analysis.fast_heads import FastHeads
 from dhanalysis.analysis.groups import SIZE_GROUPS, size_index
-from dhanalysis.analysis.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_grid, sliding_window_proposals
+from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, sliding_window_grid,
+                                           sliding_window_proposals)
 from dhanalysis.analysis.runner import ImageContext, TaskState
 from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
 from dhanalysis.boxes import clip_boxes, matched_iou
@@ -203,7 +204,7 @@ class FastScorer:
         self.pooler = roi_heads.box_roi_pool
         self.box_coder = roi_heads.box_coder
         self.heads = FastHeads(roi_heads, self.dtype)
-        self.enlarge = roi_heads.reg_roi_scale if roi_heads.reg_roi_scale != 1.0 and roi_heads.reg_branches else None
+        self.conv_roi_scale = roi_heads.conv_roi_scale
 
     def flops_per_roi(self) -> int:
         """Head FLOPs (2·MACs of every matmul of every branch and predictor) per scored box."""
@@ -231,9 +232,12 @@ class FastScorer:
 
         def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
             b, lvl = boxes[start:stop], levels[start:stop]
-            pooled = {"plain": pool_rows(table, b, lvl, size, ratio)}
-            if self.enlarge is not None:
-                pooled["reg"] = pool_rows(table, scale_boxes_about_centre(b, self.enlarge), lvl, size, ratio)
+            pooled = {}
+            if "plain" in self.heads.pooled_keys:
+                pooled["plain"] = pool_rows(table, b, lvl, size, ratio)
+            if "enlarged" in self.heads.pooled_keys:  # on the level of the box itself, as the detector pools it
+                pooled["enlarged"] = pool_rows(table, scale_boxes_about_centre(b, self.conv_roi_scale), lvl, size,
+                                               ratio)
             rows = torch.arange(stop - start, device=boxes.device)
             lab = labels[start:stop]
             result: dict[str, dict[str, torch.Tensor]] = {}
@@ -266,20 +270,23 @@ class SlidingWindowTask:
     ``raw_sample`` > 0 also keeps that many random windows per box as raw rows (seeded by ``seed`` and the image
     id, so shards and resumed runs draw the same rows). ``fast`` (default) scores with `FastScorer` in
     ``precision``; ``fast=False`` with the straightforward `score_boxes` (fp32 only), the reference of the tests.
+    ``grid_kind`` picks the window grid (``"spiral"``, the default, or ``"sliding"``; see `proposals`).
     """
 
     name = "sliding_window"
     unit = "proposals"
 
     def __init__(self, model, num_classes: int, batch_size: int, proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT,
-                 raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32"):
+                 raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32",
+                 grid_kind: str = DEFAULT_GRID):
         if not fast and precision != "fp32":
             raise DHError("the straightforward scoring path runs in fp32 only; use the fast path for bf16")
         self.model = model
         self.heads = head_tasks(model)
         self.num_classes = num_classes
         self.device = next(model.parameters()).device
-        self.grid = sliding_window_grid(proposals_per_gt, self.device).float()
+        self.grid_kind = grid_kind
+        self.grid = sliding_window_grid(proposals_per_gt, self.device, grid_kind).float()
         self.batcher = AdaptiveBatch(batch_size)
         self.raw_sample, self.seed = raw_sample, seed
         self.scorer = FastScorer(model, precision) if fast else None

@@ -12,7 +12,7 @@ pair of cells, a (S², S²) matrix:
 - ``fc_weight``: fc6's weights themselves, cell against cell: the cosine between the flattened ``W_p`` of two cells.
 
 The RoIs are the ground-truth boxes (crowd boxes left out), pooled exactly as the detector pools them (a
-regression-focused branch pools its enlarged RoI when ``model.head.reg_roi_scale`` ≠ 1). A variant with two heads
+conv-head pools its enlarged RoI when ``model.head.conv_roi_scale`` ≠ 1). A variant with two heads
 of one type (Double-FC, Double-Conv) is read through its first, classification-focused branch. A cell whose vector
 is all zero has cosine 0 with every cell.
 """
@@ -91,10 +91,6 @@ class SpatialTask:
         sums = {m: torch.zeros(cells, cells, dtype=torch.float64, device=self.device) for m in self.maps}
         return TaskState(sums=sums, counts={"objects": 0})
 
-    def _branch_input(self, pooled: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-        roi_heads = self.model.roi_heads
-        return pooled["reg"] if name in roi_heads.reg_branches and "reg" in pooled else pooled["plain"]
-
     def process(self, ctx: ImageContext, state: TaskState) -> int:
         roi_heads = self.model.roi_heads
 
@@ -103,7 +99,7 @@ class SpatialTask:
             out = {}
             for head, name in self.branches.items():
                 branch = roi_heads.branches[name]
-                x = self._branch_input(pooled, name)
+                x = roi_heads.branch_input(pooled, name)
                 maps = branch.head.feature_map(x) if head == "conv" else fc_cell_outputs(x, branch.head.fc6)
                 out[f"{head}_output"] = cell_cosine(maps.float()).double().sum(0)
             return out

@@ -188,8 +188,8 @@ def write_demo_sweeps(results: Path) -> None:
           for v in ("double-fc", "double-conv", "double-head")),
     ]
     index("table1", table1, {r.name: r.meta["variant"] for r in table1})
-    table2 = [Run("K0", (), {"K": 0, "non_local": False}), Run("K3-nl", (), {"K": 3, "non_local": True})]
-    index("table2", table2, {"K0": "single-fc", "K3-nl": "double-head"})
+    table2 = [Run("K0", (), {"K": 0, "non_local": False}), Run("K3", (), {"K": 3, "non_local": False})]
+    index("table2", table2, {"K0": "single-fc", "K3": "double-head"})
     fig8 = [Run(f"lfc{lf:g}-lconv{lc:g}", (), {"lambda_fc": lf, "lambda_conv": lc}) for lf, lc in FIG8_RUNS.values()]
     index("fig8", fig8, {f"lfc{lf:g}-lconv{lc:g}": name for name, (lf, lc) in FIG8_RUNS.items()})
     index("table3", [Run("fusion", (), {})], {"fusion": "double-head-ext"})

@@ -3,16 +3,19 @@
   dhanalysis sliding-window --ckpt checkpoints/synth-single-fc/model_final.pth --out results/synth-single-fc
   torchrun --nproc_per_node 8 -m dhanalysis sliding-window --ckpt fc.pth --ckpt conv.pth --out results/sw
 
-Windows: the box moved on a golden-angle spiral of centre shifts (up to one box size) times a spiral of log width /
-height ratios (sizes 0.37x to 2.7x), ~118 x 119 per box, clipped to the image; their IoUs with the box spread evenly
-over 20 bins from 0 to 1 (docs/analysis.md). For every window and head: the softmax score of the box's class and
-the IoU of the window regressed with that class's deltas.
+Windows (--grid spiral, the default): the box moved on a golden-angle spiral of centre shifts (up to one box size)
+times a spiral of log width / height ratios (sizes 0.37x to 2.7x), ~118 x 119 per box, clipped to the image; their
+IoUs with the box spread evenly over 20 bins from 0 to 1. --grid sliding: a literal grid, x shift x y shift x width
+x height (13 x 13 x 9 x 9 at 14000: shifts -0.85 to +0.61 box sizes, sizes 0.61x to 1.37x, each axis crowded
+towards the box), every bin still 3.4% or more. PCCs depend on the grid: compare heads analysed with the same one
+(docs/analysis.md). For every window and head: the softmax score of the box's class and the IoU of the window
+regressed with that class's deltas.
 
 Writes to OUT (several --ckpt: OUT/<model name>/; default results/<model name>):
   sliding_window_stats.csv  one row per (model, head, category, size, IoU bin) with n, n_s, n_r and the sums
                             sum_x, sum_x2, sum_s, sum_s2, sum_xs, sum_r, sum_r2, sum_xr (x = window IoU,
                             s = score, r = regressed IoU); means, stds and PCCs follow exactly from them
-  summary.json              images, boxes, windows, windows per box, per-bin counts, time, device
+  summary.json              images, boxes, windows, windows per box, the grid, per-bin counts, time, device
   config.json               the model's config
   raw_sample.csv            with --raw-sample K: K random windows per box (model, head, image_id, box, category_id,
                             size, iou, score, reg_iou)
@@ -62,6 +65,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, batch_size: int = DEFA
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposals-per-gt", type=int, default=14_000,
                         help="sliding windows per ground-truth box (default 14000, the paper's 'about 14,000')")
+    parser.add_argument("--grid", default="spiral", metavar="{spiral,sliding}",
+                        help="the window grid around each box (the paper does not give one): spiral, golden-angle "
+                             "spirals of shifts and sizes (default); sliding, a product of x-shift, y-shift, width and "
+                             "height axes. PCCs depend on it: compare heads analysed with the same grid")
     parser.add_argument("--raw-sample", type=int, default=0, metavar="K",
                         help="also keep K random windows per box as raw rows (raw_sample.csv), for scatter plots")
     parser.add_argument("--seed", type=int, default=0, help="seed of the raw sample (default 0)")
@@ -163,21 +170,38 @@ def run_options(args: argparse.Namespace):
 
 # ------------------------------------------------------------------------------------ this command
 def sliding_window_key(run: ModelRun, proposals_per_gt: int, raw_sample: int, seed: int,
-                       precision: str = "fp32") -> dict:
+                       precision: str = "fp32", grid: str = "spiral") -> dict:
     """What a sliding-window result depends on; ``raw_sample`` and ``seed`` only change raw_sample.csv.
 
-    ``precision`` enters only when it is not fp32, so fp32 results keep the identity they had before the option
-    existed; the scoring path (fast or reference) changes nothing beyond float32 rounding and is a run option.
+    ``precision`` enters only when it is not fp32 and ``grid`` only when it is not spiral, so default results keep
+    the identity they had before the options existed; the scoring path (fast or reference) changes nothing beyond
+    float32 rounding and is a run option.
     """
     key = {"analysis": "sliding-window", "config": run.config, **run.data_key, "proposals_per_gt": proposals_per_gt,
            "raw_sample": raw_sample, "seed": seed}
     if precision != "fp32":
         key["precision"] = precision
+    if grid != "spiral":
+        key["grid"] = grid
     return key
 
 
-def reusable_sliding_window(run: ModelRun, proposals_per_gt: int, precision: str = "fp32") -> bool:
-    """True when ``run.folder`` holds a finished sliding-window result with the same model, data and density."""
+def window_grid(args: argparse.Namespace) -> str:
+    """``--grid``, checked: a one-line error naming the flag when it is not a grid kind."""
+    from dhanalysis.analysis.proposals import check_grid_kind
+    from dhanalysis.errors import DHError
+
+    grid = getattr(args, "grid", "spiral")
+    try:
+        return check_grid_kind(grid)
+    except DHError as exc:
+        raise DHError(f"--grid: {exc}") from None
+
+
+def reusable_sliding_window(run: ModelRun, proposals_per_gt: int, precision: str = "fp32",
+                            grid: str = "spiral") -> bool:
+    """True when ``run.folder`` holds a finished sliding-window result with the same model, data, density and
+    grid."""
     import json
 
     summary = run.folder / "summary.json"
@@ -187,7 +211,7 @@ def reusable_sliding_window(run: ModelRun, proposals_per_gt: int, precision: str
         stored = json.loads(summary.read_text()).get("run", {})
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
-    wanted = sliding_window_key(run, proposals_per_gt, 0, 0, precision)
+    wanted = sliding_window_key(run, proposals_per_gt, 0, 0, precision, grid)
     ignore = ("raw_sample", "seed")
     return {k: v for k, v in stored.items() if k not in ignore} == {k: v for k, v in wanted.items() if k not in ignore}
 
@@ -196,7 +220,7 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
     """Run (or resume) the sliding-window analysis of one model and write its outputs; rank 0 returns the table."""
     import time
 
-    from dhanalysis.analysis.proposals import grid_shape
+    from dhanalysis.analysis.proposals import grid_info
     from dhanalysis.analysis.runner import analyse, atomic_write_json, iter_rows, write_table
     from dhanalysis.analysis.scoring import SlidingWindowTask, bin_counts
 
@@ -207,11 +231,12 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
         from dhanalysis.errors import DHError
 
         raise DHError("--scoring reference runs in fp32 only; drop --precision bf16 or use --scoring fast")
-    key = sliding_window_key(run, args.proposals_per_gt, raw_sample, seed, precision)
+    grid = window_grid(args)
+    key = sliding_window_key(run, args.proposals_per_gt, raw_sample, seed, precision, grid)
     outputs = [run.folder / f for f in SLIDING_WINDOW_OUTPUTS]
     claim_outputs(run, outputs, run.folder / "summary.json", key, "sliding-window results", args.overwrite)
     task = SlidingWindowTask(run.model, run.dataset.num_classes, args.batch_size, args.proposals_per_gt, raw_sample,
-                             seed, fast=fast, precision=precision)
+                             seed, fast=fast, precision=precision, grid_kind=grid)
     merged = analyse(run.model, run.dataset, [task], run.folder / "chunks" / "sliding_window", key, run_options(args),
                      overwrite=args.overwrite, device=run.device)
     if merged is None:
@@ -229,7 +254,6 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
         written += write_table(raw, run.folder / "raw_sample")
     boxes = int(merged.counts.get("boxes", 0))
     windows = int(state.counts.get("windows", 0))
-    n_pos, n_size = grid_shape(args.proposals_per_gt)
     summary = {
         "run": key,
         "model": run.name,
@@ -241,7 +265,7 @@ def compute_sliding_window(run: ModelRun, args: argparse.Namespace, raw_sample: 
         "crowd_boxes_skipped": int(merged.counts.get("crowd_boxes_skipped", 0)),
         "proposals": windows,
         "proposals_per_box": windows / boxes if boxes else 0.0,
-        "grid": {"positions": n_pos, "sizes": n_size, "per_box_before_clipping": n_pos * n_size},
+        "grid": grid_info(args.proposals_per_gt, grid),
         "bin_edges": [b / 20 for b in range(21)],
         "bin_counts": bin_counts(stats),
         "seconds_compute": merged.seconds,
@@ -281,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.raw_sample < 0:
         raise DHError(f"--raw-sample must be 0 or more, got {args.raw_sample}")
+    window_grid(args)  # a bad --grid fails before any model is loaded
     for model_run in iter_models(args):
         compute_sliding_window(model_run, args, args.raw_sample, args.seed)
     return 0

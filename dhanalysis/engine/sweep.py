@@ -35,39 +35,61 @@ def _weights(w_fc: float, w_conv: float) -> tuple[str, ...]:
     return (f"model.loss.w_fc={w_fc}", f"model.loss.w_conv={w_conv}")
 
 
+def _lambdas(lambda_fc: float = 1.0, lambda_conv: float = 1.0) -> tuple[str, ...]:
+    return (f"model.loss.lambda_fc={lambda_fc}", f"model.loss.lambda_conv={lambda_conv}")
+
+
+def _conv_head(non_local: bool, num_blocks: int | None = None) -> tuple[str, ...]:
+    blocks = (f"model.head.num_blocks={num_blocks}",) if num_blocks is not None else ()
+    return (*blocks, f"model.head.non_local={'true' if non_local else 'false'}")
+
+
+# Every run pins what its table or figure holds fixed, so the base config (--config) contributes only what the paper
+# shares across all of them (backbone, schedule, data, K for Table 1 and Fig. 8).
+OMEGA_DOUBLE = (2.0, 2.5)  # ω_fc, ω_conv of Table 1's bottom group, Table 2, Fig. 8 and Table 3 (§5.2)
+
+
 def table1_runs() -> list[Run]:
-    """Table 1: single heads with weight 1.0; double heads with 1.0 (middle group) and ω = (2.0, 2.5) (bottom)."""
+    """Table 1: single heads with weight 1.0; double heads with 1.0 (middle group) and ω = (2.0, 2.5) (bottom).
+
+    λ = 1 (no unfocused tasks) and no non-local blocks (§3: the conv-head "has five residual blocks"; Table 1's
+    Double-Head at ω (2.0, 2.5) is Table 2's K = 5 without non-local blocks, 39.5).
+    """
     runs = []
     for variant in ("single-fc", "single-conv"):
-        runs.append(Run(f"{variant}-w1", (f"model.variant={variant}", *_weights(1.0, 1.0),
-                                          "model.loss.lambda_fc=1.0", "model.loss.lambda_conv=1.0"),
+        runs.append(Run(f"{variant}-w1", (f"model.variant={variant}", *_weights(1.0, 1.0), *_lambdas(),
+                                          *_conv_head(False)),
                         {"variant": variant, "w_fc": 1.0, "w_conv": 1.0, "group": "single"}))
-    for w_fc, w_conv, group in ((1.0, 1.0, "double, weight 1.0"), (2.0, 2.5, "double, ω_fc=2.0, ω_conv=2.5")):
+    for (w_fc, w_conv), group in (((1.0, 1.0), "double, weight 1.0"), (OMEGA_DOUBLE, "double, ω_fc=2.0, ω_conv=2.5")):
         for variant in ("double-fc", "double-conv", "double-head-reverse", "double-head"):
             tag = "w1" if w_fc == 1.0 else "w2"
-            runs.append(Run(f"{variant}-{tag}", (f"model.variant={variant}", *_weights(w_fc, w_conv),
-                                                 "model.loss.lambda_fc=1.0", "model.loss.lambda_conv=1.0"),
+            runs.append(Run(f"{variant}-{tag}", (f"model.variant={variant}", *_weights(w_fc, w_conv), *_lambdas(),
+                                                 *_conv_head(False)),
                             {"variant": variant, "w_fc": w_fc, "w_conv": w_conv, "group": group}))
     return runs
 
 
 def table2_runs() -> list[Run]:
-    """Table 2: Double-Head with K = 1..7 residual blocks, and K = 3, 5, 7 with non-local blocks; K = 0 is FPN."""
-    runs = [Run("K0", ("model.variant=single-fc",), {"K": 0, "non_local": False})]
+    """Table 2: Double-Head (ω 2.0 / 2.5, λ = 1) with K = 1..7 residual blocks, and K = 3, 5, 7 with non-local
+    blocks; K = 0 is the FPN baseline, Single-FC with weight 1.0 (Table 1's first row, 36.8)."""
+    runs = [Run("K0", ("model.variant=single-fc", *_weights(1.0, 1.0), *_lambdas(), *_conv_head(False)),
+                {"K": 0, "non_local": False})]
     for k in range(1, 8):
-        runs.append(Run(f"K{k}", ("model.variant=double-head", f"model.head.num_blocks={k}",
-                                  "model.head.non_local=false"), {"K": k, "non_local": False}))
+        runs.append(Run(f"K{k}", ("model.variant=double-head", *_weights(*OMEGA_DOUBLE), *_lambdas(),
+                                  *_conv_head(False, k)), {"K": k, "non_local": False}))
     for k in (3, 5, 7):
-        runs.append(Run(f"K{k}-nl", ("model.variant=double-head", f"model.head.num_blocks={k}",
-                                     "model.head.non_local=true"), {"K": k, "non_local": True}))
+        runs.append(Run(f"K{k}-nl", ("model.variant=double-head", *_weights(*OMEGA_DOUBLE), *_lambdas(),
+                                     *_conv_head(True, k)), {"K": k, "non_local": True}))
     return runs
 
 
 def fig8_runs(lambda_fc: tuple[float, ...] = LAMBDA_FC, lambda_conv: tuple[float, ...] = LAMBDA_CONV) -> list[Run]:
-    """Fig. 8: one Double-Head-Ext model per (λ_fc, λ_conv); each is evaluated in every mode it supports."""
+    """Fig. 8: one Double-Head-Ext model per (λ_fc, λ_conv), ω (2.0, 2.5) "in all experiments" and the conv-head of
+    the rest of the paper (K of the base config with non-local blocks, §5.2); each is evaluated in every mode it
+    supports."""
     return [
-        Run(f"lfc{lf:g}-lconv{lc:g}", ("model.variant=double-head-ext", f"model.loss.lambda_fc={lf}",
-                                       f"model.loss.lambda_conv={lc}"), {"lambda_fc": lf, "lambda_conv": lc})
+        Run(f"lfc{lf:g}-lconv{lc:g}", ("model.variant=double-head-ext", *_weights(*OMEGA_DOUBLE), *_lambdas(lf, lc),
+                                       *_conv_head(True)), {"lambda_fc": lf, "lambda_conv": lc})
         for lc in lambda_conv for lf in lambda_fc
     ]
 

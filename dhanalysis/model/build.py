@@ -148,7 +148,7 @@ def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCN
         nms_thresh=m.rpn.nms_thresh,
     )
 
-    branches, weights, reg_branches = {}, {}, set()
+    branches, weights = {}, {}
     for spec in variant.branches:
         w = branch_loss_weights(spec, m.loss)
         if w["cls"] <= 0 and w["reg"] <= 0:
@@ -157,18 +157,15 @@ def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCN
         head = build_head(spec.head, m.head, channels)
         predictor = Predictor(head.out_dim, classes + 1, cls=w["cls"] > 0, reg=w["reg"] > 0)
         branches[spec.name] = Branch(spec.head, head, predictor)
-        if spec.focus == "reg":
-            reg_branches.add(spec.name)
 
     mode = m.mode or default_mode(m.variant, m.loss)
     check_mode(m.variant, m.loss, mode)
     roi_heads = DoubleHeadRoIHeads(
         branches,
         weights,
-        reg_branches,
         LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio),
         mode,
-        reg_roi_scale=m.head.reg_roi_scale,
+        conv_roi_scale=m.head.conv_roi_scale,
         smooth_l1_beta=m.loss.smooth_l1_beta,
         batch_size_per_image=m.box_batch_size_per_image,
         positive_fraction=m.box_positive_fraction,

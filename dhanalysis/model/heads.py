@@ -30,9 +30,10 @@ class FCHead(nn.Module):
         return F.relu(self.fc7(x))
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
-    """A bias-free conv followed by BatchNorm: every conv of the conv-head is (§5.1)."""
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_ch))
+def conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool = False) -> nn.Sequential:
+    """A conv followed by BatchNorm: every conv of the conv-head is (§5.1). Bias-free except where the authors'
+    code has one (the non-local block's output conv)."""
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias), nn.BatchNorm2d(out_ch))
 
 
 class ResidualBlock(nn.Module):
@@ -69,8 +70,9 @@ class NonLocalBlock(nn.Module):
 
     ``mode="dot"`` (default, as in the authors' public code): θ, φ, g are 1×1 convs to ``inner`` channels split into
     ``groups``; per group the affinity θᵀφ is divided by the number of positions instead of a softmax.
-    ``mode="gaussian"``: the embedded-Gaussian form, a softmax over positions. The output is a 1×1 conv back to the
-    input width, BatchNorm (γ starts at 0, so a new block is the identity) and a residual add.
+    ``mode="gaussian"``: the embedded-Gaussian form, a softmax over positions. The output is a 1×1 conv (with bias)
+    back to the input width, BatchNorm (γ starts at 0, so a new block passes its input on), a residual add and a
+    ReLU, as in the authors' code. Weight counts (Table 2) do not include the bias.
     """
 
     def __init__(self, channels: int = 1024, inner: int = 512, groups: int = 4, mode: str = "dot"):
@@ -83,7 +85,7 @@ class NonLocalBlock(nn.Module):
         self.theta = nn.Conv2d(channels, inner, 1)
         self.phi = nn.Conv2d(channels, inner, 1)
         self.g = nn.Conv2d(channels, inner, 1)
-        self.out = conv_bn(inner, channels, 1)
+        self.out = conv_bn(inner, channels, 1, bias=True)
         nn.init.zeros_(self.out[1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +99,7 @@ class NonLocalBlock(nn.Module):
         affinity = theta @ phi.transpose(2, 3)  # (N, groups, H·W, H·W)
         affinity = affinity.softmax(-1) if self.mode == "gaussian" else affinity / pos
         y = (affinity @ g).transpose(2, 3).reshape(n, -1, h, w)
-        return x + self.out(y)
+        return F.relu(x + self.out(y))
 
 
 class ConvHead(nn.Module):

@@ -121,7 +121,8 @@ class DoubleHeadRoIHeads(RoIHeads):
 
     Args:
         branches: name -> `Branch`; ``branch_weights``: name -> {"cls": w, "reg": w} (Eq. 1-3, already multiplied).
-        pooler: a `LevelPooler`; ``reg_roi_scale``: enlargement of the RoI for branches whose focus is regression.
+        pooler: a `LevelPooler`; ``conv_roi_scale``: enlargement of the RoI every conv-head branch pools, whatever
+            its task (the authors' code enlarges the conv-head's input; the paper pools the RoI itself, 1.0).
         mode: the inference mode used by ``forward`` in eval (see `dhanalysis.model.variants.parse_mode`).
         smooth_l1_beta: β of the regression loss (torchvision uses 1/9; the authors' code 1.0).
     """
@@ -130,10 +131,9 @@ class DoubleHeadRoIHeads(RoIHeads):
         self,
         branches: dict[str, nn.Module],
         branch_weights: dict[str, dict[str, float]],
-        reg_branches: set[str],
         pooler: LevelPooler,
         mode: str,
-        reg_roi_scale: float = 1.0,
+        conv_roi_scale: float = 1.0,
         smooth_l1_beta: float = 1.0,
         fg_iou_thresh: float = 0.5,
         bg_iou_thresh: float = 0.5,
@@ -160,20 +160,36 @@ class DoubleHeadRoIHeads(RoIHeads):
         del self.box_head, self.box_predictor
         self.branches = nn.ModuleDict(branches)
         self.branch_weights = branch_weights
-        self.reg_branches = set(reg_branches)
-        self.reg_roi_scale = reg_roi_scale
+        self.conv_roi_scale = conv_roi_scale
         self.smooth_l1_beta = smooth_l1_beta
         self.mode = mode
 
     # --- shared forward pieces ----------------------------------------------------------------------------
+    @property
+    def enlarged_branches(self) -> set[str]:
+        """Names of the branches that pool the enlarged RoI: the conv-head branches when ``conv_roi_scale`` ≠ 1."""
+        if self.conv_roi_scale == 1.0:
+            return set()
+        return {name for name, branch in self.branches.items() if branch.head_type == "conv"}
+
+    def branch_input(self, pooled: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """The pooled features branch ``name`` reads from `pool`'s result."""
+        return pooled["enlarged"] if name in self.enlarged_branches else pooled["plain"]
+
     def pool(
         self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
     ) -> dict[str, torch.Tensor]:
-        """RoI features per branch: ``{"plain": (N, C, S, S)}`` and, if any branch pools an enlarged RoI, ``"reg"``."""
-        pooled = {"plain": self.box_roi_pool(features, boxes, image_shapes)}
-        if self.reg_roi_scale != 1.0 and self.reg_branches:
-            enlarged = [scale_boxes_about_centre(b, self.reg_roi_scale) for b in boxes]
-            pooled["reg"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes)
+        """RoI features ``{"plain": (N, C, S, S)}`` and, when a branch pools an enlarged RoI, ``"enlarged"``.
+
+        Only what some branch reads is pooled: a Single-Conv with an enlarged RoI pools the enlarged boxes alone.
+        """
+        enlarged_names = self.enlarged_branches
+        pooled = {}
+        if set(self.branches) - enlarged_names:
+            pooled["plain"] = self.box_roi_pool(features, boxes, image_shapes)
+        if enlarged_names:
+            enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale) for b in boxes]
+            pooled["enlarged"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes)
         return pooled
 
     def branch_outputs(
@@ -183,8 +199,7 @@ class DoubleHeadRoIHeads(RoIHeads):
         pooled = self.pool(features, boxes, image_shapes)
         out = {}
         for name, branch in self.branches.items():
-            x = pooled["reg"] if name in self.reg_branches and "reg" in pooled else pooled["plain"]
-            out[name] = branch(x)
+            out[name] = branch(self.branch_input(pooled, name))
         return out
 
     def head_outputs(
