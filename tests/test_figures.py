@@ -17,7 +17,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from dhanalysis.figures import ablation  # noqa: E402
-from dhanalysis.figures.render import FIGURES, TABLE_CAPTIONS, Results, render_all  # noqa: E402
+from dhanalysis.figures.render import (FIGURES, TABLE_CAPTIONS, Results, figure, render_all,  # noqa: E402
+                                       substitute_note)
 from fixtures_results import write_fake_results  # noqa: E402
 
 
@@ -192,3 +193,72 @@ def test_cli_prints_where_the_outputs_went(fake, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"wrote 4 file(s) to {tmp_path}" in out and "Table 3: " in out
     assert main(["figures", "--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- substitute heads
+PAIR_FIGURES = ("fig2", "fig3", "fig4", "figA1", "figA2")
+EXT = "synth-double-head-ext"
+
+
+def _drawn(res: Results, key: str) -> tuple[str, list[str]]:
+    """(every text of the drawn figure, whitespace-normalised so wrapped titles read as one line; the logged lines)."""
+    lines: list[str] = []
+    fig = figure(res, key, log=lines.append)
+    assert fig is not None, lines
+    text = "\n".join(" ".join(t.split()) for t in _texts(fig))
+    plt.close(fig)
+    return text, lines
+
+
+def test_paper_models_give_no_substitute_note_or_warning(fake):
+    res = Results(fake)
+    assert substitute_note(res) is None
+    for key in PAIR_FIGURES:
+        text, lines = _drawn(res, key)
+        assert "Substitute" not in text and not [line for line in lines if "WARNING" in line], key
+
+
+def test_one_double_head_ext_model_is_named_as_a_substitute(fake, tmp_path, capsys):
+    res = Results(fake, models=[EXT])
+    note = ("Substitute: Single-FC and Single-Conv results not found — both heads of Double-Head-Ext "
+            f"(model '{EXT}'), not the paper's two single-head models")
+    assert substitute_note(res) == note
+    fig4_note = note.replace("results not found", "spatial-correlation results not found")
+    for key in PAIR_FIGURES:
+        expected = fig4_note if key == "fig4" else note
+        text, lines = _drawn(res, key)
+        assert expected in text, key
+        assert lines == [f"WARNING: {FIGURES[key][0]}: {expected}"]
+    from dhanalysis.cli import main
+
+    assert main(["figures", "--results", str(fake), "--models", EXT, "--out", str(tmp_path), "--only", "fig2",
+                 "--formats", "png"]) == 0
+    assert f"WARNING: Fig. 2: {note}\n" in capsys.readouterr().out
+
+
+def test_mixed_sources_name_the_substituted_head(fake, tmp_path):
+    # Single-FC present, Single-Conv missing: the pair stays within Double-Head-Ext and says why
+    res = Results(fake, models=["synth-single-fc", EXT])
+    assert res.head_pair == {"fc": (EXT, "fc"), "conv": (EXT, "conv")}
+    assert substitute_note(res) == (
+        "Substitute: Single-Conv results not found; Single-FC (model 'synth-single-fc') set aside to keep both heads "
+        f"from one model — both heads of Double-Head-Ext (model '{EXT}'), not the paper's two single-head models")
+    # one head overridden: only it is the substitute, the other is the paper's
+    res = Results(fake, conv_head=(EXT, "conv"))
+    note = (f"Substitute: conv-head chosen by override — conv-head from Double-Head-Ext (model '{EXT}'), not the "
+            "paper's Single-Conv conv-head; fc-head from Single-FC (model 'synth-single-fc') as in the paper")
+    for key in PAIR_FIGURES:
+        text, lines = _drawn(res, key)
+        assert note in text and lines == [f"WARNING: {FIGURES[key][0]}: {note}"], key
+    # the paper's heads for the curves, but Single-Conv has no spatial maps: only Fig. 4's conv map is a substitute
+    root = write_fake_results(tmp_path, models=["synth-single-fc", "synth-single-conv", EXT], sweeps=False,
+                              architecture=False)
+    (root / "synth-single-conv" / "spatial_corr.npz").unlink()
+    res = Results(root)
+    assert substitute_note(res) is None
+    text, lines = _drawn(res, "fig4")
+    note = (f"Substitute: Single-Conv spatial-correlation results not found — conv-head from Double-Head-Ext (model "
+            f"'{EXT}'), not the paper's Single-Conv conv-head; fc-head from Single-FC (model 'synth-single-fc') as in "
+            "the paper")
+    assert note in text and lines == [f"WARNING: Fig. 4: {note}"]
+    assert not _drawn(res, "fig2")[1]

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 
-from dhanalysis.figures.style import (CORRELATION_CMAP, DIFFICULTY_GROUPS, PROPOSAL_SET_LABELS, head_color,
-                                      head_label, new_figure, paper_style, variant_label)
+from dhanalysis.figures.style import (CORRELATION_CMAP, DIFFICULTY_GROUPS, PROPOSAL_SET_LABELS, caveat_figure,
+                                      draw_caveat, head_color, head_label, paper_style, variant_label)
 
 FIG3_SIZES = ("large", "medium", "small")  # the paper's order, left panel
 FIG3_SETS = ("rpn", "detections")
@@ -53,42 +53,46 @@ def _bars(ax: Axes, table: pd.DataFrame, categories: Sequence[str], category_col
     ax.grid(axis="x", visible=False)
 
 
-def _legend_above(fig: Figure, ax: Axes, note: str | None = None) -> None:
+def _legend_above(fig: FigureBase, ax: Axes, note: str | None = None) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), frameon=False, title=note)
 
 
-def plot_fig3(pcc: pd.DataFrame, fig: Figure | None = None, note: str | None = None) -> Figure:
+def plot_fig3(pcc: pd.DataFrame, fig: Figure | None = None, note: str | None = None,
+              caveat: str | None = None) -> Figure:
     """Fig. 3: PCC of predefined proposals by size (left: large, medium, small); RPN proposals and NMS detections
-    (right); one bar per head."""
+    (right); one bar per head. ``note``: the legend's title; ``caveat``: the figure's title, in red."""
     pre = pcc[(pcc["proposal_set"] == "predefined") & (pcc["grouping"] == "size")]
     post = pcc[pcc["proposal_set"].isin(FIG3_SETS) & (pcc["grouping"] == "all")]
     with paper_style():
-        fig, axes = new_figure(1, 2, (7.4, 3.2), fig, width_ratios=[3, 2])
+        fig, panel, axes = caveat_figure(1, 2, (7.4, 3.2), fig, caveat, width_ratios=[3, 2])
         left, right = axes[0]
         _bars(left, pre, FIG3_SIZES, "group")
         left.set_title("predefined proposals")
         _bars(right, post, FIG3_SETS, "proposal_set", PROPOSAL_SET_LABELS)
         right.set_title("RPN proposals and\ndetections after NMS")
         right.set_ylabel("")
-        _legend_above(fig, left if len(pre) else right, note)
+        _legend_above(panel, left if len(pre) else right, note)
     return fig
 
 
 def plot_figA2(pcc: pd.DataFrame, ax: Axes | None = None, title: str | None = None,
-               note: str | None = None) -> Figure:
-    """Fig. A.2: PCC of predefined proposals for easy, medium and hard classes, one bar per head."""
+               note: str | None = None, caveat: str | None = None) -> Figure:
+    """Fig. A.2: PCC of predefined proposals for easy, medium and hard classes, one bar per head. ``title``: the
+    axes' title; ``note``: the legend's title; ``caveat``: the figure's title, in red."""
     part = pcc[(pcc["proposal_set"] == "predefined") & (pcc["grouping"] == "difficulty")]
     with paper_style():
         if ax is None:
-            fig, axes = new_figure(1, 1, (4.8, 3.4))
+            fig, panel, axes = caveat_figure(1, 1, (4.8, 3.4), caveat=caveat)
             ax = axes[0][0]
-        else:
-            fig = ax.figure
+        else:  # the caller's figure: the caveat becomes its title
+            fig = panel = ax.figure
+            if caveat:
+                draw_caveat(fig, caveat)
         _bars(ax, part, DIFFICULTY_GROUPS, "group")
         ax.set_title(title or "predefined proposals by class difficulty")
-        _legend_above(fig, ax, note)
+        _legend_above(panel, ax, note)
     return fig
 
 
@@ -106,18 +110,19 @@ def tile_cells(matrix: np.ndarray) -> np.ndarray:
 
 
 def plot_fig4(maps: Mapping[str, np.ndarray], fig: Figure | None = None, titles: Mapping[str, str] | None = None,
-              tiled: bool = False) -> Figure:
+              tiled: bool = False, caveat: str | None = None) -> Figure:
     """Fig. 4: conv-head output, fc-head reconstructed output and fc-head weights, each tiled S×S blocks of S×S,
     with grid lines between blocks and one colour bar shared by the panels.
 
     ``maps``: name -> (S², S²) cell-by-cell matrix (``tiled=True``: already tiled). Missing names are left out.
+    ``caveat``: the figure's title, in red (e.g. which maps do not come from the paper's models).
     """
     names = [m for m in MAP_TITLES if m in maps] + [m for m in maps if m not in MAP_TITLES]
     images = [np.asarray(maps[m], dtype=float) if tiled else tile_cells(np.asarray(maps[m], dtype=float))
               for m in names]
     vmin = min(0.0, min(float(np.nanmin(im)) for im in images))
     with paper_style():
-        fig, axes = new_figure(1, len(names), (3.3 * len(names) + 0.6, 3.6), fig)
+        fig, panel, axes = caveat_figure(1, len(names), (3.3 * len(names) + 0.6, 3.6), fig, caveat)
         mappable = None
         for ax, name, image in zip(axes[0], names, images):
             s = int(round(np.sqrt(image.shape[0])))
@@ -129,5 +134,5 @@ def plot_fig4(maps: Mapping[str, np.ndarray], fig: Figure | None = None, titles:
             ax.set_yticks([])
             ax.grid(False)
             ax.set_title((titles or {}).get(name, MAP_TITLES.get(name, name)))
-        fig.colorbar(mappable, ax=[ax for ax in axes[0]], shrink=0.85, label="cosine similarity")
+        panel.colorbar(mappable, ax=[ax for ax in axes[0]], shrink=0.85, label="cosine similarity")
     return fig

@@ -8,7 +8,8 @@ missing is skipped with one line saying which results would produce it.
 
 Which heads are "the fc-head" and "the conv-head" (Figs. 2-4, A.1, A.2): by default Single-FC's fc-head and
 Single-Conv's conv-head, as in the paper, else the two heads of one Double-Head(-Ext) model; ``fc_head`` /
-``conv_head`` = (model, head) override either.
+``conv_head`` = (model, head) override either. Any head not from the paper's model is a substitute: the figure says
+so in a red title and `figure` logs a ``WARNING:`` line, both worded by `substitute_note`.
 
 The statistics behind the curves and bars come from `dhanalysis.analysis` (`bin_summary`, `pcc_table`,
 `difficulty_from_ap`: pandas only); the plotting modules only draw the tidy tables handed to them.
@@ -17,7 +18,7 @@ The statistics behind the curves and bars come from `dhanalysis.analysis` (`bin_
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,11 +32,12 @@ from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
 from dhanalysis.analysis.pcc import pcc_table
 from dhanalysis.analysis.stats import bin_summary
 from dhanalysis.figures import ablation, architecture, correlation, sliding_window
-from dhanalysis.figures.style import VARIANT_LABELS, save_figure
+from dhanalysis.figures.style import VARIANT_LABELS, head_label, save_figure, variant_label
 
 MODEL_FILES = ("config.json", "summary.json", "eval.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz")
 HeadRef = tuple[str, str]  # (model name, head type)
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")
+PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
 
 
 def variant_from_name(name: str) -> str | None:
@@ -238,6 +240,61 @@ class Results:
         return None
 
 
+# ---------------------------------------------------------------------------------------------- substitutes
+def _model_words(res: Results, model: str) -> str:
+    """"Double-Head-Ext (model 'synth-ext')": the paper's name for the reader, the folder name to find it."""
+    entry = res.models.get(model)
+    variant = entry.variant if entry else None
+    return f"{VARIANT_LABELS[variant]} (model '{model}')" if variant in VARIANT_LABELS else f"model '{model}'"
+
+
+def substitute_note(res: Results, sources: Mapping[str, HeadRef] | None = None,
+                    paper: Mapping[str, str | None] | None = None, inputs: str = "results") -> str | None:
+    """How the compared heads depart from the paper's (Single-FC's fc-head, Single-Conv's conv-head), or None.
+
+    The one wording of a substitute, for the figure's title and the logged warning, so no figure silently shows
+    another model's heads as the paper's. ``sources``: "fc"/"conv" -> the (model, head) drawn (default
+    ``res.head_pair``); ``paper``: "fc"/"conv" -> the paper's model when it has this figure's inputs, else None
+    (default: the first Single-FC / Single-Conv model with sliding-window statistics of that head); ``inputs``: what
+    a missing paper model lacks, in words.
+    """
+    sources = res.head_pair if sources is None else sources
+    if not sources:
+        return None
+    if paper is None:
+        paper = {h: res.with_variant(v, h) for h, v in PAPER_HEAD_VARIANTS.items()}
+    heads = [h for h in PAPER_HEAD_VARIANTS if h in sources]
+
+    def is_paper(h: str) -> bool:
+        model, head = sources[h]
+        entry = res.models.get(model)
+        return head == h and entry is not None and entry.variant == PAPER_HEAD_VARIANTS[h]
+
+    subs = [h for h in heads if not is_paper(h)]
+    if not subs:
+        return None
+    chosen = [h for h in subs if res.overrides.get(h) is not None and tuple(res.overrides[h]) == tuple(sources[h])]
+    missing = [h for h in subs if h not in chosen and paper.get(h) is None]
+    set_aside = [h for h in subs if h not in chosen and paper.get(h) is not None]
+    reasons = []
+    if missing:
+        reasons.append(" and ".join(VARIANT_LABELS[PAPER_HEAD_VARIANTS[h]] for h in missing) + f" {inputs} not found")
+    reasons += [f"{head_label(h)} chosen by override" for h in chosen]
+    reasons += [f"{_model_words(res, paper[h])} set aside to keep both heads from one model" for h in set_aside]
+
+    models = {sources[h][0] for h in subs}
+    if subs == heads and len(heads) > 1 and len(models) == 1 and all(sources[h][1] == h for h in heads):
+        drawn = f"both heads of {_model_words(res, models.pop())}"
+    else:
+        drawn = ", ".join(f"{head_label(h)} from {_model_words(res, sources[h][0])}"
+                          + (f" (its {head_label(sources[h][1])})" if sources[h][1] != h else "") for h in subs)
+    instead = ("the paper's two single-head models" if len(subs) > 1
+               else f"the paper's {VARIANT_LABELS[PAPER_HEAD_VARIANTS[subs[0]]]} {head_label(subs[0])}")
+    kept = [f"{head_label(h)} from {_model_words(res, sources[h][0])} as in the paper" for h in heads if h not in subs]
+    return (f"Substitute: {'; '.join(reasons)} — {drawn}, not {instead}"
+            + "".join(f"; {k}" for k in kept))
+
+
 # ---------------------------------------------------------------------------------------------- tidy inputs
 def curves(res: Results, refs: Iterable[HeadRef], group: str | None = None) -> pd.DataFrame | None:
     """`bin_summary` of the given (model, head) curves, by ``group`` (``size``, ``difficulty``) or over all objects;
@@ -286,23 +343,12 @@ SW_CMD = "(dhanalysis sliding-window)"
 Builder = Callable[[Results], "Figure | str"]
 
 
-def _pair_note(res: Results) -> str | None:
-    """Legend title naming the model when both compared heads come from one model (else the legend names them)."""
-    pair = res.head_pair or {}
-    models = {ref[0] for ref in pair.values()}
-    if len(models) != 1:
-        return None
-    model = models.pop()
-    entry = res.models.get(model)
-    return f"both heads of {VARIANT_LABELS.get(entry.variant or '', model) if entry else model} ({model})"
-
-
 def _fig2(res: Results) -> Figure | str:
     pair = res.head_pair
     data = curves(res, pair.values(), "size") if pair else None
     if data is None:
         return f"needs {SW} of a single-fc and a single-conv model, or of one double-head(-ext) model {SW_CMD}"
-    return sliding_window.plot_fig2(data, note=_pair_note(res))
+    return sliding_window.plot_fig2(data, caveat=substitute_note(res))
 
 
 def _figA1(res: Results) -> Figure | str:
@@ -312,8 +358,7 @@ def _figA1(res: Results) -> Figure | str:
         return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis eval) "
                 "to rank the classes")
     note = f"classes ranked by the per-class AP of {res.difficulty[1]}"
-    pair_note = _pair_note(res)
-    return sliding_window.plot_figA1(data, note=f"{pair_note}; {note}" if pair_note else note)
+    return sliding_window.plot_figA1(data, note=note, caveat=substitute_note(res))
 
 
 def _model_pair(res: Results, variants: Sequence[str], head: str) -> Figure | str | pd.DataFrame:
@@ -351,7 +396,7 @@ def _fig3(res: Results) -> Figure | str:
     if data is None or not len(data):
         return (f"needs pcc results (pcc.csv from dhanalysis pcc) or {SW} {SW_CMD} of the fc-head and conv-head "
                 "models")
-    return correlation.plot_fig3(data, note=_pair_note(res))
+    return correlation.plot_fig3(data, caveat=substitute_note(res))
 
 
 def _figA2(res: Results) -> Figure | str:
@@ -363,25 +408,54 @@ def _figA2(res: Results) -> Figure | str:
         return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis "
                 "eval), or pcc.csv with difficulty groups")
     note = f"classes ranked by the per-class AP of {res.difficulty[1]}" if res.difficulty else None
-    pair_note = _pair_note(res)
-    return correlation.plot_figA2(data, note="; ".join(n for n in (pair_note, note) if n) or None)
+    return correlation.plot_figA2(data, note=note, caveat=substitute_note(res))
+
+
+def _map_head(name: str) -> str:
+    """"conv_output" -> "conv": which head a Fig. 4 map belongs to."""
+    return name.split("_")[0]
+
+
+def _fig4_sources(res: Results) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(map name -> the model it is drawn from, head -> the paper's model that has that head's maps, or None).
+
+    A map comes from the compared pair's model for its head, else the paper's model, else any model that has it.
+    """
+    pair = res.head_pair or {}
+    paper = {h: next((n for n, m in res.models.items() if m.variant == v
+                      and any(_map_head(k) == h for k in res.spatial(n))), None)
+             for h, v in PAPER_HEAD_VARIANTS.items()}
+    chosen = {}
+    for name in correlation.MAP_TITLES:
+        head = _map_head(name)
+        preferred = [m for m in (pair[head][0] if head in pair else None, paper.get(head)) if m]
+        model = next((m for m in [*preferred, *res.models] if name in res.spatial(m)), None)
+        if model is not None:
+            chosen[name] = model
+    return chosen, paper
+
+
+def _fig4_note(res: Results) -> str | None:
+    """`substitute_note` for the maps Fig. 4 draws (a head with maps from two models names the non-paper one)."""
+    chosen, paper = _fig4_sources(res)
+    sources: dict[str, HeadRef] = {}
+    for name, model in chosen.items():
+        head = _map_head(name)
+        # of two fc maps from different models, name the one that is not the paper's
+        if head in PAPER_HEAD_VARIANTS and (head not in sources
+                                            or res.models[model].variant != PAPER_HEAD_VARIANTS[head]):
+            sources[head] = (model, head)
+    return substitute_note(res, sources, paper, inputs="spatial-correlation results")
 
 
 def _fig4(res: Results) -> Figure | str:
-    pair = res.head_pair or {}
-    maps, titles = {}, {}
-    for name in correlation.MAP_TITLES:
-        head = name.split("_")[0]
-        preferred = [pair[head][0]] if head in pair else []
-        for model in preferred + [m for m in res.models if m not in preferred]:
-            if name in res.spatial(model):
-                maps[name] = res.spatial(model)[name]
-                variant = res.models[model].variant
-                titles[name] = f"{correlation.MAP_TITLES[name]}\n({VARIANT_LABELS.get(variant or '', model)})"
-                break
-    if not maps:
+    chosen, _ = _fig4_sources(res)
+    if not chosen:
         return "needs spatial-correlation results (spatial_corr.npz from dhanalysis spatial-corr)"
-    return correlation.plot_fig4(maps, titles=titles)
+    maps = {name: res.spatial(model)[name] for name, model in chosen.items()}
+    titles = {name: f"{correlation.MAP_TITLES[name]}\n({variant_label(res.models[model].variant, model)})"
+              for name, model in chosen.items()}
+    return correlation.plot_fig4(maps, titles=titles, caveat=_fig4_note(res))
 
 
 def _fig5(res: Results) -> Figure | str:
@@ -412,6 +486,12 @@ FIGURES: dict[str, tuple[str, Builder]] = {
     "figA3": ("Fig. A.3", _figA3),
 }
 
+# the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
+SUBSTITUTE_NOTES: dict[str, Callable[[Results], str | None]] = {
+    "fig2": substitute_note, "fig3": substitute_note, "fig4": _fig4_note, "figA1": substitute_note,
+    "figA2": substitute_note,
+}
+
 TABLE_CAPTIONS = {
     "table1": "Table 1. Head structures and loss weights (AP ×100).",
     "table2": "Table 2. Number of blocks K in the conv-head, without and with non-local blocks (NL) (AP ×100).",
@@ -434,12 +514,18 @@ def table(res: Results, key: str) -> pd.DataFrame | str:
 
 
 def figure(res: Results, key: str, log: Callable[[str], None] = print) -> Figure | None:
-    """Draw one figure (``fig2`` … ``figA3``); None, after logging the skip line, when its inputs are missing."""
+    """Draw one figure (``fig2`` … ``figA3``); None, after logging the skip line, when its inputs are missing.
+
+    A figure drawn from substitute heads also logs a ``WARNING:`` line naming them (`substitute_note`).
+    """
     name, build = FIGURES[key]
     out = build(res)
     if isinstance(out, str):
         log(f"{name} skipped: {out}")
         return None
+    note = SUBSTITUTE_NOTES[key](res) if key in SUBSTITUTE_NOTES else None
+    if note:
+        log(f"WARNING: {name}: {note}")
     return out
 
 

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 from matplotlib.patches import Rectangle
 
 from dhanalysis.figures.style import (DIFFICULTY_GROUPS, PROPOSAL_IOU_LABEL, REG_IOU_LABEL, SCORE_LABEL,
-                                      SIZE_GROUPS, VARIANT_LINESTYLES, VARIANT_MARKERS, head_color, head_label,
-                                      new_figure, paper_style, variant_color, variant_label)
+                                      SIZE_GROUPS, VARIANT_LINESTYLES, VARIANT_MARKERS, caveat_figure, head_color,
+                                      head_label, new_figure, paper_style, variant_color, variant_label)
 
 TASKS = (("score", SCORE_LABEL), ("reg_iou", REG_IOU_LABEL))
 SIZE_TITLES = {"small": "small objects", "medium": "medium objects", "large": "large objects", "all": "all objects"}
@@ -75,7 +75,7 @@ def _unit_axes(ax: Axes, ylabel: str | None, xlabel: bool = True) -> None:
         ax.set_ylabel(ylabel)
 
 
-def _figure_legend(fig: Figure, axes: list[Axes], note: str | None = None) -> None:
+def _figure_legend(fig: FigureBase, axes: list[Axes], note: str | None = None) -> None:
     """One legend above the panels (never over the data), from the first panel that has each label; ``note``
     (what the figure is drawn from) becomes the legend's title."""
     handles, labels = [], []
@@ -95,12 +95,17 @@ def _head_series_label(model: str, variant: str | None, head: str, models_differ
 
 
 def plot_head_comparison(curves: pd.DataFrame, groups: Sequence[str], fig: Figure | None = None,
-                         note: str | None = None, titles: dict[str, str] | None = None) -> Figure:
-    """fc-head vs conv-head, mean ± std: scores (top row) and regressed IoUs (bottom row), one column per group."""
+                         note: str | None = None, titles: dict[str, str] | None = None,
+                         caveat: str | None = None) -> Figure:
+    """fc-head vs conv-head, mean ± std: scores (top row) and regressed IoUs (bottom row), one column per group.
+
+    ``note``: the legend's title; ``caveat``: the figure's title, in red (see `draw_caveat`).
+    """
     df = tidy_curves(curves)
     groups = [g for g in groups if g in set(df["group"])] or list(dict.fromkeys(df["group"]))
     with paper_style():
-        fig, axes = new_figure(2, len(groups), (3.1 * len(groups), 5.6), fig, sharex=True, sharey="row")
+        fig, panel, axes = caveat_figure(2, len(groups), (3.1 * len(groups), 5.6), fig, caveat, sharex=True,
+                                         sharey="row")
         models_differ = df["model"].nunique() > 1 if "model" in df.columns else False
         for j, group in enumerate(groups):
             for (model, head), part in _series(df[df["group"] == group]):
@@ -111,18 +116,20 @@ def plot_head_comparison(curves: pd.DataFrame, groups: Sequence[str], fig: Figur
             axes[0][j].set_title((titles or SIZE_TITLES).get(group, str(group)))
             for i, (_, ylabel) in enumerate(TASKS):
                 _unit_axes(axes[i][j], ylabel if j == 0 else None, xlabel=i == 1)
-        _figure_legend(fig, [ax for row in axes for ax in row], note)
+        _figure_legend(panel, [ax for row in axes for ax in row], note)
     return fig
 
 
-def plot_fig2(curves: pd.DataFrame, fig: Figure | None = None, note: str | None = None) -> Figure:
+def plot_fig2(curves: pd.DataFrame, fig: Figure | None = None, note: str | None = None,
+              caveat: str | None = None) -> Figure:
     """Fig. 2: fc-head vs conv-head for small, medium and large objects (``group`` holds the size)."""
-    return plot_head_comparison(curves, SIZE_GROUPS, fig, note)
+    return plot_head_comparison(curves, SIZE_GROUPS, fig, note, caveat=caveat)
 
 
-def plot_figA1(curves: pd.DataFrame, fig: Figure | None = None, note: str | None = None) -> Figure:
+def plot_figA1(curves: pd.DataFrame, fig: Figure | None = None, note: str | None = None,
+               caveat: str | None = None) -> Figure:
     """Fig. A.1: fc-head vs conv-head for easy, medium and hard classes (``group`` holds the difficulty)."""
-    return plot_head_comparison(curves, DIFFICULTY_GROUPS, fig, note, DIFFICULTY_TITLES)
+    return plot_head_comparison(curves, DIFFICULTY_GROUPS, fig, note, DIFFICULTY_TITLES, caveat)
 
 
 def plot_model_comparison(curves: pd.DataFrame, fig: Figure | None = None, note: str | None = None) -> Figure:

@@ -9,12 +9,13 @@ colour, since each is "the" fc-head or conv-head of the analysis). When a figure
 from __future__ import annotations
 
 import contextlib
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 
 HEADS = ("fc", "conv")
 HEAD_LABELS = {"fc": "fc-head", "conv": "conv-head"}
@@ -90,6 +91,37 @@ def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], fig: Figure
     axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
     return fig, [list(row) for row in axes]
 
+
+
+CAVEAT_COLOR = "#B00020"  # a red that reads as "not the paper's setting" on screen and in print
+
+
+def draw_caveat(fig: FigureBase, caveat: str) -> None:
+    """``caveat`` as the figure's title, in red and wrapped to the figure's width."""
+    width = max(40, int(fig.bbox.width / fig.dpi * 13))  # characters per line at 9 pt, inches from a (sub)figure
+    # never break inside a model name ("synth-double-head-ext")
+    fig.suptitle(textwrap.fill(caveat, width, break_on_hyphens=False), color=CAVEAT_COLOR, fontsize=9)
+
+
+def caveat_figure(nrows: int, ncols: int, figsize: tuple[float, float], fig: Figure | None = None,
+                  caveat: str | None = None, **subplot_kw) -> tuple[Figure, FigureBase, list]:
+    """`new_figure` with ``caveat`` (how the figure departs from the paper, e.g. a substitute model) as its title, in
+    red and wrapped to its width, so it cannot be missed the way a legend title can.
+
+    Returns (figure, panel, axes); figure legends and colour bars go on ``panel``. With a caveat the panels sit in a
+    sub-figure under it, because constrained layout puts a suptitle and an "outside upper" legend at the same height.
+    """
+    if not caveat:
+        fig, axes = new_figure(nrows, ncols, figsize, fig, **subplot_kw)
+        return fig, fig, axes
+    if fig is None:
+        fig = plt.figure(figsize=figsize, layout="constrained")
+    else:
+        fig.clear()
+    draw_caveat(fig, caveat)
+    panel = fig.subfigures(1, 1)
+    _, axes = new_figure(nrows, ncols, figsize, panel, **subplot_kw)
+    return fig, panel, axes
 
 def variant_label(variant: str | None, fallback: str = "") -> str:
     """The paper's name of a variant ("Double-Head-Ext"), else ``fallback`` (e.g. the model's folder name)."""
