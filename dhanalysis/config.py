@@ -117,6 +117,11 @@ class TrainConfig:
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: float = 0.0  # 0 = off
     amp: bool = True  # only takes effect on CUDA
+    # shared-trunk training (dhanalysis/engine/trunk.py): start backbone + RPN from another run's checkpoint and keep
+    # the parts named in `freeze` fixed; freezing both backbone and rpn runs them without gradients, cached per image
+    init_from: str | None = None
+    freeze: tuple[str, ...] = ()
+    trunk_cache_gb: float = 4.0  # memory for cached trunk outputs; images beyond it are recomputed each time
     checkpoint_period: int = 5000
     log_period: int = 20
     seed: int = 0

@@ -128,3 +128,44 @@ def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
     with pytest.raises(DHError, match="mode 'conv' needs the conv-head"):
         evaluate(load_checkpoint(train(_cfg(synth, "single-fc", 1), tmp_path / "fc", progress=False)), ds,
                  modes=["conv"], progress=False)
+
+
+def test_heads_on_a_frozen_shared_trunk(synth, tmp_path):
+    """Heads train on another run's backbone + RPN, which stay bitwise unchanged; the trunk cache changes nothing
+    (cached, uncached and resumed runs end with the same weights); a trunk of another shape is refused."""
+    from dhanalysis.engine import trunk
+
+    source = train(_cfg(synth, "single-fc"), tmp_path / "trunk", progress=False)
+    trunk_state = read_checkpoint(source)["model"]
+    sets = [f"train.init_from={source}", "train.freeze=[backbone, rpn]"]
+    cfg = cfg_replace(_cfg(synth, "single-conv"), sets)
+    cached = read_checkpoint(train(cfg, tmp_path / "cached", progress=False))["model"]
+    for k, v in trunk_state.items():
+        if k.startswith(("backbone.", "rpn.")):
+            assert torch.equal(cached[k], v), k
+    fresh = build_fresh_conv_head(cfg)
+    assert any(not torch.equal(cached[k], fresh[k]) for k in fresh if k.startswith("roi_heads."))
+    assert trunk._CACHES and next(iter(trunk._CACHES.values())).hits > 0  # the second epoch read the cache
+
+    trunk._CACHES.clear()
+    uncached = read_checkpoint(train(cfg_replace(cfg, ["train.trunk_cache_gb=0"]), tmp_path / "uncached",
+                                     progress=False))["model"]
+    train(cfg, tmp_path / "resumed", max_iterations=2, progress=False)
+    trunk._CACHES.clear()  # a resumed run starts with a cold cache
+    resumed = read_checkpoint(train(cfg, tmp_path / "resumed", resume=True, progress=False))["model"]
+    for k in cached:
+        assert torch.equal(cached[k], uncached[k]), k
+        assert torch.equal(cached[k], resumed[k]), k
+
+    other = cfg_replace(cfg, ["model.backbone.fpn_channels=8", "model.head.fc_dim=16"])
+    with pytest.raises(DHError, match="does not hold this model's backbone/rpn"):
+        train(other, tmp_path / "other", progress=False)
+    with pytest.raises(DHError, match="init_from is empty"):
+        train(cfg_replace(cfg, ["train.init_from=null"]), tmp_path / "none", progress=False)
+
+
+def build_fresh_conv_head(cfg) -> dict:
+    from dhanalysis.model.build import build_model
+
+    torch.manual_seed(cfg.train.seed)
+    return build_model(cfg, 6).state_dict()

@@ -55,6 +55,7 @@ class RandomHorizontalFlip:
             return image, target
         image = image.flip(-1)
         target = dict(target)
+        target["flipped"] = True  # lets a cache of frozen-trunk features tell the two versions of an image apart
         if "boxes" in target:
             target["boxes"] = hflip_boxes(target["boxes"], image.shape[-1])
         return image, target

@@ -31,6 +31,8 @@ from dhanalysis.atomic import atomic_write_text
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
 from dhanalysis.engine.distributed import get_rank, get_world_size, init_distributed, is_main, resolve_device
+from dhanalysis.engine.trunk import (cache_identity, freeze, head_losses, hold_frozen_norms, load_trunk, shared_cache,
+                                     trunk_frozen)
 from dhanalysis.errors import DHError
 from dhanalysis.model.build import build_model
 from dhanalysis.model.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
@@ -214,6 +216,16 @@ def train(
     dataset = build_dataset(cfg.data, train=True)
     model = build_model(cfg, dataset.num_classes).to(dev)
     cfg = model.config  # with num_classes filled in
+    if t.init_from:
+        load_trunk(model, t.init_from)
+    if t.freeze:
+        freeze(model, t.freeze)
+    cache = None
+    if trunk_frozen(t.freeze):
+        if not t.init_from:
+            raise DHError("train.freeze holds backbone and rpn but train.init_from is empty: a frozen trunk must "
+                          "come from a trained detector's checkpoint")
+        cache = shared_cache(cache_identity(cfg, t.init_from), t.trunk_cache_gb)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
@@ -229,9 +241,9 @@ def train(
         _trim_metrics(out / "metrics.jsonl", start_iter)
 
     ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
-                                                              else None)
+    if world > 1:  # on a frozen trunk only the heads have gradients to reduce
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model.roi_heads if cache is not None else model,
+                                                              device_ids=[dev.index] if dev.type == "cuda" else None)
     per_rank = t.ims_per_batch // world
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=t.seed, drop_last=True)
     end_iter = t.iterations if max_iterations is None else min(t.iterations, max_iterations)
@@ -261,6 +273,10 @@ def train(
                             iteration=iteration, rng=rng if world > 1 else rng[0])
 
     model.train()
+    hold_frozen_norms(model, t.freeze)
+    if cache is not None:
+        log.info("heads on the frozen trunk of %s; trunk outputs cached (up to %.1f GB)", t.init_from,
+                 t.trunk_cache_gb)
     bar = None
     if is_main() and progress:
         from tqdm import tqdm
@@ -274,7 +290,10 @@ def train(
             images = [img.to(dev, non_blocking=True) for img in images]
             targets = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                losses = ddp_model(images, targets)
+                if cache is not None:
+                    losses = head_losses(model, ddp_model if world > 1 else model.roi_heads, images, targets, cache)
+                else:
+                    losses = ddp_model(images, targets)
             total = sum(losses.values())
             if not torch.isfinite(total):
                 terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
