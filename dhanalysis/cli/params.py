@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
             from dhanalysis.model.build import build_model
             from dhanalysis.model.params import param_table
 
-            cfg = load_config(args.config, args.overrides)
+            # counting needs the architecture, not the weights: a config whose backbone file is absent still counts
+            cfg = load_config(args.config, [*args.overrides, "model.backbone.weights=null"])
             model = build_model(cfg, num_classes=args.num_classes)
             print(f"{cfg.name}: variant {cfg.model.variant}, backbone {cfg.model.backbone.name}")
             print(param_table(model, args.depth).to_string(index=False))
