@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
 from dhanalysis.analysis.pcc import pcc_table
 from dhanalysis.analysis.stats import bin_summary
-from dhanalysis.figures import ablation, architecture, correlation, sliding_window
+from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
 from dhanalysis.figures.style import VARIANT_LABELS, head_label, save_figure, variant_label
 
 MODEL_FILES = ("config.json", "summary.json", "eval.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz")
@@ -473,6 +473,24 @@ def _fig8(res: Results) -> Figure | str:
     return ablation.plot_fig8(table)
 
 
+def _qualitative(res: Results, case: str) -> Figure | str:
+    """Figs. A.4 / A.5 from the first model folder with qualitative.csv (a Double-Head-Ext's)."""
+    for m in res.models.values():
+        dets, images = m.path("qualitative.csv"), m.path("qualitative_images.csv")
+        if dets is None or images is None:
+            continue
+        images = pd.read_csv(images)
+        picked = images[images["case"] == case]
+        if picked.empty:
+            return f"no image of {m.name} shows the disagreement of Fig. {case} (qualitative_images.csv)"
+        missing = [f for f in picked["file"] if not Path(f).is_file()]
+        if missing:
+            return f"needs the dataset's images ({missing[0]} is not on this machine)"
+        return qualitative.plot_qualitative(pd.read_csv(dets), images, case)
+    return ("needs qualitative.csv of a Double-Head-Ext model (dhanalysis.analysis.qualitative, written by "
+            "dhanalysis reproduce)")
+
+
 FIGURES: dict[str, tuple[str, Builder]] = {
     "fig2": ("Fig. 2", _fig2),
     "fig3": ("Fig. 3", _fig3),
@@ -484,6 +502,8 @@ FIGURES: dict[str, tuple[str, Builder]] = {
     "figA1": ("Fig. A.1", _figA1),
     "figA2": ("Fig. A.2", _figA2),
     "figA3": ("Fig. A.3", _figA3),
+    "figA4": ("Fig. A.4", lambda res: _qualitative(res, "A.4")),
+    "figA5": ("Fig. A.5", lambda res: _qualitative(res, "A.5")),
 }
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)

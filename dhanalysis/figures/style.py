@@ -92,7 +92,6 @@ def new_figure(nrows: int, ncols: int, figsize: tuple[float, float], fig: Figure
     return fig, [list(row) for row in axes]
 
 
-
 CAVEAT_COLOR = "#B00020"  # a red that reads as "not the paper's setting" on screen and in print
 
 
