@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("sweep", "the paper's ablation sweeps (Tables 1-3, Fig. 8)"),
     "figures": ("figures", "render the paper's figures and tables from result files (no model is run)"),
     "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: tiny models)"),
+    "reproduce": ("reproduce", "the CPU-scale reproduction: trained detectors, every analysis, the paper's claims"),
 }
 
 
