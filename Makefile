@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean-venv
+.PHONY: demo test install bench notebooks clean-venv
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
+
+notebooks: $(STAMP)
+	$(VENV)/bin/python notebooks/execute.py
 
 clean-venv:
 	rm -rf $(VENV)
