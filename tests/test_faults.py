@@ -242,15 +242,17 @@ def test_sliding_window_killed_at_start_and_between_chunks_gives_the_same_statis
 
 
 @pytest.mark.slow
-def test_demo_killed_after_its_first_checkpoint_finishes_on_rerun(world):
-    from dhanalysis.cli.demo import MODELS
+def test_demo_killed_in_its_first_head_run_finishes_on_rerun(world):
+    """The demo (the reproduction's pipeline at demo size) resumes a head run killed between checkpoints to the same
+    weights as an uninterrupted run, and prints what it found."""
     from dhanalysis.config import config_from_dict
+    from dhanalysis.engine import trunk as trunk_module
     from dhanalysis.engine.train import train
 
     work = world.base / "demo"
     argv = ["demo", "--quick", "--workdir", str(work)]
     log = world.base / "demo.log"
-    first = work / "checkpoints" / "demo-quick" / MODELS[0].name
+    first = work / "checkpoints" / "demo-quick" / "table1" / "single-fc-w1"
     kill_when(argv, (first / "checkpoint.pth").exists, log)
     state = read_checkpoint(first / "checkpoint.pth")
     assert 0 < state["iteration"] < state["config"]["train"]["iterations"]
@@ -258,13 +260,16 @@ def test_demo_killed_after_its_first_checkpoint_finishes_on_rerun(world):
     run_to_end(argv, log)
 
     results = work / "results" / "demo-quick"
-    for m in MODELS:
-        for name in ("eval.csv", "per_class_ap.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz"):
-            assert (results / m.name / name).is_file(), f"{m.name}/{name}"
-    assert (results / "demo_summary.json").is_file()
+    for name in ("single-fc", "single-conv", "double-fc", "double-conv", "double-head-ext"):
+        for table in ("eval.csv", "per_class_ap.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz"):
+            assert (results / name / table).is_file(), f"{name}/{table}"
+    assert (results / "findings.md").is_file() and (results / "reproduction_summary.json").is_file()
     assert list((work / "figures" / "demo-quick").glob("*.png"))
-    # the interrupted model equals the same model (the config the demo stored in it) trained without interruption
+    text = log.read_text()
+    assert "findings:" in text and "Fig. 2 check:" in text
+    # the interrupted head run equals the same run (the config the demo stored in it) trained without interruption
     cfg = config_from_dict(read_checkpoint(first / "model_final.pth")["config"])
+    trunk_module._CACHES.clear()
     with one_thread():
         reference = train(cfg, world.base / "demo-reference", device="cpu", progress=False)
     assert_same_weights(first / "model_final.pth", reference)

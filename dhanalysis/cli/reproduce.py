@@ -48,6 +48,9 @@ class StudyPlan:
     analysis_images: int | None
     eval_images: int | None
     replicates: int
+    model: tuple[str, ...] = ()  # overrides of every model, trunk included (the tiny plans shrink them)
+    table1: tuple[str, ...] | None = None  # Table 1 runs to train (None: all ten)
+    data_dir: str = "synth"  # data/<data_dir> under the work folder
 
 
 FULL = StudyPlan(
@@ -64,6 +67,13 @@ FULL = StudyPlan(
     eval_images=None,
     replicates=1000,
 )
+# the tiny study also shrinks the models (every run, trunk included, so the trunk fits the heads)
+TINY_MODEL = ("model.min_size=96", "model.max_size=96", "model.backbone.fpn_channels=16", "model.head.fc_dim=32",
+              "model.head.conv_dim=32", "model.head.bottleneck_dim=8", "model.head.non_local_dim=16",
+              "model.rpn.pre_nms_top_n_test=50", "model.rpn.post_nms_top_n_test=30",
+              "model.rpn.pre_nms_top_n_train=60", "model.rpn.post_nms_top_n_train=40",
+              "model.box_batch_size_per_image=32")
+
 TINY = StudyPlan(
     data={"num_train": 16, "num_val": 4, "image_size": 96},
     pretrain={"iterations": 4, "crop_size": 32, "batch_size": 16},
@@ -77,14 +87,9 @@ TINY = StudyPlan(
     analysis_images=4,
     eval_images=None,
     replicates=50,
+    model=TINY_MODEL,
+    data_dir="synth-tiny",
 )
-# the tiny study also shrinks the models (every run, trunk included, so the trunk fits the heads)
-TINY_MODEL = ("model.min_size=96", "model.max_size=96", "model.backbone.fpn_channels=16", "model.head.fc_dim=32",
-              "model.head.conv_dim=32", "model.head.bottleneck_dim=8", "model.head.non_local_dim=16",
-              "model.rpn.pre_nms_top_n_test=50", "model.rpn.post_nms_top_n_test=30",
-              "model.rpn.pre_nms_top_n_train=60", "model.rpn.post_nms_top_n_train=40",
-              "model.box_batch_size_per_image=32")
-
 # analysed model -> (grid, run) it is; names as `dhanalysis.analysis.findings` expects them
 ANALYSED = {"single-fc": ("table1", "single-fc-w1"), "single-conv": ("table1", "single-conv-w1"),
             "double-fc": ("table1", "double-fc-w1"), "double-conv": ("table1", "double-conv-w1"),
@@ -113,6 +118,30 @@ class _Steps:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    plan = TINY if args.tiny else FULL
+    tag = "reproduction-tiny" if args.tiny else "reproduction"
+    outcome = run_study(plan, Path(args.workdir), tag, args.device, args.replicates or plan.replicates)
+    print_summary(outcome)
+    if args.ship:
+        ship(outcome.results, outcome.figures, Path(args.ship))
+    return 0
+
+
+@dataclass
+class Outcome:
+    """Where a study wrote its results and what it found."""
+
+    results: Path
+    figures: Path
+    findings: object  # the findings table (pandas DataFrame)
+    checks: dict
+    seconds: float
+
+
+def run_study(plan: StudyPlan, work: Path, tag: str, device: str | None = None,
+              replicates: int | None = None) -> Outcome:
+    """Every step of a study of size ``plan`` under ``work`` (outputs tagged ``tag``), skipping finished ones."""
     from dhanalysis.cli import main as cli
     from dhanalysis.config import load_config
     from dhanalysis.data.coco import CocoDataset
@@ -125,18 +154,15 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.errors import DHError
     from dhanalysis.model.checkpoint import load_checkpoint
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    plan = TINY if args.tiny else FULL
-    replicates = args.replicates or plan.replicates
-    tag = "reproduction-tiny" if args.tiny else "reproduction"
-    work = Path(args.workdir)
-    data_root = work / "data" / ("synth-tiny" if args.tiny else "synth")
+    replicates = replicates or plan.replicates
+    work = Path(work)
+    data_root = work / "data" / plan.data_dir
     ckpts, results, figures = work / "checkpoints" / tag, work / "results" / tag, work / "figures" / tag
     sweeps = results / "sweeps"
-    model_overrides = TINY_MODEL if args.tiny else ()
-    grids = {"table1": table1_runs(), "fig8": fig8_runs(plan.lambda_fc, plan.lambda_conv)}
+    table1 = [r for r in table1_runs() if plan.table1 is None or r.name in plan.table1]
+    grids = {"table1": table1, "fig8": fig8_runs(plan.lambda_fc, plan.lambda_conv)}
     runs = [(grid, r) for grid, rs in grids.items() for r in rs]
-    device = str(resolve_device(args.device))
+    device = str(resolve_device(device))
     step = _Steps(8 + 2 * len(runs) + len(ANALYSED))
     started = time.perf_counter()
 
@@ -147,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if not backbone.exists():
         pretrain_backbone(data_root, "train", backbone, progress=True, **plan.pretrain)
 
-    common = [f"data.root={data_root}", *model_overrides]
+    common = [f"data.root={data_root}", *plan.model]
     step(f"the trunk: Single-FC trained end to end (the paper's protocol) -> {ckpts / 'trunk'}")
     trunk_cfg = load_config(CONFIGS / "single-fc.yaml", [*plan.trunk, *common, "name=trunk",
                                                           f"model.backbone.weights={backbone}"])
@@ -217,21 +243,17 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.analysis.findings import write_findings
 
     seconds = time.perf_counter() - started
-    write_findings(frame, results, header=findings_header(plan, args.tiny))
+    write_findings(frame, results, header=findings_header(plan, tag))
     checks = quality_checks(results)
-    summary = {"protocol": PROTOCOL, "tiny": bool(args.tiny), "minutes_this_call": seconds / 60, "checks": checks,
+    summary = {"protocol": PROTOCOL, "study": tag, "minutes_this_call": seconds / 60, "checks": checks,
                "plan": {k: v for k, v in plan.__dict__.items()}}
     (results / "reproduction_summary.json").write_text(json.dumps(summary, indent=2, default=list))
     step("summary")
-    print_summary(results, figures, frame, checks, seconds)
-    if args.ship:
-        ship(results, figures, Path(args.ship))
-    return 0
+    return Outcome(results, figures, frame, checks, seconds)
 
 
-def findings_header(plan: StudyPlan, tiny: bool) -> str:
-    size = "tiny (tests)" if tiny else "full"
-    return (f"# Findings of the CPU-scale reproduction ({size} plan)\n\n"
+def findings_header(plan: StudyPlan, tag: str) -> str:
+    return (f"# Findings of the CPU-scale reproduction ({tag})\n\n"
             f"Synthetic dataset ({plan.data['num_train']} training / {plan.data['num_val']} validation images, "
             f"{plan.data['image_size']} px). Protocol: {PROTOCOL} — every head trained from scratch on the frozen "
             "backbone, FPN and RPN of one end-to-end Single-FC. Differences are signed so that the paper's claim is "
@@ -307,8 +329,9 @@ def quality_checks(results: Path) -> dict:
     return checks
 
 
-def print_summary(results: Path, figures: Path, frame, checks: dict, seconds: float) -> None:
-    print(f"\nreproduction finished ({seconds / 60:.1f} min in this call)")
+def print_summary(outcome: Outcome) -> None:
+    results, figures, frame, checks = outcome.results, outcome.figures, outcome.findings, outcome.checks
+    print(f"\nstudy finished ({outcome.seconds / 60:.1f} min in this call)")
     print(f"  results: {results}\n  figures: {figures}\n  findings: {results / 'findings.md'}")
     if "trunk_end_to_end" in checks:
         print(f"  trunk (Single-FC, end to end): AP {checks['trunk_end_to_end']['AP']:.3f}, AP50 "
