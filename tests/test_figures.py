@@ -39,10 +39,16 @@ def _texts(fig) -> list[str]:
     return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
 
 
+# Figs. A.4-A.5 draw the dataset's images, which fake results do not have (tests/test_qualitative.py draws them)
+FROM_TABLES = [key for key in FIGURES if key not in ("figA4", "figA5")]
+
+
 def test_every_figure_and_table_is_written(rendered):
     out, paths, lines = rendered
-    assert not [line for line in lines if "skipped" in line]
-    for key in FIGURES:
+    assert [line for line in lines if "skipped" in line] == [
+        f"Fig. A.{n} skipped: needs qualitative.csv of a Double-Head-Ext model (dhanalysis.analysis.qualitative, "
+        "written by dhanalysis reproduce)" for n in (4, 5)]
+    for key in FROM_TABLES:
         png, pdf = out / f"{key}.png", out / f"{key}.pdf"
         assert png in paths and pdf in paths
         image = mpimg.imread(png)

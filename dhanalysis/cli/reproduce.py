@@ -372,7 +372,13 @@ def ship(results: Path, figures: Path, dest: Path) -> None:
         shutil.copyfile(index, target / index.name)
     (dest / "figures").mkdir(exist_ok=True)
     for png in sorted(figures.glob("*.png")):
-        shutil.copyfile(png, dest / "figures" / png.name)
+        if png.stat().st_size > 2**20:  # the photographic Figs. A.4-A.5: a 256-colour palette keeps them small
+            from PIL import Image
+
+            with Image.open(png) as im:
+                im.convert("RGB").quantize(256).save(dest / "figures" / png.name, optimize=True)
+        else:
+            shutil.copyfile(png, dest / "figures" / png.name)
     for md in sorted(figures.glob("*.md")):
         shutil.copyfile(md, dest / "figures" / md.name)
     (dest / "README.md").write_text(shipped_readme(results, dest))
