@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dhanalysis.errors import DHError
-from dhanalysis.model.checkpoint import read_checkpoint
+from dhanalysis.model.checkpoint import load_state_checked, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +30,18 @@ TRUNK = ("backbone", "rpn")  # what a shared trunk holds; `train.freeze` naming 
 
 
 def load_trunk(model: nn.Module, path: str | Path, modules: tuple[str, ...] = TRUNK) -> None:
-    """Copy ``modules`` (state-dict prefixes) from the checkpoint at ``path`` into ``model``; heads stay as built.
+    """Copy ``modules`` (top-level parts) from the checkpoint at ``path`` into ``model``; heads stay as built.
 
-    Every key under those prefixes must exist in both with the same shape (the trunks must be the same network).
+    Every key of those parts must exist in both with the same shape (the trunks must be the same network).
     """
     state = read_checkpoint(path)["model"]
-    own = model.state_dict()
-    wanted = {k for k in own if k.split(".")[0] in modules}
-    given = {k for k in state if k.split(".")[0] in modules}
-    missing, extra = sorted(wanted - given), sorted(given - wanted)
-    wrong = sorted(k for k in wanted & given if own[k].shape != state[k].shape)
-    if missing or extra or wrong:
-        detail = "; ".join(f"{what} {keys[:2]}" for what, keys in (("missing", missing), ("unexpected", extra),
-                                                                   ("of another shape", wrong)) if keys)
-        raise DHError(f"train.init_from {path} does not hold this model's {'/'.join(modules)} ({detail}); use a "
-                      "checkpoint of the same backbone, FPN width and anchors")
-    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    for name in modules:
+        part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+        try:
+            load_state_checked(getattr(model, name), part, f"{path} ({name})")
+        except DHError as exc:
+            raise DHError(f"train.init_from {path} does not hold this model's {'/'.join(modules)} ({exc}); use a "
+                          "checkpoint of the same backbone, FPN width and anchors") from None
 
 
 def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> None:
