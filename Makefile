@@ -1,10 +1,11 @@
-# Two commands: `make demo` (install into .venv, then run the CPU demo) and `make test` (install, then run the tests).
+# Two commands: `make demo` (install into .venv, then run the CPU demo) and `make test` (install, then run the tests;
+# `make test-fast` leaves out the tests marked slow).
 # The virtual environment is created on first use and reused while it is complete and pyproject.toml is unchanged.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench notebooks clean-venv
+.PHONY: demo test test-fast install bench notebooks clean-venv
 
 install: $(STAMP)
 
@@ -19,6 +20,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench

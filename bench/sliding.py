@@ -16,8 +16,8 @@ from bench.peak import probe
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import image_context
 from dhanalysis.analysis.scoring import SlidingWindowTask
+from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
 from dhanalysis.analysis.stats import NUM_BINS
-from dhanalysis.cli.sliding_window import DEFAULT_BATCH_SIZE
 from dhanalysis.config import load_config
 from dhanalysis.model import build_model
 

@@ -28,6 +28,9 @@ class BackboneConfig:
     norm: str = "frozen_bn"  # frozen_bn (pretrained backbones, the paper) | bn (training from scratch)
     trainable_layers: int = 3  # ResNet stages that train, counted from the top (0..5)
     fpn_channels: int = 256
+    # stride 2 of each stage's first bottleneck on its 1×1 conv (MSRA/Caffe2 weights: detectron2's and
+    # maskrcnn-benchmark's R-50/101) instead of its 3×3 conv (torchvision's and mmdetection's "pytorch" style)
+    stride_in_1x1: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class RPNConfig:
     nms_thresh: float = 0.7
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
+    # cell anchors: "torchvision" (rounded to whole pixels, centred on the cell's corner), "unrounded" (detectron2,
+    # mmdetection 2+), "legacy" (Detectron / maskrcnn-benchmark: whole-pixel sizes centred at (stride - 1) / 2)
+    anchor_style: str = "torchvision"
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,19 @@ class ModelConfig:
     nms_thresh: float = 0.5
     detections_per_img: int = 100
     mode: str = ""  # inference mode; "" = the variant's default (see dhanalysis.model.variants)
+    # what the backbone sees: "rgb" (RGB in 0-1, torchvision) or "bgr255" (BGR in 0-255, Detectron-style weights);
+    # pixel_mean / pixel_std are in that format's channel order and range
+    input_format: str = "rgb"
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    # classifier layout of converted weights (dhanalysis.model.convert): num_slots outputs (0 = num_classes + 1);
+    # class_slots[i] is the slot of label i (i = 0: background; () = slot i is label i). Slots no label reads count
+    # as background, so every label's probability is the source's own (torchvision's 91 COCO-id slots)
+    num_slots: int = 0
+    class_slots: tuple[int, ...] = ()
+    # box regressor rows: "per_slot" (4 per classifier slot), "per_foreground" (4 per slot but the background's:
+    # detectron2, mmdetection) or "agnostic" (4 for every class)
+    reg_layout: str = "per_slot"
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,8 @@ class TrainConfig:
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: float = 0.0  # 0 = off
     amp: bool = True  # only takes effect on CUDA
+    # bf16 autocast on CPUs with bf16 units (AMX / AVX-512 BF16); off elsewhere, where bf16 is emulated (BENCHMARKS.md)
+    cpu_bf16: bool = False
     # shared-trunk training (dhanalysis/engine/trunk.py): start backbone + RPN from another run's checkpoint and keep
     # the parts named in `freeze` fixed; freezing both backbone and rpn runs them without gradients, cached per image
     init_from: str | None = None
@@ -264,13 +285,36 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+def preset_path(name: str | Path) -> Path:
+    """The shipped preset ``name`` (``synth/single-fc.yaml``, also spelled ``configs/synth/single-fc.yaml``): package
+    data under ``dhanalysis/configs``, so an installed package has them wherever it runs."""
+    import importlib.resources
+
+    parts = Path(name).parts
+    parts = parts[1:] if parts[:1] == ("configs",) else parts
+    return Path(str(importlib.resources.files("dhanalysis").joinpath("configs", *parts)))
+
+
+def presets() -> list[str]:
+    """Every shipped preset, as ``configs/<group>/<name>.yaml``."""
+    root = preset_path("")
+    return sorted(f"configs/{p.relative_to(root).as_posix()}" for p in root.rglob("*.yaml"))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    A relative ``configs/...`` path that is not there (any folder but a clone's root) reads the shipped preset.
+    """
     data: dict = {}
     if path is not None:
         path = Path(path)
+        if not path.is_file() and not path.is_absolute() and path.parts[:1] == ("configs",):
+            path = preset_path(path) if preset_path(path).is_file() else path
         if not path.is_file():
-            raise DHError(f"config file {path} does not exist; list the presets with 'ls configs/'")
+            groups = ", ".join(sorted({Path(p).parent.as_posix() for p in presets()}))
+            raise DHError(f"config file {path} does not exist; the shipped presets are the YAML files of {groups} "
+                          "(e.g. configs/synth/single-fc.yaml)")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -8,3 +8,12 @@ a bug, not a user error.
 
 class DHError(Exception):
     """A user-facing error whose message says what is wrong and how to fix it, in one line."""
+
+
+class OutOfMemory(DHError):
+    """Out of memory even at the smallest batch the automatic halving tries; ``batch_size`` is that floor, so a
+    front end can name its own setting for it (the CLI: ``--batch-size``)."""
+
+    def __init__(self, batch_size: int, message: str):
+        super().__init__(message)
+        self.batch_size = batch_size

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhanalysis.config import Config, load_config
+from dhanalysis.config import Config, load_config, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ TINY = [
 
 def tiny_config(variant: str, *overrides: str) -> Config:
     """The synthetic preset of ``variant``, shrunk further so one forward/backward takes well under a second."""
-    return load_config(ROOT / "configs" / "synth" / f"{variant}.yaml", TINY + list(overrides))
+    return load_config(preset_path(f"synth/{variant}.yaml"), TINY + list(overrides))
 
 
 def two_images(seed: int = 0) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

@@ -164,6 +164,7 @@ def assert_same_stats(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert_same_statistics(a, b, KEYS)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_loss_or_double_counting(setup, full_run):
     out = setup["base"] / "killed"
     args = sliding_window_args(setup, "single-fc", out, "--chunk-size", "1")

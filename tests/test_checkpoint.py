@@ -14,6 +14,7 @@ from dhanalysis.model import VARIANTS, build_model, load_checkpoint, save_checkp
 from helpers import tiny_config, two_images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_checkpoint_round_trip_gives_identical_outputs(variant, tmp_path):
     torch.manual_seed(1)

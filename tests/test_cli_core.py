@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from dhanalysis.cli import main
+import pytest
 
-from helpers import ROOT
+from dhanalysis.cli import main
+from dhanalysis.config import preset_path
 
 
 def test_variants_lists_all_seven(capsys):
@@ -31,11 +32,12 @@ def test_params_config_table(capsys, tmp_path, monkeypatch):
     # the preset names a backbone file (checkpoints/resnet18-synth.pth) that a fresh clone does not have: counting
     # parameters must not need it
     monkeypatch.chdir(tmp_path)
-    assert main(["params", "--config", str(ROOT / "configs/synth/single-fc.yaml"), "--num-classes", "6"]) == 0
+    assert main(["params", "--config", str(preset_path("synth/single-fc.yaml")), "--num-classes", "6"]) == 0
     out = capsys.readouterr().out
     assert "roi_heads.branches.fc.head" in out and "DoubleHeadRCNN" in out
 
 
+@pytest.mark.slow
 def test_user_error_is_one_line_exit_2():
     proc = subprocess.run([sys.executable, "-m", "dhanalysis", "params", "--config", "no/such.yaml"],
                           capture_output=True, text=True)

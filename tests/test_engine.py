@@ -46,6 +46,7 @@ def test_lr_schedule_and_linear_scaling():
     assert (scaled.train.iterations, scaled.train.steps, scaled.train.warmup_iters) == (20, (10, 15), 5)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_weights(synth, tmp_path):
     cfg = _cfg(synth)
     full = train(cfg, tmp_path / "full", progress=False)
@@ -57,7 +58,7 @@ def test_interrupted_run_resumes_to_identical_weights(synth, tmp_path):
     # simulate a crash between checkpoints: roll back to the periodic checkpoint at iteration 2
     partial = tmp_path / "crash"
     train(cfg, partial, max_iterations=2, progress=False)
-    with pytest.raises(DHError, match="pass --resume"):
+    with pytest.raises(DHError, match="already holds a training run .*; pass resume=True"):
         train(cfg, partial, progress=False)
     resumed = train(cfg, partial, resume=True, progress=False)
     a, b = read_checkpoint(full)["model"], read_checkpoint(resumed)["model"]
@@ -69,7 +70,7 @@ def test_interrupted_run_resumes_to_identical_weights(synth, tmp_path):
     assert {"lr", "loss_fc_cls", "loss_fc_reg", "loss_conv_cls", "loss_conv_reg", "time_per_iter"} <= set(lines[0])
     # a finished run resumed again does nothing; another config in the same folder is refused
     assert train(cfg, partial, resume=True, progress=False) == resumed
-    with pytest.raises(DHError, match="another configuration"):
+    with pytest.raises(DHError, match=r"another model or configuration \(train\.lr: .* vs 0\.5\)"):
         train(cfg_replace(cfg, ["train.lr=0.5"]), partial, resume=True, progress=False)
 
 
@@ -109,6 +110,7 @@ def test_evaluation_matches_pycocotools_and_perfect_detections(synth, tmp_path):
     assert 0 < summary["AP"] < 1
 
 
+@pytest.mark.slow
 def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
     cfg = _cfg(synth, iterations=2)
     final = train(cfg, tmp_path / "run", progress=False)
@@ -130,6 +132,7 @@ def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
                  modes=["conv"], progress=False)
 
 
+@pytest.mark.slow
 def test_heads_on_a_frozen_shared_trunk(synth, tmp_path):
     """Heads train on another run's backbone + RPN, which stay bitwise unchanged; the trunk cache changes nothing
     (cached, uncached and resumed runs end with the same weights); a trunk of another shape is refused."""

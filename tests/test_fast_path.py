@@ -1,5 +1,6 @@
-"""The fast sliding-window path equals the straightforward one: RoIAlign against torchvision, the matmul heads
-against the NCHW modules, the statistics against `score_boxes`; bf16 per-bin means stay within 0.01 of fp32."""
+"""The fast sliding-window path equals the straightforward one: RoIAlign (the gather and `LevelPooler`'s backends)
+against torchvision, the heads' inference forms against the NCHW modules, the statistics against `score_boxes`;
+bf16 per-bin means stay within 0.01 of fp32."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from dhanalysis.analysis.fast_heads import FastHeads
-from dhanalysis.model.gather_roi import FeatureTable, map_levels, multiscale_roi_align, pool_rows
+from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import image_context
 from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, SlidingWindowTask, score_boxes
@@ -36,6 +37,21 @@ def random_boxes(n: int, width: float, height: float, g: torch.Generator) -> tor
     return torch.cat([centre - size / 2, centre + size / 2], dim=1)
 
 
+def gather_nchw(features: list[torch.Tensor], scales: list[float], boxes: torch.Tensor,
+                levels: torch.Tensor) -> torch.Tensor:
+    """The fast scorer's pooling (`pool_rows` on one image's table) as torchvision's ``(N, C, 7, 7)``."""
+    rows = pool_rows(FeatureTable.from_features(features, scales), boxes, levels)
+    return rows.transpose(1, 2).reshape(len(boxes), -1, 7, 7)
+
+
+def fpn_level(boxes: torch.Tensor, k_min: int = 2, k_max: int = 5) -> torch.Tensor:
+    """FPN Eq. 1 written out, k = ⌊4 + log2(√(wh) / 224)⌋ clamped (torchvision adds 1e-6 before the floor): the
+    level index of each box, independent of `map_levels`."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).prod(dim=1)
+    k = torch.floor(4 + torch.log2(wh.sqrt() / 224) + 1e-6).clamp(k_min, k_max)
+    return (k - k_min).long()
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.25, 1 / 32])
 def test_fast_roi_align_equals_torchvision_on_one_map(scale):
     g = torch.Generator().manual_seed(1)
@@ -43,7 +59,7 @@ def test_fast_roi_align_equals_torchvision_on_one_map(scale):
     boxes = random_boxes(400, 17 / scale, 13 / scale, g)
     rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1)
     ref = roi_align(feat, rois, (7, 7), scale, sampling_ratio=2, aligned=False)
-    ours = multiscale_roi_align([feat], [scale], boxes)
+    ours = gather_nchw([feat], [scale], boxes, torch.zeros(len(boxes), dtype=torch.int64))
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -55,25 +71,37 @@ def test_fast_roi_align_equals_multiscale_roi_align_and_the_level_rule():
     boxes[-100:] *= 3  # large boxes reach the coarsest level
     ref = MultiScaleRoIAlign(names, 7, 2)(feats, [boxes], [(320, 480)])
     scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
-    ours = multiscale_roi_align(list(feats.values()), scales, boxes)
+    levels = map_levels(boxes, scales)
+    ours = gather_nchw(list(feats.values()), scales, boxes, levels)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
-    assert len(set(map_levels(boxes, scales).tolist())) == 4  # every level was exercised
+    assert len(set(levels.tolist())) == 4  # every level was exercised
+    assert torch.equal(levels, fpn_level(boxes))
 
 
-def test_enlarged_rois_pool_on_their_original_level_like_level_pooler():
+@pytest.mark.parametrize("path", ["gather", "torchvision", "fast scorer"])
+def test_enlarged_rois_pool_on_their_original_level_like_torchvision(path):
+    """RoIs × 1.3 (the conv-head's enlarged RoI) pooled on their original box's level equal torchvision's
+    `MultiScaleRoIAlign` run on that level's map alone, for both `LevelPooler` backends (the torchvision one is the
+    GPU training path, chosen explicitly here to run on CPU) and for the fast scorer's `pool_rows`."""
     from dhanalysis.model.roi_heads import LevelPooler, scale_boxes_about_centre
 
     g = torch.Generator().manual_seed(3)
     names = ["0", "1", "2", "3"]
-    feats = {k: torch.randn(1, 4, 64 // 2**i, 64 // 2**i, generator=g) for i, k in enumerate(names)}
-    boxes = random_boxes(200, 256, 256, g)
-    big = scale_boxes_about_centre(boxes, 1.3)
-    pooler = LevelPooler(names, 7, 2)
-    ref = pooler(feats, [big], [(256, 256)], level_boxes=[boxes])
-    scales = pooler.scales(list(feats.values()), [(256, 256)])
-    table = FeatureTable.from_features(list(feats.values()), scales)
-    rows = pool_rows(table, big, map_levels(boxes, scales))
-    torch.testing.assert_close(rows.transpose(1, 2).reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
+    feats = {k: torch.randn(2, 4, 64 // 2**i, 64 // 2**i, generator=g) for i, k in enumerate(names)}
+    shapes = [(256, 256), (256, 256)]
+    boxes = [random_boxes(200, 256, 256, g), random_boxes(150, 256, 256, g) * 2]
+    big = [scale_boxes_about_centre(b, 1.3) for b in boxes]
+    levels = fpn_level(torch.cat(boxes))
+    assert not torch.equal(levels, fpn_level(torch.cat(big)))  # some enlarged RoIs would map one level up
+    per_level = torch.stack([MultiScaleRoIAlign([k], 7, 2)({k: feats[k]}, big, shapes) for k in names])
+    ref = per_level[levels, torch.arange(len(levels))]
+    if path == "fast scorer":  # one image at a time, as `FastScorer` pools
+        scales = LevelPooler(names, 7, 2).scales(list(feats.values()), shapes)
+        ours = torch.cat([gather_nchw([f[i: i + 1] for f in feats.values()], scales, big[i],
+                                      map_levels(boxes[i], scales)) for i in range(2)])
+    else:
+        ours = LevelPooler(names, 7, 2)(feats, big, shapes, level_boxes=boxes, backend=path)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
 def randomise_batchnorm(model: torch.nn.Module, g: torch.Generator) -> None:
@@ -87,16 +115,23 @@ def randomise_batchnorm(model: torch.nn.Module, g: torch.Generator) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=g))
 
 
-@pytest.mark.parametrize("variant, mode", [(v, "dot") for v in VARIANTS] + [("double-head-ext", "gaussian")])
-def test_fast_heads_equal_the_modules(variant, mode):
+@pytest.mark.parametrize("variant, mode, conv_roi_scale", [(v, "dot", 1.0) for v in VARIANTS]
+                         + [("double-head-ext", "gaussian", 1.0)] + [(v, "dot", 1.3) for v in VARIANTS])
+def test_fast_heads_equal_the_modules(variant, mode, conv_roi_scale):
+    """Every variant's branches in inference form equal the modules; with an enlarged conv-head RoI each branch reads
+    the pooled input it should (the enlarged one for conv-heads)."""
     torch.manual_seed(0)
-    model = build_model(tiny_config(variant, NO_WEIGHTS, f"model.head.non_local_mode={mode}")).eval()
+    model = build_model(tiny_config(variant, NO_WEIGHTS, f"model.head.non_local_mode={mode}",
+                                    f"model.head.conv_roi_scale={conv_roi_scale}")).eval()
     randomise_batchnorm(model, torch.Generator().manual_seed(4))
     roi_heads = model.roi_heads
-    x = torch.randn(9, 16, 7, 7)
+    pooled = {"plain": torch.randn(9, 16, 7, 7), "enlarged": torch.randn(9, 16, 7, 7)}
     with torch.inference_mode():
-        ref = roi_heads.head_outputs({name: branch(x) for name, branch in roi_heads.branches.items()})
-        ours = FastHeads(roi_heads)({"plain": x.flatten(2).transpose(1, 2)})
+        ref = roi_heads.head_outputs({name: branch(roi_heads.branch_input(pooled, name))
+                                      for name, branch in roi_heads.branches.items()})
+        fast = FastHeads(roi_heads)
+        ours = fast({k: pooled[k].flatten(2).transpose(1, 2) for k in fast.pooled_keys})
+    assert ("enlarged" in fast.pooled_keys) == (conv_roi_scale != 1.0 and "conv" in ref)
     assert {h: set(t) for h, t in ours.items()} == {h: set(t) for h, t in ref.items()}
     for head, tasks in ref.items():
         for task, value in tasks.items():
@@ -211,7 +246,7 @@ def test_bf16_bin_means_stay_within_0_01_of_fp32(synth):
 def test_reference_path_refuses_bf16(synth):
     with pytest.raises(DHError, match="fp32"):
         SlidingWindowTask(synth["model"], 6, 64, 100, fast=False, precision="bf16")
-    with pytest.raises(DHError, match="--precision"):
+    with pytest.raises(DHError, match="precision must be one of fp32, bf16, got 'fp16'"):
         FastScorer(synth["model"], "fp16")
 
 

@@ -32,12 +32,15 @@ import pytest
 import torch
 
 from dhanalysis.cli import main
+from dhanalysis.config import preset_path
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.model import build_model, save_checkpoint
 from dhanalysis.model.checkpoint import read_checkpoint
 
 from helpers import ROOT, TINY, assert_same_statistics, tiny_config
+
+pytestmark = pytest.mark.slow
 
 # One thread everywhere: the kill tests compare a child process with a run in this one bitwise, and two busy cores
 # shared by oversubscribed thread pools make every iteration many times slower.
@@ -60,7 +63,7 @@ WINDOWS = "2000"  # sliding windows per box: about a second per image, time enou
 
 # ------------------------------------------------------------------------------------------------ helpers
 def train_argv(data: Path, out: Path, *settings: str) -> list[str]:
-    argv = ["train", "--config", str(ROOT / "configs" / "synth" / "single-fc.yaml"), "--out", str(out),
+    argv = ["train", "--config", str(preset_path("synth/single-fc.yaml")), "--out", str(out),
             "--device", "cpu"]
     for setting in [*TRAIN_SETTINGS, f"data.root={data}", *settings]:
         argv += ["--set", setting]
@@ -265,6 +268,9 @@ def test_demo_killed_in_its_first_head_run_finishes_on_rerun(world):
             assert (results / name / table).is_file(), f"{name}/{table}"
     assert (results / "findings.md").is_file() and (results / "reproduction_summary.json").is_file()
     assert list((work / "figures" / "demo-quick").glob("*.png"))
+    # the demo trains only the two λ pairs its claims compare: Ext (0.7, 0.8) and the vanilla Double-Head (1, 1)
+    fig8 = work / "checkpoints" / "demo-quick" / "fig8"
+    assert sorted(p.name for p in fig8.iterdir()) == ["lfc0.7-lconv0.8", "lfc1-lconv1"]
     text = log.read_text()
     assert "findings:" in text and "Fig. 2 check:" in text
     # the interrupted head run equals the same run (the config the demo stored in it) trained without interruption
@@ -415,8 +421,8 @@ def _corrupt_all_images(root: Path) -> None:
                                    r", or rerun without --strict"),
     (_corrupt_all_images, [], r"every image of split 'val' under .* is missing or undecodable"),
     (lambda r: edit_val_json(r, _no_images), [], r"split 'val' has no images"),
-    (lambda r: edit_val_json(r, _extra_category), [], r"was trained for 6 classes but .* has 7; evaluate on the "
-                                                      r"dataset it was trained on"),
+    (lambda r: edit_val_json(r, _extra_category), [], r"was trained for 6 classes but .* has 7; evaluate or "
+                                                      r"analyse it on the dataset it was trained on"),
 ], ids=["missing-split", "missing-root", "malformed-json", "no-categories", "annotation-of-unknown-image",
         "missing-image-strict", "undecodable-image-strict", "all-images-undecodable", "empty-split",
         "other-classes"])
@@ -488,7 +494,7 @@ def test_train_refuses_a_folder_of_another_configuration(world, tmp_path, capsys
     line = fails(train_argv(world.data, ref, "train.lr=0.5"), capsys)
     assert "already holds a training run (model_final.pth); pass --resume to continue it or --overwrite" in line
     line = fails(train_argv(world.data, ref, "train.lr=0.5") + ["--resume"], capsys)
-    assert "holds a run of another configuration (train.lr: 0.02 -> 0.5)" in line
+    assert "holds a training run (model_final.pth) of another model or configuration (train.lr: 0.02 vs 0.5)" in line
     assert read_checkpoint(world.ckpt)["config"]["train"]["lr"] == 0.02
 
     out = tmp_path / "copy"
@@ -579,7 +585,7 @@ def test_analysis_batch_adapts_to_memory_and_gives_the_same_statistics(world, tm
     out = tmp_path / "out"
     with caplog.at_level("WARNING"):
         succeeds(sliding_window_argv(world.ckpt, out, "--batch-size", "2048"))
-    assert "out of memory: retrying with --batch-size 256" in caplog.text
+    assert "out of memory: retrying with batch size 256" in caplog.text
     assert json.loads((out / "summary.json").read_text())["batch_size_final"] == 256
     got, ref = (pd.read_csv(d / "sliding_window_stats.csv") for d in (out, world.ref_sw))
     assert list(got.columns) == list(ref.columns)

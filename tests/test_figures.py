@@ -43,6 +43,7 @@ def _texts(fig) -> list[str]:
 FROM_TABLES = [key for key in FIGURES if key not in ("figA4", "figA5")]
 
 
+@pytest.mark.slow
 def test_every_figure_and_table_is_written(rendered):
     out, paths, lines = rendered
     assert [line for line in lines if "skipped" in line] == [
@@ -59,6 +60,7 @@ def test_every_figure_and_table_is_written(rendered):
         assert (out / f"{key}.md").is_file() and (out / f"{key}.csv").is_file()
 
 
+@pytest.mark.slow
 def test_tables_hold_the_evaluated_numbers(rendered, fake):
     out, _, _ = rendered
     t1 = (out / "table1.md").read_text()
@@ -186,6 +188,7 @@ def test_table1_weights_follow_the_variant_table():
         assert trained == set(tasks), variant
 
 
+@pytest.mark.slow
 def test_figures_package_imports_no_torch():
     code = ("import sys, dhanalysis.figures, dhanalysis.figures.render, dhanalysis.cli.figures; "
             "assert 'torch' not in sys.modules, 'figures imported torch'")

@@ -1,11 +1,12 @@
-"""Head structure, parameter counts in the paper's unit, non-local forms and the fusion rules (Eq. 4)."""
+"""Head structure, parameter counts in the paper's unit, non-local forms, each block's inference form (`fuse`)
+and the fusion rules (Eq. 4)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dhanalysis.model.heads import Bottleneck, ConvHead, FCHead, NonLocalBlock, ResidualBlock
+from dhanalysis.model.heads import Bottleneck, Branch, ConvHead, FCHead, NonLocalBlock, Predictor, ResidualBlock
 from dhanalysis.model.params import layer_weights, paper_m, table2
 from dhanalysis.model.roi_heads import fuse_scores
 
@@ -78,6 +79,83 @@ def test_non_local_block_against_direct_computation(mode):
     torch.testing.assert_close(block(x), expected)
     assert out_conv.bias is not None and out_conv.bias.requires_grad  # the output conv has a bias (authors' code)
     assert (block(x) >= 0).all() and (x < 0).any()
+
+
+def open_batchnorm(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine parameters (γ ≠ 0 opens a new non-local block), in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    return module.eval()
+
+
+FUSABLE = {  # name -> (module, input channels)
+    "fc": (lambda: FCHead(in_channels=6, roi_size=5, dim=12), 6),
+    "residual": (lambda: ResidualBlock(6, 16), 6),
+    "bottleneck": (lambda: Bottleneck(16, 4), 16),
+    "non-local dot": (lambda: NonLocalBlock(16, 8, 2, "dot"), 16),
+    "non-local gaussian": (lambda: NonLocalBlock(16, 8, 2, "gaussian"), 16),
+    "conv head": (lambda: ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2), 6),
+    "conv head, no non-local": (lambda: ConvHead(6, 16, 4, num_blocks=2, non_local=False), 6),
+}
+
+
+@pytest.mark.parametrize("name", list(FUSABLE))
+def test_inference_form_of_each_block_equals_the_module(name):
+    """``fuse()`` runs the eval-mode module on channels-last features, BatchNorm folded, and leaves it untouched."""
+    torch.manual_seed(0)
+    factory, channels = FUSABLE[name]
+    module = open_batchnorm(factory(), seed=1)
+    x = torch.randn(4, channels, 5, 5)
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with torch.no_grad():
+        fused = module.fuse()
+        ref = module(x)
+        ours = fused(x_nhwc)
+    # a block maps channels-last to channels-last; a head returns (N, dim) either way
+    torch.testing.assert_close(ours.permute(0, 3, 1, 2) if ref.dim() == 4 else ours, ref, rtol=1e-4, atol=1e-5)
+    assert fused.flops_per_roi(5) > 0
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():  # the fused weights are copies: a later change of the module does not reach them
+        for param in module.parameters():
+            param.add_(1.0)
+        torch.testing.assert_close(fused(x_nhwc), ours, rtol=0, atol=0)
+
+
+def test_flops_of_the_inference_form_count_every_layer():
+    """2·MACs from the layer shapes, by hand for each kind of layer at S = 7 (what the benchmarks divide by)."""
+    pos = 49
+    assert ResidualBlock(8, 32).fuse().flops_per_roi(7) == 2 * pos * (8 * 8 * 9 + 2 * 8 * 32)
+    assert Bottleneck(32, 4).fuse().flops_per_roi(7) == 2 * pos * (32 * 4 + 4 * 4 * 9 + 4 * 32)
+    nl = 2 * pos * (3 * 32 * 16 + 16 * 32) + 2 * 2 * pos * pos * 16  # θ, φ, g, out; then θφᵀ and its product with g
+    assert NonLocalBlock(32, 16, 4).fuse().flops_per_roi(7) == nl
+    assert FCHead(8, 7, 32).fuse().flops_per_roi(7) == 2 * (8 * 49 * 32 + 32 * 32)
+    assert Predictor(32, 5, cls=True, reg=True).fuse().flops_per_roi(7) == 2 * 32 * (5 + 20)
+
+
+def test_branch_inference_form_and_a_head_without_one():
+    torch.manual_seed(0)
+    branch = Branch("fc", open_batchnorm(FCHead(6, 5, 12), 2), Predictor(12, 4, cls=True, reg=True)).eval()
+    x = torch.randn(3, 6, 5, 5)
+    with torch.no_grad():
+        logits, deltas = branch(x)
+        fused = branch.fuse()(x.permute(0, 2, 3, 1).contiguous())
+    assert list(fused) == ["cls", "reg"]
+    torch.testing.assert_close(fused["cls"], logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fused["reg"], deltas, rtol=1e-4, atol=1e-5)
+    cls_only = Branch("fc", FCHead(6, 5, 12), Predictor(12, 4, cls=True, reg=False)).fuse()
+    assert list(cls_only(torch.randn(2, 5, 5, 6))) == ["cls"]
+    plain_module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(150, 12))  # a head passed in by a user
+    custom = Branch("fc", plain_module, Predictor(12, 4, cls=True, reg=True))
+    with pytest.raises(TypeError, match="no inference form"):
+        custom.fuse()
 
 
 def test_fusion_rules_follow_their_formulas():

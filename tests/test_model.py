@@ -116,12 +116,10 @@ def test_mode_needing_untrained_branch_names_branch_and_config_value():
 
 
 def test_ext_config_effective_weights_match_authors_script():
-    from dhanalysis.config import load_config
-
-    from helpers import ROOT
+    from dhanalysis.config import load_config, preset_path
 
     for backbone in ("r50", "r101"):
-        cfg = load_config(ROOT / "configs" / "coco" / backbone / "double-head-ext.yaml")
+        cfg = load_config(preset_path(f"coco/{backbone}/double-head-ext.yaml"))
         w = effective_loss_weights(cfg.model.variant, cfg.model.loss)
         got = (w[("conv", "cls")], w[("conv", "reg")], w[("fc", "cls")], w[("fc", "reg")])
         assert got == pytest.approx((0.5, 2.0, 1.4, 0.6), abs=1e-12)
@@ -130,7 +128,8 @@ def test_ext_config_effective_weights_match_authors_script():
         ("fc", "cls"), ("fc", "reg"), ("conv", "cls"), ("conv", "reg")}
 
 
-def test_enlarged_roi_pools_on_the_original_boxs_level():
+@pytest.mark.parametrize("backend", ["gather", "torchvision"])
+def test_enlarged_roi_pools_on_the_original_boxs_level(backend):
     from dhanalysis.model.roi_heads import LevelPooler, scale_boxes_about_centre
 
     boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
@@ -144,12 +143,13 @@ def test_enlarged_roi_pools_on_the_original_boxs_level():
     shapes = [(256, 256)]
     box = [torch.tensor([[0.0, 0.0, 300.0, 300.0]])]  # level of 300 px: floor(4 + log2(300/224)) = 4 -> clamped
     small = [torch.tensor([[0.0, 0.0, 100.0, 100.0]])]  # 100 px -> level 2 (index 0, value 0)
-    assert pooler(feats, small, shapes).sum() == 0
-    assert pooler(feats, box, shapes).sum() > 0
-    assert pooler(feats, box, shapes, level_boxes=small).sum() == 0
+    assert pooler(feats, small, shapes, backend=backend).sum() == 0
+    assert pooler(feats, box, shapes, backend=backend).sum() > 0
+    assert pooler(feats, box, shapes, level_boxes=small, backend=backend).sum() == 0
 
 
-def test_level_pooler_matches_torchvision_multiscale_roi_align():
+@pytest.mark.parametrize("backend", ["auto", "gather", "torchvision"])
+def test_level_pooler_matches_torchvision_multiscale_roi_align(backend):
     from torchvision.ops import MultiScaleRoIAlign
 
     from dhanalysis.model.roi_heads import LevelPooler
@@ -161,16 +161,32 @@ def test_level_pooler_matches_torchvision_multiscale_roi_align():
              torch.tensor([[30.0, 30, 60, 90], [0, 0, 170, 230]])]
     for f in feats.values():
         f.requires_grad_(True)
-    ours = LevelPooler(list(feats), 7, 2)(feats, boxes, shapes)
+    ours = LevelPooler(list(feats), 7, 2)(feats, boxes, shapes, backend=backend)
     ref = MultiScaleRoIAlign(list(feats), 7, 2)(feats, boxes, shapes)
     torch.testing.assert_close(ours, ref)
-    # on CPU the pooler is a gather; its backward must scatter the same gradient as torchvision's kernel
+    # the gather ("auto" on CPU) must scatter the same gradient in its backward as torchvision's kernel
     upstream = torch.randn_like(ref)
-    ours_grad = torch.autograd.grad(ours, list(feats.values()), upstream)
+    # torchvision's kernel is not run on a level without RoIs here, so that level has no gradient at all (None)
+    ours_grad = torch.autograd.grad(ours, list(feats.values()), upstream, allow_unused=True)
     ref_grad = torch.autograd.grad(ref, list(feats.values()), upstream)
     assert any(g.abs().sum() > 0 for g in ref_grad)
     for a, b in zip(ours_grad, ref_grad):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a if a is not None else torch.zeros_like(b), b)
+
+
+def test_pooling_backend_is_an_argument_of_each_call():
+    """"auto" is the gather on CPU with a fixed sampling ratio and torchvision's kernel otherwise; no state is kept."""
+    from dhanalysis.model.roi_heads import LevelPooler
+
+    pooler = LevelPooler(["0"], 7, 2)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert pooler.resolve_backend("auto", cpu) == "gather"
+    assert pooler.resolve_backend("auto", gpu) == "torchvision"
+    assert pooler.resolve_backend("torchvision", cpu) == "torchvision"
+    assert pooler.resolve_backend("gather", gpu) == "gather"
+    assert LevelPooler(["0"], 7, 0).resolve_backend("auto", cpu) == "torchvision"  # adaptive ratio: the kernel's
+    with pytest.raises(ValueError, match="pooling backend must be one of auto, gather, torchvision, got 'fast'"):
+        pooler({"0": torch.zeros(1, 1, 8, 8)}, [torch.tensor([[0.0, 0, 4, 4]])], [(32, 32)], backend="fast")
 
 
 @pytest.mark.parametrize("variant", ["single-conv", "double-head-reverse", "double-head", "double-conv", "double-fc"])

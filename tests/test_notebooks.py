@@ -14,6 +14,8 @@ from nbclient import NotebookClient
 from fixtures_results import write_fake_results
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = {
     "sliding_window": ["fig2.png", "fig6.png", "fig7.png", "figA1.png", "figA3.png"],
     "correlation": ["fig3.png", "fig4.png", "figA2.png"],

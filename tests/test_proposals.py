@@ -80,7 +80,7 @@ def test_grid_is_deterministic_and_starts_with_the_box_itself():
 def test_integer_boxes_and_bad_density():
     boxes, _ = sliding_window_proposals(torch.tensor([[500, 400, 600, 500]]), IMAGE, 100)
     assert boxes.is_floating_point()
-    with pytest.raises(DHError, match="--proposals-per-gt"):
+    with pytest.raises(DHError, match="windows per box must be at least 1, got 0"):
         grid_shape(0)
 
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from dhanalysis.config import load_config
+from dhanalysis.config import load_config, preset_path
 from dhanalysis.engine.sweep import grid_runs
 from dhanalysis.model.variants import get_variant, parse_mode
 
@@ -86,7 +86,7 @@ def test_every_table_row_and_figure_panel_is_listed():
 def test_row_builds_the_papers_model(row):
     expected = paper_model(row["Paper item"])
     overrides = re.findall(r"[\w.]+=[\w.]+", row["Overrides (`--set`)"])
-    cfg = load_config(ROOT / row["Config"], overrides)
+    cfg = load_config(preset_path(row["Config"]), overrides)
     if "ResNet-101" in row["Paper item"]:
         assert cfg.model.backbone.name == "resnet101"
     else:
@@ -106,7 +106,7 @@ def test_row_builds_the_papers_model(row):
     if row["Sweep run"]:  # the sweep run on the same config builds the same model
         grid, name = row["Sweep run"].split("/")
         (run,) = [r for r in grid_runs(grid) if r.name == name]
-        swept = load_config(ROOT / row["Config"], list(run.overrides)).model
+        swept = load_config(preset_path(row["Config"]), list(run.overrides)).model
         assert swept == m
         if run.modes:
             assert row["Mode"] in run.modes

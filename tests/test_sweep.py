@@ -6,21 +6,19 @@ import pandas as pd
 import pytest
 
 from dhanalysis.cli import main
+from dhanalysis.config import load_config, preset_path
 from dhanalysis.engine.sweep import fig8_runs, grid_runs, table1_runs, table2_runs, write_index
 from dhanalysis.model.variants import effective_loss_weights
-from dhanalysis.config import load_config
-
-from helpers import ROOT
 
 
 def test_table1_runs_reproduce_the_paper_weights():
     runs = {r.name: r for r in table1_runs()}
     assert len(runs) == 10
     # e.g. the bottom-group Double-Head: fc-head cls 2.0, conv-head reg 2.5, nothing else
-    cfg = load_config(ROOT / "configs/synth/double-head.yaml", list(runs["double-head-w2"].overrides))
+    cfg = load_config(preset_path("synth/double-head.yaml"), list(runs["double-head-w2"].overrides))
     w = {k: v for k, v in effective_loss_weights(cfg.model.variant, cfg.model.loss).items() if v}
     assert w == {("fc", "cls"): 2.0, ("conv", "reg"): 2.5}
-    cfg = load_config(ROOT / "configs/synth/double-head.yaml", list(runs["double-head-reverse-w1"].overrides))
+    cfg = load_config(preset_path("synth/double-head.yaml"), list(runs["double-head-reverse-w1"].overrides))
     w = {k: v for k, v in effective_loss_weights(cfg.model.variant, cfg.model.loss).items() if v}
     assert w == {("fc", "reg"): 1.0, ("conv", "cls"): 1.0}
 
@@ -57,14 +55,14 @@ BASES = ("configs/coco/r50/double-head-ext.yaml", "configs/coco/r50/single-fc.ya
 
 
 def resolved(base: str, run) -> tuple:
-    m = load_config(ROOT / base, list(run.overrides)).model
+    m = load_config(preset_path(base), list(run.overrides)).model
     return (m.variant, m.head.num_blocks, m.head.non_local, m.loss.w_fc, m.loss.w_conv, m.loss.lambda_fc,
             m.loss.lambda_conv)
 
 
 @pytest.mark.parametrize("base", BASES)
 def test_table1_runs_resolve_to_the_papers_models(base):
-    k = load_config(ROOT / base).model.head.num_blocks  # Table 1 keeps the base's K (5 on COCO)
+    k = load_config(preset_path(base)).model.head.num_blocks  # Table 1 keeps the base's K (5 on COCO)
     expected = {f"{v}-w1": (v, k, False, 1.0, 1.0, 1.0, 1.0) for v in ("single-fc", "single-conv")}
     for v in ("double-fc", "double-conv", "double-head-reverse", "double-head"):
         expected[f"{v}-w1"] = (v, k, False, 1.0, 1.0, 1.0, 1.0)
@@ -74,7 +72,7 @@ def test_table1_runs_resolve_to_the_papers_models(base):
 
 @pytest.mark.parametrize("base", BASES)
 def test_table2_runs_resolve_to_the_papers_models(base):
-    expected = {"K0": ("single-fc", load_config(ROOT / base).model.head.num_blocks, False, 1.0, 1.0, 1.0, 1.0)}
+    expected = {"K0": ("single-fc", load_config(preset_path(base)).model.head.num_blocks, False, 1.0, 1.0, 1.0, 1.0)}
     expected |= {f"K{k}": ("double-head", k, False, 2.0, 2.5, 1.0, 1.0) for k in range(1, 8)}
     expected |= {f"K{k}-nl": ("double-head", k, True, 2.0, 2.5, 1.0, 1.0) for k in (3, 5, 7)}
     assert {r.name: resolved(base, r) for r in table2_runs()} == expected
@@ -82,7 +80,7 @@ def test_table2_runs_resolve_to_the_papers_models(base):
 
 @pytest.mark.parametrize("base", BASES)
 def test_fig8_runs_resolve_to_the_papers_models(base):
-    k = load_config(ROOT / base).model.head.num_blocks
+    k = load_config(preset_path(base)).model.head.num_blocks
     runs = fig8_runs()
     got = {r.name: resolved(base, r) for r in runs}
     expected = {f"lfc{lf:g}-lconv{lc:g}": ("double-head-ext", k, True, 2.0, 2.5, lf, lc)

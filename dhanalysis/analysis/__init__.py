@@ -6,9 +6,13 @@ Modules, from the boxes up:
 - `scoring`: every head's score of the true class and regressed IoU for boxes we choose; the sliding-window task;
 - `stats`: the sufficient-statistics table and what follows from it (mean ± std per bin, PCC, merging);
 - `groups`: size groups (COCO areas) and difficulty groups (terciles of per-class AP, App. A.1);
-- `pcc`: PCC definitions for predefined, RPN and detected boxes (§3.2, Fig. 3) and the ``pcc.csv`` table;
-- `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4);
-- `runner`: streaming over a dataset in resumable chunks, sharded over torchrun ranks.
+- `sliding_window`: the sliding-window analysis of one model, from windows to ``sliding_window_stats.csv``;
+- `pcc`: PCC definitions for predefined, RPN and detected boxes (§3.2, Fig. 3), the ``pcc.csv`` table, the analysis;
+- `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4), the analysis;
+- `runner`: loading models and claiming their results folders, streaming over a dataset in resumable chunks,
+  sharded over torchrun ranks.
+
+From Python, an analysis is ``for run in load_models([ckpt]): compute_pcc(run, ...)``: plain values, no flags.
 
 Names are imported lazily, so reading result tables (`stats`, `groups`, `pcc.pcc_table`) does not import torch.
 """
@@ -50,7 +54,13 @@ _EXPORTS = {
     "fc_weight_correlation": "spatial",
     "SpatialTask": "spatial",
     "spatial_frame": "spatial",
+    "compute_pcc": "pcc",
+    "compute_spatial_corr": "spatial",
+    "compute_sliding_window": "sliding_window",
     "RunOptions": "runner",
+    "ModelRun": "runner",
+    "load_models": "runner",
+    "finished_runs": "runner",
     "analyse": "runner",
     "merge_chunks": "runner",
 }

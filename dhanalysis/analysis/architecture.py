@@ -15,6 +15,7 @@ from torch import nn
 
 from dhanalysis.model.heads import Bottleneck, ConvHead, NonLocalBlock, ResidualBlock
 from dhanalysis.model.params import layer_weights, paper_m
+from dhanalysis.vocab import ARCHITECTURE_CSV
 
 # block kind -> (class, layers in the order data flows through them)
 BLOCKS = {
@@ -84,6 +85,6 @@ def write_architecture(model: nn.Module | None, out_dir: str | Path) -> Path:
     """Write `describe_conv_head` of ``model`` to ``out_dir/architecture.csv`` (what Fig. 5 is drawn from)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "architecture.csv"
+    path = out_dir / ARCHITECTURE_CSV
     describe_conv_head(model).to_csv(path, index=False)
     return path

@@ -23,13 +23,13 @@ import pandas as pd
 
 from dhanalysis.analysis.bootstrap import (DEFAULT_REPLICATES, CocoMatches, interval, pcc_of_sums, positions_of,
                                            ratio_of_sums, replicate_counts)
-from dhanalysis.analysis.groups import SIZE_GROUPS
 from dhanalysis.analysis.stats import MOMENTS, NUM_BINS
 from dhanalysis.errors import DHError
+from dhanalysis.vocab import (FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, PCC_STATS_CSV, SIZE_GROUPS,
+                              SLIDING_WINDOW_STATS_CSV, detections_file)
 
 FINDINGS_COLUMNS = ("claim", "section", "statement", "measure", "paper", "ours", "ci_low", "ci_high", "verdict",
                     "protocol", "n_images")
-HEAD_ORDER = ("fc", "conv")
 COL = {name: i for i, name in enumerate(MOMENTS)}
 HIGH_IOU_BIN = NUM_BINS // 2  # windows with proposal IoU ≥ 0.5
 REG_FROM_BIN = 8  # windows with proposal IoU ≥ 0.4, where §3.3 says the conv-head regresses better
@@ -42,12 +42,12 @@ def _chunks(folder: Path, task: str) -> list[dict]:
     chunk_dir = folder / "chunks" / {"sliding_window": "sliding_window", "pcc": "pcc", "spatial": "spatial_corr"}[task]
     entries = finished_chunks(chunk_dir)
     if not entries:
-        raise DHError(f"{chunk_dir} holds no finished chunks; run the analysis with --chunk-size 1 first")
+        raise DHError(f"{chunk_dir} holds no finished chunks; run the analysis with one image per chunk first")
     out = []
     for entry in entries:
         if len(entry["image_ids"]) != 1:
             raise DHError(f"{chunk_dir} has chunks of several images; the bootstrap over images needs one image per "
-                          "chunk (rerun the analysis with --chunk-size 1)")
+                          "chunk (run the analysis again with a chunk size of 1)")
         payload = _load_chunk(chunk_dir, entry)
         out.append({"image_id": int(entry["image_ids"][0]), **payload["tasks"].get(task, {})})
     return out
@@ -69,7 +69,7 @@ class ImageSums:
 
 def _heads_of(table: Path) -> list[str]:
     heads = set(pd.read_csv(table, usecols=["head"])["head"]) if table.is_file() else set()
-    return [h for h in HEAD_ORDER if h in heads]
+    return [h for h in HEAD_TYPES if h in heads]
 
 
 def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
@@ -79,7 +79,7 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
     ids: dict[str, list[int]] = {}
     if (folder / "chunks" / "sliding_window").is_dir():
         chunks = sorted(_chunks(folder, "sliding_window"), key=lambda c: c["image_id"])
-        sums.window_heads = _heads_of(folder / "sliding_window_stats.csv")
+        sums.window_heads = _heads_of(folder / SLIDING_WINDOW_STATS_CSV)
         arr = np.stack([c["sums"]["stats"].numpy() for c in chunks])
         h = arr.shape[1]
         if h != len(sums.window_heads):
@@ -89,9 +89,9 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
         ids["window"] = [c["image_id"] for c in chunks]
     if (folder / "chunks" / "pcc").is_dir():
         chunks = sorted(_chunks(folder, "pcc"), key=lambda c: c["image_id"])
-        table = folder / "pcc_stats.csv"
+        table = folder / PCC_STATS_CSV
         heads = set(pd.read_csv(table, usecols=["head"])["head"]) if table.is_file() else set()
-        sums.proposal_heads = [hd for hd in HEAD_ORDER if hd in heads]
+        sums.proposal_heads = [hd for hd in HEAD_TYPES if hd in heads]
         arr = np.stack([c["sums"]["pcc"].numpy() for c in chunks])
         sums.proposal = arr.reshape(len(chunks), arr.shape[1], 2, len(SIZE_GROUPS), 6)
         ids["proposal"] = [c["image_id"] for c in chunks]
@@ -436,20 +436,20 @@ def findings_markdown(frame: pd.DataFrame, header: str = "") -> str:
 
 
 def write_findings(frame: pd.DataFrame, out: Path, header: str = "") -> list[Path]:
-    from dhanalysis.atomic import atomic_write_text
+    from dhanalysis.folders import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "findings.csv", frame.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(out / "findings.md", findings_markdown(frame, header))
-    return [out / "findings.csv", out / "findings.md"]
+    atomic_write_text(out / FINDINGS_CSV, frame.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out / FINDINGS_MD, findings_markdown(frame, header))
+    return [out / FINDINGS_CSV, out / FINDINGS_MD]
 
 
 def load_matches(coco_gt, run_folder: Path, modes: Sequence[str], image_ids: list[int]) -> dict[str, CocoMatches]:
     """Per mode, the matching of a run's ``detections_<mode>.json`` on ``image_ids``."""
     out = {}
     for mode in modes:
-        path = Path(run_folder) / f"detections_{mode}.json"
+        path = Path(run_folder) / detections_file(mode)
         if path.is_file():
             out[mode] = CocoMatches.from_results(coco_gt, json.loads(path.read_text()), image_ids)
     return out

@@ -1,9 +1,9 @@
 """The two ways the paper groups objects: by size (Fig. 2, Fig. 3) and by class difficulty (Appendix A.1).
 
-Size is COCO's: small < 32², medium 32²–96², large ≥ 96² pixels of *annotation area* (the ``area`` field COCOeval
-uses, in original image pixels), decided when the statistics are gathered. Difficulty is decided later, at summary
-time, from each row's ``category_id``: the classes are ranked by the per-class AP of a reference model and split into
-terciles, so a new reference needs no re-run.
+Size is COCO's (`dhanalysis.vocab.SIZE_GROUPS`): small < 32², medium 32²–96², large ≥ 96² pixels of *annotation
+area* (the ``area`` field COCOeval uses, in original image pixels), decided when the statistics are gathered.
+Difficulty is decided later, at summary time, from each row's ``category_id``: the classes are ranked by the
+per-class AP of a reference model and split into terciles, so a new reference needs no re-run.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.errors import DHError
+from dhanalysis.vocab import DIFFICULTY_GROUPS, LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
 
-# COCOeval's areaRng, the same numbers as dhanalysis.data.coco (tests check it); repeated here so that reading and
-# grouping result tables needs neither torch nor the data package
-SMALL_MAX_AREA = 32**2
-LARGE_MIN_AREA = 96**2
-SIZE_GROUPS = ("small", "medium", "large")
-DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 PER_CLASS_COLUMNS = ("model", "mode", "category_id", "category", "AP")
 
 __all__ = ["SIZE_GROUPS", "DIFFICULTY_GROUPS", "size_index", "difficulty_from_ap", "load_difficulty",
@@ -56,27 +51,28 @@ def load_difficulty(path: str | Path, model: str | None = None, mode: str | None
     """
     path = Path(path)
     if not path.is_file():
-        raise DHError(f"--difficulty-from {path} does not exist; write it with 'dhanalysis eval --out ...'")
+        raise DHError(f"per-class AP table {path} does not exist; evaluate the reference model first (it writes "
+                      "per_class_ap.csv)")
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DHError(f"--difficulty-from {path} is not a readable CSV ({type(exc).__name__})") from None
+        raise DHError(f"per-class AP table {path} is not a readable CSV ({type(exc).__name__})") from None
     missing = [c for c in ("category_id", "AP") if c not in table.columns]
     if missing:
-        raise DHError(f"--difficulty-from {path} lacks column(s) {', '.join(missing)}; expected "
+        raise DHError(f"per-class AP table {path} lacks column(s) {', '.join(missing)}; expected "
                       f"{', '.join(PER_CLASS_COLUMNS)}")
-    for column, wanted, flag in (("model", model, "--difficulty-model"), ("mode", mode, "--difficulty-mode")):
+    for column, wanted in (("model", model), ("mode", mode)):
         if column not in table.columns:
             continue
         values = sorted(table[column].astype(str).unique())
         if wanted is not None:
             if wanted not in values:
-                raise DHError(f"{flag} {wanted} is not in {path}; it holds: {', '.join(values)}")
+                raise DHError(f"{column} {wanted} is not in {path}; it holds: {', '.join(values)}")
             table = table[table[column].astype(str) == wanted]
         elif len(values) > 1:
-            raise DHError(f"{path} holds several {column}s ({', '.join(values)}); pick one with {flag}")
+            raise DHError(f"{path} holds several {column}s ({', '.join(values)}); pick one ({column}=...)")
     if table.empty:
-        raise DHError(f"--difficulty-from {path} has no per-class AP rows")
+        raise DHError(f"per-class AP table {path} has no per-class AP rows")
     return difficulty_from_ap(table)
 
 

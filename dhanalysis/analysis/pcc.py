@@ -32,15 +32,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.groups import DIFFICULTY_GROUPS, SIZE_GROUPS, assign_difficulty, size_index
+from dhanalysis.analysis.groups import assign_difficulty, size_index
 from dhanalysis.analysis.stats import PCC_MOMENTS, pcc_from_moments, pcc_from_stats
+from dhanalysis.vocab import DIFFICULTY_GROUPS, HEAD_TYPES, SIZE_GROUPS
 
 if TYPE_CHECKING:  # the model side imports torch where it is used: pcc_table works on tables alone
     import torch
 
     from dhanalysis.analysis.runner import ImageContext, TaskState
-
-HEAD_TYPES = ("fc", "conv")  # dhanalysis.model.variants.HEAD_TYPES, the order heads are listed in
 
 PROPOSAL_SETS = ("predefined", "rpn", "detections")
 STREAMED_SETS = ("rpn", "detections")
@@ -250,3 +249,92 @@ def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None 
     table["_head"] = [HEAD_TYPES.index(h) if h in HEAD_TYPES else len(HEAD_TYPES) for h in table["head"]]
     table = table.sort_values(["model", "_head", "_set", "_grouping", "_group"], kind="stable")
     return table.drop(columns=["_head", "_set", "_grouping", "_group"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ one model
+def pcc_outputs():
+    """What the PCC analysis writes into a model's folder (a `dhanalysis.folders.Outputs`)."""
+    from dhanalysis.folders import Outputs
+    from dhanalysis.vocab import PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, table_files
+
+    return Outputs(analysis="pcc", files=(*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON),
+                   summary=PCC_SUMMARY_JSON, chunks="pcc", what="PCC results")
+
+
+def compute_pcc(
+    run,
+    *,
+    proposals_per_gt: int | None = None,
+    batch_size: int | None = None,
+    raw_sample: int = 0,
+    seed: int = 0,
+    precision: str = "fp32",
+    scoring: str = "fast",
+    grid: str | None = None,
+    rpn_background: str = DEFAULT_RPN_BACKGROUND,
+    difficulty: dict[int, str] | None = None,
+    difficulty_from: str | None = None,
+    options=None,
+    overwrite: bool = False,
+):
+    """The PCC analysis of one loaded model (`runner.ModelRun`): its three proposal sets, written to ``pcc.csv``,
+    ``pcc_stats.csv`` and ``pcc_summary.json``; rank 0 returns them (`runner.Written`), other ranks None.
+
+    The predefined set reuses the folder's sliding-window statistics when they were made with the same model, data,
+    ``proposals_per_gt``, ``precision`` and ``grid``, else computes them first (the window arguments are those of
+    `sliding_window.compute_sliding_window`). ``difficulty`` (category id -> easy/medium/hard, `groups.load_difficulty`
+    of the table ``difficulty_from``) adds the difficulty grouping.
+    """
+    import time
+
+    from dhanalysis.analysis.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT
+    from dhanalysis.analysis.runner import RunOptions, Written, claim_outputs, run_tasks, write_summary
+    from dhanalysis.analysis.sliding_window import (DEFAULT_BATCH_SIZE, check_window_options, compute_sliding_window,
+                                                    finished_sliding_window)
+    from dhanalysis.folders import write_table
+    from dhanalysis.vocab import PCC_CSV, PCC_STATS_CSV, SLIDING_WINDOW_STATS_CSV
+
+    proposals_per_gt = DEFAULT_PROPOSALS_PER_GT if proposals_per_gt is None else proposals_per_gt
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    grid = grid or DEFAULT_GRID
+    options = options or RunOptions()
+    check_window_options(raw_sample, precision, scoring, grid)
+    check_rpn_background(rpn_background)
+    started = time.perf_counter()
+    outputs = pcc_outputs()
+    key = {"analysis": outputs.analysis, "config": run.config, **run.data_key}
+    if rpn_background != DEFAULT_RPN_BACKGROUND:  # absent at the default, so earlier results keep their identity
+        key["rpn_background"] = rpn_background
+    claim_outputs(run, outputs, key, overwrite)
+
+    reused = not overwrite and finished_sliding_window(run, proposals_per_gt, precision, grid)
+    if reused:
+        stats = pd.read_csv(run.folder / SLIDING_WINDOW_STATS_CSV) if run.rank == 0 else None
+    else:
+        windows = compute_sliding_window(run, proposals_per_gt=proposals_per_gt, batch_size=batch_size,
+                                         raw_sample=raw_sample, seed=seed, precision=precision, scoring=scoring,
+                                         grid=grid, options=options, overwrite=overwrite)
+        stats = windows.table if windows is not None else None
+
+    task = ProposalPCCTask(run.model, batch_size, rpn_background)
+    merged = run_tasks(run, outputs, [task], key, options, overwrite)
+    if merged is None:
+        return None
+    state = merged.states.get(task.name) or task.new_state()
+    pcc_stats = task.frame(state, run.name)
+    table = pcc_table(stats, pcc_stats, difficulty)
+    written = write_table(table, run.folder / PCC_CSV) + write_table(pcc_stats, run.folder / PCC_STATS_CSV)
+    summary = write_summary(
+        run, outputs, key, merged, started,
+        heads_with_classifier=task.heads,
+        detection_modes=task.modes,
+        sliding_window_reused=reused,
+        proposals_per_gt=proposals_per_gt,
+        grid=grid,
+        rpn_background=rpn_background,
+        difficulty_from=difficulty_from,
+        rpn_proposals=int(state.counts.get("rpn_proposals", 0)),
+        rpn_background_dropped=int(state.counts.get("rpn_background_dropped", 0)),
+        detections=int(state.counts.get("detections", 0)),
+    )
+    return Written(table, summary, [*written, run.folder / outputs.summary])

@@ -94,7 +94,7 @@ def check_grid_kind(kind: str) -> str:
 
 def _check_count(proposals_per_gt: int) -> None:
     if proposals_per_gt < 1:
-        raise DHError(f"--proposals-per-gt must be at least 1, got {proposals_per_gt}")
+        raise DHError(f"the number of windows per box must be at least 1, got {proposals_per_gt}")
 
 
 # ------------------------------------------------------------------------------------------------ spiral

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dhanalysis.vocab import QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV
+
 MODES = ("conv", "fc", "complementary")
 DETECTION_COLUMNS = ("image_id", "file", "case", "mode", "x1", "y1", "x2", "y2", "label", "category", "score",
                      "gt_index", "iou", "status")
@@ -99,9 +101,9 @@ def disagreements(model, dataset, device="cpu", max_images: int | None = None, s
 
 
 def write_disagreements(detections: pd.DataFrame, images: pd.DataFrame, folder: str | Path) -> None:
-    from dhanalysis.atomic import atomic_write_text
+    from dhanalysis.folders import atomic_write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "qualitative.csv", detections.to_csv(index=False, float_format="%.4g"))
-    atomic_write_text(folder / "qualitative_images.csv", images.to_csv(index=False))
+    atomic_write_text(folder / QUALITATIVE_CSV, detections.to_csv(index=False, float_format="%.4g"))
+    atomic_write_text(folder / QUALITATIVE_IMAGES_CSV, images.to_csv(index=False))

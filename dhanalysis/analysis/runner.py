@@ -1,153 +1,203 @@
-"""Stream a model over a dataset in resumable chunks, sharded over torchrun ranks, keeping only sums.
+"""Run analyses of trained models over a dataset: the model's folder, resumable chunks, torchrun shards, only sums.
 
 Every analysis of §3 is a *task*: given one image's FPN features and ground truth it adds to running sums (and,
-optionally, a few raw rows). The runner owns everything else:
+optionally, a few raw rows). The runner owns everything else, in the order one ``--ckpt`` meets it:
 
+- **models** (`load_models`): each checkpoint is loaded in turn with the dataset it was trained for, and its results
+  folder is claimed: ``config.json`` records whose results the folder holds, and another model's folder is refused
+  unless ``overwrite`` (`dhanalysis.folders.claim`). Without checkpoints, `finished_runs` lists the workspace's;
+- **one analysis** (`run_analysis`): its output files are claimed for the analysis key (model, data, arguments), then
+  its tasks run in chunks, and `write_summary` writes the summary every analysis shares, last;
 - **one backbone pass per image**: transform + backbone + FPN run once, and every task reads the same features;
 - **sharding**: under torchrun, dataset image i goes to rank i % world; rank 0 merges when every rank is done;
 - **chunks and resume**: every ``chunk_size`` images a rank writes its sums to ``chunk_dir/c<first image id>.pt``
-  atomically (temporary file, then ``os.replace``), then records the chunk and its image ids in its manifest
-  ``chunk_dir/manifest.rank<r>.json`` (also atomically). A killed run restarts with the images no manifest lists,
-  so no image is counted twice or lost, whatever the world size of the restart;
-- **identity**: ``chunk_dir/run.json`` stores what produced the chunks (model config, data, analysis arguments); a
-  folder holding another run is refused unless ``overwrite``.
+  atomically, then records the chunk and its image ids in its manifest ``chunk_dir/manifest.rank<r>.json`` (also
+  atomically). A killed run restarts with the images no manifest lists, so no image is counted twice or lost,
+  whatever the world size of the restart; ``chunk_dir/run.json`` holds the key the chunks were computed for.
 
 Chunk files are plain tensors and lists, read back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import json
-import shutil
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import pandas as pd
 import torch
 
-from dhanalysis.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
 from dhanalysis.errors import DHError
+from dhanalysis.folders import (FolderTaken, Outputs, atomic_torch_save, atomic_write_json, claim, read_identity,
+                                read_json)
+from dhanalysis.vocab import (CONFIG_JSON, EVAL_CSV, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV,
+                              RAW_SAMPLE_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CSV,
+                              SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, detections_file, table_files)
 
 CHUNK_FORMAT = "dhanalysis-chunk-v1"
 DEFAULT_CHUNK_SIZE = 50
+CHECKPOINTS = Path("checkpoints")  # the workspace's training runs, one folder each (`dhanalysis train --out`)
+RESULTS = Path("results")  # the workspace's results, one folder per model
 
-
-# ------------------------------------------------------------------------------------------------ files
-def read_json(path: Path) -> Any:
-    """A JSON file's content; an unreadable file is a one-line `DHError` suggesting --overwrite."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DHError(f"{path} is not valid JSON; delete it or rerun with --overwrite") from None
-
-
-def write_table(frame: pd.DataFrame, stem: Path) -> list[Path]:
-    """``stem.csv`` always, ``stem.parquet`` as well when pyarrow is installed; both atomic. Returns the paths."""
-    stem = Path(stem)
-    paths = [stem.with_suffix(".csv")]
-    atomic_write_bytes(paths[0], frame.to_csv(index=False).encode())
-    if importlib.util.find_spec("pyarrow") is None:
-        return paths
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    paths.append(stem.with_suffix(".parquet"))
-    atomic_write_bytes(paths[1], buffer.getvalue())
-    return paths
-
-
-# ------------------------------------------------------------------------------------------------ identity
-def first_difference(stored: Any, wanted: Any, prefix: str = "") -> str | None:
-    """The first key where two nested dicts differ, as ``key: stored vs wanted`` (None when equal)."""
-    if isinstance(stored, dict) and isinstance(wanted, dict):
-        for key in sorted(set(stored) | set(wanted), key=str):
-            where = f"{prefix}.{key}" if prefix else str(key)
-            if key not in stored:
-                return f"{where}: absent vs {wanted[key]!r}"
-            if key not in wanted:
-                return f"{where}: {stored[key]!r} vs absent"
-            diff = first_difference(stored[key], wanted[key], where)
-            if diff:
-                return diff
-        return None
-    if stored != wanted:
-        return f"{prefix or 'value'}: {stored!r} vs {wanted!r}"
-    return None
-
-
-def check_identity(path: Path, key: dict, what: str) -> bool:
-    """True when ``path`` (a JSON file, or one with a ``run`` entry) holds ``key``; False when absent.
-
-    A different key is a `DHError` naming the first difference and suggesting --overwrite.
-    """
-    if not path.is_file():
-        return False
-    stored = read_json(path)
-    stored = stored.get("run", stored) if isinstance(stored, dict) else stored
-    diff = first_difference(stored, key)
-    if diff:
-        raise DHError(
-            f"{path.parent} holds {what} of another model or configuration ({diff}); rerun with --overwrite to "
-            "replace them, or choose another --out"
-        )
-    return True
-
-
-def remove_paths(paths: Sequence[Path]) -> None:
-    """Delete files and folders this package wrote (only the given paths)."""
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-# Everything the analysis commands write into a model's result folder: what --overwrite may delete when the folder
-# belongs to another model. Nothing else in the folder is touched.
+# Everything the commands write into a model's results folder: what ``overwrite`` deletes when the folder belongs to
+# another model. Nothing else in the folder is touched.
 RESULT_FILES = (
-    "config.json", "summary.json", "sliding_window_stats.csv", "sliding_window_stats.parquet", "raw_sample.csv",
-    "raw_sample.parquet", "pcc.csv", "pcc.parquet", "pcc_stats.csv", "pcc_stats.parquet", "pcc_summary.json",
-    "spatial_corr.npz", "spatial_corr.csv", "spatial_corr.parquet", "spatial_summary.json", "chunks", "eval.csv",
-    "per_class_ap.csv",
+    CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, *table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV),
+    *table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON, SPATIAL_CORR_NPZ,
+    *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON, "chunks", EVAL_CSV, PER_CLASS_AP_CSV,
 )
 
 
-def prepare_model_folder(folder: Path, config: dict, overwrite: bool, rank: int = 0) -> None:
-    """Make ``folder`` hold this model's results: refuse another model's folder unless ``overwrite``.
+# ------------------------------------------------------------------------------------------------ models
+@dataclass
+class ModelRun:
+    """One checkpoint ready to analyse: its model, dataset, results folder and the data part of every result's key."""
 
-    ``config.json`` records the model's config; a folder whose config differs is refused (`DHError` naming the
-    first difference), or with ``overwrite`` emptied of every analysis result (`RESULT_FILES`) first.
+    ckpt: str
+    name: str
+    model: Any
+    dataset: Any
+    folder: Path
+    device: torch.device
+    config: dict
+    data_key: dict  # data_root, split, max_images
+    rank: int
+
+    @property
+    def max_images(self) -> int | None:
+        return self.data_key["max_images"]
+
+
+def finished_runs(root: str | Path = CHECKPOINTS) -> dict[str, Path]:
+    """Every finished training run under ``root`` (a folder holding ``model_final.pth``), by name, in path order.
+
+    A run's name is its folder relative to ``root`` with ``/`` read as ``-`` (``checkpoints/synth-single-fc`` is
+    ``synth-single-fc``), which is also its results folder's name.
     """
-    folder = Path(folder)
-    path = folder / "config.json"
+    from dhanalysis.engine.train import FINAL
+
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    runs = sorted(root.rglob(FINAL))
+    return {"-".join(p.parent.relative_to(root).parts) or root.resolve().name: p for p in runs}
+
+
+def analysis_device(device: str | None = None) -> torch.device:
+    """Check ``device`` (None: CUDA when present), join torchrun's process group when launched by it, and return this
+    rank's device."""
+    from dhanalysis.engine.distributed import init_distributed, resolve_device
+
+    requested = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    resolve_device(requested)  # a one-line DHError when CUDA is asked for and absent
+    init_distributed(requested)
+    return resolve_device(requested)
+
+
+def as_today(config: Any) -> Any:
+    """A stored config as today's code reads it: keys added since take their defaults and renamed keys migrate, so
+    results written before a new option existed keep their identity."""
+    from dhanalysis.config import config_from_dict, config_to_dict
+
+    if not isinstance(config, dict):
+        return config
     try:
-        same = check_identity(path, config, "results")
-    except DHError:
-        if not overwrite:
-            raise
-        same = False
-        if rank == 0:
-            remove_paths([folder / name for name in RESULT_FILES] + sorted(folder.glob("detections_*.json")))
-    if not same and rank == 0:
-        atomic_write_json(path, config)
+        return config_to_dict(config_from_dict(config))
+    except (DHError, TypeError, ValueError, AttributeError):
+        return config
+
+
+def stored_key(path: Path) -> Any | None:
+    """The identity a record holds (`dhanalysis.folders.read_identity`) with its model config read as today's."""
+    stored = read_identity(path)
+    if isinstance(stored, dict) and isinstance(stored.get("config"), dict):
+        stored = {**stored, "config": as_today(stored["config"])}
+    return stored
+
+
+def claim_model_folder(folder: Path, config: dict, overwrite: bool = False, rank: int = 0) -> None:
+    """Make ``folder`` hold this model's results: another model's folder is refused (`FolderTaken` naming the first
+    difference of ``config.json``) unless ``overwrite``, which first deletes every result (`RESULT_FILES`) in it."""
     from dhanalysis.engine.distributed import barrier
 
+    folder = Path(folder)
+    record = folder / CONFIG_JSON
+    owned = [folder / name for name in RESULT_FILES] + sorted(folder.glob(detections_file("*")))
+    same = claim(folder, config, as_today(read_identity(record)), owned, overwrite=overwrite, writer=rank == 0)
+    if not same and rank == 0:
+        atomic_write_json(record, config)
     barrier()
 
 
-def open_dataset(root: Path, split: str, num_classes: int, ckpt: str = "the checkpoint"):
+def open_dataset(root: Path, split: str, num_classes: int, ckpt: str = "the checkpoint", strict: bool = False,
+                 skip_bad_images: bool = False):
     """The `CocoDataset` of a split (no transforms: the model resizes), checked against the model's classes."""
     from dhanalysis.data.coco import CocoDataset
 
-    dataset = CocoDataset(root, split, train=False)
+    dataset = CocoDataset(root, split, train=False, strict=strict, skip_bad_images=skip_bad_images)
     if dataset.num_classes != num_classes:
         raise DHError(f"{ckpt} was trained for {num_classes} classes but {root}/{split} has {dataset.num_classes}; "
-                      "analyse it on the dataset it was trained on (--data-root, --split)")
+                      "evaluate or analyse it on the dataset it was trained on")
     return dataset
+
+
+def load_models(
+    ckpts: Sequence[str | Path],
+    names: Sequence[str] | None = None,
+    data_root: str | Path | None = None,
+    split: str | None = None,
+    out: str | Path | None = None,
+    max_images: int | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    strict: bool = False,
+    skip_bad_images: bool = False,
+    check: Callable[[Any], None] | None = None,
+) -> Iterator[ModelRun]:
+    """Load each checkpoint in turn (one model in memory at a time) with its dataset, and claim its results folder.
+
+    ``names`` name the models (default: each config's ``name``) and their folders: ``out`` itself for one model,
+    ``out/<name>`` for several, ``results/<name>`` without ``out``. ``data_root`` and ``split`` default to the
+    config's ``data.root`` and ``data.val_split``; ``max_images`` keeps the first N images. ``check(config)`` runs
+    before the folder is claimed, so a request the model cannot serve writes nothing.
+    """
+    from dhanalysis.config import config_to_dict
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    ckpts = [str(c) for c in ckpts]
+    if names and len(names) != len(ckpts):
+        raise DHError(f"give one name per checkpoint ({len(ckpts)} checkpoints, {len(names)} names)")
+    if max_images is not None and max_images < 1:
+        raise DHError(f"the number of images must be at least 1, got {max_images}")
+    dev = analysis_device(device)
+    seen: set[str] = set()
+    for i, ckpt in enumerate(ckpts):
+        model = load_checkpoint(ckpt, map_location=dev)
+        cfg = model.config
+        name = names[i] if names else cfg.name
+        if not name or "/" in name or name in (".", ".."):
+            raise DHError(f"model name '{name}' of {ckpt} cannot name a folder; give it another name")
+        if name in seen:
+            raise DHError(f"two checkpoints are both named '{name}'; give each its own name")
+        seen.add(name)
+        root = Path(data_root or cfg.data.root)
+        split_name = split or cfg.data.val_split
+        dataset = open_dataset(root, split_name, cfg.model.num_classes, ckpt, strict, skip_bad_images)
+        if check is not None:
+            check(cfg)
+        folder = (Path(out) / name if len(ckpts) > 1 else Path(out)) if out else RESULTS / name
+        config = config_to_dict(cfg)
+        rank = _rank()
+        claim_model_folder(folder, config, overwrite, rank)
+        data_key = {"data_root": str(root.resolve()), "split": split_name, "max_images": max_images}
+        yield ModelRun(ckpt, name, model, dataset, folder, dev, config, data_key, rank)
+
+
+def _rank() -> int:
+    from dhanalysis.engine.distributed import get_rank
+
+    return get_rank()
 
 
 # ------------------------------------------------------------------------------------------------ tasks
@@ -279,10 +329,10 @@ def _load_chunk(chunk_dir: Path, entry: dict) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a damaged file is the folder's fault, whatever torch says
-        raise DHError(f"chunk {path} is listed as finished but cannot be read ({type(exc).__name__}); rerun with "
-                      "--overwrite") from None
+        raise FolderTaken(chunk_dir, f"chunk {path} is listed as finished but cannot be read "
+                                     f"({type(exc).__name__})") from None
     if payload.get("format") != CHUNK_FORMAT:
-        raise DHError(f"chunk {path} was not written by this version; rerun with --overwrite")
+        raise FolderTaken(chunk_dir, f"chunk {path} was not written by this version")
     return payload
 
 
@@ -404,7 +454,7 @@ def merge_chunks(chunk_dir: Path, expected_ids: Sequence[int] | None = None) -> 
         ids = {int(i) for i in entry["image_ids"]}
         twice = seen & ids
         if twice:
-            raise DHError(f"{chunk_dir} counts image {min(twice)} in two chunks; rerun with --overwrite")
+            raise FolderTaken(chunk_dir, f"{chunk_dir} counts image {min(twice)} in two chunks")
         seen |= ids
         payload = _load_chunk(chunk_dir, entry)
         for k, v in payload["counts"].items():
@@ -421,7 +471,7 @@ def merge_chunks(chunk_dir: Path, expected_ids: Sequence[int] | None = None) -> 
         missing = set(int(i) for i in expected_ids) - seen
         if missing:
             raise DHError(f"{len(missing)} images of this run are in no finished chunk of {chunk_dir} (a rank "
-                          "stopped early?); rerun the same command to finish them")
+                          "stopped early?); run the same analysis again to finish them")
     return Merged(sorted(seen), counts, seconds, states, chunk_dir)
 
 
@@ -433,7 +483,16 @@ def iter_rows(chunk_dir: Path, task: str, name: str) -> Iterator[torch.Tensor]:
             yield rows
 
 
-# ------------------------------------------------------------------------------------------------ the whole run
+# ------------------------------------------------------------------------------------------------ one analysis
+@dataclass
+class Written:
+    """What one analysis of one model wrote (rank 0): its main table, its summary, and every path, summary last."""
+
+    table: Any  # pandas DataFrame
+    summary: dict
+    paths: list[Path]
+
+
 def analyse(
     model,
     dataset,
@@ -446,24 +505,20 @@ def analyse(
 ) -> Merged | None:
     """Run ``tasks`` over the dataset (this rank's shard), resuming from ``chunk_dir``; rank 0 returns the merge.
 
-    ``key`` is the run's identity (stored in ``chunk_dir/run.json``); a folder with another key is refused unless
+    ``key`` is the run's identity (stored in ``chunk_dir/run.json``); chunks of another key are refused unless
     ``overwrite``, which deletes the old chunks first. Other ranks return None once their shard is written.
     """
     chunk_dir = Path(chunk_dir)
     rank, world = _dist_rank_world(options)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if options.chunk_size < 1:
-        raise DHError(f"--chunk-size must be at least 1, got {options.chunk_size}")
+        raise DHError(f"chunk size must be at least 1 image, got {options.chunk_size}")
     run_file = chunk_dir / "run.json"
-    if overwrite and rank == 0:
-        remove_paths([chunk_dir])
-    elif not overwrite:
-        check_identity(run_file, key, "partial results")
+    resumed = claim(chunk_dir, key, stored_key(run_file), [chunk_dir], overwrite=overwrite, restart=overwrite,
+                    what="partial results", writer=rank == 0)
     _barrier(options)
-    if rank == 0:
-        chunk_dir.mkdir(parents=True, exist_ok=True)
-        if not run_file.is_file():
-            atomic_write_json(run_file, {"run": key})
+    if rank == 0 and not resumed:
+        atomic_write_json(run_file, {"run": key})
     _barrier(options)
 
     indices = selected_indices(len(dataset), options.max_images)
@@ -472,3 +527,51 @@ def analyse(
     if rank != 0:
         return None
     return merge_chunks(chunk_dir, [int(dataset.ids[i]) for i in indices])
+
+
+def claim_outputs(run: ModelRun, outputs: Outputs, key: dict, overwrite: bool = False) -> None:
+    """Make ``outputs`` in ``run.folder`` this analysis's: results of another key (the summary's ``run``) are refused
+    unless ``overwrite``, which deletes them, and this analysis's own, first."""
+    from dhanalysis.engine.distributed import barrier
+
+    folder = run.folder
+    claim(folder, key, stored_key(folder / outputs.summary), [folder / f for f in outputs.files],
+          overwrite=overwrite, restart=overwrite, what=outputs.what, writer=run.rank == 0)
+    barrier()
+
+
+def run_tasks(run: ModelRun, outputs: Outputs, tasks: Sequence[Task], key: dict,
+              options: RunOptions = RunOptions(), overwrite: bool = False) -> Merged | None:
+    """Run (or resume) ``tasks`` over the model's images in chunks under ``run.folder/chunks/<outputs.chunks>``;
+    rank 0 returns the merge, other ranks None."""
+    options = replace(options, max_images=run.max_images)
+    return analyse(run.model, run.dataset, tasks, run.folder / "chunks" / outputs.chunks, key, options,
+                   overwrite=overwrite, device=run.device)
+
+
+def run_analysis(run: ModelRun, outputs: Outputs, tasks: Sequence[Task], key: dict,
+                 options: RunOptions = RunOptions(), overwrite: bool = False) -> Merged | None:
+    """`claim_outputs`, then `run_tasks`: one analysis of one model up to its merged sums."""
+    claim_outputs(run, outputs, key, overwrite)
+    return run_tasks(run, outputs, tasks, key, options, overwrite)
+
+
+def write_summary(run: ModelRun, outputs: Outputs, key: dict, merged: Merged, started: float,
+                  **fields: Any) -> dict:
+    """Write ``outputs.summary`` (atomically, after every other output): the key, the model, the analysis's own
+    ``fields``, and what every analysis reports (images, time, device); returns it."""
+    from dhanalysis.engine.distributed import get_world_size
+
+    summary = {
+        "run": key,
+        "model": run.name,
+        "checkpoint": str(run.ckpt),
+        **fields,
+        "images": len(merged.image_ids),
+        "seconds_compute": merged.seconds,
+        "seconds_wall": time.perf_counter() - started,
+        "device": str(run.device),
+        "world_size": get_world_size(),
+    }
+    atomic_write_json(run.folder / outputs.summary, summary)
+    return summary

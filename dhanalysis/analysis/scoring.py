@@ -10,10 +10,11 @@ All boxes of an image go through RoIAlign and the heads in batches of ``batch_si
 per image (`runner.ImageContext`). Work is in the resized image's frame; IoU is scale invariant, so nothing is mapped
 back. A NaN score or box is a `DHError`, never averaged in.
 
-Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` (torchvision
-RoIAlign per level, the NCHW head modules, decoding of every class). `FastScorer` is what the sliding-window command
-uses: RoIAlign as one weighted gather into channels-last rows (`dhanalysis.model.gather_roi`), the heads as matmul
-chains with folded BatchNorm (`fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their
+Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` with the
+``"torchvision"`` pooling backend (torchvision RoIAlign per level, the NCHW head modules, decoding of every class).
+`FastScorer` is what the sliding-window command uses: RoIAlign as one weighted gather into channels-last rows
+(`dhanalysis.model.gather_roi`), the heads in their inference form (each head's ``fuse``: matmul chains with folded
+BatchNorm, assembled by `fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their
 statistics agree to float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
 """
 
@@ -29,16 +30,17 @@ import pandas as pd
 import torch
 
 from dhanalysis.analysis.fast_heads import FastHeads
-from dhanalysis.analysis.groups import SIZE_GROUPS, size_index
+from dhanalysis.analysis.groups import size_index
 from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, sliding_window_grid,
                                            sliding_window_proposals)
 from dhanalysis.analysis.runner import ImageContext, TaskState
 from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
 from dhanalysis.boxes import clip_boxes, matched_iou
-from dhanalysis.errors import DHError
+from dhanalysis.engine.distributed import cpu_has_bf16
+from dhanalysis.errors import DHError, OutOfMemory
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
-from dhanalysis.model.roi_heads import scale_boxes_about_centre, torchvision_pooling
-from dhanalysis.model.variants import HEAD_TYPES
+from dhanalysis.model.roi_heads import scale_boxes_about_centre
+from dhanalysis.vocab import HEAD_TYPES, SIZE_GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class AdaptiveBatch:
 
     def __init__(self, size: int, floor: int = MIN_BATCH):
         if size < 1:
-            raise DHError(f"--batch-size must be at least 1, got {size}")
+            raise DHError(f"batch size must be at least 1, got {size}")
         self.size, self.floor = size, min(floor, size)
 
     def map(self, fn: Callable[[int, int], Any], n: int) -> list[Any]:
@@ -90,10 +92,10 @@ class AdaptiveBatch:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 if self.size <= self.floor:
-                    raise DHError(f"out of memory even at --batch-size {self.size} (the floor of the automatic "
-                                  "halving); free device memory or run with --device cpu") from None
+                    raise OutOfMemory(self.size, f"out of memory even at batch size {self.size} (the floor of the "
+                                      "automatic halving); free device memory or run on the CPU") from None
                 self.size = max(self.floor, self.size // 2)
-                log.warning("out of memory: retrying with --batch-size %d", self.size)
+                log.warning("out of memory: retrying with batch size %d", self.size)
                 continue
             start = stop
         return out
@@ -126,7 +128,7 @@ def score_boxes(
     height, width = image_size
 
     def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
-        out = roi_heads.probe(features, [boxes[start:stop]], [image_size])
+        out = roi_heads.probe(features, [boxes[start:stop]], [image_size], backend="torchvision")
         rows = torch.arange(stop - start, device=boxes.device)
         lab = labels[start:stop]
         result: dict[str, dict[str, torch.Tensor]] = {}
@@ -139,8 +141,7 @@ def score_boxes(
                     regressed_iou(regressed, gt_boxes[start:stop], height, width, clip_regressed))
         return result
 
-    with torchvision_pooling(model):
-        return merge_batches(batcher.map(run, len(boxes)))
+    return merge_batches(batcher.map(run, len(boxes)))
 
 
 def regressed_iou(regressed: torch.Tensor, gt: torch.Tensor, height: int, width: int,
@@ -173,18 +174,6 @@ def check_finite(merged: dict[str, dict[str, torch.Tensor]]) -> None:
                 raise DHError(f"the {head}-head gives NaN {what}; the checkpoint's weights are probably diverged")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 matmuls are emulated."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability.startswith("AVX512"):
-        try:
-            flags = open("/proc/cpuinfo").read()
-        except OSError:
-            return True
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
-
-
 class FastScorer:
     """`score_boxes` for many boxes: fast RoIAlign + matmul heads (+ bf16 when ``precision="bf16"``), same outputs.
 
@@ -194,12 +183,12 @@ class FastScorer:
 
     def __init__(self, model, precision: str = "fp32"):
         if precision not in PRECISIONS:
-            raise DHError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise DHError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         roi_heads = model.roi_heads
         self.precision, self.dtype = precision, PRECISIONS[precision]
         device = next(model.parameters()).device
         if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-            log.warning("--precision bf16 on a CPU without bf16 units (%s): matmuls are emulated and far slower "
+            log.warning("precision 'bf16' on a CPU without bf16 units (%s): matmuls are emulated and far slower "
                         "than fp32 here (BENCHMARKS.md)", torch.backends.cpu.get_cpu_capability())
         self.pooler = roi_heads.box_roi_pool
         self.box_coder = roi_heads.box_coder
@@ -280,7 +269,8 @@ class SlidingWindowTask:
                  raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32",
                  grid_kind: str = DEFAULT_GRID):
         if not fast and precision != "fp32":
-            raise DHError("the straightforward scoring path runs in fp32 only; use the fast path for bf16")
+            raise DHError(f"the reference scoring path (fast=False) runs in fp32 only, got precision {precision!r}; "
+                          "score with the fast path for bf16")
         self.model = model
         self.heads = head_tasks(model)
         self.num_classes = num_classes

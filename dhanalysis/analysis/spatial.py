@@ -19,14 +19,20 @@ is all zero has cosine 0 with every cell.
 
 from __future__ import annotations
 
+import io
+import time
+
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhanalysis.analysis.runner import ImageContext, TaskState
+from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, run_analysis,
+                                        write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
+from dhanalysis.folders import Outputs, atomic_write_bytes, write_table
+from dhanalysis.vocab import SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
 
 MAPS = ("conv_output", "fc_output", "fc_weight")
 SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
@@ -129,3 +135,41 @@ def spatial_frame(maps: dict[str, np.ndarray], model_name: str) -> pd.DataFrame:
         parts.append(pd.DataFrame({"model": model_name, "map": name, "cell_i": i.ravel(), "cell_j": j.ravel(),
                                    "value": matrix.ravel()}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SPATIAL_COLUMNS))
+
+
+# ------------------------------------------------------------------------------------------------ one model
+OUTPUTS = Outputs(
+    analysis="spatial-corr",
+    files=(SPATIAL_CORR_NPZ, *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON),
+    summary=SPATIAL_SUMMARY_JSON,
+    chunks="spatial_corr",
+    what="spatial-correlation results",
+)
+DEFAULT_BATCH_SIZE = 256  # ground-truth RoIs per head forward; halved on out-of-memory
+
+
+def compute_spatial_corr(run: ModelRun, *, batch_size: int = DEFAULT_BATCH_SIZE, options: RunOptions = RunOptions(),
+                         overwrite: bool = False) -> Written | None:
+    """The spatial correlation of one loaded model, written to ``spatial_corr.npz`` / ``.csv`` and
+    ``spatial_summary.json``; rank 0 returns them (the table is `spatial_frame`'s), other ranks None."""
+    started = time.perf_counter()
+    key = {"analysis": OUTPUTS.analysis, "config": run.config, **run.data_key}
+    task = SpatialTask(run.model, batch_size)
+    merged = run_analysis(run, OUTPUTS, [task], key, options, overwrite)
+    if merged is None:
+        return None
+    state = merged.states.get(task.name) or task.new_state()
+    maps = task.result(state)
+    buffer = io.BytesIO()
+    np.savez(buffer, **maps)
+    atomic_write_bytes(run.folder / SPATIAL_CORR_NPZ, buffer.getvalue())
+    table = spatial_frame(maps, run.name)
+    written = [run.folder / SPATIAL_CORR_NPZ, *write_table(table, run.folder / SPATIAL_CORR_CSV)]
+    summary = write_summary(
+        run, OUTPUTS, key, merged, started,
+        maps=list(maps),
+        branches=task.branches,
+        objects=int(state.counts.get("objects", 0)),
+        mean_off_diagonal={k: float((v.sum() - np.trace(v)) / (v.size - len(v))) for k, v in maps.items()},
+    )
+    return Written(table, summary, [*written, run.folder / OUTPUTS.summary])

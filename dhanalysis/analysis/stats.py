@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.groups import SIZE_GROUPS
+from dhanalysis.vocab import SIZE_GROUPS
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that figures can read tables without it
     import torch

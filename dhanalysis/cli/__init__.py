@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figures": ("figures", "render the paper's figures and tables from result files (no model is run)"),
     "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: tiny models)"),
     "reproduce": ("reproduce", "the CPU-scale reproduction: trained detectors, every analysis, the paper's claims"),
+    "convert": ("convert", "write torchvision/detectron2/mmdet/maskrcnn-benchmark weights as a dhanalysis checkpoint"),
 }
 
 
@@ -62,6 +63,22 @@ def one_line(exc: DHError) -> str:
     return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else " ".join(lines)
 
 
+def in_flags(exc: DHError) -> str:
+    """The error's one line, its remedy worded with the command line's flags where the library words it with
+    parameters (``overwrite=True`` is ``--overwrite``, a batch size is ``--batch-size``)."""
+    from dhanalysis.errors import OutOfMemory
+    from dhanalysis.folders import FolderTaken
+
+    if isinstance(exc, OutOfMemory):
+        return (f"out of memory even at --batch-size {exc.batch_size} (the floor of the automatic halving); free "
+                "device memory or run with --device cpu")
+    if not isinstance(exc, FolderTaken):
+        return one_line(exc)
+    if exc.resumable:
+        return f"{exc.problem}; pass --resume to continue it or --overwrite to start again"
+    return f"{exc.problem}; rerun with --overwrite to replace them, or choose another --out"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -70,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except DHError as exc:
-        print(f"dhanalysis: error: {one_line(exc)}", file=sys.stderr)
+        print(f"dhanalysis: error: {in_flags(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dhanalysis: interrupted; rerun the same command to resume", file=sys.stderr)

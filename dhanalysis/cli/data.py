@@ -3,8 +3,8 @@
   dhanalysis data synth --out data/synth           the synthetic shapes set (train/val, six classes), CPU-sized
   dhanalysis data voc2coco --voc-root VOC2007 --out data/voc07   Pascal VOC converted to COCO json
 
-Train on a result with: dhanalysis train ... --data-root <out> --set data.train_split=<split> --set data.val_split=<split>
-(the configs/synth presets already read data/synth with splits train and val).
+Train on a result with: dhanalysis train ... --data-root <out> --set data.train_split=<split>
+--set data.val_split=<split> (the configs/synth presets already read data/synth with splits train and val).
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
         ann_files = voc_to_coco(args.voc_root, args.out, splits=args.splits)
         print(f"converted {args.voc_root} to COCO format in {args.out} ({time.perf_counter() - started:.1f}s)")
-    print(f"  images in {Path(args.out)}/<split>/, annotations in {Path(args.out) / 'annotations'}/instances_<split>.json")
+    annotations = Path(args.out) / "annotations"
+    print(f"  images in {Path(args.out)}/<split>/, annotations in {annotations}/instances_<split>.json")
     for split, ann_file in ann_files.items():
         print(_summary_line(split, ann_file))
     splits = list(ann_files)
     train, val = splits[0], splits[-1]
-    print(f"train/evaluate on it with: --data-root {args.out} --set data.train_split={train} --set data.val_split={val}")
+    print(f"train/evaluate on it with: --data-root {args.out} --set data.train_split={train} "
+          f"--set data.val_split={val}")
     return 0

@@ -5,8 +5,8 @@
 
 The same pipeline as `dhanalysis reproduce`, smaller: make data/synth; pretrain a ResNet-18 on its box crops (the
 local stand-in for ImageNet weights); train a Single-FC end to end as the shared trunk; train Single-FC,
-Single-Conv, Double-FC, Double-Conv (weight 1.0), Double-Head (ω 2.0 / 2.5) and a 2 × 2 λ grid of
-Double-Head-Ext (λ_fc ∈ {0.7, 1}, λ_conv ∈ {0.8, 1}) on the frozen trunk; evaluate every inference mode; run the
+Single-Conv, Double-FC, Double-Conv (weight 1.0), Double-Head (ω 2.0 / 2.5) and two runs of Fig. 8's λ grid,
+Double-Head-Ext (λ_fc, λ_conv) = (0.7, 0.8) and (1, 1), on the frozen trunk; evaluate every inference mode; run the
 sliding-window, PCC and spatial-correlation analyses; render every figure and table; check the paper's claims with
 bootstrap intervals and print them. Every step resumes: rerun the same command after an interruption.
 """
@@ -35,8 +35,9 @@ DEMO = replace(
     eval_images=50,
     replicates=300,
     table1=DEMO_TABLE1,
+    fig8_pairs=((0.7, 0.8), (1.0, 1.0)),  # Ext and the vanilla Double-Head: what the demo's claims compare
 )
-QUICK: StudyPlan = replace(TINY, table1=DEMO_TABLE1, data_dir="synth-quick")
+QUICK: StudyPlan = replace(TINY, table1=DEMO_TABLE1, fig8_pairs=DEMO.fig8_pairs, data_dir="synth-quick")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,67 +11,53 @@ holding another model's results (its config.json differs) is refused without --o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+
+from dhanalysis.cli.common import add_model_arguments, check_at_least, models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", action="append", required=True, help="checkpoint file (repeatable)")
-    parser.add_argument("--name", action="append", default=[], help="model name per --ckpt (default: config name)")
-    parser.add_argument("--data-root", help="dataset folder (default: the checkpoint config's data.root)")
-    parser.add_argument("--split", help="split to evaluate (default: the config's data.val_split)")
+    add_model_arguments(parser, workspace=False)
     parser.add_argument("--modes", default="all", help="comma-separated inference modes, or 'all' (default)")
-    parser.add_argument("--out", help="output folder (default: results/<model name>)")
-    parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per forward (default 2)")
     parser.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace results of another model or configuration in the output folder")
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-    from pathlib import Path
-
     import pandas as pd
 
-    from dhanalysis.analysis.runner import prepare_model_folder
-    from dhanalysis.config import config_to_dict
-    from dhanalysis.data.coco import CocoDataset
-    from dhanalysis.engine.distributed import get_rank, init_distributed, is_main, resolve_device
+    from dhanalysis.engine.distributed import is_main
     from dhanalysis.engine.evaluate import evaluate
-    from dhanalysis.errors import DHError
-    from dhanalysis.model.checkpoint import load_checkpoint
     from dhanalysis.model.variants import check_mode
+    from dhanalysis.vocab import EVAL_CSV, PER_CLASS_AP_CSV
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.name and len(args.name) != len(args.ckpt):
-        raise DHError(f"give one --name per --ckpt ({len(args.ckpt)} checkpoints, {len(args.name)} names)")
-    device = resolve_device(args.device)
-    init_distributed(device.type)
-    for i, ckpt in enumerate(args.ckpt):
-        model = load_checkpoint(ckpt, map_location=device)
-        cfg = model.config
-        name = args.name[i] if args.name else cfg.name
-        root = args.data_root or cfg.data.root
-        split = args.split or cfg.data.val_split
-        dataset = CocoDataset(root, split, train=False, strict=args.strict, skip_bad_images=not args.strict)
-        if dataset.num_classes != cfg.model.num_classes:
-            raise DHError(f"{ckpt} was trained for {cfg.model.num_classes} classes but {root}/{split} has "
-                          f"{dataset.num_classes}; evaluate on the dataset it was trained on")
-        if args.modes == "all":
-            modes = None
-        else:
-            modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-            for mode in modes:  # before any file is written
-                check_mode(cfg.model.variant, cfg.model.loss, mode)
-        if args.out:
-            out = Path(args.out) / name if len(args.ckpt) > 1 else Path(args.out)
-        else:
-            out = Path("results") / name
-        prepare_model_folder(out, config_to_dict(cfg), args.overwrite, get_rank())
-        table, _ = evaluate(model, dataset, modes, device, args.batch_size, args.max_images, out, name)
+    check_at_least(args, batch_size=1)
+    modes = None if args.modes == "all" else [m.strip() for m in args.modes.split(",") if m.strip()]
+
+    def check_modes(cfg) -> None:  # before any file is written
+        for mode in modes or ():
+            check_mode(cfg.model.variant, cfg.model.loss, mode)
+
+    for model_run in _in_eval_words(models(args, strict=args.strict, skip_bad_images=not args.strict,
+                                           check=check_modes)):
+        table, _ = evaluate(model_run.model, model_run.dataset, modes, model_run.device, args.batch_size,
+                            args.max_images, model_run.folder, model_run.name)
         if is_main():
             with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
                 print(table.to_string(index=False))
-            print(f"wrote {out / 'eval.csv'}, {out / 'per_class_ap.csv'} and detections_<mode>.json")
+            out = model_run.folder
+            print(f"wrote {out / EVAL_CSV}, {out / PER_CLASS_AP_CSV} and detections_<mode>.json")
     return 0
+
+
+def _in_eval_words(runs: Iterator) -> Iterator:
+    """``runs``, with the dataset's remedy for bad images worded with this command's flag."""
+    from dhanalysis.data.coco import SKIP_REMEDY
+    from dhanalysis.errors import DHError
+
+    try:
+        yield from runs
+    except DHError as exc:
+        if SKIP_REMEDY not in str(exc):
+            raise
+        raise DHError(str(exc).replace(SKIP_REMEDY, "rerun without --strict to skip them")) from None

@@ -17,7 +17,9 @@ Three sets of boxes, for each head that has a classifier:
   rpn and detection boxes are grouped by size like COCOeval: the matched box's group, or their own area's when
   they overlap nothing. Crowd boxes are ignored.
 
-Writes to OUT (several --ckpt: OUT/<model name>/): pcc.csv (model, head, proposal_set, grouping, group, mode, n,
+Without --ckpt, every finished run under ./checkpoints is analysed in turn (see 'dhanalysis sliding-window -h').
+
+Writes to OUT (several models: OUT/<model name>/): pcc.csv (model, head, proposal_set, grouping, group, mode, n,
 pcc), pcc_stats.csv (the rpn/detection streaming sums n, sum_x, sum_x2, sum_s, sum_s2, sum_xs per model, head,
 proposal_set, mode, size; tables of several shards merge by addition), pcc_summary.json, and the sliding-window
 outputs when it computed them. Definitions in docs/analysis.md.
@@ -30,13 +32,15 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.sliding_window import add_common_arguments, add_window_arguments
-
-PCC_OUTPUTS = ("pcc.csv", "pcc.parquet", "pcc_stats.csv", "pcc_stats.parquet", "pcc_summary.json")
+from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, add_window_arguments, check_at_least,
+                                   flag_error, models, print_written, run_options, window_values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
+
+    add_model_arguments(parser)
+    add_run_arguments(parser, DEFAULT_BATCH_SIZE)
     add_window_arguments(parser)
     parser.add_argument("--difficulty-from", metavar="PATH",
                         help="per_class_ap.csv (dhanalysis eval) of the reference model that ranks class difficulty")
@@ -48,78 +52,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     import pandas as pd
 
     from dhanalysis.analysis.groups import load_difficulty
-    from dhanalysis.analysis.pcc import ProposalPCCTask, pcc_table
-    from dhanalysis.analysis.runner import analyse, atomic_write_json, write_table
-    from dhanalysis.cli.sliding_window import (claim_outputs, compute_sliding_window, iter_models,
-                                               reusable_sliding_window, run_options, window_grid)
-
-    grid = window_grid(args)
-    rpn_background = _rpn_background(args)
-    difficulty = None
-    if args.difficulty_from:
-        difficulty = load_difficulty(args.difficulty_from, args.difficulty_model, args.difficulty_mode)
-    for model_run in iter_models(args):
-        started = time.perf_counter()
-        folder = model_run.folder
-        key = {"analysis": "pcc", "config": model_run.config, **model_run.data_key}
-        if rpn_background != "keep":  # absent at the default, so earlier results keep their identity
-            key["rpn_background"] = rpn_background
-        claim_outputs(model_run, [folder / f for f in PCC_OUTPUTS], folder / "pcc_summary.json", key, "PCC results",
-                      args.overwrite)
-
-        reused = not args.overwrite and reusable_sliding_window(model_run, args.proposals_per_gt, args.precision,
-                                                                grid)
-        if reused:
-            stats = pd.read_csv(folder / "sliding_window_stats.csv") if model_run.rank == 0 else None
-        else:
-            stats = compute_sliding_window(model_run, args, args.raw_sample, args.seed)
-
-        task = ProposalPCCTask(model_run.model, args.batch_size, rpn_background)
-        merged = analyse(model_run.model, model_run.dataset, [task], folder / "chunks" / "pcc", key,
-                         run_options(args), overwrite=args.overwrite, device=model_run.device)
-        if merged is None:
-            continue
-        state = merged.states.get(task.name) or task.new_state()
-        pcc_stats = task.frame(state, model_run.name)
-        table = pcc_table(stats, pcc_stats, difficulty)
-        written = write_table(table, folder / "pcc") + write_table(pcc_stats, folder / "pcc_stats")
-        summary = {
-            "run": key,
-            "model": model_run.name,
-            "checkpoint": str(model_run.ckpt),
-            "heads_with_classifier": task.heads,
-            "detection_modes": task.modes,
-            "sliding_window_reused": reused,
-            "proposals_per_gt": args.proposals_per_gt,
-            "grid": grid,
-            "rpn_background": rpn_background,
-            "difficulty_from": args.difficulty_from,
-            "images": len(merged.image_ids),
-            "rpn_proposals": int(state.counts.get("rpn_proposals", 0)),
-            "rpn_background_dropped": int(state.counts.get("rpn_background_dropped", 0)),
-            "detections": int(state.counts.get("detections", 0)),
-            "seconds_compute": merged.seconds,
-            "seconds_wall": time.perf_counter() - started,
-            "device": str(model_run.device),
-        }
-        atomic_write_json(folder / "pcc_summary.json", summary)
-        with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
-            print(table.to_string(index=False))
-        print(f"wrote {', '.join(str(p) for p in written)}, {folder / 'pcc_summary.json'}")
-    return 0
-
-
-def _rpn_background(args: argparse.Namespace) -> str:
-    """``--rpn-background``, checked: a one-line error naming the flag when it is not keep or drop."""
-    from dhanalysis.analysis.pcc import check_rpn_background
+    from dhanalysis.analysis.pcc import check_rpn_background, compute_pcc
     from dhanalysis.errors import DHError
 
-    try:
-        return check_rpn_background(args.rpn_background)
-    except DHError as exc:
-        raise DHError(f"--rpn-background: {exc}") from None
+    check_at_least(args, batch_size=1)
+    values, options = window_values(args), run_options(args)  # bad flags fail before any model is loaded
+    flag_error("--rpn-background", check_rpn_background, args.rpn_background)
+    difficulty = None
+    if args.difficulty_from:
+        try:
+            difficulty = load_difficulty(args.difficulty_from, args.difficulty_model, args.difficulty_mode)
+        except DHError as exc:  # the library names the values; name the flags they came from
+            words = str(exc).replace("(model=...)", "with --difficulty-model").replace("(mode=...)",
+                                                                                       "with --difficulty-mode")
+            raise DHError(f"--difficulty-from: {words}") from None
+    for model_run in models(args):
+        written = compute_pcc(model_run, batch_size=args.batch_size, rpn_background=args.rpn_background,
+                              difficulty=difficulty, difficulty_from=args.difficulty_from, options=options,
+                              overwrite=args.overwrite, **values)
+        if written is not None:
+            with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
+                print(written.table.to_string(index=False))
+            print_written(written.paths)
+    return 0

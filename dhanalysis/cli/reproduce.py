@@ -33,6 +33,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dhanalysis.folders import atomic_write_text
+from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, FINDINGS_CSV, FINDINGS_MD, PCC_CSV,
+                              PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV,
+                              QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON,
+                              SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, SWEEP_RESULTS_CSV)
+
 
 @dataclass(frozen=True)
 class StudyPlan:
@@ -50,6 +56,7 @@ class StudyPlan:
     replicates: int
     model: tuple[str, ...] = ()  # overrides of every model, trunk included (the tiny plans shrink them)
     table1: tuple[str, ...] | None = None  # Table 1 runs to train (None: all ten)
+    fig8_pairs: tuple[tuple[float, float], ...] | None = None  # (λ_fc, λ_conv) pairs to train (None: the whole grid)
     data_dir: str = "synth"  # data/<data_dir> under the work folder
 
 
@@ -96,7 +103,6 @@ ANALYSED = {"single-fc": ("table1", "single-fc-w1"), "single-conv": ("table1", "
             "double-head-ext": ("fig8", "lfc0.7-lconv0.8")}
 EXT_RUN, VANILLA_RUN = "lfc0.7-lconv0.8", "lfc1-lconv1"
 PROTOCOL = "shared-trunk"
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "synth"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,16 +148,18 @@ class Outcome:
 def run_study(plan: StudyPlan, work: Path, tag: str, device: str | None = None,
               replicates: int | None = None) -> Outcome:
     """Every step of a study of size ``plan`` under ``work`` (outputs tagged ``tag``), skipping finished ones."""
-    from dhanalysis.cli import main as cli
-    from dhanalysis.config import load_config
+    from dhanalysis.analysis.groups import load_difficulty
+    from dhanalysis.analysis.pcc import compute_pcc
+    from dhanalysis.analysis.runner import RunOptions, load_models
+    from dhanalysis.analysis.spatial import compute_spatial_corr
+    from dhanalysis.config import load_config, preset_path
     from dhanalysis.data.coco import CocoDataset
     from dhanalysis.data.synth import make_synth_dataset
     from dhanalysis.engine.distributed import resolve_device
     from dhanalysis.engine.evaluate import evaluate
     from dhanalysis.engine.pretrain import pretrain_backbone
-    from dhanalysis.engine.sweep import fig8_runs, table1_runs, table3_runs, write_index
-    from dhanalysis.engine.train import train
-    from dhanalysis.errors import DHError
+    from dhanalysis.engine.sweep import fig8_runs, run_sweep, table1_runs, table3_runs, write_index
+    from dhanalysis.engine.train import FINAL, train
     from dhanalysis.model.checkpoint import load_checkpoint
 
     replicates = replicates or plan.replicates
@@ -160,10 +168,12 @@ def run_study(plan: StudyPlan, work: Path, tag: str, device: str | None = None,
     ckpts, results, figures = work / "checkpoints" / tag, work / "results" / tag, work / "figures" / tag
     sweeps = results / "sweeps"
     table1 = [r for r in table1_runs() if plan.table1 is None or r.name in plan.table1]
-    grids = {"table1": table1, "fig8": fig8_runs(plan.lambda_fc, plan.lambda_conv)}
-    runs = [(grid, r) for grid, rs in grids.items() for r in rs]
+    fig8 = [r for r in fig8_runs(plan.lambda_fc, plan.lambda_conv)
+            if plan.fig8_pairs is None or (r.meta["lambda_fc"], r.meta["lambda_conv"]) in plan.fig8_pairs]
+    grids = {"table1": table1, "fig8": fig8}
+    trained = {r.name: ckpts / grid / r.name / FINAL for grid, rs in grids.items() for r in rs}
     device = str(resolve_device(device))
-    step = _Steps(8 + 2 * len(runs) + len(ANALYSED))
+    step = _Steps(8 + len(trained) + len(ANALYSED))
     started = time.perf_counter()
 
     step(f"synthetic dataset -> {data_root}")
@@ -175,58 +185,50 @@ def run_study(plan: StudyPlan, work: Path, tag: str, device: str | None = None,
 
     common = [f"data.root={data_root}", *plan.model]
     step(f"the trunk: Single-FC trained end to end (the paper's protocol) -> {ckpts / 'trunk'}")
-    trunk_cfg = load_config(CONFIGS / "single-fc.yaml", [*plan.trunk, *common, "name=trunk",
-                                                          f"model.backbone.weights={backbone}"])
+    trunk_cfg = load_config(preset_path("synth/single-fc.yaml"), [*plan.trunk, *common, "name=trunk",
+                                                                   f"model.backbone.weights={backbone}"])
     trunk = train(trunk_cfg, ckpts / "trunk", resume=True, device=device)
-
-    trained: dict[str, Path] = {}
-    for grid, r in runs:
-        step(f"{grid} {r.name} on the shared trunk -> {ckpts / grid / r.name}")
-        cfg = load_config(CONFIGS / "double-head-ext.yaml", [
-            *plan.heads, *common, *r.overrides, f"name={r.name}", "model.backbone.weights=null",
-            f"train.init_from={trunk}", "train.freeze=[backbone, rpn]"])
-        trained[r.name] = train(cfg, ckpts / grid / r.name, resume=True, device=device)
-
     dataset = CocoDataset(data_root, "val")
-    for grid, r in [("trunk", None), *runs]:
-        name = r.name if r else "trunk"
-        out = sweeps / grid / name if r else results / "trunk-end-to-end"
-        step(f"COCO AP of {name} in every mode -> {out / 'eval.csv'}")
-        if not (out / "eval.csv").exists():
-            model = load_checkpoint(trained[name] if r else trunk, map_location=device)
-            evaluate(model, dataset, None, device, max_images=plan.eval_images, out=out, name=name, progress=False)
+    out = results / "trunk-end-to-end"
+    step(f"COCO AP of the trunk in every mode -> {out / EVAL_CSV}")
+    if not (out / EVAL_CSV).exists():
+        evaluate(load_checkpoint(trunk, map_location=device), dataset, None, device, max_images=plan.eval_images,
+                 out=out, name="trunk", progress=False)
+
+    # every head run trains on the frozen trunk, then is evaluated in every mode (the sweeps of engine/sweep.py)
+    heads = [*plan.heads, *common, "model.backbone.weights=null", f"train.init_from={trunk}",
+             "train.freeze=[backbone, rpn]"]
     for grid, rs in grids.items():
-        write_index(rs, grid, sweeps / grid)
+        run_sweep(grid, preset_path("synth/double-head-ext.yaml"), sweeps / grid, heads, device,
+                  max_images=plan.eval_images, runs=rs, checkpoints=ckpts / grid, eval_progress=False, log=step)
     table3 = sweeps / "table3" / "fusion"
     table3.mkdir(parents=True, exist_ok=True)
-    for f in ("eval.csv", "per_class_ap.csv"):
+    for f in (EVAL_CSV, PER_CLASS_AP_CSV):
         shutil.copyfile(sweeps / "fig8" / EXT_RUN / f, table3 / f)
     write_index(table3_runs(), "table3", sweeps / "table3")
 
-    def call(argv: list[str]) -> None:
-        code = cli(argv)
-        if code:
-            raise DHError(f"reproduce step 'dhanalysis {argv[0]}' failed (exit {code}); rerun to resume")
-
-    reference = sweeps / "table1" / "single-fc-w1" / "per_class_ap.csv"
-    images = ["--max-images", str(plan.analysis_images)] if plan.analysis_images else []
+    reference = sweeps / "table1" / "single-fc-w1" / PER_CLASS_AP_CSV
+    difficulty = load_difficulty(reference)
+    options = RunOptions(chunk_size=1, progress=False)  # one image per chunk: the findings bootstrap over images
     for name, (grid, run_name) in ANALYSED.items():
         folder = results / name
         step(f"sliding-window, PCC and spatial correlation of {name} ({grid}/{run_name}) -> {folder}")
         folder.mkdir(parents=True, exist_ok=True)
-        for f in ("eval.csv", "per_class_ap.csv"):
+        for f in (EVAL_CSV, PER_CLASS_AP_CSV):
             shutil.copyfile(sweeps / grid / run_name / f, folder / f)
-        base = ["--ckpt", str(trained[run_name]), "--out", str(folder), "--device", device, "--no-progress",
-                "--chunk-size", "1", *images]
-        if not (folder / "pcc.csv").exists():
-            call(["pcc", *base, "--proposals-per-gt", str(plan.proposals_per_gt), "--difficulty-from",
-                  str(reference)])
-        if not (folder / "spatial_corr.npz").exists():
-            call(["spatial-corr", *base])
+        if (folder / PCC_CSV).exists() and (folder / SPATIAL_CORR_NPZ).exists():
+            continue
+        for model_run in load_models([trained[run_name]], out=folder, max_images=plan.analysis_images,
+                                     device=device):
+            if not (folder / PCC_CSV).exists():
+                compute_pcc(model_run, proposals_per_gt=plan.proposals_per_gt, difficulty=difficulty,
+                            difficulty_from=str(reference), options=options)
+            if not (folder / SPATIAL_CORR_NPZ).exists():
+                compute_spatial_corr(model_run, options=options)
 
     ext_folder = results / "double-head-ext"
-    step(f"where the heads disagree (Figs. A.4, A.5) -> {ext_folder / 'qualitative.csv'}")
-    if not (ext_folder / "qualitative_images.csv").exists():
+    step(f"where the heads disagree (Figs. A.4, A.5) -> {ext_folder / QUALITATIVE_CSV}")
+    if not (ext_folder / QUALITATIVE_IMAGES_CSV).exists():
         from dhanalysis.analysis.qualitative import disagreements, write_disagreements
 
         ext = load_checkpoint(trained[EXT_RUN], map_location=device)
@@ -236,9 +238,9 @@ def run_study(plan: StudyPlan, work: Path, tag: str, device: str | None = None,
     from dhanalysis.analysis.architecture import write_architecture
 
     write_architecture(load_checkpoint(trained[EXT_RUN]), results / "double-head-ext")
-    call(["figures", "--results", str(results), "--out", str(figures)])
+    render_figures(results, figures)
 
-    step(f"findings, claim by claim ({replicates} bootstrap replicates over images) -> {results / 'findings.md'}")
+    step(f"findings, claim by claim ({replicates} bootstrap replicates over images) -> {results / FINDINGS_MD}")
     frame = compute_findings(results, dataset, replicates, plan.eval_images)
     from dhanalysis.analysis.findings import write_findings
 
@@ -247,9 +249,19 @@ def run_study(plan: StudyPlan, work: Path, tag: str, device: str | None = None,
     checks = quality_checks(results)
     summary = {"protocol": PROTOCOL, "study": tag, "minutes_this_call": seconds / 60, "checks": checks,
                "plan": {k: v for k, v in plan.__dict__.items()}}
-    (results / "reproduction_summary.json").write_text(json.dumps(summary, indent=2, default=list))
+    atomic_write_text(results / "reproduction_summary.json", json.dumps(summary, indent=2, default=list))
     step("summary")
     return Outcome(results, figures, frame, checks, seconds)
+
+
+def render_figures(results: Path, figures: Path) -> list[Path]:
+    """Every figure and table the study's results allow, as files (no window opens)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dhanalysis.figures.render import render_all
+
+    return render_all(results, figures)
 
 
 def findings_header(plan: StudyPlan, tag: str) -> str:
@@ -276,14 +288,14 @@ def compute_findings(results: Path, dataset, replicates: int, eval_images: int |
     for grid_dir in sorted((results / "sweeps").glob("*")):
         if grid_dir.name == "table3":
             continue
-        for run_dir in sorted(p for p in grid_dir.iterdir() if (p / "eval.csv").is_file()):
-            evals = pd.read_csv(run_dir / "eval.csv")
+        for run_dir in sorted(p for p in grid_dir.iterdir() if (p / EVAL_CSV).is_file()):
+            evals = pd.read_csv(run_dir / EVAL_CSV)
             ids = [int(i) for i in dataset.ids[:eval_images]]  # evaluate() takes the first N images
             for mode, m in load_matches(dataset.coco, run_dir, list(evals["mode"]), ids).items():
                 matches[(run_dir.name, mode)] = m
     study = Study(sums, matches, PROTOCOL, replicates)
     rows = analysis_claims(study) + ap_scale_rows(ap_claims(study, EXT_RUN, VANILLA_RUN))
-    fig8 = results / "sweeps" / "fig8" / "results.csv"
+    fig8 = results / "sweeps" / "fig8" / SWEEP_RESULTS_CSV
     if fig8.is_file():
         rows.append(fig8_peak(pd.read_csv(fig8), PROTOCOL))
     return findings_table(rows)
@@ -296,7 +308,7 @@ def quality_checks(results: Path) -> dict:
     from dhanalysis.analysis.stats import bin_summary
 
     checks: dict = {}
-    t1 = results / "sweeps" / "table1" / "results.csv"
+    t1 = results / "sweeps" / "table1" / SWEEP_RESULTS_CSV
     if t1.is_file():
         table = pd.read_csv(t1)
         from dhanalysis.analysis.findings import DEFAULT_MODES
@@ -307,12 +319,12 @@ def quality_checks(results: Path) -> dict:
         if len(sfc):
             checks["single_fc"] = {"AP": round(float(sfc["AP"].iloc[0]), 4), "AP50": round(float(sfc["AP50"].iloc[0]),
                                                                                            4)}
-    trunk = results / "trunk-end-to-end" / "eval.csv"
+    trunk = results / "trunk-end-to-end" / EVAL_CSV
     if trunk.is_file():
         row = pd.read_csv(trunk).iloc[0]
         checks["trunk_end_to_end"] = {"AP": round(float(row["AP"]), 4), "AP50": round(float(row["AP50"]), 4)}
     scores = {}
-    for stats in sorted(results.glob("*/sliding_window_stats.csv")):
+    for stats in sorted(results.glob(f"*/{SLIDING_WINDOW_STATS_CSV}")):
         s = bin_summary(pd.read_csv(stats), ["model", "head"])
         for (model, head), part in s.groupby(["model", "head"]):
             part = part.dropna(subset=["score_mean"])
@@ -332,7 +344,7 @@ def quality_checks(results: Path) -> dict:
 def print_summary(outcome: Outcome) -> None:
     results, figures, frame, checks = outcome.results, outcome.figures, outcome.findings, outcome.checks
     print(f"\nstudy finished ({outcome.seconds / 60:.1f} min in this call)")
-    print(f"  results: {results}\n  figures: {figures}\n  findings: {results / 'findings.md'}")
+    print(f"  results: {results}\n  figures: {figures}\n  findings: {results / FINDINGS_MD}")
     if "trunk_end_to_end" in checks:
         print(f"  trunk (Single-FC, end to end): AP {checks['trunk_end_to_end']['AP']:.3f}, AP50 "
               f"{checks['trunk_end_to_end']['AP50']:.3f}")
@@ -350,15 +362,15 @@ def print_summary(outcome: Outcome) -> None:
         print(f"  {r.claim:44s} {ours:34s} {r.verdict}")
 
 
-SHIPPED_TABLES = ("eval.csv", "pcc.csv", "sliding_window_stats.csv", "spatial_corr.npz", "summary.json",
-                  "pcc_summary.json", "spatial_summary.json", "config.json", "per_class_ap.csv", "pcc_stats.csv",
-                  "architecture.csv")
+SHIPPED_TABLES = (EVAL_CSV, PCC_CSV, SLIDING_WINDOW_STATS_CSV, SPATIAL_CORR_NPZ, SLIDING_WINDOW_SUMMARY_JSON,
+                  PCC_SUMMARY_JSON, SPATIAL_SUMMARY_JSON, CONFIG_JSON, PER_CLASS_AP_CSV, PCC_STATS_CSV,
+                  ARCHITECTURE_CSV)
 
 
 def ship(results: Path, figures: Path, dest: Path) -> None:
     """Copy what a reader needs (tables, findings, PNG figures; no checkpoints, chunks or detections) to ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    for f in ("findings.csv", "findings.md", "reproduction_summary.json"):
+    for f in (FINDINGS_CSV, FINDINGS_MD, "reproduction_summary.json"):
         if (results / f).is_file():
             shutil.copyfile(results / f, dest / f)
     for folder in sorted(p for p in results.iterdir() if p.is_dir() and p.name != "sweeps"):
@@ -412,7 +424,7 @@ def shipped_readme(results: Path, dest: Path) -> str:
             hi, lo = v.get("iou>=0.9"), v.get("iou<0.3")
             lines.append(f"| {key} | {'–' if hi is None else f'{hi:.3f}'} | {'–' if lo is None else f'{lo:.3f}'} |")
         lines.append("")
-    findings = dest / "findings.md"
+    findings = dest / FINDINGS_MD
     if findings.is_file():
         lines += [findings.read_text(), ""]
     figures = sorted((dest / "figures").glob("*.png"))

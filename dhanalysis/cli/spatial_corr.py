@@ -11,7 +11,9 @@ Over ground-truth-box RoIs (crowd boxes left out), the cosine similarity between
 Maps of heads the model lacks are left out; Double-FC / Double-Conv are read through their first (classification)
 branch.
 
-Writes to OUT (several --ckpt: OUT/<model name>/): spatial_corr.npz (keys conv_output, fc_output, fc_weight; float
+Without --ckpt, every finished run under ./checkpoints is analysed in turn (see 'dhanalysis sliding-window -h').
+
+Writes to OUT (several models: OUT/<model name>/): spatial_corr.npz (keys conv_output, fc_output, fc_weight; float
 arrays of shape (S*S, S*S)), spatial_corr.csv (model, map, cell_i, cell_j, value), spatial_summary.json.
 """
 
@@ -19,59 +21,28 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.sliding_window import add_common_arguments
-
-SPATIAL_OUTPUTS = ("spatial_corr.npz", "spatial_corr.csv", "spatial_corr.parquet", "spatial_summary.json")
+from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, check_at_least, models, print_written,
+                                   run_options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, batch_size=256)
+    from dhanalysis.analysis.spatial import DEFAULT_BATCH_SIZE
+
+    add_model_arguments(parser)
+    add_run_arguments(parser, DEFAULT_BATCH_SIZE)
 
 
 def run(args: argparse.Namespace) -> int:
-    import io
-    import time
+    from dhanalysis.analysis.spatial import compute_spatial_corr
 
-    import numpy as np
-
-    from dhanalysis.analysis.runner import analyse, atomic_write_bytes, atomic_write_json, write_table
-    from dhanalysis.analysis.spatial import SpatialTask, spatial_frame
-    from dhanalysis.cli.sliding_window import claim_outputs, iter_models, run_options
-
-    for model_run in iter_models(args):
-        started = time.perf_counter()
-        folder = model_run.folder
-        key = {"analysis": "spatial-corr", "config": model_run.config, **model_run.data_key}
-        claim_outputs(model_run, [folder / f for f in SPATIAL_OUTPUTS], folder / "spatial_summary.json", key,
-                      "spatial-correlation results", args.overwrite)
-        task = SpatialTask(model_run.model, args.batch_size)
-        merged = analyse(model_run.model, model_run.dataset, [task], folder / "chunks" / "spatial_corr", key,
-                         run_options(args), overwrite=args.overwrite, device=model_run.device)
-        if merged is None:
-            continue
-        maps = task.result(merged.states.get(task.name) or task.new_state())
-        buffer = io.BytesIO()
-        np.savez(buffer, **maps)
-        atomic_write_bytes(folder / "spatial_corr.npz", buffer.getvalue())
-        written = [folder / "spatial_corr.npz"] + write_table(spatial_frame(maps, model_run.name),
-                                                               folder / "spatial_corr")
-        state = merged.states.get(task.name)
-        objects = int(state.counts.get("objects", 0)) if state else 0
-        summary = {
-            "run": key,
-            "model": model_run.name,
-            "checkpoint": str(model_run.ckpt),
-            "maps": list(maps),
-            "branches": task.branches,
-            "images": len(merged.image_ids),
-            "objects": objects,
-            "mean_off_diagonal": {k: float((v.sum() - np.trace(v)) / (v.size - len(v))) for k, v in maps.items()},
-            "seconds_compute": merged.seconds,
-            "seconds_wall": time.perf_counter() - started,
-            "device": str(model_run.device),
-        }
-        atomic_write_json(folder / "spatial_summary.json", summary)
-        means = ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_off_diagonal"].items())
-        print(f"{model_run.name}: {objects} objects; mean off-diagonal cosine: {means}")
-        print(f"wrote {', '.join(str(p) for p in written)}, {folder / 'spatial_summary.json'}")
+    check_at_least(args, batch_size=1)
+    options = run_options(args)
+    for model_run in models(args):
+        written = compute_spatial_corr(model_run, batch_size=args.batch_size, options=options,
+                                       overwrite=args.overwrite)
+        if written is not None:
+            s = written.summary
+            means = ", ".join(f"{k} {v:.3f}" for k, v in s["mean_off_diagonal"].items())
+            print(f"{model_run.name}: {s['objects']} objects; mean off-diagonal cosine: {means}")
+            print_written(written.paths)
     return 0

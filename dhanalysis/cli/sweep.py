@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from dhanalysis.vocab import SWEEP_CSV, SWEEP_RESULTS_CSV
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", required=True, help="table1 | table2 | fig8 | table3")
@@ -55,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(lines)} commands to {out / 'commands.sh'}")
         return 0
     results = run_sweep(args.grid, source, out, args.overrides, args.device, args.only or None, args.max_images)
-    print(f"wrote {out / 'sweep.csv'} and {out / 'results.csv'} ({len(results)} rows)")
+    print(f"wrote {out / SWEEP_CSV} and {out / SWEEP_RESULTS_CSV} ({len(results)} rows)")
     return 0

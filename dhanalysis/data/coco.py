@@ -27,6 +27,7 @@ from PIL import Image
 
 from dhanalysis.config import DataConfig
 from dhanalysis.errors import DHError
+from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,12 @@ Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
-# COCO's size groups, by annotation area in pixels (COCOeval's areaRng).
-SMALL_MAX_AREA = 32**2
-LARGE_MIN_AREA = 96**2
-SIZE_GROUPS = ("small", "medium", "large")
+SKIP_REMEDY = "open the split with skip_bad_images=True to skip them"  # `dhanalysis eval` words it with its flag
 
 
 def size_group(area: float) -> str:
-    """COCO's size group of an annotation area: small < 32², medium < 96², large otherwise."""
-    if area < SMALL_MAX_AREA:
-        return "small"
-    if area < LARGE_MIN_AREA:
-        return "medium"
-    return "large"
+    """COCO's size group of an annotation area in pixels (`SIZE_GROUPS`): small < 32², medium < 96², large otherwise."""
+    return SIZE_GROUPS[int(area >= SMALL_MAX_AREA) + int(area >= LARGE_MIN_AREA)]
 
 
 def split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -122,8 +116,8 @@ def decode_image(path: Path) -> torch.Tensor:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DHError(
-            f"image {path} cannot be decoded ({reason}); replace it or remove it from the annotation file "
-            "('dhanalysis eval' skips such images unless --strict; in Python: skip_bad_images=True)"
+            f"image {path} cannot be decoded ({reason}); replace it, remove it from the annotation file, or "
+            f"{SKIP_REMEDY}"
         ) from None
     array = np.array(rgb, dtype=np.uint8)  # a writable copy, so torch shares it without a warning
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
@@ -214,8 +208,7 @@ class CocoDataset(torch.utils.data.Dataset):
             first = self.image_dir / self._images[missing[0]][0]
             raise DHError(
                 f"{len(missing)} of {len(self.ids)} images listed in {self.ann_file} are missing from {self.image_dir} "
-                f"(first: {first}); re-download them or remove them from the annotation file ('dhanalysis eval' skips "
-                "them unless --strict; in Python: skip_bad_images=True)"
+                f"(first: {first}); re-download them, remove them from the annotation file, or {SKIP_REMEDY}"
             )
         if skip_bad_images:
             self.skipped_images = self.check_images()
@@ -233,8 +226,7 @@ class CocoDataset(torch.utils.data.Dataset):
                 b = bad_images[0]
                 raise DHError(
                     f"{len(bad_images)} of {len(self.ids)} images in {self.image_dir} cannot be decoded (first: "
-                    f"{b.path}: {b.reason}); replace them, or rerun without --strict to skip them (in Python: "
-                    "skip_bad_images=True)"
+                    f"{b.path}: {b.reason}); replace them, or {SKIP_REMEDY}"
                 )
 
     def _check_layout(self) -> None:

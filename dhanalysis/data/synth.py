@@ -35,12 +35,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dhanalysis.errors import DHError
+from dhanalysis.folders import atomic_write_bytes, claim
+from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
 
 log = logging.getLogger(__name__)
 
 SYNTH_VERSION = 1  # bump when the drawing changes, so old folders are regenerated instead of reused
 SPLITS = ("train", "val")
-SMALL_MAX_SIDE, LARGE_MIN_SIDE = 32.0, 96.0  # COCO's size groups as sqrt(area)
+SMALL_MAX_SIDE, LARGE_MIN_SIDE = math.sqrt(SMALL_MAX_AREA), math.sqrt(LARGE_MIN_AREA)  # COCO size groups by side
 _FILE_RE = re.compile(r"^\d{6}\.(png|jpg)$")
 
 Polygons = list[tuple[np.ndarray, bool]]  # (K, 2) vertices in a unit frame, True = fill, False = cut a hole
@@ -121,9 +123,9 @@ class SynthParams:
     def validate(self) -> None:
         """Raise `DHError` for parameters that cannot make a dataset."""
         if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
-            raise DHError(f"need at least one image, got --num-train {self.num_train} --num-val {self.num_val}")
+            raise DHError(f"need at least one image, got num_train={self.num_train} and num_val={self.num_val}")
         if self.image_size < 32:
-            raise DHError(f"--image-size must be at least 32 pixels, got {self.image_size}")
+            raise DHError(f"the image size must be at least 32 pixels, got {self.image_size}")
         if not 1 <= self.min_objects <= self.max_objects:
             raise DHError(f"need 1 <= min_objects <= max_objects, got {self.min_objects} and {self.max_objects}")
         if not 2 <= self.min_object_size <= self.max_object_size:
@@ -274,18 +276,16 @@ def _rasterize(polys: Polygons, size: int) -> tuple[Region, np.ndarray] | None:
 def _group_ranges(params: SynthParams) -> dict[str, tuple[float, float]]:
     """The size groups reachable with these sizes, as ranges of sqrt(box area)."""
     lo, hi = params.min_object_size, min(params.max_object_size, 0.95 * params.image_size)
-    ranges = {
-        "small": (lo, min(hi, SMALL_MAX_SIDE)),
-        "medium": (max(lo, SMALL_MAX_SIDE), min(hi, LARGE_MIN_SIDE)),
-        "large": (max(lo, LARGE_MIN_SIDE), hi),
-    }
+    bounds = ((lo, min(hi, SMALL_MAX_SIDE)), (max(lo, SMALL_MAX_SIDE), min(hi, LARGE_MIN_SIDE)),
+              (max(lo, LARGE_MIN_SIDE), hi))
+    ranges = dict(zip(SIZE_GROUPS, bounds))
     return {g: r for g, r in ranges.items() if r[0] < r[1]}
 
 
 def _group_of(box: tuple[float, float, float, float]) -> str:
     """COCO size group of an xyxy box (its area is what goes into the json)."""
     side = math.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
-    return "small" if side < SMALL_MAX_SIDE else "medium" if side < LARGE_MIN_SIDE else "large"
+    return SIZE_GROUPS[int(side >= SMALL_MAX_SIDE) + int(side >= LARGE_MIN_SIDE)]
 
 
 def _clip_polygon(verts: np.ndarray, size: int) -> np.ndarray:
@@ -457,14 +457,6 @@ def render_synth_image(params: SynthParams, split: str, index: int, pending: lis
 
 
 # ---------------------------------------------------------------------------------------------------------- files
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _encode(pixels: np.ndarray, image_format: str) -> bytes:
     buf = io.BytesIO()
     if image_format == "png":
@@ -494,20 +486,39 @@ def _params_dict(params: SynthParams) -> dict[str, Any]:
     return dataclasses.asdict(params)
 
 
-def _is_complete(out: Path, params: SynthParams) -> bool:
-    """True when every split's json was written with these parameters and all its images are present."""
-    for split in SPLITS:
-        ann_file = out / "annotations" / f"instances_{split}.json"
+def _read_split(ann_file: Path) -> dict | None:
+    """A split's annotation json, None when it is absent or unreadable (the split is then written again)."""
+    try:
+        data = json.loads(ann_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _holds(out: Path, params: SynthParams, overwrite: bool) -> bool:
+    """True when ``out`` already holds this dataset, whole: every split's json records these parameters (its
+    ``info.params``, the folder's identity) and all of the split's images are present.
+
+    The folder is claimed like every output folder (`dhanalysis.folders.claim`), except that a dataset of other
+    parameters is replaced without asking: it follows from its parameters alone. Its jsons go first, so a run
+    stopped half-way never leaves a json that vouches for mixed images.
+    """
+    ann_files = {s: out / "annotations" / f"instances_{s}.json" for s in SPLITS}
+    records = {s: _read_split(f) for s, f in ann_files.items()}
+    stored = None
+    if any(r is not None for r in records.values()):
+        stored = {s: (r.get("info") or {}).get("params") if r is not None else None for s, r in records.items()}
+    wanted = {s: _params_dict(params) for s in SPLITS}
+    if not claim(out, wanted, stored, list(ann_files.values()), overwrite=True, restart=overwrite,
+                 what="a synthetic dataset"):
+        return False
+    for split, data in records.items():
         try:
-            data = json.loads(ann_file.read_text())
-            if data["info"]["params"] != _params_dict(params):
-                return False
             present = set(os.listdir(out / split))
-        except (OSError, ValueError, KeyError, TypeError):
+            names = [img["file_name"] for img in data["images"]]
+        except (OSError, KeyError, TypeError):
             return False
-        if len(data["images"]) != params.num_images(split):
-            return False
-        if any(img["file_name"] not in present for img in data["images"]):
+        if len(names) != params.num_images(split) or any(n not in present for n in names):
             return False
     return True
 
@@ -541,14 +552,14 @@ def make_synth_dataset(
     params.validate()
     out = Path(out)
     ann_files = {s: out / "annotations" / f"instances_{s}.json" for s in SPLITS}
-    if not overwrite and _is_complete(out, params):
+    if _holds(out, params, overwrite):
         log.info("reusing the synthetic dataset in %s (same parameters)", out)
         return SynthResult(out, ann_files, True)
 
     try:
         (out / "annotations").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DHError(f"cannot create {out}/annotations ({exc.strerror}); choose another --out") from None
+        raise DHError(f"cannot create {out}/annotations ({exc.strerror}); choose another output folder") from None
     # Remove the old jsons first: a run stopped half-way must not leave a json that vouches for mixed images.
     for ann_file in ann_files.values():
         ann_file.unlink(missing_ok=True)
@@ -566,7 +577,7 @@ def _write_split(out: Path, split: str, params: SynthParams) -> None:
     for index in range(1, params.num_images(split) + 1):
         synth = render_synth_image(params, split, index, pending)
         name = f"{index:06d}.{ext}"
-        _atomic_write(image_dir / name, _encode(synth.pixels, ext))
+        atomic_write_bytes(image_dir / name, _encode(synth.pixels, ext))
         images.append({"id": index, "file_name": name, "width": size, "height": size})
         for obj in synth.objects:
             annotations.append(_annotation(len(annotations) + 1, index, obj, size))
@@ -592,4 +603,4 @@ def _write_split(out: Path, split: str, params: SynthParams) -> None:
         "annotations": annotations,
         "categories": [{"id": c.cat_id, "name": c.name, "supercategory": "shape"} for c in CLASSES],
     }
-    _atomic_write(out / "annotations" / f"instances_{split}.json", json.dumps(data).encode())
+    atomic_write_bytes(out / "annotations" / f"instances_{split}.json", json.dumps(data).encode())

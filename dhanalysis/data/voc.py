@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Sequence
 
 from dhanalysis.errors import DHError
+from dhanalysis.folders import atomic_write_bytes, atomic_write_text
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -113,9 +113,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
+        atomic_write_bytes(dst, src.read_bytes())
 
 
 def voc_to_coco(
@@ -131,7 +129,7 @@ def voc_to_coco(
     voc_root, out = Path(voc_root), Path(out)
     for sub in ("Annotations", "JPEGImages"):
         if not (voc_root / sub).is_dir():
-            raise DHError(f"{voc_root / sub} not found; --voc-root must be a VOC folder such as VOCdevkit/VOC2007")
+            raise DHError(f"{voc_root / sub} not found; {voc_root} must be a VOC folder such as VOCdevkit/VOC2007")
     ids = _split_ids(voc_root, splits)
     parsed: dict[str, list[dict[str, Any]]] = {}
     for split, names in ids.items():
@@ -181,8 +179,6 @@ def voc_to_coco(
             "categories": categories,
         }
         ann_file = out / "annotations" / f"instances_{split}.json"
-        tmp = ann_file.with_name(f".{ann_file.name}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, ann_file)
+        atomic_write_text(ann_file, json.dumps(data))
         result[split] = ann_file
     return result

@@ -63,3 +63,15 @@ def resolve_device(name: str | None) -> torch.device:
     elif name != "cpu":
         raise DHError(f"unknown device '{name}'; use cpu, cuda or cuda:N")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 matmuls are emulated."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return True
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False

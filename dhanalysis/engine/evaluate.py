@@ -18,13 +18,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from dhanalysis.atomic import atomic_write_text
 from dhanalysis.data.coco import CocoDataset, collate_fn
 from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
+from dhanalysis.folders import atomic_write_text, write_table
+from dhanalysis.vocab import EVAL_CSV, METRICS, PER_CLASS_AP_CSV, detections_file
 
 log = logging.getLogger(__name__)
-
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int]) -> list[dict]:
@@ -148,11 +147,11 @@ def evaluate(
                        for c, ap in per_class.items()]
         if out is not None:
             Path(out).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(out) / f"detections_{mode}.json", json.dumps(merged))
+            atomic_write_text(Path(out) / detections_file(mode), json.dumps(merged))
     table, per_class_table = pd.DataFrame(rows), pd.DataFrame(class_rows)
     if out is not None:
         # eval.csv last: its presence means the whole evaluation is on disk (the demo skips a step on it)
-        atomic_write_text(Path(out) / "per_class_ap.csv", per_class_table.to_csv(index=False))
-        atomic_write_text(Path(out) / "eval.csv", table.to_csv(index=False))
+        write_table(per_class_table, Path(out) / PER_CLASS_AP_CSV, parquet=False)
+        write_table(table, Path(out) / EVAL_CSV, parquet=False)
         log.info("evaluated %d images in %.1fs; wrote %s", len(image_ids), time.perf_counter() - start, out)
     return table, per_class_table

@@ -20,7 +20,7 @@ from torchvision.ops import box_iou, roi_align
 
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.errors import DHError
-from dhanalysis.atomic import atomic_torch_save
+from dhanalysis.folders import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,15 @@ one ``torchrun`` command per run for a cluster scheduler.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from dhanalysis.errors import DHError
+from dhanalysis.folders import write_table
+from dhanalysis.vocab import EVAL_CSV, SWEEP_CSV, SWEEP_RESULTS_CSV
 
 LAMBDA_FC = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LAMBDA_CONV = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -129,55 +132,67 @@ def torchrun_commands(runs: list[Run], config: str, out: Path, nproc: int, extra
 def write_index(runs: list[Run], grid: str, out: Path) -> pd.DataFrame:
     """``sweep.csv`` (one row per run) and ``results.csv`` (the index joined with each finished run's eval.csv)."""
     index = pd.DataFrame([{"grid": grid, "run": r.name, **r.meta, "folder": str(out / r.name)} for r in runs])
-    out.mkdir(parents=True, exist_ok=True)
-    index.to_csv(out / "sweep.csv", index=False)
+    write_table(index, Path(out) / SWEEP_CSV, parquet=False)
     evals = []
     for r in runs:
-        path = out / r.name / "eval.csv"
+        path = out / r.name / EVAL_CSV
         if path.exists():
             evals.append(pd.read_csv(path).assign(run=r.name))
     if not evals:
         return pd.DataFrame()
     results = index.merge(pd.concat(evals, ignore_index=True), on="run")
-    results.to_csv(out / "results.csv", index=False)
+    write_table(results, Path(out) / SWEEP_RESULTS_CSV, parquet=False)
     return results
 
 
 def run_sweep(
     grid: str,
-    config: str,
+    config: str | Path,
     out: str | Path,
     overrides: list[str] | None = None,
     device: str | None = None,
     only: list[str] | None = None,
     max_images: int | None = None,
+    runs: list[Run] | None = None,
+    checkpoints: str | Path | None = None,
+    eval_progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """Train and evaluate every run of ``grid`` in sequence, skipping finished ones; returns ``results.csv``."""
+    """Train and evaluate every run of ``grid`` in sequence, skipping finished ones; returns ``results.csv``.
+
+    ``runs`` replaces the grid's runs (e.g. a subset of Fig. 8's λ grid), ``only`` keeps the named ones. Each run
+    trains into ``checkpoints/<run>`` (default: ``out/<run>``, beside its evaluation) and is evaluated into
+    ``out/<run>``; ``log`` hears one line per run.
+    """
     from dhanalysis.config import load_config
     from dhanalysis.data.coco import CocoDataset
     from dhanalysis.engine.distributed import resolve_device
     from dhanalysis.engine.evaluate import evaluate
-    from dhanalysis.engine.train import train
+    from dhanalysis.engine.train import FINAL, train
     from dhanalysis.model.checkpoint import load_checkpoint
 
     out = Path(out)
-    runs = [r for r in grid_runs(grid) if not only or r.name in only]
+    trained = Path(checkpoints) if checkpoints is not None else out
+    runs = [r for r in (grid_runs(grid) if runs is None else runs) if not only or r.name in only]
     if not runs:
-        raise DHError(f"no runs of grid '{grid}' match --only {only}")
+        raise DHError(f"no runs of grid '{grid}' are named {', '.join(only or [])}")
     dev = resolve_device(device)
     for i, run in enumerate(runs, 1):
         folder = out / run.name
-        if (folder / "eval.csv").exists():
-            print(f"[{i}/{len(runs)}] {run.name}: done, skipped")
+        if (folder / EVAL_CSV).exists() and (not run.train or (trained / run.name / FINAL).exists()):
+            log(f"{grid} {run.name} ({i}/{len(runs)}): done, skipped")
             continue
-        print(f"[{i}/{len(runs)}] {run.name}: {' '.join(run.overrides) or 'evaluation only'}")
+        log(f"{grid} {run.name} ({i}/{len(runs)}): {' '.join(run.overrides) or 'evaluation only'}")
         if run.train:
             cfg = load_config(config, [*(overrides or []), *run.overrides, f"name={run.name}"])
-            ckpt = train(cfg, folder, resume=True, device=str(dev))
+            ckpt = train(cfg, trained / run.name, resume=True, device=str(dev))
         else:
             ckpt = Path(config)
+        if (folder / EVAL_CSV).exists():
+            continue
         model = load_checkpoint(ckpt, map_location=dev)
         data = model.config.data
         dataset = CocoDataset(data.root, data.val_split)
-        evaluate(model, dataset, list(run.modes) or None, dev, max_images=max_images, out=folder, name=run.name)
+        evaluate(model, dataset, list(run.modes) or None, dev, max_images=max_images, out=folder, name=run.name,
+                 progress=eval_progress)
     return write_index(runs, grid, out)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import replace
@@ -27,13 +26,14 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dhanalysis.atomic import atomic_write_text
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
-from dhanalysis.engine.distributed import get_rank, get_world_size, init_distributed, is_main, resolve_device
+from dhanalysis.engine.distributed import (cpu_has_bf16, get_rank, get_world_size, init_distributed, is_main,
+                                           resolve_device)
 from dhanalysis.engine.trunk import (cache_identity, freeze, head_losses, hold_frozen_norms, load_trunk, shared_cache,
                                      trunk_frozen)
 from dhanalysis.errors import DHError
+from dhanalysis.folders import atomic_write_text, claim
 from dhanalysis.model.build import build_model
 from dhanalysis.model.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
 
@@ -128,40 +128,25 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}: {vb!r} -> {va!r}")
-    return keys
-
-
 def _prepare_out_dir(out: Path, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
-    """Check the output folder against the request; return the checkpoint to resume from, if any."""
-    ckpt = out / CHECKPOINT
-    final = out / FINAL
+    """Claim the output folder for ``cfg``; return the checkpoint to resume from, if any.
+
+    An earlier run there is refused unless ``resume`` (same config: it continues) or ``overwrite`` (its checkpoints
+    and metrics are deleted; nothing else in the folder is touched).
+    """
+    ckpt, final = out / CHECKPOINT, out / FINAL
     existing = final if final.exists() else ckpt if ckpt.exists() else None
-    if existing is None:
-        return None
-    if overwrite:
-        for p in (ckpt, final, out / "metrics.jsonl"):
-            p.unlink(missing_ok=True)
-        return None
-    if not resume:
-        raise DHError(f"{out} already holds a training run ({existing.name}); pass --resume to continue it or "
-                      "--overwrite to start again")
-    state = read_checkpoint(existing)
-    stored = config_from_dict(state["config"])
-    # the stored config has num_classes filled in from the dataset; compare on equal terms
-    mine = config_to_dict(replace(cfg, model=replace(cfg.model, num_classes=stored.model.num_classes)))
-    diff = _config_diff(mine, config_to_dict(stored))
-    if diff:
-        raise DHError(f"{out} holds a run of another configuration ({'; '.join(diff[:3])}); use another --out or "
-                      "--overwrite")
-    return state
+    state = read_checkpoint(existing) if existing is not None and resume and not overwrite else None
+    stored: Any = existing  # without resume, that a run is there is enough to refuse or replace it
+    wanted = config_to_dict(cfg)
+    if state is not None:
+        stored = config_to_dict(config_from_dict(state["config"]))
+        # the stored config has num_classes filled in from the dataset; compare on equal terms
+        wanted["model"]["num_classes"] = stored["model"]["num_classes"]
+    what = f"a training run ({existing.name})" if existing is not None else "a training run"
+    resumed = claim(out, wanted, stored, [ckpt, final, out / "metrics.jsonl"], overwrite=overwrite, restart=overwrite,
+                    resume=resume, what=what)
+    return state if resumed else None
 
 
 def _trim_metrics(path: Path, iteration: int) -> None:
@@ -252,8 +237,14 @@ def train(
                         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed),
                         persistent_workers=False)
 
-    use_amp = t.amp and dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    if dev.type == "cuda":
+        use_amp = t.amp
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        use_amp, amp_dtype = t.cpu_bf16 and cpu_has_bf16(), torch.bfloat16
+        if t.cpu_bf16 and not use_amp:
+            log.warning("train.cpu_bf16 is set but this CPU (%s) has no bf16 units; training in fp32",
+                        torch.backends.cpu.get_cpu_capability())
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     if is_main():

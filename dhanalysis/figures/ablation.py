@@ -2,24 +2,22 @@
 
 Inputs are the sweep table ``results.csv`` (`dhanalysis.engine.sweep.write_index`: the run index — grid, run and the
 grid's settings — joined with each run's ``eval.csv`` rows) and per-model ``eval.csv`` tables. AP values are stored
-as fractions and shown ×100 with one decimal, like the paper. Every table is returned as a DataFrame and written as
-Markdown and CSV by `write_table`.
+as fractions and shown ×100 with one decimal, like the paper. Every table is returned as a DataFrame; `render` writes
+it as Markdown (`markdown_table`) and CSV.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from dhanalysis.figures.style import (HEATMAP_CMAP, MISSING_COLOR, VARIANT_LABELS, new_figure, paper_style,
-                                      variant_label)
+from dhanalysis.figures.style import HEATMAP_CMAP, MISSING_COLOR, new_figure, paper_style, variant_label
+from dhanalysis.vocab import HEAD_TYPES, METRICS, TASKS, VARIANTS
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 FIG8_MODES = {
     "conv": "(a) conv-head alone",
     "fc": "(b) fc-head alone",
@@ -28,19 +26,11 @@ FIG8_MODES = {
 }
 BEST_COLOR = "#1f4fd8"  # the paper's blue box: best cell of (d)
 VANILLA_COLOR = "#1a9641"  # the paper's green box: vanilla Double-Head (λ_fc = λ_conv = 1) in (c)
+TABLE_METRICS = METRICS[:3]  # AP, AP50, AP75: the columns of Tables 2 and 3
 TABLE3_MODES = {"fc-cls+conv-reg": "No fusion", "max": "Max", "average": "Average", "complementary": "Complementary"}
 
-# Table 1's weight columns: the (head, task) pairs each variant trains when λ = 1, weighted by that head's ω. This
-# mirrors dhanalysis.model.variants (figures may not import the model package); tests/test_figures.py checks that
-# the two agree.
-TABLE1_TASKS = {
-    "single-fc": (("fc", "cls"), ("fc", "reg")),
-    "single-conv": (("conv", "cls"), ("conv", "reg")),
-    "double-fc": (("fc", "cls"), ("fc", "reg")),
-    "double-conv": (("conv", "cls"), ("conv", "reg")),
-    "double-head-reverse": (("fc", "reg"), ("conv", "cls")),
-    "double-head": (("fc", "cls"), ("conv", "reg")),
-}
+# Table 1's weight columns: the (head, task) pairs each variant trains when λ = 1, weighted by that head's ω.
+TABLE1_TASKS = {name: v.focused_tasks for name, v in VARIANTS.items()}
 
 
 # ------------------------------------------------------------------------------------------------------ tables
@@ -66,7 +56,7 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
         best = pick_mode(part)
         variant = str(best["variant"])
         weights = {"fc": float(best["w_fc"]), "conv": float(best["w_conv"])}
-        cells = {f"{h}-head {t}": "-" for h in ("fc", "conv") for t in ("cls", "reg")}
+        cells = {f"{h}-head {t}": "-" for h in HEAD_TYPES for t in TASKS}
         for head, task in TABLE1_TASKS.get(variant, ()):
             cells[f"{head}-head {task}"] = f"{weights[head]:.1f}"
         rows.append({"group": best.get("group", ""), "method": variant_label(variant), **cells,
@@ -85,7 +75,7 @@ def table2(results: pd.DataFrame) -> pd.DataFrame:
         param = next((best[c] for c in ("param", "params_M", "weights_M") if c in best and pd.notna(best[c])), "-")
         non_local = str(best["non_local"]).strip().lower() in ("true", "1", "1.0")
         rows.append({"NL": "✓" if non_local else "", "K": int(best["K"]), "param": param,
-                     **_percent(best, ["AP", "AP50", "AP75"]), "mode": best["mode"], "run": run})
+                     **_percent(best, TABLE_METRICS), "mode": best["mode"], "run": run})
     table = pd.DataFrame(rows)
     if len(table):
         base = table.loc[table["K"] == 0, "AP"]
@@ -102,7 +92,7 @@ def table3(results: pd.DataFrame) -> pd.DataFrame:
     for mode, name in TABLE3_MODES.items():
         hit = part[part["mode"] == mode]
         if len(hit):
-            rows.append({"fusion method": name, **_percent(hit.iloc[0], ["AP", "AP50", "AP75"]), "mode": mode})
+            rows.append({"fusion method": name, **_percent(hit.iloc[0], TABLE_METRICS), "mode": mode})
     return pd.DataFrame(rows)
 
 
@@ -116,8 +106,8 @@ def table5(evals: pd.DataFrame, preferred_modes: dict[str, str] | None = None) -
         best = pick_mode(part, (preferred_modes or {}).get(model))
         variant = best["variant"] if "variant" in best and pd.notna(best["variant"]) else None
         rows.append({"method": variant_label(variant, str(model)), "model": model, "mode": best["mode"],
-                     **_percent(best, METRICS), "_order": list(VARIANT_LABELS).index(variant)
-                     if variant in VARIANT_LABELS else len(VARIANT_LABELS)})
+                     **_percent(best, METRICS), "_order": list(VARIANTS).index(variant)
+                     if variant in VARIANTS else len(VARIANTS)})
     if not rows:
         return pd.DataFrame(columns=["method", "model", "mode", *METRICS])
     table = pd.DataFrame(rows).sort_values(["_order", "model"], kind="stable")
@@ -138,16 +128,6 @@ def markdown_table(table: pd.DataFrame) -> str:
     body = ["| " + " | ".join(cell(c, v) for c, v in zip(table.columns, row)) + " |"
             for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
-
-
-def write_table(table: pd.DataFrame, out_dir: str | Path, stem: str, caption: str = "") -> list[Path]:
-    """``out_dir/stem.md`` (caption + Markdown table) and ``out_dir/stem.csv``; returns both paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md, csv = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-    md.write_text((f"{caption}\n\n" if caption else "") + markdown_table(table))
-    table.to_csv(csv, index=False)
-    return [md, csv]
 
 
 # ------------------------------------------------------------------------------------------------------ Fig. 8

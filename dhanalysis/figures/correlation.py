@@ -14,10 +14,11 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, FigureBase
 
-from dhanalysis.figures.style import (CORRELATION_CMAP, DIFFICULTY_GROUPS, PROPOSAL_SET_LABELS, caveat_figure,
-                                      draw_caveat, head_color, head_label, paper_style, variant_label)
+from dhanalysis.figures.style import (CORRELATION_CMAP, PROPOSAL_SET_LABELS, caveat_figure, draw_caveat, head_color,
+                                      head_label, paper_style, variant_label)
+from dhanalysis.vocab import DIFFICULTY_GROUPS, SIZE_GROUPS
 
-FIG3_SIZES = ("large", "medium", "small")  # the paper's order, left panel
+FIG3_SIZES = tuple(reversed(SIZE_GROUPS))  # the paper's order, left panel: large, medium, small
 FIG3_SETS = ("rpn", "detections")
 MAP_TITLES = {"conv_output": "conv-head: output feature map", "fc_output": "fc-head: output feature map",
               "fc_weight": "fc-head: weight parameters"}

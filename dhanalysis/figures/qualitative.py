@@ -9,10 +9,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from dhanalysis.figures.style import new_figure, paper_style
+from dhanalysis.figures.style import new_figure, paper_style, variant_label
 
 COLUMNS = (("ground-truth", "ground truth"), ("conv", "conv-head alone"), ("fc", "fc-head alone"),
-           ("complementary", "Double-Head-Ext"))
+           ("complementary", variant_label("double-head-ext")))
 COLOURS = {"found": "#2CA02C", "duplicate": "#D62728", "other": "#FF7F0E"}
 CAPTIONS = {"A.4": "Fig. A.4: the fc-head classifies better (objects only the fc-head detects)",
             "A.5": "Fig. A.5: the conv-head localises better (duplicates only the fc-head keeps)"}

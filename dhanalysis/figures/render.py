@@ -32,9 +32,13 @@ from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
 from dhanalysis.analysis.pcc import pcc_table
 from dhanalysis.analysis.stats import bin_summary
 from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
-from dhanalysis.figures.style import VARIANT_LABELS, head_label, save_figure, variant_label
+from dhanalysis.figures.style import head_label, save_figure, variant_label
+from dhanalysis.folders import write_table
+from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, HEAD_TYPES, PCC_CSV, PER_CLASS_AP_CSV,
+                              QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV,
+                              SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_NPZ, SWEEP_RESULTS_CSV, VARIANTS)
 
-MODEL_FILES = ("config.json", "summary.json", "eval.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz")
+MODEL_FILES = (CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, EVAL_CSV, SLIDING_WINDOW_STATS_CSV, PCC_CSV, SPATIAL_CORR_NPZ)
 HeadRef = tuple[str, str]  # (model name, head type)
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -42,7 +46,7 @@ PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head i
 
 def variant_from_name(name: str) -> str | None:
     """The longest variant name contained in a folder name ("synth-double-head-ext" -> "double-head-ext")."""
-    hits = [v for v in VARIANT_LABELS if v in name.lower()]
+    hits = [v for v in VARIANTS if v in name.lower()]
     return max(hits, key=len) if hits else None
 
 
@@ -67,7 +71,7 @@ class ModelResults:
 
 def _read_config(folder: Path) -> dict:
     try:
-        return json.loads((folder / "config.json").read_text())
+        return json.loads((folder / CONFIG_JSON).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
 
@@ -134,21 +138,21 @@ class Results:
     def stats(self, model: str) -> pd.DataFrame | None:
         """The sliding-window statistics table of ``model``, with its ``variant``."""
         def load(m: ModelResults) -> pd.DataFrame | None:
-            table = _read_csv(m.path("sliding_window_stats.csv"))
+            table = _read_csv(m.path(SLIDING_WINDOW_STATS_CSV))
             # "" rather than None for an unknown variant: group-bys drop None keys
             return None if table is None else table.assign(model=m.name, variant=m.variant or "")
         return self._cached("stats", model, load)
 
     def pcc(self, model: str) -> pd.DataFrame | None:
         def load(m: ModelResults) -> pd.DataFrame | None:
-            table = _read_csv(m.path("pcc.csv"))
+            table = _read_csv(m.path(PCC_CSV))
             # "" rather than None for an unknown variant: group-bys drop None keys
             return None if table is None else table.assign(model=m.name, variant=m.variant or "")
         return self._cached("pcc", model, load)
 
     def spatial(self, model: str) -> dict[str, np.ndarray]:
         def load(m: ModelResults) -> dict[str, np.ndarray]:
-            path = m.path("spatial_corr.npz")
+            path = m.path(SPATIAL_CORR_NPZ)
             if path is None:
                 return {}
             with np.load(path) as data:
@@ -159,7 +163,7 @@ class Results:
         """Every model's eval.csv rows, with ``variant``."""
         parts = []
         for m in self.models.values():
-            table = _read_csv(m.path("eval.csv"))
+            table = _read_csv(m.path(EVAL_CSV))
             if table is not None:
                 parts.append(table.assign(model=m.name, variant=m.variant or ""))
         return pd.concat(parts, ignore_index=True) if parts else None
@@ -179,12 +183,12 @@ class Results:
     @cached_property
     def head_pair(self) -> dict[str, HeadRef] | None:
         """{"fc": (model, "fc"), "conv": (model, "conv")} for the head comparisons, or None."""
-        singles = {h: self.with_variant(f"single-{h}", h) for h in ("fc", "conv")}
+        singles = {h: self.with_variant(PAPER_HEAD_VARIANTS[h], h) for h in HEAD_TYPES}
         pair: dict[str, HeadRef | None] = {h: (m, h) if m else None for h, m in singles.items()}
         if not all(singles.values()):
             both = [n for v in DOUBLE_HEAD_PREFERENCE for n, m in self.models.items()
-                    if m.variant == v and {"fc", "conv"} <= self.heads(n)]
-            both += [n for n in self.models if {"fc", "conv"} <= self.heads(n) and n not in both]
+                    if m.variant == v and set(HEAD_TYPES) <= self.heads(n)]
+            both += [n for n in self.models if set(HEAD_TYPES) <= self.heads(n) and n not in both]
             if both:
                 pair = {h: (both[0], h) for h in pair}
         # an override replaces its head only; the other keeps its default (or its single-head model)
@@ -199,7 +203,7 @@ class Results:
         """The sweeps' results.csv tables (``grid`` column: table1, table2, fig8, table3), concatenated."""
         if not self.sweeps_dir.is_dir():
             return None
-        paths = sorted({*self.sweeps_dir.glob("results.csv"), *self.sweeps_dir.glob("*/results.csv")})
+        paths = sorted({*self.sweeps_dir.glob(SWEEP_RESULTS_CSV), *self.sweeps_dir.glob(f"*/{SWEEP_RESULTS_CSV}")})
         parts = [t for t in (_read_csv(p) for p in paths) if t is not None and "grid" in t.columns]
         return pd.concat(parts, ignore_index=True) if parts else None
 
@@ -214,7 +218,7 @@ class Results:
     def architecture(self) -> pd.DataFrame | None:
         """architecture.csv of the results folder itself, else of a model (Double-Head-Ext's first)."""
         order = sorted(self.models.values(), key=lambda m: (m.variant not in DOUBLE_HEAD_PREFERENCE, m.name))
-        for path in [self.root / "architecture.csv"] + [m.folder / "architecture.csv" for m in order]:
+        for path in [self.root / ARCHITECTURE_CSV] + [m.folder / ARCHITECTURE_CSV for m in order]:
             if path.is_file():
                 return pd.read_csv(path, dtype={"block_M": str})
         return None
@@ -228,11 +232,11 @@ class Results:
         """
         order = sorted(self.models.values(), key=lambda m: (m.variant != "single-fc", m.name))
         for m in order:
-            per_class = _read_csv(m.path("per_class_ap.csv"))
+            per_class = _read_csv(m.path(PER_CLASS_AP_CSV))
             if per_class is None:
                 continue
             if "mode" in per_class.columns and per_class["mode"].nunique() > 1:
-                evals = _read_csv(m.path("eval.csv"))
+                evals = _read_csv(m.path(EVAL_CSV))
                 mode = (ablation.pick_mode(evals, m.preferred_mode)["mode"] if evals is not None
                         else per_class["mode"].iloc[0])
                 per_class = per_class[per_class["mode"] == mode]
@@ -245,7 +249,7 @@ def _model_words(res: Results, model: str) -> str:
     """"Double-Head-Ext (model 'synth-ext')": the paper's name for the reader, the folder name to find it."""
     entry = res.models.get(model)
     variant = entry.variant if entry else None
-    return f"{VARIANT_LABELS[variant]} (model '{model}')" if variant in VARIANT_LABELS else f"model '{model}'"
+    return f"{VARIANTS[variant].label} (model '{model}')" if variant in VARIANTS else f"model '{model}'"
 
 
 def substitute_note(res: Results, sources: Mapping[str, HeadRef] | None = None,
@@ -278,7 +282,7 @@ def substitute_note(res: Results, sources: Mapping[str, HeadRef] | None = None,
     set_aside = [h for h in subs if h not in chosen and paper.get(h) is not None]
     reasons = []
     if missing:
-        reasons.append(" and ".join(VARIANT_LABELS[PAPER_HEAD_VARIANTS[h]] for h in missing) + f" {inputs} not found")
+        reasons.append(" and ".join(variant_label(PAPER_HEAD_VARIANTS[h]) for h in missing) + f" {inputs} not found")
     reasons += [f"{head_label(h)} chosen by override" for h in chosen]
     reasons += [f"{_model_words(res, paper[h])} set aside to keep both heads from one model" for h in set_aside]
 
@@ -289,7 +293,7 @@ def substitute_note(res: Results, sources: Mapping[str, HeadRef] | None = None,
         drawn = ", ".join(f"{head_label(h)} from {_model_words(res, sources[h][0])}"
                           + (f" (its {head_label(sources[h][1])})" if sources[h][1] != h else "") for h in subs)
     instead = ("the paper's two single-head models" if len(subs) > 1
-               else f"the paper's {VARIANT_LABELS[PAPER_HEAD_VARIANTS[subs[0]]]} {head_label(subs[0])}")
+               else f"the paper's {variant_label(PAPER_HEAD_VARIANTS[subs[0]])} {head_label(subs[0])}")
     kept = [f"{head_label(h)} from {_model_words(res, sources[h][0])} as in the paper" for h in heads if h not in subs]
     return (f"Substitute: {'; '.join(reasons)} — {drawn}, not {instead}"
             + "".join(f"; {k}" for k in kept))
@@ -383,7 +387,7 @@ def _figA3(res: Results) -> Figure | str:
     ext = res.with_variant("double-head-ext")
     refs = [(m, h) for m, h in ((res.with_variant("single-fc", "fc"), "fc"),
                                 (res.with_variant("single-conv", "conv"), "conv")) if m]
-    refs += [(ext, h) for h in ("fc", "conv") if ext and h in res.heads(ext)]
+    refs += [(ext, h) for h in HEAD_TYPES if ext and h in res.heads(ext)]
     data = curves(res, refs) if ext and len(refs) > 2 else None
     if data is None:
         return f"needs {SW} of a double-head-ext model and of a single-fc and/or single-conv model {SW_CMD}"
@@ -476,7 +480,7 @@ def _fig8(res: Results) -> Figure | str:
 def _qualitative(res: Results, case: str) -> Figure | str:
     """Figs. A.4 / A.5 from the first model folder with qualitative.csv (a Double-Head-Ext's)."""
     for m in res.models.values():
-        dets, images = m.path("qualitative.csv"), m.path("qualitative_images.csv")
+        dets, images = m.path(QUALITATIVE_CSV), m.path(QUALITATIVE_IMAGES_CSV)
         if dets is None or images is None:
             continue
         images = pd.read_csv(images)
@@ -585,7 +589,8 @@ def render_all(
             if isinstance(tab, str):
                 log(f"{key.replace('table', 'Table ')} skipped: {tab}")
                 continue
-            paths = ablation.write_table(tab, out, key, TABLE_CAPTIONS[key])
+            paths = write_table(tab, Path(out) / key, f"{TABLE_CAPTIONS[key]}\n\n{ablation.markdown_table(tab)}",
+                                parquet=False)
         written += paths
         log(f"{FIGURES[key][0] if key in FIGURES else key.replace('table', 'Table ')}: "
             f"{', '.join(str(p) for p in paths)}")

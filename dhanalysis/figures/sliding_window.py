@@ -20,13 +20,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, FigureBase
 from matplotlib.patches import Rectangle
 
-from dhanalysis.figures.style import (DIFFICULTY_GROUPS, PROPOSAL_IOU_LABEL, REG_IOU_LABEL, SCORE_LABEL,
-                                      SIZE_GROUPS, VARIANT_LINESTYLES, VARIANT_MARKERS, caveat_figure, head_color,
-                                      head_label, new_figure, paper_style, variant_color, variant_label)
+from dhanalysis.figures.style import (PROPOSAL_IOU_LABEL, REG_IOU_LABEL, SCORE_LABEL, VARIANT_LINESTYLES,
+                                      VARIANT_MARKERS, caveat_figure, head_color, head_label, new_figure,
+                                      paper_style, variant_color, variant_label)
+from dhanalysis.vocab import DIFFICULTY_GROUPS, SIZE_GROUPS
 
-TASKS = (("score", SCORE_LABEL), ("reg_iou", REG_IOU_LABEL))
-SIZE_TITLES = {"small": "small objects", "medium": "medium objects", "large": "large objects", "all": "all objects"}
-DIFFICULTY_TITLES = {"easy": "easy classes", "medium": "medium classes", "hard": "hard classes"}
+CURVE_KINDS = (("score", SCORE_LABEL), ("reg_iou", REG_IOU_LABEL))  # (column prefix, axis label) per curve kind
+SIZE_TITLES = {g: f"{g} objects" for g in (*SIZE_GROUPS, "all")}
+DIFFICULTY_TITLES = {g: f"{g} classes" for g in DIFFICULTY_GROUPS}
 
 
 def tidy_curves(curves: pd.DataFrame) -> pd.DataFrame:
@@ -110,11 +111,11 @@ def plot_head_comparison(curves: pd.DataFrame, groups: Sequence[str], fig: Figur
         for j, group in enumerate(groups):
             for (model, head), part in _series(df[df["group"] == group]):
                 variant = part["variant"].iloc[0]
-                for i, (task, _) in enumerate(TASKS):
+                for i, (task, _) in enumerate(CURVE_KINDS):
                     draw_curve(axes[i][j], part, task, head_color(head),
                                _head_series_label(model, variant, head, models_differ))
             axes[0][j].set_title((titles or SIZE_TITLES).get(group, str(group)))
-            for i, (_, ylabel) in enumerate(TASKS):
+            for i, (_, ylabel) in enumerate(CURVE_KINDS):
                 _unit_axes(axes[i][j], ylabel if j == 0 else None, xlabel=i == 1)
         _figure_legend(panel, [ax for row in axes for ax in row], note)
     return fig
@@ -139,7 +140,7 @@ def plot_model_comparison(curves: pd.DataFrame, fig: Figure | None = None, note:
         fig, axes = new_figure(1, 2, (7.2, 3.2), fig)
         for (model, head), part in _series(df):
             variant = part["variant"].iloc[0]
-            for j, (task, ylabel) in enumerate(TASKS):
+            for j, (task, ylabel) in enumerate(CURVE_KINDS):
                 draw_curve(axes[0][j], part, task, variant_color(variant), variant_label(variant, str(model)),
                            marker=VARIANT_MARKERS.get(variant or "", "o"))
                 _unit_axes(axes[0][j], ylabel)
@@ -202,7 +203,7 @@ def plot_figA3(curves: pd.DataFrame, fig: Figure | None = None, note: str | None
         for (model, head), part in _series(df):
             variant = part["variant"].iloc[0]
             label = f"{variant_label(variant, str(model))} {head_label(head)}"
-            for j, (task, ylabel) in enumerate(TASKS):
+            for j, (task, ylabel) in enumerate(CURVE_KINDS):
                 draw_curve(axes[0][j], part, task, head_color(head), label, std=False,
                            linestyle=VARIANT_LINESTYLES.get(variant or "", "-"),
                            marker=VARIANT_MARKERS.get(variant or "", "o"))

@@ -17,20 +17,12 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.figure import Figure, FigureBase
 
-HEADS = ("fc", "conv")
+from dhanalysis.vocab import VARIANTS
+
 HEAD_LABELS = {"fc": "fc-head", "conv": "conv-head"}
 HEAD_COLORS = {"fc": "#0173B2", "conv": "#DE8F05"}
 
-# display names of the variants (Fig. 1, Table 1); the keys are also how a results folder's name is read
-VARIANT_LABELS = {
-    "single-fc": "Single-FC",
-    "single-conv": "Single-Conv",
-    "double-fc": "Double-FC",
-    "double-conv": "Double-Conv",
-    "double-head": "Double-Head",
-    "double-head-reverse": "Double-Head-Reverse",
-    "double-head-ext": "Double-Head-Ext",
-}
+# keyed by dhanalysis.vocab.VARIANTS names; a variant missing here is drawn grey (OTHER_COLOR)
 VARIANT_COLORS = {
     "single-fc": HEAD_COLORS["fc"],
     "single-conv": HEAD_COLORS["conv"],
@@ -49,8 +41,6 @@ MISSING_COLOR = "#d9d9d9"  # cells of a heat map whose mode does not exist (Fig.
 HEATMAP_CMAP = "YlGnBu"
 CORRELATION_CMAP = "viridis"
 
-SIZE_GROUPS = ("small", "medium", "large")
-DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 PROPOSAL_SET_LABELS = {"predefined": "predefined", "rpn": "RPN", "detections": "NMS"}
 
 SCORE_LABEL = "classification score"
@@ -124,7 +114,8 @@ def caveat_figure(nrows: int, ncols: int, figsize: tuple[float, float], fig: Fig
 
 def variant_label(variant: str | None, fallback: str = "") -> str:
     """The paper's name of a variant ("Double-Head-Ext"), else ``fallback`` (e.g. the model's folder name)."""
-    return VARIANT_LABELS.get(variant or "", fallback or str(variant))
+    known = VARIANTS.get(variant or "")
+    return known.label if known is not None else fallback or str(variant)
 
 
 def variant_color(variant: str | None) -> str:

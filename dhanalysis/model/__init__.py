@@ -1,8 +1,28 @@
-"""Heads, variants, RoI heads, model building, checkpoints and parameter counts."""
+"""Heads, variants, RoI heads, model building, checkpoints and parameter counts.
 
-from dhanalysis.model.build import DoubleHeadRCNN, build_model
-from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from dhanalysis.model.variants import VARIANTS, get_variant
+Names are imported on first use, so the torch-free rules of `variants` (loss weights, inference modes) do not pay for
+importing torch; the variants themselves live in `dhanalysis.vocab`.
+"""
 
-__all__ = ["DoubleHeadRCNN", "build_model", "load_checkpoint", "read_checkpoint", "save_checkpoint", "VARIANTS",
-           "get_variant"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DoubleHeadRCNN": "build",
+    "build_model": "build",
+    "load_checkpoint": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "VARIANTS": "variants",
+    "get_variant": "variants",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dhanalysis.model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"dhanalysis.model.{_EXPORTS[name]}"), name)

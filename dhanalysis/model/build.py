@@ -22,12 +22,14 @@ from torchvision.ops import misc as misc_ops
 
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
-from dhanalysis.model.heads import Branch, ConvHead, FCHead, Predictor
+from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 FEATMAP_NAMES = ["0", "1", "2", "3"]
+INPUT_FORMATS = ("rgb", "bgr255")
+ANCHOR_STYLES = ("torchvision", "unrounded", "legacy")
 
 
 def build_backbone(cfg: BackboneConfig) -> BackboneWithFPN:
@@ -40,6 +42,8 @@ def build_backbone(cfg: BackboneConfig) -> BackboneWithFPN:
         raise DHError(f"model.backbone.trainable_layers must be in 0..5, got {cfg.trainable_layers}")
     norm_layer = misc_ops.FrozenBatchNorm2d if cfg.norm == "frozen_bn" else nn.BatchNorm2d
     body = getattr(resnet, cfg.name)(weights=None, norm_layer=norm_layer)
+    if cfg.stride_in_1x1:
+        move_stride_to_1x1(body)
     if cfg.weights:
         load_backbone_weights(body, cfg.weights)
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: cfg.trainable_layers]
@@ -52,6 +56,16 @@ def build_backbone(cfg: BackboneConfig) -> BackboneWithFPN:
     in_channels = [stage2 * 2**i for i in range(4)]
     return_layers = {f"layer{i + 1}": name for i, name in enumerate(FEATMAP_NAMES)}
     return BackboneWithFPN(body, return_layers, in_channels, cfg.fpn_channels)
+
+
+def move_stride_to_1x1(body: resnet.ResNet) -> None:
+    """Put the stride of each stage's first bottleneck on its 1×1 conv, as MSRA/Caffe2 ResNets do (the weights of
+    detectron2's and maskrcnn-benchmark's R-50/101 were trained so); torchvision strides the 3×3 conv."""
+    if not isinstance(body.layer1[0], resnet.Bottleneck):
+        raise DHError("model.backbone.stride_in_1x1 needs a bottleneck ResNet (resnet50 or resnet101)")
+    for stage in (body.layer2, body.layer3, body.layer4):
+        block = stage[0]
+        block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
 def load_backbone_weights(body: nn.Module, path: str) -> None:
@@ -85,6 +99,87 @@ def build_head(head_type: str, cfg: HeadConfig, in_channels: int) -> FCHead | Co
         cfg.non_local_groups,
         cfg.non_local_mode,
     )
+
+
+class InputTransform(GeneralizedRCNNTransform):
+    """torchvision's resize/normalise transform that can feed BGR images in 0-255 (``input_format="bgr255"``).
+
+    Images always arrive as RGB in 0-1 (the datasets' and torchvision's convention); weights trained on BGR 0-255
+    input (Detectron, maskrcnn-benchmark, detectron2's MSRA models) get it converted here, before the pixel means.
+    """
+
+    def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb"):
+        super().__init__(min_size, max_size, mean, std)
+        self.input_format = input_format
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.input_format == "bgr255":
+            image = image.flip(0) * 255.0
+        return super().normalize(image)
+
+
+class SourceAnchorGenerator(AnchorGenerator):
+    """torchvision's anchor generator with the cell anchors of another framework (``model.rpn.anchor_style``).
+
+    ``"torchvision"`` rounds each cell anchor to whole pixels; ``"unrounded"`` keeps w = s/√r, h = s·√r exactly
+    (detectron2, mmdetection 2+); ``"legacy"`` is Detectron's rule that maskrcnn-benchmark keeps: a stride × stride
+    box centred at (stride − 1)/2, its width and height rounded per aspect ratio, then scaled to the size, in the
+    "+1" pixel convention. Strides are 4, 8, 16, ... from P2.
+    """
+
+    def __init__(self, sizes: tuple[tuple[int, ...], ...], aspect_ratios: tuple[tuple[float, ...], ...],
+                 style: str = "torchvision"):
+        super().__init__(sizes, aspect_ratios)
+        self.style = style
+        if style == "unrounded":
+            self.cell_anchors = [unrounded_cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
+        elif style == "legacy":
+            self.cell_anchors = [legacy_cell_anchors(2 ** (level + 2), s, r)
+                                 for level, (s, r) in enumerate(zip(sizes, aspect_ratios))]
+
+
+def unrounded_cell_anchors(sizes: tuple[int, ...], ratios: tuple[float, ...]) -> torch.Tensor:
+    """``(len(ratios)·len(sizes), 4)`` xyxy anchors about (0, 0), ratio-major like torchvision's; h / w = ratio."""
+    out = []
+    for ratio in ratios:
+        for size in sizes:
+            w = size / ratio**0.5
+            h = w * ratio
+            out.append([-w / 2, -h / 2, w / 2, h / 2])
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def legacy_cell_anchors(stride: int, sizes: tuple[int, ...], ratios: tuple[float, ...]) -> torch.Tensor:
+    """Detectron's cell anchors of one level (see `SourceAnchorGenerator`), ``(len(ratios)·len(sizes), 4)``."""
+    centre = (stride - 1) / 2
+    out = []
+    for ratio in ratios:
+        w = round((stride * stride / ratio) ** 0.5)  # Python's round: half to even, as numpy's
+        h = round(w * ratio)
+        for size in sizes:
+            ws, hs = w * size / stride, h * size / stride
+            out.append([centre - (ws - 1) / 2, centre - (hs - 1) / 2, centre + (ws - 1) / 2, centre + (hs - 1) / 2])
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def check_model_options(m) -> None:
+    """One-line errors for the options converted models use (input format, anchors, class layout)."""
+    if m.input_format not in INPUT_FORMATS:
+        raise DHError(f"model.input_format must be one of {', '.join(INPUT_FORMATS)}, got '{m.input_format}'")
+    if len(m.pixel_mean) != 3 or len(m.pixel_std) != 3 or any(v <= 0 for v in m.pixel_std):
+        raise DHError("model.pixel_mean and model.pixel_std need 3 values each (pixel_std > 0)")
+    if m.rpn.anchor_style not in ANCHOR_STYLES:
+        raise DHError(f"model.rpn.anchor_style must be one of {', '.join(ANCHOR_STYLES)}, got '{m.rpn.anchor_style}'")
+    if m.reg_layout not in REG_LAYOUTS:
+        raise DHError(f"model.reg_layout must be one of {', '.join(REG_LAYOUTS)}, got '{m.reg_layout}'")
+
+
+def class_layout(m, classes: int) -> ClassLayout:
+    """The predictors' `ClassLayout` from ``model.num_slots`` / ``class_slots`` / ``reg_layout``."""
+    try:
+        return ClassLayout(classes + 1, m.num_slots, tuple(m.class_slots), m.reg_layout)
+    except ValueError as exc:
+        raise DHError(f"model.class_slots / model.num_slots do not fit {classes} classes: {exc}") from None
 
 
 class DoubleHeadRCNN(GeneralizedRCNN):
@@ -131,11 +226,14 @@ def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCN
     if not m.num_classes:
         config = replace(config, model=replace(m, num_classes=classes))
     variant = get_variant(m.variant)
+    check_model_options(m)
+    layout = class_layout(m, classes)
     backbone = build_backbone(m.backbone)
     channels = m.backbone.fpn_channels
 
     anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)
-    anchors = AnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes))
+    anchors = SourceAnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes),
+                                    m.rpn.anchor_style)
     rpn = RegionProposalNetwork(
         anchors,
         RPNHead(channels, anchors.num_anchors_per_location()[0]),
@@ -155,7 +253,7 @@ def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCN
             continue  # a head with no loss would never train (e.g. loss.w_conv = 0)
         weights[spec.name] = w
         head = build_head(spec.head, m.head, channels)
-        predictor = Predictor(head.out_dim, classes + 1, cls=w["cls"] > 0, reg=w["reg"] > 0)
+        predictor = Predictor(head.out_dim, classes + 1, cls=w["cls"] > 0, reg=w["reg"] > 0, layout=layout)
         branches[spec.name] = Branch(spec.head, head, predictor)
 
     mode = m.mode or default_mode(m.variant, m.loss)
@@ -173,5 +271,5 @@ def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCN
         nms_thresh=m.nms_thresh,
         detections_per_img=m.detections_per_img,
     )
-    transform = GeneralizedRCNNTransform(m.min_size, m.max_size, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format)
     return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

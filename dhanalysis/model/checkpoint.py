@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from dhanalysis.atomic import atomic_torch_save
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.errors import DHError
+from dhanalysis.folders import atomic_torch_save
 
 FORMAT = "dhanalysis-checkpoint-v1"
 

@@ -9,12 +9,14 @@ pixel rows one after the other: a vectorised, multi-threaded gather-accumulate (
 scalar loop per channel, and the output comes out as ``(N, S·S, C)`` rows ready for a matmul.
 
 The weights reproduce torchvision's CPU/CUDA kernel step by step (sample positions, the -1 / size cut-off, the clamp
-at 0 and the last pixel, the division by the sample count), so results agree to float32 rounding; the FPN level of
-each RoI comes from the same `LevelMapper` rule as the model's `LevelPooler`.
+at 0 and the last pixel, the division by the sample count), so results agree to float32 rounding. `map_levels` is
+the one home of the FPN level rule: the model's `LevelPooler` and the fast scorer both take levels from it.
 
-The gather is differentiable (the backward of ``embedding_bag`` is a vectorised scatter-add), which is why
-`LevelPooler` uses it for training on CPU: torchvision's CPU ``roi_align`` backward is a serial loop and took ~20% of a
-training step of the synthetic presets, 3.5× the gather's forward + backward for the same RoIs.
+Two entry points: `pool_batch` (NCHW, a batch of images; `LevelPooler`'s ``"gather"`` backend) and `pool_rows`
+(channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (the
+backward of ``embedding_bag`` is a vectorised scatter-add), which is why `LevelPooler` uses it for training on CPU:
+torchvision's CPU ``roi_align`` backward is a serial loop and took ~20% of a training step of the synthetic presets,
+3.5× the gather's forward + backward for the same RoIs.
 """
 
 from __future__ import annotations
@@ -154,15 +156,6 @@ def _as_nchw(rows: torch.Tensor, output_size: int) -> torch.Tensor:
     return rows.transpose(1, 2).reshape(len(rows), -1, output_size, output_size)
 
 
-def multiscale_roi_align(features: list[torch.Tensor], scales: list[float], boxes: torch.Tensor,
-                         output_size: int = 7, sampling_ratio: int = 2,
-                         level_boxes: torch.Tensor | None = None) -> torch.Tensor:
-    """Drop-in for one image of `LevelPooler`: ``(N, C, S, S)`` NCHW, the level chosen from ``level_boxes``."""
-    table = FeatureTable.from_features(features, scales)
-    levels = map_levels(level_boxes if level_boxes is not None else boxes, scales)
-    return _as_nchw(pool_rows(table, boxes, levels, output_size, sampling_ratio), output_size)
-
-
 def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Tensor, levels: torch.Tensor,
                output_size: int = 7, sampling_ratio: int = 2) -> torch.Tensor:
     """RoIAlign of ``rois`` ``(N, 5)`` [image, x1, y1, x2, y2] over a batch of FPN maps ``(B, C, H, W)``, each RoI on
@@ -172,5 +165,4 @@ def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Te
     return _as_nchw(rows, output_size)
 
 
-__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "multiscale_roi_align",
-           "pool_batch"]
+__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "pool_batch"]

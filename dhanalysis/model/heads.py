@@ -1,15 +1,71 @@
-"""The two head structures of the paper and their predictors (§4.1, Fig. 1, Fig. 5).
+"""The two head structures of the paper and their predictors (§4.1, Fig. 1, Fig. 5), each with its inference form.
 
 Shapes: every head takes pooled RoI features ``(N, C, S, S)`` (C = FPN channels, S = RoI size, 256×7×7 in the paper)
 and returns a vector ``(N, D)`` (D = 1024 in the paper). Module names are stable (``fc6``, ``fc7``, ``blocks.0``)
 because the analyses look weights up by them.
+
+Inference form: every head, block and predictor has ``fuse(dtype)``, which returns the same arithmetic for scoring
+many boxes, on channels-last RoI features ``(N, S, S, C)`` (what the fast RoIAlign of `gather_roi.pool_rows` gives):
+eval-mode BatchNorm folded into the conv before it (w·γ/σ, β − μ·γ/σ), a 1×1 conv as a matmul over the N·S·S rows,
+a 3×3 conv on a channels-last view of the same rows (oneDNN's direct convolution measured twice as fast as
+im2col + matmul on CPU, BENCHMARKS.md), θ, φ and g of a non-local block in one matmul, a residual add riding on
+``addmm``. The form sits beside its module so that changing a block changes both; `FusedLinear.flops_per_row` and
+the ``flops_per_roi`` methods count 2·MACs from the layer shapes. Weights are copied (optionally cast to bf16), so
+fusing never changes the model; fuse again after its weights change.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _copy(t: torch.Tensor, dtype: torch.dtype, memory_format: torch.memory_format = torch.contiguous_format
+          ) -> torch.Tensor:
+    """A detached copy in ``dtype`` (never a view of a parameter, so the fused form does not follow the model)."""
+    return t.detach().to(dtype=dtype, memory_format=memory_format, copy=True)
+
+
+class FusedLinear:
+    """A matmul with bias over the last dimension, ``(..., K) -> (..., N)``; the weight is kept as ``(K, N)`` for
+    ``addmm``. Built from a linear layer's or a 1×1 conv's weight ``(N, K[, 1, 1])``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
+        self.weight_t = _copy(weight.reshape(len(weight), -1).t(), dtype)
+        self.bias = _copy(bias, dtype)
+
+    @property
+    def flops_per_row(self) -> int:
+        return 2 * self.weight_t.shape[0] * self.weight_t.shape[1]
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ W + b``, plus ``residual`` (same shape as the output) when given."""
+        rows = x.reshape(-1, x.shape[-1])
+        if residual is None:
+            out = torch.addmm(self.bias, rows, self.weight_t)
+        else:
+            out = torch.addmm(residual.reshape(len(rows), -1), rows, self.weight_t).add_(self.bias)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class FusedConv:
+    """A k×k, padding k // 2 conv with bias on channels-last maps ``(N, S, S, Cin) -> (N, S, S, Cout)``."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
+        self.weight = _copy(weight, dtype, torch.channels_last)  # (Cout, Cin, k, k)
+        self.bias = _copy(bias, dtype)
+
+    @property
+    def flops_per_row(self) -> int:
+        out_ch, in_ch, kh, kw = self.weight.shape
+        return 2 * kh * kw * in_ch * out_ch
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x.permute(0, 3, 1, 2), self.weight, self.bias, padding=self.weight.shape[-1] // 2)
+        return y.permute(0, 2, 3, 1)
 
 
 class FCHead(nn.Module):
@@ -29,11 +85,48 @@ class FCHead(nn.Module):
         x = F.relu(self.fc6(x.flatten(1)))
         return F.relu(self.fc7(x))
 
+    @torch.no_grad()
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedFCHead:
+        """The inference form: fc6's input columns reordered once from (c, y, x) to (y, x, c), so channels-last
+        features flatten straight into it."""
+        c, s = self.in_channels, self.roi_size
+        w6 = self.fc6.weight.reshape(-1, c, s, s).permute(0, 2, 3, 1)
+        return FusedFCHead(FusedLinear(w6, self.fc6.bias, dtype), FusedLinear(self.fc7.weight, self.fc7.bias, dtype))
+
+
+@dataclass
+class FusedFCHead:
+    """`FCHead` on channels-last RoI features ``(N, S, S, C) -> (N, dim)``."""
+
+    fc6: FusedLinear
+    fc7: FusedLinear
+
+    def flops_per_roi(self, size: int) -> int:
+        """2·MACs for one RoI (``size`` is fixed by fc6's width; accepted so every fused head is counted alike)."""
+        return self.fc6.flops_per_row + self.fc7.flops_per_row
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc7(self.fc6(x.reshape(len(x), -1)).relu_()).relu_()
+
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool = False) -> nn.Sequential:
     """A conv followed by BatchNorm: every conv of the conv-head is (§5.1). Bias-free except where the authors'
     code has one (the non-local block's output conv)."""
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias), nn.BatchNorm2d(out_ch))
+
+
+def fuse_conv_bn(layer: nn.Sequential, dtype: torch.dtype) -> FusedLinear | FusedConv:
+    """A `conv_bn` with its eval-mode BatchNorm folded into the conv: BN(Wx + b) = (γ/σ)·W x + β + (b − μ)·γ/σ.
+
+    A 1×1 conv becomes a `FusedLinear` over the rows, a larger one a `FusedConv`.
+    """
+    conv, bn = layer[0], layer[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale[:, None, None, None]
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return FusedLinear(weight, bias, dtype) if conv.kernel_size == (1, 1) else FusedConv(weight, bias, dtype)
 
 
 class ResidualBlock(nn.Module):
@@ -49,6 +142,27 @@ class ResidualBlock(nn.Module):
         y = self.conv2(F.relu(self.conv1(x)))
         return F.relu(y + self.shortcut(x))
 
+    @torch.no_grad()
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedResidualBlock:
+        """The inference form, BatchNorm folded (see the module docstring)."""
+        return FusedResidualBlock(*(fuse_conv_bn(m, dtype) for m in (self.conv1, self.conv2, self.shortcut)))
+
+
+@dataclass
+class FusedResidualBlock:
+    """`ResidualBlock` on channels-last maps; the projection shortcut is added inside conv2's ``addmm``."""
+
+    conv1: FusedConv
+    conv2: FusedLinear
+    shortcut: FusedLinear
+
+    def flops_per_roi(self, size: int) -> int:
+        return size * size * (self.conv1.flops_per_row + self.conv2.flops_per_row + self.shortcut.flops_per_row)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x).relu_()
+        return self.conv2(h, residual=self.shortcut(x)).relu_()
+
 
 class Bottleneck(nn.Module):
     """Fig. 5(b): the ResNet bottleneck, 1×1 reduce → 3×3 → 1×1 expand, identity shortcut."""
@@ -63,6 +177,28 @@ class Bottleneck(nn.Module):
         y = F.relu(self.conv1(x))
         y = F.relu(self.conv2(y))
         return F.relu(x + self.conv3(y))
+
+    @torch.no_grad()
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedBottleneck:
+        """The inference form, BatchNorm folded (see the module docstring)."""
+        return FusedBottleneck(*(fuse_conv_bn(m, dtype) for m in (self.conv1, self.conv2, self.conv3)))
+
+
+@dataclass
+class FusedBottleneck:
+    """`Bottleneck` on channels-last maps; the identity shortcut is added inside conv3's ``addmm``."""
+
+    conv1: FusedLinear
+    conv2: FusedConv
+    conv3: FusedLinear
+
+    def flops_per_roi(self, size: int) -> int:
+        return size * size * (self.conv1.flops_per_row + self.conv2.flops_per_row + self.conv3.flops_per_row)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x).relu_()
+        h = self.conv2(h).relu_()
+        return self.conv3(h, residual=x).relu_()
 
 
 class NonLocalBlock(nn.Module):
@@ -100,6 +236,38 @@ class NonLocalBlock(nn.Module):
         affinity = affinity.softmax(-1) if self.mode == "gaussian" else affinity / pos
         y = (affinity @ g).transpose(2, 3).reshape(n, -1, h, w)
         return F.relu(x + self.out(y))
+
+    @torch.no_grad()
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedNonLocalBlock:
+        """The inference form: θ, φ and g stacked into one matmul, the output BatchNorm folded."""
+        convs = (self.theta, self.phi, self.g)
+        qkv = FusedLinear(torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]), dtype)
+        return FusedNonLocalBlock(qkv, fuse_conv_bn(self.out, dtype), self.groups, self.mode)
+
+
+@dataclass
+class FusedNonLocalBlock:
+    """`NonLocalBlock` on channels-last maps ``(N, S, S, C)``."""
+
+    qkv: FusedLinear
+    out: FusedLinear
+    groups: int
+    mode: str
+
+    def flops_per_roi(self, size: int) -> int:
+        pos = size * size
+        inner = self.qkv.weight_t.shape[1] // 3
+        return pos * (self.qkv.flops_per_row + self.out.flops_per_row) + 2 * (2 * pos * pos * inner)  # + θφᵀ, ·g
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, _ = x.shape
+        pos = h * w
+        qkv = self.qkv(x).reshape(n, pos, 3, self.groups, -1)  # channel j of θ/φ/g is group j // (inner / groups)
+        theta, phi, g = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (N, groups, pos, d)
+        affinity = theta @ phi.transpose(2, 3)
+        affinity = affinity.softmax(-1) if self.mode == "gaussian" else affinity.div_(pos)
+        y = (affinity @ g).transpose(1, 2).reshape(n, h, w, -1)
+        return self.out(y, residual=x).relu_()
 
 
 class ConvHead(nn.Module):
@@ -141,17 +309,106 @@ class ConvHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(x).mean(dim=(2, 3))
 
+    @torch.no_grad()
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedConvHead:
+        """The inference form: every block's ``fuse``."""
+        return FusedConvHead([block.fuse(dtype) for block in self.blocks])
+
+
+@dataclass
+class FusedConvHead:
+    """`ConvHead` on channels-last RoI features ``(N, S, S, C) -> (N, dim)``."""
+
+    blocks: list
+
+    def flops_per_roi(self, size: int) -> int:
+        return sum(block.flops_per_roi(size) for block in self.blocks)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The output map before average pooling, channels-last ``(N, S, S, dim)``."""
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).flatten(1, 2).mean(dim=1)
+
+
+REG_LAYOUTS = ("per_slot", "per_foreground", "agnostic")
+
+
+class ClassLayout:
+    """How the outputs of a converted predictor map to the dataset's labels ``0..C`` (0 = background).
+
+    A source's classifier may have other slots than our labels (torchvision's 91 COCO ids, detectron2's and
+    mmdetection's background in the last slot) and its regressor other rows (none for the background, or 4 for every
+    class). Logits are gathered per label; the background logit becomes the log-sum-exp of every slot no foreground
+    label reads, so each label's softmax probability is exactly the source's probability of its slot. Deltas of the
+    background label, which no detection uses, are zeros when the source has none.
+    """
+
+    def __init__(self, num_labels: int, num_slots: int = 0, class_slots: tuple[int, ...] = (),
+                 reg_layout: str = "per_slot"):
+        if reg_layout not in REG_LAYOUTS:
+            raise ValueError(f"reg_layout must be one of {', '.join(REG_LAYOUTS)}, got {reg_layout!r}")
+        self.num_labels, self.num_slots = num_labels, num_slots or num_labels
+        self.class_slots = tuple(class_slots) or tuple(range(num_labels))
+        self.reg_layout = reg_layout
+        if len(self.class_slots) != num_labels:
+            raise ValueError(f"class_slots names {len(self.class_slots)} slots for {num_labels} labels (background "
+                             "first)")
+        if not all(0 <= s < self.num_slots for s in self.class_slots) or len(set(self.class_slots)) != num_labels:
+            raise ValueError(f"class_slots must be distinct slots in 0..{self.num_slots - 1}, got {self.class_slots}")
+        foreground = set(self.class_slots[1:])
+        self.background_slots = [s for s in range(self.num_slots) if s not in foreground]
+        # per_foreground: the regressor's rows skip the background slot
+        rows = [s for s in range(self.num_slots) if s != self.class_slots[0]]
+        self.reg_rows = [rows.index(s) for s in self.class_slots[1:]]
+
+    @property
+    def identity(self) -> bool:
+        """True for our own layout (no remapping at all)."""
+        return (self.num_slots == self.num_labels and self.class_slots == tuple(range(self.num_labels))
+                and self.reg_layout == "per_slot")
+
+    @property
+    def reg_width(self) -> int:
+        """Output width of the box regressor."""
+        return {"per_slot": 4 * self.num_slots, "per_foreground": 4 * (self.num_slots - 1), "agnostic": 4}[
+            self.reg_layout]
+
+    def logits(self, slots: torch.Tensor) -> torch.Tensor:
+        """``(N, num_slots)`` source logits -> ``(N, C+1)`` label logits (background: log-sum-exp of the rest)."""
+        out = slots[:, list(self.class_slots)]
+        background = torch.logsumexp(slots[:, self.background_slots], dim=1)
+        return torch.cat([background[:, None], out[:, 1:]], dim=1)
+
+    def deltas(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(N, reg_width)`` source deltas -> ``(N, 4(C+1))`` per label."""
+        n = len(rows)
+        if self.reg_layout == "agnostic":
+            return rows.repeat(1, self.num_labels)
+        per_row = rows.reshape(n, -1, 4)
+        if self.reg_layout == "per_slot":
+            return per_row[:, list(self.class_slots)].reshape(n, -1)
+        background = per_row.new_zeros((n, 1, 4))
+        return torch.cat([background, per_row[:, self.reg_rows]], dim=1).reshape(n, -1)
+
 
 class Predictor(nn.Module):
     """The last layers of one branch: a (C+1)-way classifier and/or class-specific box deltas ``(N, 4·(C+1))``.
 
-    A task whose loss weight is 0 gets no layer (``None``).
+    A task whose loss weight is 0 gets no layer (``None``). ``layout``: a converted model's `ClassLayout` (the
+    layers then have the source's widths and outputs are remapped to labels); None is our own layout.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, cls: bool, reg: bool):
+    def __init__(self, in_dim: int, num_classes: int, cls: bool, reg: bool, layout: ClassLayout | None = None):
         super().__init__()
-        self.cls_score = nn.Linear(in_dim, num_classes) if cls else None
-        self.bbox_pred = nn.Linear(in_dim, num_classes * 4) if reg else None
+        self.layout = None if layout is None or layout.identity else layout
+        slots = self.layout.num_slots if self.layout else num_classes
+        reg_width = self.layout.reg_width if self.layout else num_classes * 4
+        self.cls_score = nn.Linear(in_dim, slots) if cls else None
+        self.bbox_pred = nn.Linear(in_dim, reg_width) if reg else None
         if self.cls_score is not None:
             nn.init.normal_(self.cls_score.weight, std=0.01)
             nn.init.zeros_(self.cls_score.bias)
@@ -162,7 +419,37 @@ class Predictor(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         logits = self.cls_score(x) if self.cls_score is not None else None
         deltas = self.bbox_pred(x) if self.bbox_pred is not None else None
+        if self.layout is not None:
+            logits = self.layout.logits(logits) if logits is not None else None
+            deltas = self.layout.deltas(deltas) if deltas is not None else None
         return logits, deltas
+
+    @torch.no_grad()
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedPredictor:
+        """The inference form: classifier and box regressor as one matmul."""
+        layers = [(task, lin) for task, lin in (("cls", self.cls_score), ("reg", self.bbox_pred)) if lin is not None]
+        joint = FusedLinear(torch.cat([lin.weight for _, lin in layers]), torch.cat([lin.bias for _, lin in layers]),
+                            dtype)
+        return FusedPredictor(joint, [(task, lin.out_features) for task, lin in layers], self.layout)
+
+
+@dataclass
+class FusedPredictor:
+    """`Predictor` as one matmul ``(N, D) -> {"cls": (N, C+1), "reg": (N, 4(C+1))}``, each task it has."""
+
+    joint: FusedLinear
+    splits: list[tuple[str, int]]
+    layout: ClassLayout | None = None
+
+    def flops_per_roi(self, size: int) -> int:
+        return self.joint.flops_per_row
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.joint(x)
+        out = dict(zip([task for task, _ in self.splits], y.split([width for _, width in self.splits], dim=1)))
+        if self.layout is not None:
+            out = {task: self.layout.logits(v) if task == "cls" else self.layout.deltas(v) for task, v in out.items()}
+        return out
 
 
 class Branch(nn.Module):
@@ -175,4 +462,26 @@ class Branch(nn.Module):
         self.predictor = predictor
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.predictor(self.head(x))
+
+    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedBranch:
+        """The inference form of head and predictor; a head passed in without a ``fuse`` has none."""
+        if not callable(getattr(self.head, "fuse", None)):
+            raise TypeError(f"head {type(self.head).__name__} has no inference form (no fuse() method); score it with "
+                            "the model's own probe")
+        return FusedBranch(self.head_type, self.head.fuse(dtype), self.predictor.fuse(dtype))
+
+
+@dataclass
+class FusedBranch:
+    """`Branch` on channels-last RoI features ``(N, S, S, C)`` -> {task: outputs} in the fused dtype."""
+
+    head_type: str
+    head: FusedFCHead | FusedConvHead
+    predictor: FusedPredictor
+
+    def flops_per_roi(self, size: int) -> int:
+        return self.head.flops_per_roi(size) + self.predictor.flops_per_roi(size)
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.predictor(self.head(x))

@@ -8,19 +8,15 @@ pooling per branch, per-branch/per-task losses (Eq. 1-3), inference modes that m
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
-from torchvision.ops.poolers import LevelMapper
 
 from dhanalysis.errors import DHError
-from dhanalysis.model.gather_roi import pool_batch
+from dhanalysis.model.gather_roi import map_levels, pool_batch
 from dhanalysis.model.variants import FUSIONS, parse_mode
 
 
@@ -50,13 +46,20 @@ def scale_boxes_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor
     return torch.cat([centre - half, centre + half], dim=1)
 
 
+POOLING_BACKENDS = ("auto", "gather", "torchvision")
+
+
 class LevelPooler(nn.Module):
     """Multi-level RoIAlign whose FPN level can come from other boxes than the ones pooled.
 
     Same rule and results as torchvision's `MultiScaleRoIAlign` (FPN Eq. 1, k0 = 4, canonical size 224), but an
-    enlarged RoI is pooled on the level of its original box, as the public Double-Head implementations do. On CPU
-    the pooling is the weighted gather of `pool_batch` (same numbers to float32 rounding, 3.5× faster with its
-    backward); on GPUs it is torchvision's kernel.
+    enlarged RoI is pooled on the level of its original box, as the public Double-Head implementations do.
+
+    ``backend`` (an argument of every call, one of `POOLING_BACKENDS`): ``"gather"`` pools with the weighted gather of
+    `pool_batch` (same numbers to float32 rounding; on CPU 3.5× faster than torchvision's kernel with its backward),
+    ``"torchvision"`` with torchvision's ``roi_align`` per level (the straightforward path the analyses' reference
+    scoring and the benchmarks' baseline stand for), ``"auto"`` with the gather on CPU and torchvision's kernel
+    elsewhere or when ``sampling_ratio`` is adaptive (≤ 0, which the gather cannot do).
     """
 
     def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int):
@@ -64,12 +67,20 @@ class LevelPooler(nn.Module):
         self.featmap_names = list(featmap_names)
         self.output_size = (output_size, output_size)
         self.sampling_ratio = sampling_ratio
-        self.gather_on_cpu = True  # False: torchvision's kernel everywhere (the straightforward reference path)
 
     def scales(self, features: list[torch.Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
+        """The spatial scale of each level (feature size over the largest image height)."""
         max_h = max(s[0] for s in image_shapes)
         # every FPN level halves the resolution, so each scale is a power of two
         return [2.0 ** round(torch.log2(torch.tensor(f.shape[-2] / max_h)).item()) for f in features]
+
+    def resolve_backend(self, backend: str, device: torch.device) -> str:
+        """``"gather"`` or ``"torchvision"``: what ``backend`` means for features on ``device``."""
+        if backend not in POOLING_BACKENDS:
+            raise ValueError(f"pooling backend must be one of {', '.join(POOLING_BACKENDS)}, got {backend!r}")
+        if backend != "auto":
+            return backend
+        return "gather" if device.type == "cpu" and self.sampling_ratio > 0 else "torchvision"
 
     def forward(
         self,
@@ -77,43 +88,28 @@ class LevelPooler(nn.Module):
         boxes: list[torch.Tensor],
         image_shapes: list[tuple[int, int]],
         level_boxes: list[torch.Tensor] | None = None,
+        backend: str = "auto",
     ) -> torch.Tensor:
-        """Pool ``boxes`` (per image, ``(Ni, 4)`` xyxy in input pixels) into ``(sum Ni, C, S, S)``."""
+        """Pool ``boxes`` (per image, ``(Ni, 4)`` xyxy in input pixels) into ``(sum Ni, C, S, S)``, each on the level
+        of the matching box of ``level_boxes`` (default: itself)."""
         features = [x[k] for k in self.featmap_names]
         scales = self.scales(features, image_shapes)
-        lvl_min, lvl_max = int(-torch.log2(torch.tensor(scales[0]))), int(-torch.log2(torch.tensor(scales[-1])))
-        mapper = LevelMapper(lvl_min, lvl_max)
-        levels = mapper(level_boxes if level_boxes is not None else boxes)
+        levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales)
         flat = torch.cat(boxes)
         batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device) for i, b in
                                enumerate(boxes)])
         rois = torch.cat([batch_idx, flat], dim=1)
         first = features[0]
-        if self.gather_on_cpu and first.device.type == "cpu" and self.sampling_ratio > 0:
+        if self.resolve_backend(backend, first.device) == "gather":
             return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio)
-        out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         if len(features) == 1:
             return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio)
+        out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         for level, (feat, scale) in enumerate(zip(features, scales)):
             idx = torch.where(levels == level)[0]
             if len(idx):
                 out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio).to(out.dtype)
         return out
-
-
-@contextmanager
-def torchvision_pooling(model: nn.Module) -> Iterator[None]:
-    """Within the block, every `LevelPooler` of ``model`` runs torchvision's ``roi_align`` (the straightforward path
-    that the analysis' reference scoring and the benchmarks' baseline stand for), then the previous setting returns."""
-    poolers = [m for m in model.modules() if isinstance(m, LevelPooler)]
-    before = [p.gather_on_cpu for p in poolers]
-    for p in poolers:
-        p.gather_on_cpu = False
-    try:
-        yield
-    finally:
-        for p, b in zip(poolers, before):
-            p.gather_on_cpu = b
 
 
 class DoubleHeadRoIHeads(RoIHeads):
@@ -177,26 +173,36 @@ class DoubleHeadRoIHeads(RoIHeads):
         return pooled["enlarged"] if name in self.enlarged_branches else pooled["plain"]
 
     def pool(
-        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+        self,
+        features: dict[str, torch.Tensor],
+        boxes: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        backend: str = "auto",
     ) -> dict[str, torch.Tensor]:
         """RoI features ``{"plain": (N, C, S, S)}`` and, when a branch pools an enlarged RoI, ``"enlarged"``.
 
         Only what some branch reads is pooled: a Single-Conv with an enlarged RoI pools the enlarged boxes alone.
+        ``backend``: the RoIAlign implementation, see `LevelPooler`.
         """
         enlarged_names = self.enlarged_branches
         pooled = {}
         if set(self.branches) - enlarged_names:
-            pooled["plain"] = self.box_roi_pool(features, boxes, image_shapes)
+            pooled["plain"] = self.box_roi_pool(features, boxes, image_shapes, backend=backend)
         if enlarged_names:
             enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale) for b in boxes]
-            pooled["enlarged"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes)
+            pooled["enlarged"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes,
+                                                   backend=backend)
         return pooled
 
     def branch_outputs(
-        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+        self,
+        features: dict[str, torch.Tensor],
+        boxes: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        backend: str = "auto",
     ) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """name -> (class logits ``(N, C+1)`` or None, box deltas ``(N, 4(C+1))`` or None)."""
-        pooled = self.pool(features, boxes, image_shapes)
+        pooled = self.pool(features, boxes, image_shapes, backend)
         out = {}
         for name, branch in self.branches.items():
             out[name] = branch(self.branch_input(pooled, name))
@@ -299,14 +305,18 @@ class DoubleHeadRoIHeads(RoIHeads):
         }
 
     def probe(
-        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+        self,
+        features: dict[str, torch.Tensor],
+        boxes: list[torch.Tensor],
+        image_shapes: list[tuple[int, int]],
+        backend: str = "auto",
     ) -> dict[str, dict[str, torch.Tensor]]:
         """Raw per-head outputs for boxes we choose (no threshold, no NMS): what the analyses of §3 need.
 
         Returns {head type: {"scores": (N, C+1) probabilities, "boxes": (N, C+1, 4) decoded xyxy}}, each key present
-        only when that head has the task.
+        only when that head has the task. ``backend``: the RoIAlign implementation, see `LevelPooler`.
         """
-        heads = self.head_outputs(self.branch_outputs(features, boxes, image_shapes))
+        heads = self.head_outputs(self.branch_outputs(features, boxes, image_shapes, backend))
         out: dict[str, dict[str, torch.Tensor]] = {}
         for head, tasks in heads.items():
             if "cls" in tasks:

@@ -1,5 +1,6 @@
-"""The paper's head variants as data (Fig. 1, Table 1, §4.2).
+"""The rules that turn the paper's head variants into loss weights and inference modes (Fig. 1, Table 1, §4.2).
 
+The variants themselves are data, in `dhanalysis.vocab.VARIANTS` (figures read them without importing the model).
 Each variant is a small table of *branches*. A branch is one head (an fc-head or a conv-head) and says which task it
 focuses on. Its two loss weights follow from the config's ω (per head type) and λ (per head type) by one rule,
 `branch_loss_weights`, so that Eq. 1-3 live in one place:
@@ -15,75 +16,13 @@ by mistake.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dhanalysis.config import LossConfig
 from dhanalysis.errors import DHError
-
-TASKS = ("cls", "reg")
-HEAD_TYPES = ("fc", "conv")
-
-
-@dataclass(frozen=True)
-class BranchSpec:
-    name: str  # stable module name: model.roi_heads.branches[name]
-    head: str  # "fc" | "conv"
-    focus: str | None  # "cls" | "reg" | None (both tasks, equal weight)
-    balanced: bool = False  # focused task weighted by λ of this head type, the other by 1 - λ
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    branches: tuple[BranchSpec, ...]
-    default_mode: str
-    summary: str
-    lambda_fc: float = 1.0  # defaults written into the variant's configs
-    lambda_conv: float = 1.0
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("single-fc", (BranchSpec("fc", "fc", None),), "fc", "FPN baseline: one 2-fc head does both tasks"),
-        Variant("single-conv", (BranchSpec("conv", "conv", None),), "conv", "one conv-head does both tasks"),
-        Variant(
-            "double-fc",
-            (BranchSpec("fc_cls", "fc", "cls"), BranchSpec("fc_reg", "fc", "reg")),
-            "fc",
-            "two identical fc-heads: one classifies, one regresses",
-        ),
-        Variant(
-            "double-conv",
-            (BranchSpec("conv_cls", "conv", "cls"), BranchSpec("conv_reg", "conv", "reg")),
-            "conv",
-            "two identical conv-heads: one classifies, one regresses",
-        ),
-        Variant(
-            "double-head",
-            (BranchSpec("fc", "fc", "cls", balanced=True), BranchSpec("conv", "conv", "reg", balanced=True)),
-            "fc-cls+conv-reg",
-            "fc-head classifies, conv-head regresses (λ_fc = λ_conv = 1)",
-        ),
-        Variant(
-            "double-head-reverse",
-            (BranchSpec("fc", "fc", "reg"), BranchSpec("conv", "conv", "cls")),
-            "conv-cls+fc-reg",
-            "the tasks swapped: fc-head regresses, conv-head classifies",
-        ),
-        Variant(
-            "double-head-ext",
-            (BranchSpec("fc", "fc", "cls", balanced=True), BranchSpec("conv", "conv", "reg", balanced=True)),
-            "complementary",
-            "Double-Head plus unfocused-task supervision and complementary fusion (λ_fc = 0.7, λ_conv = 0.8)",
-            lambda_fc=0.7,
-            lambda_conv=0.8,
-        ),
-    )
-}
+from dhanalysis.vocab import HEAD_TYPES, VARIANTS, BranchSpec, Variant
 
 
 def get_variant(name: str) -> Variant:
+    """The variant called ``name``; an unknown name is a `DHError` listing the known ones."""
     try:
         return VARIANTS[name]
     except KeyError:

@@ -1,0 +1,75 @@
+"""mmdetection's Double-Head (``dh_faster_rcnn_r50_fpn_1x_coco``): the fc-head classifies, the conv-head regresses.
+
+mmdetection's conv-head is a residual block and four bottlenecks (K = 5, no non-local blocks), pooling the RoI
+enlarged 1.3× (``reg_roi_scale_factor``); its predictors are ``fc_cls`` on the fc-head and ``fc_reg`` on the
+conv-head only, so the model is our ``double-head`` with λ = 1. The classifier puts the background last and the
+regressor has no background rows (or 4 rows with ``reg_class_agnostic``). Its "pytorch"-style ResNet and RGB
+mean/std input are torchvision's; its anchors are not rounded.
+"""
+
+from __future__ import annotations
+
+from dhanalysis.model.convert import Conversion
+from dhanalysis.model.convert.common import apply_rules, drop, keep, resnet_depth, shape, state_dict_of, strip_prefix
+
+HEAD = r"roi_head\.bbox_head\."
+CONV = "roi_heads.branches.conv.head.blocks."
+BN = r"(weight|bias|running_mean|running_var)"
+RES_BLOCK = {"conv1": "conv1", "conv2": "conv2", "conv_identity": "shortcut"}
+
+RULES = [
+    keep(r"backbone\.(conv1\.weight|bn1\.\w+|layer[1-4]\..+)", r"backbone.body.\1"),
+    keep(r"neck\.lateral_convs\.([0-3])\.conv\.(weight|bias)", r"backbone.fpn.inner_blocks.\1.0.\2"),
+    keep(r"neck\.fpn_convs\.([0-3])\.conv\.(weight|bias)", r"backbone.fpn.layer_blocks.\1.0.\2"),
+    keep(r"rpn_head\.rpn_conv\.(weight|bias)", r"rpn.head.conv.0.0.\1"),
+    keep(r"rpn_head\.rpn_cls\.(weight|bias)", r"rpn.head.cls_logits.\1"),
+    keep(r"rpn_head\.rpn_reg\.(weight|bias)", r"rpn.head.bbox_pred.\1"),
+    keep(HEAD + r"fc_branch\.0\.(weight|bias)", r"roi_heads.branches.fc.head.fc6.\1"),
+    keep(HEAD + r"fc_branch\.1\.(weight|bias)", r"roi_heads.branches.fc.head.fc7.\1"),
+    keep(HEAD + r"fc_cls\.(weight|bias)", r"roi_heads.branches.fc.predictor.cls_score.\1"),
+    keep(HEAD + r"fc_reg\.(weight|bias)", r"roi_heads.branches.conv.predictor.bbox_pred.\1"),
+    keep(HEAD + r"res_block\.(conv1|conv2|conv_identity)\.conv\.weight",
+         lambda m: f"{CONV}0.{RES_BLOCK[m.group(1)]}.0.weight"),
+    keep(HEAD + r"res_block\.(conv1|conv2|conv_identity)\.bn\." + BN,
+         lambda m: f"{CONV}0.{RES_BLOCK[m.group(1)]}.1.{m.group(2)}"),
+    keep(HEAD + r"conv_branch\.(\d+)\.conv([1-3])\.weight",
+         lambda m: f"{CONV}{int(m.group(1)) + 1}.conv{m.group(2)}.0.weight"),
+    keep(HEAD + r"conv_branch\.(\d+)\.bn([1-3])\." + BN,
+         lambda m: f"{CONV}{int(m.group(1)) + 1}.conv{m.group(2)}.1.{m.group(3)}"),
+    drop(r"roi_head\.mask_head\..*", "mask head (boxes only)"),
+]
+
+
+def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
+    state, dropped = state_dict_of(data, ("state_dict",), path)
+    state = strip_prefix(state, "module.")
+    slots = shape(state, "roi_head.bbox_head.fc_cls.weight", path)[0]
+    reg = shape(state, "roi_head.bbox_head.fc_reg.weight", path)[0]
+    classes = slots - 1
+    res = shape(state, "roi_head.bbox_head.res_block.conv2.conv.weight", path)
+    bottleneck = shape(state, "roi_head.bbox_head.conv_branch.0.conv1.conv.weight"
+                       if "roi_head.bbox_head.conv_branch.0.conv1.conv.weight" in state
+                       else "roi_head.bbox_head.conv_branch.0.conv1.weight", path)[0]
+    blocks = len({k.split(".")[3] for k in state if k.startswith("roi_head.bbox_head.conv_branch.")})
+    depth = resnet_depth(state, r"backbone\.layer3\.(\d+)\.conv1\.weight", path)
+    layout = ",".join(str(s) for s in (classes, *range(classes)))
+    settings = [
+        "model.variant=double-head",
+        "model.loss.lambda_fc=1.0",
+        "model.loss.lambda_conv=1.0",
+        f"model.backbone.name={depth}",
+        f"model.backbone.fpn_channels={shape(state, 'neck.fpn_convs.0.conv.weight', path)[0]}",
+        f"model.head.fc_dim={shape(state, 'roi_head.bbox_head.fc_branch.0.weight', path)[0]}",
+        f"model.head.conv_dim={res[0]}",
+        f"model.head.bottleneck_dim={bottleneck}",
+        f"model.head.num_blocks={1 + blocks}",
+        "model.head.non_local=false",
+        "model.head.conv_roi_scale=1.3",
+        "model.rpn.anchor_style=unrounded",
+        f"model.num_classes={classes}",
+        f"model.num_slots={slots}",
+        f"model.class_slots=[{layout}]",
+        f"model.reg_layout={'agnostic' if reg == 4 else 'per_foreground'}",
+    ]
+    mapped, more = apply_rules(state, RULES, path)
+    return Conversion(settings, mapped, {**dropped, **more})
