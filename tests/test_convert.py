@@ -379,21 +379,28 @@ def test_every_source_tensor_lands_where_it_should(source, tmp_path):
         convert_source(source, write_source(source, state, tmp_path / "short.pth"))
 
 
-@pytest.mark.parametrize("source", list(SOURCE_KEYS))
+@pytest.mark.parametrize("source", ["torchvision", *SOURCE_KEYS])
 def test_analyses_run_on_a_converted_checkpoint(source, synth, tmp_path):
     """eval, sliding-window, pcc, spatial-corr and figures accept the converted checkpoint."""
-    g = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(shp, generator=g) * 0.05 for k, shp in SOURCE_KEYS[source]().items()}
-    for k in state:
-        if k.endswith("running_var"):
-            state[k] = state[k].abs() + 1.0
-        elif k.endswith("num_batches_tracked"):
-            state[k] = torch.tensor(0)
-    src = write_source(source, state, tmp_path / "src.pth")
+    extra = []
+    if source == "torchvision":
+        src = tmp_path / "src.pth"
+        torch.save(random_torchvision_model().state_dict(), src)
+        extra = ["--categories", str(split_paths(synth, "val")[1])]
+    else:
+        g = torch.Generator().manual_seed(0)
+        state = {k: torch.randn(shp, generator=g) * 0.05 for k, shp in SOURCE_KEYS[source]().items()}
+        for k in state:
+            if k.endswith("running_var"):
+                state[k] = state[k].abs() + 1.0
+            elif k.endswith("num_batches_tracked"):
+                state[k] = torch.tensor(0)
+        src = write_source(source, state, tmp_path / "src.pth")
     ckpt = tmp_path / "converted.pth"
     settings = ["model.min_size=64", "model.max_size=64", f"data.root={synth}", "model.rpn.pre_nms_top_n_test=50",
                 "model.rpn.post_nms_top_n_test=30", "data.val_split=val"]
-    assert main(["convert", "--from", source, str(src), "--out", str(ckpt), *[f"--set={s}" for s in settings]]) == 0
+    assert main(["convert", "--from", source, str(src), "--out", str(ckpt), *extra,
+                 *[f"--set={s}" for s in settings]]) == 0
     results = tmp_path / "results" / source
     common = ["--ckpt", str(ckpt), "--max-images", "1", "--device", "cpu"]
     assert main(["eval", *common, "--out", str(results)]) == 0

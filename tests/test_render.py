@@ -173,9 +173,7 @@ STATS_FIGURES = ["fig2", "fig3", "fig6", "fig7", "figA3"]
     (("spatial",), ["fig4"]),
     (("stats",), STATS_FIGURES),
     (("stats", "eval"), [*STATS_FIGURES, "figA1", "figA2", "table5"]),
-    pytest.param(("pcc",), ["fig3"], marks=pytest.mark.xfail(
-        strict=True, reason="head_pair reads the heads from sliding-window statistics only, so pcc.csv alone "
-                            "never draws Fig. 3 although its skip line asks for pcc.csv")),
+    (("pcc",), ["fig3"]),
 ], ids=lambda v: "+".join(v) if isinstance(v, tuple) else None)
 def test_each_kind_of_result_file_enables_its_items(parts, expected, tmp_path):
     root = write_fake_results(tmp_path, sweeps=False, architecture=False, parts=parts)

@@ -393,6 +393,8 @@ def fig8_peak(evals: pd.DataFrame, protocol: str) -> dict:
     comp = evals[evals["mode"] == "complementary"]
     if comp.empty:
         return _row(claim, None, protocol, "no complementary-mode AP on the λ grid")
+    if comp["lambda_fc"].nunique() < 2 or comp["lambda_conv"].nunique() < 2 or len(comp) < 4:
+        return _row(claim, None, protocol, f"a grid of {len(comp)} λ pairs has no peak to locate")
     best = comp.loc[comp["AP"].idxmax()]
     row = _row(claim, None, protocol)
     row.update(ours=float(best["AP"]) * 100, verdict=f"peak at ({best['lambda_fc']:g}, {best['lambda_conv']:g})",

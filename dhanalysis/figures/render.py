@@ -168,14 +168,16 @@ class Results:
                 parts.append(table.assign(model=m.name, variant=m.variant or ""))
         return pd.concat(parts, ignore_index=True) if parts else None
 
-    def heads(self, model: str) -> set[str]:
-        stats = self.stats(model)
-        return set(stats["head"]) if stats is not None else set()
+    def heads(self, model: str, source: str = "stats") -> set[str]:
+        """The heads ``model`` has results of: in its sliding-window statistics, or (``source="pcc"``) either
+        there or in its pcc.csv."""
+        tables = [self.stats(model)] + ([self.pcc(model)] if source == "pcc" else [])
+        return {h for t in tables if t is not None for h in t["head"]}
 
-    def with_variant(self, variant: str, head: str | None = None) -> str | None:
-        """The first model of ``variant`` (whose statistics have ``head``, when given)."""
+    def with_variant(self, variant: str, head: str | None = None, source: str = "stats") -> str | None:
+        """The first model of ``variant`` (whose results of ``source`` have ``head``, when given)."""
         for name, m in self.models.items():
-            if m.variant == variant and (head is None or head in self.heads(name)):
+            if m.variant == variant and (head is None or head in self.heads(name, source)):
                 return name
         return None
 
@@ -183,12 +185,20 @@ class Results:
     @cached_property
     def head_pair(self) -> dict[str, HeadRef] | None:
         """{"fc": (model, "fc"), "conv": (model, "conv")} for the head comparisons, or None."""
-        singles = {h: self.with_variant(PAPER_HEAD_VARIANTS[h], h) for h in HEAD_TYPES}
+        return self._pair("stats")
+
+    @cached_property
+    def pcc_head_pair(self) -> dict[str, HeadRef] | None:
+        """`head_pair` for the PCC figure, whose heads may have pcc.csv without sliding-window statistics."""
+        return self._pair("pcc")
+
+    def _pair(self, source: str) -> dict[str, HeadRef] | None:
+        singles = {h: self.with_variant(PAPER_HEAD_VARIANTS[h], h, source) for h in HEAD_TYPES}
         pair: dict[str, HeadRef | None] = {h: (m, h) if m else None for h, m in singles.items()}
         if not all(singles.values()):
             both = [n for v in DOUBLE_HEAD_PREFERENCE for n, m in self.models.items()
-                    if m.variant == v and set(HEAD_TYPES) <= self.heads(n)]
-            both += [n for n in self.models if set(HEAD_TYPES) <= self.heads(n) and n not in both]
+                    if m.variant == v and set(HEAD_TYPES) <= self.heads(n, source)]
+            both += [n for n in self.models if set(HEAD_TYPES) <= self.heads(n, source) and n not in both]
             if both:
                 pair = {h: (both[0], h) for h in pair}
         # an override replaces its head only; the other keeps its default (or its single-head model)
@@ -395,12 +405,18 @@ def _figA3(res: Results) -> Figure | str:
 
 
 def _fig3(res: Results) -> Figure | str:
-    pair = res.head_pair
+    pair = res.pcc_head_pair
     data = pcc_rows(res, pair.values()) if pair else None
     if data is None or not len(data):
         return (f"needs pcc results (pcc.csv from dhanalysis pcc) or {SW} {SW_CMD} of the fc-head and conv-head "
                 "models")
-    return correlation.plot_fig3(data, caveat=substitute_note(res))
+    return correlation.plot_fig3(data, caveat=_fig3_note(res))
+
+
+def _fig3_note(res: Results) -> str | None:
+    """Fig. 3's substitute note: its heads are paired by what has PCC results."""
+    paper = {h: res.with_variant(v, h, "pcc") for h, v in PAPER_HEAD_VARIANTS.items()}
+    return substitute_note(res, res.pcc_head_pair, paper)
 
 
 def _figA2(res: Results) -> Figure | str:
@@ -512,7 +528,7 @@ FIGURES: dict[str, tuple[str, Builder]] = {
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
 SUBSTITUTE_NOTES: dict[str, Callable[[Results], str | None]] = {
-    "fig2": substitute_note, "fig3": substitute_note, "fig4": _fig4_note, "figA1": substitute_note,
+    "fig2": substitute_note, "fig3": _fig3_note, "fig4": _fig4_note, "figA1": substitute_note,
     "figA2": substitute_note,
 }
 

@@ -1,0 +1,26 @@
+"""The README's layout section names every module of the package, one line each, and nothing that is gone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dhanalysis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def layout_entries() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Layout"):]
+    block = section[section.index("```") + 3:]
+    block = block[:block.index("```")]
+    return [m.group(1) for line in block.splitlines() if (m := re.match(r"\s{2}(\S+\.py)\s", line))]
+
+
+def test_layout_lists_each_module_once():
+    package = Path(dhanalysis.__file__).parent
+    modules = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    listed = layout_entries()
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert sorted(listed) == modules
