@@ -30,7 +30,7 @@ IMAGES = 4  # the reproduction's ims_per_batch
 
 def synth_model(variant: str, size: int):
     cfg = load_config(f"configs/synth/{variant}.yaml", [f"model.min_size={size}", f"model.max_size={size}",
-                                                        "model.backbone.weights=null"])
+                                                        "model.backbone.weights=null", "model.num_classes=6"])
     return build_model(cfg)
 
 

@@ -394,7 +394,7 @@ def fig8_peak(evals: pd.DataFrame, protocol: str) -> dict:
     if comp.empty:
         return _row(claim, None, protocol, "no complementary-mode AP on the λ grid")
     if comp["lambda_fc"].nunique() < 2 or comp["lambda_conv"].nunique() < 2 or len(comp) < 4:
-        return _row(claim, None, protocol, f"a grid of {len(comp)} λ pairs has no peak to locate")
+        return _row(claim, None, protocol, f"no peak to locate on {len(comp)} λ pair(s) with complementary fusion")
     best = comp.loc[comp["AP"].idxmax()]
     row = _row(claim, None, protocol)
     row.update(ours=float(best["AP"]) * 100, verdict=f"peak at ({best['lambda_fc']:g}, {best['lambda_conv']:g})",
