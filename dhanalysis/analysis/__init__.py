@@ -19,8 +19,7 @@ Names are imported lazily, so reading result tables (`stats`, `groups`, `pcc.pcc
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dhanalysis.lazy import lazy_getattr
 
 _EXPORTS = {
     "sliding_window_grid": "proposals",
@@ -67,8 +66,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dhanalysis.analysis' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"dhanalysis.analysis.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

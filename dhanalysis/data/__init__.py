@@ -5,8 +5,7 @@ Names are imported on first use, so ``dhanalysis.data.synth`` or ``.voc`` do not
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dhanalysis.lazy import lazy_getattr
 
 _EXPORTS = {
     "CocoDataset": "coco",
@@ -31,8 +30,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dhanalysis.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"dhanalysis.data.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

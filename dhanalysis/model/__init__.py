@@ -6,8 +6,7 @@ importing torch; the variants themselves live in `dhanalysis.vocab`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dhanalysis.lazy import lazy_getattr
 
 _EXPORTS = {
     "DoubleHeadRCNN": "build",
@@ -21,8 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'dhanalysis.model' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"dhanalysis.model.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
