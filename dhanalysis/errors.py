@@ -17,3 +17,12 @@ class OutOfMemory(DHError):
     def __init__(self, batch_size: int, message: str):
         super().__init__(message)
         self.batch_size = batch_size
+
+
+class DeviceUnavailable(DHError):
+    """A CUDA device was asked for where none is visible; ``device`` is what was asked for, so a front end can name
+    its own setting for it (the CLI: ``--device``)."""
+
+    def __init__(self, device: str, message: str):
+        super().__init__(message)
+        self.device = device

@@ -606,6 +606,13 @@ def test_cuda_without_a_gpu_says_so(world, tmp_path, capsys):
         line = fails([*argv, "--device", "cuda"], capsys)
         assert "--device cuda was asked for but no CUDA GPU is visible; use --device cpu" in line
     assert not (tmp_path / "train").exists()
+    # the library says it with values: a notebook user never passed --device
+    from dhanalysis.engine.distributed import resolve_device
+    from dhanalysis.errors import DeviceUnavailable
+
+    with pytest.raises(DeviceUnavailable, match="device 'cuda:1' was asked for") as info:
+        resolve_device("cuda:1")
+    assert "--" not in str(info.value) and info.value.device == "cuda:1"
 
 
 # ------------------------------------------------------------------------------------------------ the CLI itself

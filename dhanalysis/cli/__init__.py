@@ -66,9 +66,11 @@ def one_line(exc: DHError) -> str:
 def in_flags(exc: DHError) -> str:
     """The error's one line, its remedy worded with the command line's flags where the library words it with
     parameters (``overwrite=True`` is ``--overwrite``, a batch size is ``--batch-size``)."""
-    from dhanalysis.errors import OutOfMemory
+    from dhanalysis.errors import DeviceUnavailable, OutOfMemory
     from dhanalysis.folders import FolderTaken
 
+    if isinstance(exc, DeviceUnavailable):
+        return f"--device {exc.device} was asked for but no CUDA GPU is visible; use --device cpu"
     if isinstance(exc, OutOfMemory):
         return (f"out of memory even at --batch-size {exc.batch_size} (the floor of the automatic halving); free "
                 "device memory or run with --device cpu")

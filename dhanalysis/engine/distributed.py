@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dhanalysis.errors import DHError
+from dhanalysis.errors import DeviceUnavailable, DHError
 
 
 def init_distributed(device: str = "cpu") -> None:
@@ -57,7 +57,7 @@ def resolve_device(name: str | None) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DHError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu")
+            raise DeviceUnavailable(name, f"device '{name}' was asked for but no CUDA GPU is visible; use 'cpu'")
         if name == "cuda" and dist.is_initialized():
             name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     elif name != "cpu":
