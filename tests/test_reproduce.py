@@ -103,3 +103,8 @@ def test_ship_copies_small_results_only(study, tmp_path):
     assert not [p for p in files if p.suffix in (".pt", ".pth") or "chunks" in p.parts or p.name.startswith(
         "detections_")]
     assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    # provenance ships relative to the work folder: no path of this machine in any shipped record
+    records = [p for p in files if p.suffix in (".json", ".csv")]
+    assert records and not [p for p in records if str(work.resolve()) in p.read_text()]
+    config = json.loads((dest / "single-fc" / "config.json").read_text())
+    assert config["data"]["root"] == "data/synth-tiny"

@@ -370,18 +370,19 @@ SHIPPED_TABLES = (EVAL_CSV, PCC_CSV, SLIDING_WINDOW_STATS_CSV, SPATIAL_CORR_NPZ,
 def ship(results: Path, figures: Path, dest: Path) -> None:
     """Copy what a reader needs (tables, findings, PNG figures; no checkpoints, chunks or detections) to ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
+    work = results.resolve().parents[1]
     for f in (FINDINGS_CSV, FINDINGS_MD, "reproduction_summary.json"):
         if (results / f).is_file():
-            shutil.copyfile(results / f, dest / f)
+            copy_portable(results / f, dest / f, work)
     for folder in sorted(p for p in results.iterdir() if p.is_dir() and p.name != "sweeps"):
         for f in SHIPPED_TABLES:
             if (folder / f).is_file():
                 (dest / folder.name).mkdir(exist_ok=True)
-                shutil.copyfile(folder / f, dest / folder.name / f)
+                copy_portable(folder / f, dest / folder.name / f, work)
     for index in sorted((results / "sweeps").glob("*/*.csv")):
         target = dest / "sweeps" / index.parent.name
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(index, target / index.name)
+        copy_portable(index, target / index.name, work)
     (dest / "figures").mkdir(exist_ok=True)
     for png in sorted(figures.glob("*.png")):
         if png.stat().st_size > 2**20:  # the photographic Figs. A.4-A.5: a 256-colour palette keeps them small
@@ -395,6 +396,15 @@ def ship(results: Path, figures: Path, dest: Path) -> None:
         shutil.copyfile(md, dest / "figures" / md.name)
     (dest / "README.md").write_text(shipped_readme(results, dest))
     print(f"shipped the results to {dest}")
+
+
+def copy_portable(src: Path, dst: Path, work: Path) -> None:
+    """Copy ``src``; in JSON records and CSV tables, paths inside the study's work folder become relative to it, so
+    the shipped provenance (data root, checkpoints, run folders) reads the same on every machine."""
+    if src.suffix not in (".json", ".csv"):
+        shutil.copyfile(src, dst)
+        return
+    atomic_write_text(dst, src.read_text().replace(f"{work}/", ""))
 
 
 def shipped_readme(results: Path, dest: Path) -> str:
