@@ -8,7 +8,8 @@ and ``.pth`` files of one's own training are both read.
 from __future__ import annotations
 
 from dhanalysis.model.convert import Conversion
-from dhanalysis.model.convert.common import apply_rules, drop, keep, resnet_depth, shape, state_dict_of, strip_prefix
+from dhanalysis.model.convert.common import (apply_rules, background_last_settings, drop, keep, resnet_depth, shape,
+                                            state_dict_of, strip_prefix)
 from dhanalysis.model.convert.resnet_rules import detectron2_resnet
 
 RULES = [
@@ -35,9 +36,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     state = strip_prefix(state, "module.")
     slots = shape(state, "roi_heads.box_predictor.cls_score.weight", path)[0]
     reg = shape(state, "roi_heads.box_predictor.bbox_pred.weight", path)[0]
-    classes = slots - 1
     depth = resnet_depth(state, r"backbone\.bottom_up\.res4\.(\d+)\.conv1\.weight", path)
-    layout = ",".join(str(s) for s in (classes, *range(classes)))
     settings = [
         "model.variant=single-fc",
         f"model.backbone.name={depth}",
@@ -49,10 +48,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.pixel_std=[1.0,1.0,1.0]",
         "model.rpn.anchor_style=unrounded",
         "model.loss.smooth_l1_beta=0.0",
-        f"model.num_classes={classes}",
-        f"model.num_slots={slots}",
-        f"model.class_slots=[{layout}]",
-        f"model.reg_layout={'agnostic' if reg == 4 else 'per_foreground'}",
+        *background_last_settings(slots, reg),
     ]
     mapped, more = apply_rules(state, RULES, path)
     return Conversion(settings, mapped, {**dropped, **more})

@@ -10,7 +10,8 @@ mean/std input are torchvision's; its anchors are not rounded.
 from __future__ import annotations
 
 from dhanalysis.model.convert import Conversion
-from dhanalysis.model.convert.common import apply_rules, drop, keep, resnet_depth, shape, state_dict_of, strip_prefix
+from dhanalysis.model.convert.common import (apply_rules, background_last_settings, drop, keep, resnet_depth, shape,
+                                            state_dict_of, strip_prefix)
 
 HEAD = r"roi_head\.bbox_head\."
 CONV = "roi_heads.branches.conv.head.blocks."
@@ -45,14 +46,12 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     state = strip_prefix(state, "module.")
     slots = shape(state, "roi_head.bbox_head.fc_cls.weight", path)[0]
     reg = shape(state, "roi_head.bbox_head.fc_reg.weight", path)[0]
-    classes = slots - 1
     res = shape(state, "roi_head.bbox_head.res_block.conv2.conv.weight", path)
     bottleneck = shape(state, "roi_head.bbox_head.conv_branch.0.conv1.conv.weight"
                        if "roi_head.bbox_head.conv_branch.0.conv1.conv.weight" in state
                        else "roi_head.bbox_head.conv_branch.0.conv1.weight", path)[0]
     blocks = len({k.split(".")[3] for k in state if k.startswith("roi_head.bbox_head.conv_branch.")})
     depth = resnet_depth(state, r"backbone\.layer3\.(\d+)\.conv1\.weight", path)
-    layout = ",".join(str(s) for s in (classes, *range(classes)))
     settings = [
         "model.variant=double-head",
         "model.loss.lambda_fc=1.0",
@@ -66,10 +65,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.head.non_local=false",
         "model.head.conv_roi_scale=1.3",
         "model.rpn.anchor_style=unrounded",
-        f"model.num_classes={classes}",
-        f"model.num_slots={slots}",
-        f"model.class_slots=[{layout}]",
-        f"model.reg_layout={'agnostic' if reg == 4 else 'per_foreground'}",
+        *background_last_settings(slots, reg),
     ]
     mapped, more = apply_rules(state, RULES, path)
     return Conversion(settings, mapped, {**dropped, **more})
