@@ -26,3 +26,16 @@ class DeviceUnavailable(DHError):
     def __init__(self, device: str, message: str):
         super().__init__(message)
         self.device = device
+
+
+class BadImages(DHError):
+    """Images of a split are missing or do not decode. The message ends with the library's way to skip them,
+    ``", or " + SKIP``, which a front end replaces with its own setting (the CLI: a flag, or nothing where the command
+    has none). One string in, so the type survives torch's re-raise from a DataLoader worker."""
+
+    SKIP = "open the split with skip_bad_images=True to skip them"
+
+    @classmethod
+    def with_fixes(cls, problem: str) -> "BadImages":
+        """``problem`` (what is wrong and the fixes that need no option) followed by the library's skip remedy."""
+        return cls(f"{problem}, or {cls.SKIP}")

@@ -1,5 +1,5 @@
-"""The project's shared names, each defined once: head types and tasks, the head variants, object groups, the COCO
-metrics, and the files a results folder holds.
+"""The project's shared names, each defined once: head types and tasks, the head variants, object groups, proposal
+sets, the COCO metrics, the dataset layout, and the files and chunk folders a results folder holds.
 
 Every layer reads them from here (the model builds its branches from `VARIANTS`, the analyses group objects by
 `SIZE_GROUPS`, the figures order and label by both), so this module imports nothing beyond the standard library:
@@ -9,7 +9,7 @@ Every layer reads them from here (the model builds its branches from `VARIANTS`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 # ------------------------------------------------------------------------------------------------ heads and tasks
 HEAD_TYPES = ("fc", "conv")  # the two head types of §2 (Fig. 1), in the order every table and figure lists them
@@ -111,8 +111,23 @@ LARGE_MIN_AREA = 96**2
 # Class difficulty: terciles of the classes ranked by a reference model's per-class AP, highest first (App. A.1).
 DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 
+# ------------------------------------------------------------------------------------------------ proposal sets
+# The boxes a PCC is measured on (§3.2, Fig. 3): the sliding windows around each object, the model's own RPN
+# proposals, and its detections after NMS (the last two come from the model, so they are streamed per image).
+PREDEFINED, RPN_PROPOSALS, DETECTIONS = "predefined", "rpn", "detections"
+PROPOSAL_SETS = (PREDEFINED, RPN_PROPOSALS, DETECTIONS)
+MODEL_PROPOSAL_SETS = (RPN_PROPOSALS, DETECTIONS)
+
 # ------------------------------------------------------------------------------------------------ metrics
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's stats[0:6], stored as fractions
+
+# ------------------------------------------------------------------------------------------------ dataset layout
+def split_paths(root: str | PurePath, split: str) -> tuple[Path, Path]:
+    """``(image_dir, ann_file)`` of a COCO-format split: ``root/<split>/`` and
+    ``root/annotations/instances_<split>.json`` (COCO's own layout; the synthetic and VOC sets are written in it)."""
+    root = Path(root)
+    return root / split, root / "annotations" / f"instances_{split}.json"
+
 
 # ------------------------------------------------------------------------------------------------ result files
 # What the commands write into a model's results folder and what figures, findings and reproduce read back. A table
@@ -132,6 +147,9 @@ SPATIAL_SUMMARY_JSON = "spatial_summary.json"
 QUALITATIVE_CSV = "qualitative.csv"  # detections where the heads disagree (Figs. A.4, A.5)
 QUALITATIVE_IMAGES_CSV = "qualitative_images.csv"
 ARCHITECTURE_CSV = "architecture.csv"  # the head blocks drawn in Fig. 5
+# the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
+CHUNKS_DIR = "chunks"
+SLIDING_WINDOW_CHUNKS, PCC_CHUNKS, SPATIAL_CORR_CHUNKS = "sliding_window", "pcc", "spatial_corr"
 # a sweep folder
 SWEEP_CSV = "sweep.csv"  # the run index: grid, run and the grid's settings
 SWEEP_RESULTS_CSV = "results.csv"  # the index joined with every run's eval.csv rows

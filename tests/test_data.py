@@ -16,7 +16,7 @@ from dhanalysis.config import DataConfig
 from dhanalysis.data.coco import CocoDataset, build_dataset, collate_fn, split_paths, summarize_coco_json
 from dhanalysis.data.transforms import RandomHorizontalFlip, Resize, build_transforms, hflip_boxes, resized_shape
 from dhanalysis.data.voc import VOC_CLASSES, voc_box_to_coco, voc_to_coco
-from dhanalysis.errors import DHError
+from dhanalysis.errors import BadImages, DHError
 
 # Non-contiguous category ids, listed out of order: labels must follow the sorted ids.
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 2, "name": "cat"}, {"id": 15, "name": "bird"}]
@@ -131,7 +131,8 @@ def test_collate_keeps_tuples(coco_root):
 
 def test_missing_image_named_up_front_and_lazily(coco_root):
     (coco_root / "val" / "b.png").unlink()
-    with pytest.raises(DHError, match=r"1 of 3 images .* \(first: .*b\.png\)"):
+    with pytest.raises(BadImages, match=r"1 of 3 images .* \(first: .*b\.png\); re-download them or remove them "
+                                        r"from the annotation file, or open the split with skip_bad_images=True"):
         CocoDataset(coco_root, "val")
     ds = CocoDataset(coco_root, "val", skip_bad_images=True)
     assert [b.path.name for b in ds.skipped_images] == ["b.png"] and len(ds) == 2
@@ -183,14 +184,14 @@ def test_undecodable_image_listed_skipped_or_raised(coco_root):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image" * 3)
     ds = CocoDataset(coco_root, "val")  # the cheap checks pass: the file exists
     assert [(b.image_id, b.path) for b in ds.check_images()] == [(12, bad)]
-    with pytest.raises(DHError, match=r"b\.png cannot be decoded"):
+    with pytest.raises(BadImages, match=r"b\.png cannot be decoded .*, or open the split with skip_bad_images=True"):
         ds[index_of(ds, 12)]  # never silently replaced by another image
 
     skipping = CocoDataset(coco_root, "val", skip_bad_images=True)
     assert skipping.ids == [11, 13] and [b.image_id for b in skipping.skipped_images] == [12]
     assert CocoDataset(coco_root, "val", skip_ids=[12]).ids == [11, 13]
 
-    with pytest.raises(DHError, match=r"1 of 3 images .* cannot be decoded \(first: .*b\.png"):
+    with pytest.raises(BadImages, match=r"1 of 3 images .* cannot be decoded \(first: .*b\.png"):
         CocoDataset(coco_root, "val", strict=True)
 
 

@@ -416,9 +416,12 @@ def _corrupt_all_images(root: Path) -> None:
     (lambda r: edit_val_json(r, _no_categories), [], r"lacks the list\(s\) 'categories'"),
     (lambda r: edit_val_json(r, _unknown_image), [], r"1 annotations refer to image ids not in 'images' \(first: "
                                                      r"annotation 999 -> image 77\)"),
-    (_delete_image, ["--strict"], r"1 of 2 images listed in .* are missing .*\(first: .*000002\.jpg\); re-download"),
+    (_delete_image, ["--strict"], r"1 of 2 images listed in .* are missing .*\(first: .*000002\.jpg\); re-download "
+                                  r"them or remove them from the annotation file, or rerun without --strict to skip "
+                                  r"them$"),
     (_corrupt_image, ["--strict"], r"1 of 2 images in .* cannot be decoded \(first: .*000002\.jpg: .*\); replace them"
-                                   r", or rerun without --strict"),
+                                   r" or remove them from the annotation file, or rerun without --strict to skip "
+                                   r"them$"),
     (_corrupt_all_images, [], r"every image of split 'val' under .* is missing or undecodable"),
     (lambda r: edit_val_json(r, _no_images), [], r"split 'val' has no images"),
     (lambda r: edit_val_json(r, _extra_category), [], r"was trained for 6 classes but .* has 7; evaluate or "
@@ -528,8 +531,32 @@ def test_undecodable_training_image_in_a_loader_worker_is_one_line(world, tmp_pa
     for p in (root / "train").iterdir():  # whichever image the first batch draws
         p.write_bytes(b"garbage")
     line = fails(train_argv(root, tmp_path / "out", "data.num_workers=1"), capsys)
-    assert re.search(r"^dhanalysis: error: image .*/train/\d+\.jpg cannot be decoded \(.*\); replace it", line)
+    # train has no way to skip images, so the remedy is only to fix the data
+    assert re.search(r"^dhanalysis: error: image .*/train/\d+\.jpg cannot be decoded \(.*\); replace it or remove "
+                     r"it from the annotation file$", line), line
     assert "DataLoader worker" not in line
+
+
+@pytest.mark.parametrize("break_image, message", [
+    (_delete_image, r"1 of 2 images listed in .* are missing from .* \(first: .*000002\.jpg\); re-download them or "
+                    r"remove them from the annotation file, or rerun with --skip-bad-images to skip them$"),
+    (_corrupt_image, r"image .*000002\.jpg cannot be decoded \(.*\); replace it or remove it from the annotation "
+                     r"file, or rerun with --skip-bad-images to skip them$"),
+], ids=["missing", "undecodable"])
+def test_analysis_names_its_flag_for_bad_images_and_skips_them_with_it(world, tmp_path, capsys, caplog, break_image,
+                                                                       message):
+    root = copy_data(world, tmp_path / "data")
+    break_image(root)
+    out = tmp_path / "out"
+    argv = ["sliding-window", "--ckpt", str(world.ckpt), "--data-root", str(root), "--out", str(out),
+            "--proposals-per-gt", "50", "--no-progress", "--device", "cpu"]
+    line = fails(argv, capsys)
+    assert re.search(message, line), line
+    with caplog.at_level("WARNING"):
+        succeeds([*argv, "--skip-bad-images"])
+    assert "skipped 1 missing or undecodable images" in caplog.text and "000002.jpg" in caplog.text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 1 and summary["proposals"] > 0  # the good image of two
 
 
 # ------------------------------------------------------------------------------------------------ numerical faults

@@ -25,8 +25,9 @@ from dhanalysis.analysis.bootstrap import (DEFAULT_REPLICATES, CocoMatches, inte
                                            ratio_of_sums, replicate_counts)
 from dhanalysis.analysis.stats import MOMENTS, NUM_BINS
 from dhanalysis.errors import DHError
-from dhanalysis.vocab import (FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, PCC_STATS_CSV, SIZE_GROUPS,
-                              SLIDING_WINDOW_STATS_CSV, detections_file)
+from dhanalysis.vocab import (CHUNKS_DIR, DETECTIONS, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, MODEL_PROPOSAL_SETS,
+                              PCC_CHUNKS, PCC_STATS_CSV, RPN_PROPOSALS, SIZE_GROUPS, SLIDING_WINDOW_CHUNKS,
+                              SLIDING_WINDOW_STATS_CSV, SPATIAL_CORR_CHUNKS, detections_file)
 
 FINDINGS_COLUMNS = ("claim", "section", "statement", "measure", "paper", "ours", "ci_low", "ci_high", "verdict",
                     "protocol", "n_images")
@@ -36,10 +37,10 @@ REG_FROM_BIN = 8  # windows with proposal IoU ≥ 0.4, where §3.3 says the conv
 
 
 # ----------------------------------------------------------------------------------------- per-image sums
-def _chunks(folder: Path, task: str) -> list[dict]:
+def _chunks(chunk_dir: Path, task: str) -> list[dict]:
+    """The per-image payloads of ``task`` in an analysis's chunk folder, one image per chunk."""
     from dhanalysis.analysis.runner import _load_chunk, finished_chunks
 
-    chunk_dir = folder / "chunks" / {"sliding_window": "sliding_window", "pcc": "pcc", "spatial": "spatial_corr"}[task]
     entries = finished_chunks(chunk_dir)
     if not entries:
         raise DHError(f"{chunk_dir} holds no finished chunks; run the analysis with one image per chunk first")
@@ -77,8 +78,10 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
     folder = Path(folder)
     sums = ImageSums(image_ids=[])
     ids: dict[str, list[int]] = {}
-    if (folder / "chunks" / "sliding_window").is_dir():
-        chunks = sorted(_chunks(folder, "sliding_window"), key=lambda c: c["image_id"])
+    window_dir, pcc_dir, spatial_dir = (folder / CHUNKS_DIR / name
+                                        for name in (SLIDING_WINDOW_CHUNKS, PCC_CHUNKS, SPATIAL_CORR_CHUNKS))
+    if window_dir.is_dir():
+        chunks = sorted(_chunks(window_dir, "sliding_window"), key=lambda c: c["image_id"])
         sums.window_heads = _heads_of(folder / SLIDING_WINDOW_STATS_CSV)
         arr = np.stack([c["sums"]["stats"].numpy() for c in chunks])
         h = arr.shape[1]
@@ -87,23 +90,23 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
                           f"{sums.window_heads}; rerun the analysis")
         sums.window = arr.reshape(len(chunks), h, num_classes, len(SIZE_GROUPS), NUM_BINS, len(MOMENTS))
         ids["window"] = [c["image_id"] for c in chunks]
-    if (folder / "chunks" / "pcc").is_dir():
-        chunks = sorted(_chunks(folder, "pcc"), key=lambda c: c["image_id"])
+    if pcc_dir.is_dir():
+        chunks = sorted(_chunks(pcc_dir, "pcc"), key=lambda c: c["image_id"])
         table = folder / PCC_STATS_CSV
         heads = set(pd.read_csv(table, usecols=["head"])["head"]) if table.is_file() else set()
         sums.proposal_heads = [hd for hd in HEAD_TYPES if hd in heads]
         arr = np.stack([c["sums"]["pcc"].numpy() for c in chunks])
         sums.proposal = arr.reshape(len(chunks), arr.shape[1], 2, len(SIZE_GROUPS), 6)
         ids["proposal"] = [c["image_id"] for c in chunks]
-    if (folder / "chunks" / "spatial_corr").is_dir():
-        chunks = sorted(_chunks(folder, "spatial"), key=lambda c: c["image_id"])
+    if spatial_dir.is_dir():
+        chunks = sorted(_chunks(spatial_dir, "spatial"), key=lambda c: c["image_id"])
         names = sorted(chunks[0]["sums"])
         sums.spatial = {m: np.stack([c["sums"][m].numpy() for c in chunks]) for m in names}
         sums.objects = np.array([c["counts"].get("objects", 0) for c in chunks], dtype=np.float64)
         ids["spatial"] = [c["image_id"] for c in chunks]
     if not ids:
-        raise DHError(f"{folder} holds no per-image analysis chunks (chunks/sliding_window, chunks/pcc or "
-                      "chunks/spatial_corr)")
+        raise DHError(f"{folder} holds no per-image analysis chunks ({window_dir.name}, {pcc_dir.name} or "
+                      f"{spatial_dir.name} under {CHUNKS_DIR}/); run the analyses with one image per chunk first")
     first = next(iter(ids.values()))
     for what, got in ids.items():
         if got != first:
@@ -147,7 +150,7 @@ def proposal_pcc(s: ImageSums, head: str, which: str) -> Stat:
     """PCC of score and IoU for the model's own RPN proposals or final detections (§3.2, Fig. 3 right)."""
     if s.proposal is None or head not in s.proposal_heads:
         raise DHError(f"no rpn/detection PCC sums of the {head}-head")
-    p = s.proposal[:, s.proposal_heads.index(head), ("rpn", "detections").index(which)].sum(axis=1)
+    p = s.proposal[:, s.proposal_heads.index(head), MODEL_PROPOSAL_SETS.index(which)].sum(axis=1)
     return p, pcc_of_sums
 
 
@@ -284,7 +287,7 @@ def analysis_claims(study: Study) -> list[dict]:
                   f"PCC difference, {size} objects", "> 0"),
             lambda size=size: _paired(study, [(fc, window_pcc(s[fc], "fc", size)),
                                               ("-" + conv, window_pcc(s[conv], "conv", size))]))
-    for which, label in (("rpn", "RPN proposals"), ("detections", "detections after NMS")):
+    for which, label in ((RPN_PROPOSALS, "RPN proposals"), (DETECTIONS, "detections after NMS")):
         add(Claim(f"pcc-{which}", "§3.2, Fig. 3 right", f"the fc-head's score correlates more with IoU for {label}",
                   f"PCC(fc-head) − PCC(conv-head), {label}, each model's own", "> 0"),
             lambda which=which: _paired(study, [(fc, proposal_pcc(s[fc], "fc", which)),

@@ -34,15 +34,14 @@ import pandas as pd
 
 from dhanalysis.analysis.groups import assign_difficulty, size_index
 from dhanalysis.analysis.stats import PCC_MOMENTS, pcc_from_moments, pcc_from_stats
-from dhanalysis.vocab import DIFFICULTY_GROUPS, HEAD_TYPES, SIZE_GROUPS
+from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
+                              RPN_PROPOSALS, SIZE_GROUPS)
 
 if TYPE_CHECKING:  # the model side imports torch where it is used: pcc_table works on tables alone
     import torch
 
     from dhanalysis.analysis.runner import ImageContext, TaskState
 
-PROPOSAL_SETS = ("predefined", "rpn", "detections")
-STREAMED_SETS = ("rpn", "detections")
 RPN_BACKGROUND = ("keep", "drop")  # what the rpn set does with proposals that overlap no ground truth
 DEFAULT_RPN_BACKGROUND = "keep"
 GROUPINGS = ("all", "size", "difficulty")
@@ -141,13 +140,13 @@ class ProposalPCCTask:
 
         from dhanalysis.analysis.runner import TaskState
 
-        sums = torch.zeros(len(self.heads), len(STREAMED_SETS) * len(SIZE_GROUPS), len(PCC_MOMENTS),
+        sums = torch.zeros(len(self.heads), len(MODEL_PROPOSAL_SETS) * len(SIZE_GROUPS), len(PCC_MOMENTS),
                            dtype=torch.float64, device=self.device)
         return TaskState(sums={"pcc": sums}, counts={"rpn_proposals": 0, "rpn_background_dropped": 0, "detections": 0})
 
     def _add(self, state: TaskState, head: str, which: str, size: torch.Tensor, x: torch.Tensor,
              s: torch.Tensor) -> None:
-        cell = STREAMED_SETS.index(which) * len(SIZE_GROUPS) + size
+        cell = MODEL_PROPOSAL_SETS.index(which) * len(SIZE_GROUPS) + size
         state.sums["pcc"][self.heads.index(head)].index_add_(0, cell, _moments(x, s))
 
     def process(self, ctx: ImageContext, state: TaskState) -> int:
@@ -172,7 +171,7 @@ class ProposalPCCTask:
             scored = score_boxes(self.model, ctx.features, ctx.image_size, rpn, ctx.labels[best], ctx.boxes[best],
                                  self.batcher)
             for head in self.heads:
-                self._add(state, head, "rpn", size, iou, scored[head]["score"])
+                self._add(state, head, RPN_PROPOSALS, size, iou, scored[head]["score"])
         state.count("rpn_proposals", len(proposals))
 
         modes = sorted({m for m in self.modes.values() if m})
@@ -184,7 +183,7 @@ class ProposalPCCTask:
             d = dets[mode][0]
             iou_d, best_d = match_same_class(d["boxes"], d["labels"], ctx.boxes, ctx.labels)
             size_d = match_size(iou_d, best_d, gt_size, d["boxes"], area_scale)
-            self._add(state, head, "detections", size_d, iou_d, d["scores"])
+            self._add(state, head, DETECTIONS, size_d, iou_d, d["scores"])
             state.count("detections", len(d["boxes"]))
         return len(proposals)
 
@@ -193,12 +192,12 @@ class ProposalPCCTask:
         sums = state.sums["pcc"].detach().cpu().numpy()
         rows = []
         for hi, head in enumerate(self.heads):
-            for si, which in enumerate(STREAMED_SETS):
+            for si, which in enumerate(MODEL_PROPOSAL_SETS):
                 for gi, group in enumerate(SIZE_GROUPS):
                     m = sums[hi, si * len(SIZE_GROUPS) + gi]
                     if m[0] == 0:
                         continue
-                    mode = self.modes[head] if which == "detections" else ""
+                    mode = self.modes[head] if which == DETECTIONS else ""
                     rows.append([model_name, head, which, mode, group, int(round(m[0])), *m[1:]])
         frame = pd.DataFrame(rows, columns=list(PCC_STATS_COLUMNS))
         return frame.astype({"n": np.int64})
@@ -227,12 +226,12 @@ def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None 
     """
     parts = []
     if stats is not None and len(stats):
-        parts.append(_with_group(pcc_from_stats(stats, ["model", "head"]), "predefined", "all", None))
-        parts.append(_with_group(pcc_from_stats(stats, ["model", "head", "size"]), "predefined", "size", "size"))
+        parts.append(_with_group(pcc_from_stats(stats, ["model", "head"]), PREDEFINED, "all", None))
+        parts.append(_with_group(pcc_from_stats(stats, ["model", "head", "size"]), PREDEFINED, "size", "size"))
         if difficulty is not None:
             ranked = assign_difficulty(stats, difficulty)
             by_difficulty = pcc_from_stats(ranked, ["model", "head", "difficulty"])
-            parts.append(_with_group(by_difficulty, "predefined", "difficulty", "difficulty"))
+            parts.append(_with_group(by_difficulty, PREDEFINED, "difficulty", "difficulty"))
     if pcc_stats is not None and len(pcc_stats):
         base = ["model", "head", "proposal_set", "mode"]
         for grouping, by in (("all", base), ("size", base + ["size"])):
@@ -255,10 +254,10 @@ def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None 
 def pcc_outputs():
     """What the PCC analysis writes into a model's folder (a `dhanalysis.folders.Outputs`)."""
     from dhanalysis.folders import Outputs
-    from dhanalysis.vocab import PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, table_files
+    from dhanalysis.vocab import PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, table_files
 
     return Outputs(analysis="pcc", files=(*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON),
-                   summary=PCC_SUMMARY_JSON, chunks="pcc", what="PCC results")
+                   summary=PCC_SUMMARY_JSON, chunks=PCC_CHUNKS, what="PCC results")
 
 
 def compute_pcc(

@@ -31,9 +31,9 @@ import torch
 from dhanalysis.errors import DHError
 from dhanalysis.folders import (FolderTaken, Outputs, atomic_torch_save, atomic_write_json, claim, read_identity,
                                 read_json)
-from dhanalysis.vocab import (CONFIG_JSON, EVAL_CSV, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV,
-                              RAW_SAMPLE_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CSV,
-                              SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, detections_file, table_files)
+from dhanalysis.vocab import (CHUNKS_DIR, CONFIG_JSON, EVAL_CSV, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON,
+                              PER_CLASS_AP_CSV, RAW_SAMPLE_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON,
+                              SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, detections_file, table_files)
 
 CHUNK_FORMAT = "dhanalysis-chunk-v1"
 DEFAULT_CHUNK_SIZE = 50
@@ -45,7 +45,7 @@ RESULTS = Path("results")  # the workspace's results, one folder per model
 RESULT_FILES = (
     CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, *table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV),
     *table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON, SPATIAL_CORR_NPZ,
-    *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON, "chunks", EVAL_CSV, PER_CLASS_AP_CSV,
+    *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON, CHUNKS_DIR, EVAL_CSV, PER_CLASS_AP_CSV,
 )
 
 
@@ -545,7 +545,7 @@ def run_tasks(run: ModelRun, outputs: Outputs, tasks: Sequence[Task], key: dict,
     """Run (or resume) ``tasks`` over the model's images in chunks under ``run.folder/chunks/<outputs.chunks>``;
     rank 0 returns the merge, other ranks None."""
     options = replace(options, max_images=run.max_images)
-    return analyse(run.model, run.dataset, tasks, run.folder / "chunks" / outputs.chunks, key, options,
+    return analyse(run.model, run.dataset, tasks, run.folder / CHUNKS_DIR / outputs.chunks, key, options,
                    overwrite=overwrite, device=run.device)
 
 

@@ -32,7 +32,7 @@ from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, Task
                                         write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
 from dhanalysis.folders import Outputs, atomic_write_bytes, write_table
-from dhanalysis.vocab import SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
+from dhanalysis.vocab import SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
 
 MAPS = ("conv_output", "fc_output", "fc_weight")
 SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
@@ -142,7 +142,7 @@ OUTPUTS = Outputs(
     analysis="spatial-corr",
     files=(SPATIAL_CORR_NPZ, *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON),
     summary=SPATIAL_SUMMARY_JSON,
-    chunks="spatial_corr",
+    chunks=SPATIAL_CORR_CHUNKS,
     what="spatial-correlation results",
 )
 DEFAULT_BATCH_SIZE = 256  # ground-truth RoIs per head forward; halved on out-of-memory

@@ -59,15 +59,19 @@ def one_line(exc: DHError) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if len(lines) <= 1:
         return lines[0] if lines else type(exc).__name__
-    prefix = f"{DHError.__module__}.{DHError.__qualname__}: "
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
     return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else " ".join(lines)
 
 
-def in_flags(exc: DHError) -> str:
+def in_flags(exc: DHError, args: argparse.Namespace | None = None) -> str:
     """The error's one line, its remedy worded with the command line's flags where the library words it with
-    parameters (``overwrite=True`` is ``--overwrite``, a batch size is ``--batch-size``)."""
-    from dhanalysis.errors import DeviceUnavailable, OutOfMemory
+    parameters (``overwrite=True`` is ``--overwrite``, a batch size is ``--batch-size``). ``args``: the command's
+    parsed flags, for remedies whose flag differs between commands."""
+    from dhanalysis.errors import BadImages, DeviceUnavailable, OutOfMemory
     from dhanalysis.folders import FolderTaken
+
+    if isinstance(exc, BadImages):
+        return one_line(exc).replace(f", or {BadImages.SKIP}", _skip_images_remedy(args))
 
     if isinstance(exc, DeviceUnavailable):
         return f"--device {exc.device} was asked for but no CUDA GPU is visible; use --device cpu"
@@ -81,6 +85,16 @@ def in_flags(exc: DHError) -> str:
     return f"{exc.problem}; rerun with --overwrite to replace them, or choose another --out"
 
 
+def _skip_images_remedy(args: argparse.Namespace | None) -> str:
+    """How this command skips bad images: `eval` skips unless --strict, the analyses with --skip-bad-images, the
+    others (train) cannot, so their remedy is only to fix the data."""
+    if args is not None and hasattr(args, "strict"):
+        return ", or rerun without --strict to skip them"
+    if args is not None and hasattr(args, "skip_bad_images"):
+        return ", or rerun with --skip-bad-images to skip them"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except DHError as exc:
-        print(f"dhanalysis: error: {in_flags(exc)}", file=sys.stderr)
+        print(f"dhanalysis: error: {in_flags(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dhanalysis: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -48,6 +48,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
                         help=f"images per resumable chunk (default {DEFAULT_CHUNK_SIZE})")
     parser.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="decode every image first and leave out the missing or undecodable ones (default: such "
+                             "an image is an error)")
 
 
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +147,8 @@ def models(args: argparse.Namespace, **dataset: Any) -> Iterator:
         runs = workspace_checkpoints()
         ckpts, names = [str(p) for p in runs.values()], list(runs)
     loaded = load_models(ckpts, names or None, data_root=args.data_root, split=args.split, out=args.out,
-                         max_images=args.max_images, overwrite=args.overwrite, device=args.device, **dataset)
+                         max_images=args.max_images, overwrite=args.overwrite, device=args.device,
+                         **{"skip_bad_images": getattr(args, "skip_bad_images", False), **dataset})
     for i, run in enumerate(loaded, 1):
         if taken and run.rank == 0:
             print(f"[{i}/{len(ckpts)}] {run.name}: {run.ckpt} -> {run.folder}", flush=True)

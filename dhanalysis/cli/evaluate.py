@@ -11,7 +11,6 @@ holding another model's results (its config.json differs) is refused without --o
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 
 from dhanalysis.cli.common import add_model_arguments, check_at_least, models
 
@@ -38,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
         for mode in modes or ():
             check_mode(cfg.model.variant, cfg.model.loss, mode)
 
-    for model_run in _in_eval_words(models(args, strict=args.strict, skip_bad_images=not args.strict,
-                                           check=check_modes)):
+    for model_run in models(args, strict=args.strict, skip_bad_images=not args.strict, check=check_modes):
         table, _ = evaluate(model_run.model, model_run.dataset, modes, model_run.device, args.batch_size,
                             args.max_images, model_run.folder, model_run.name)
         if is_main():
@@ -48,16 +46,3 @@ def run(args: argparse.Namespace) -> int:
             out = model_run.folder
             print(f"wrote {out / EVAL_CSV}, {out / PER_CLASS_AP_CSV} and detections_<mode>.json")
     return 0
-
-
-def _in_eval_words(runs: Iterator) -> Iterator:
-    """``runs``, with the dataset's remedy for bad images worded with this command's flag."""
-    from dhanalysis.data.coco import SKIP_REMEDY
-    from dhanalysis.errors import DHError
-
-    try:
-        yield from runs
-    except DHError as exc:
-        if SKIP_REMEDY not in str(exc):
-            raise
-        raise DHError(str(exc).replace(SKIP_REMEDY, "rerun without --strict to skip them")) from None

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from dhanalysis.config import DataConfig
-from dhanalysis.errors import DHError
-from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
+from dhanalysis.errors import BadImages, DHError
+from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,11 @@ Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
-SKIP_REMEDY = "open the split with skip_bad_images=True to skip them"  # `dhanalysis eval` words it with its flag
 
 
 def size_group(area: float) -> str:
     """COCO's size group of an annotation area in pixels (`SIZE_GROUPS`): small < 32², medium < 96², large otherwise."""
     return SIZE_GROUPS[int(area >= SMALL_MAX_AREA) + int(area >= LARGE_MIN_AREA)]
-
-
-def split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
-    """``(image_dir, ann_file)`` of a split: ``root/<split>/`` and ``root/annotations/instances_<split>.json``."""
-    root = Path(root)
-    return root / split, root / "annotations" / f"instances_{split}.json"
 
 
 def available_splits(root: str | Path) -> list[str]:
@@ -115,10 +108,8 @@ def decode_image(path: Path) -> torch.Tensor:
         raise DHError(f"image file {path} is missing; re-download or regenerate the split") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DHError(
-            f"image {path} cannot be decoded ({reason}); replace it, remove it from the annotation file, or "
-            f"{SKIP_REMEDY}"
-        ) from None
+        raise BadImages.with_fixes(
+            f"image {path} cannot be decoded ({reason}); replace it or remove it from the annotation file") from None
     array = np.array(rgb, dtype=np.uint8)  # a writable copy, so torch shares it without a warning
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
@@ -206,10 +197,9 @@ class CocoDataset(torch.utils.data.Dataset):
         missing = self._missing_ids()
         if missing and not skip_bad_images:
             first = self.image_dir / self._images[missing[0]][0]
-            raise DHError(
+            raise BadImages.with_fixes(
                 f"{len(missing)} of {len(self.ids)} images listed in {self.ann_file} are missing from {self.image_dir} "
-                f"(first: {first}); re-download them, remove them from the annotation file, or {SKIP_REMEDY}"
-            )
+                f"(first: {first}); re-download them or remove them from the annotation file")
         if skip_bad_images:
             self.skipped_images = self.check_images()
             bad = {b.image_id for b in self.skipped_images}
@@ -224,10 +214,9 @@ class CocoDataset(torch.utils.data.Dataset):
             bad_images = self.check_images()
             if bad_images:
                 b = bad_images[0]
-                raise DHError(
+                raise BadImages.with_fixes(
                     f"{len(bad_images)} of {len(self.ids)} images in {self.image_dir} cannot be decoded (first: "
-                    f"{b.path}: {b.reason}); replace them, or {SKIP_REMEDY}"
-                )
+                    f"{b.path}: {b.reason}); replace them or remove them from the annotation file")
 
     def _check_layout(self) -> None:
         if not self.root.is_dir():

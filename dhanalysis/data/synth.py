@@ -8,7 +8,7 @@ medium and large size groups. An object is never drawn if it, or an object under
 ``max_occlusion``, so every drawn object is annotated. Category ids are deliberately non-contiguous (1, 3, 5, ...) so
 the dataset's id mapping is exercised as on COCO.
 
-Layout (see `dhanalysis.data.coco.split_paths`)::
+Layout (COCO's, `dhanalysis.vocab.split_paths`)::
 
     out/train/000001.jpg ...   out/val/000001.jpg ...
     out/annotations/instances_train.json   out/annotations/instances_val.json
@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_bytes, claim
-from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
+from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ def _holds(out: Path, params: SynthParams, overwrite: bool) -> bool:
     parameters is replaced without asking: it follows from its parameters alone. Its jsons go first, so a run
     stopped half-way never leaves a json that vouches for mixed images.
     """
-    ann_files = {s: out / "annotations" / f"instances_{s}.json" for s in SPLITS}
+    ann_files = {s: split_paths(out, s)[1] for s in SPLITS}
     records = {s: _read_split(f) for s, f in ann_files.items()}
     stored = None
     if any(r is not None for r in records.values()):
@@ -551,7 +551,7 @@ def make_synth_dataset(
         raise DHError(f"unknown synthetic-dataset option: {exc}") from None
     params.validate()
     out = Path(out)
-    ann_files = {s: out / "annotations" / f"instances_{s}.json" for s in SPLITS}
+    ann_files = {s: split_paths(out, s)[1] for s in SPLITS}
     if _holds(out, params, overwrite):
         log.info("reusing the synthetic dataset in %s (same parameters)", out)
         return SynthResult(out, ann_files, True)
@@ -603,4 +603,4 @@ def _write_split(out: Path, split: str, params: SynthParams) -> None:
         "annotations": annotations,
         "categories": [{"id": c.cat_id, "name": c.name, "supercategory": "shape"} for c in CLASSES],
     }
-    atomic_write_bytes(out / "annotations" / f"instances_{split}.json", json.dumps(data).encode())
+    atomic_write_bytes(split_paths(out, split)[1], json.dumps(data).encode())

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_bytes, atomic_write_text
+from dhanalysis.vocab import split_paths
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -178,7 +179,7 @@ def voc_to_coco(
             "annotations": annotations,
             "categories": categories,
         }
-        ann_file = out / "annotations" / f"instances_{split}.json"
+        ann_file = split_paths(out, split)[1]
         atomic_write_text(ann_file, json.dumps(data))
         result[split] = ann_file
     return result

@@ -16,10 +16,10 @@ from matplotlib.figure import Figure, FigureBase
 
 from dhanalysis.figures.style import (CORRELATION_CMAP, PROPOSAL_SET_LABELS, caveat_figure, draw_caveat, head_color,
                                       head_label, paper_style, variant_label)
-from dhanalysis.vocab import DIFFICULTY_GROUPS, SIZE_GROUPS
+from dhanalysis.vocab import DIFFICULTY_GROUPS, MODEL_PROPOSAL_SETS, PREDEFINED, SIZE_GROUPS
 
 FIG3_SIZES = tuple(reversed(SIZE_GROUPS))  # the paper's order, left panel: large, medium, small
-FIG3_SETS = ("rpn", "detections")
+FIG3_SETS = MODEL_PROPOSAL_SETS  # right panel: the model's own proposals
 MAP_TITLES = {"conv_output": "conv-head: output feature map", "fc_output": "fc-head: output feature map",
               "fc_weight": "fc-head: weight parameters"}
 
@@ -64,7 +64,7 @@ def plot_fig3(pcc: pd.DataFrame, fig: Figure | None = None, note: str | None = N
               caveat: str | None = None) -> Figure:
     """Fig. 3: PCC of predefined proposals by size (left: large, medium, small); RPN proposals and NMS detections
     (right); one bar per head. ``note``: the legend's title; ``caveat``: the figure's title, in red."""
-    pre = pcc[(pcc["proposal_set"] == "predefined") & (pcc["grouping"] == "size")]
+    pre = pcc[(pcc["proposal_set"] == PREDEFINED) & (pcc["grouping"] == "size")]
     post = pcc[pcc["proposal_set"].isin(FIG3_SETS) & (pcc["grouping"] == "all")]
     with paper_style():
         fig, panel, axes = caveat_figure(1, 2, (7.4, 3.2), fig, caveat, width_ratios=[3, 2])
@@ -82,7 +82,7 @@ def plot_figA2(pcc: pd.DataFrame, ax: Axes | None = None, title: str | None = No
                note: str | None = None, caveat: str | None = None) -> Figure:
     """Fig. A.2: PCC of predefined proposals for easy, medium and hard classes, one bar per head. ``title``: the
     axes' title; ``note``: the legend's title; ``caveat``: the figure's title, in red."""
-    part = pcc[(pcc["proposal_set"] == "predefined") & (pcc["grouping"] == "difficulty")]
+    part = pcc[(pcc["proposal_set"] == PREDEFINED) & (pcc["grouping"] == "difficulty")]
     with paper_style():
         if ax is None:
             fig, panel, axes = caveat_figure(1, 1, (4.8, 3.4), caveat=caveat)

@@ -35,7 +35,7 @@ from dhanalysis.figures import ablation, architecture, correlation, qualitative,
 from dhanalysis.figures.style import head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, HEAD_TYPES, PCC_CSV, PER_CLASS_AP_CSV,
-                              QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV,
+                              PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV,
                               SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_NPZ, SWEEP_RESULTS_CSV, VARIANTS)
 
 MODEL_FILES = (CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, EVAL_CSV, SLIDING_WINDOW_STATS_CSV, PCC_CSV, SPATIAL_CORR_NPZ)
@@ -344,7 +344,7 @@ def pcc_rows(res: Results, refs: Iterable[HeadRef], difficulty: bool = False) ->
         if stored is not None:
             part = stored[stored["head"] == head]
             if rows:
-                part = part[part["proposal_set"] != "predefined"]
+                part = part[part["proposal_set"] != PREDEFINED]
             rows.append(part)
         if rows:
             parts.append(pd.concat(rows, ignore_index=True))
@@ -423,7 +423,7 @@ def _figA2(res: Results) -> Figure | str:
     pair = res.head_pair
     data = pcc_rows(res, pair.values(), difficulty=True) if pair else None
     if data is not None:
-        data = data[(data["proposal_set"] == "predefined") & (data["grouping"] == "difficulty")]
+        data = data[(data["proposal_set"] == PREDEFINED) & (data["grouping"] == "difficulty")]
     if data is None or not len(data):
         return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis "
                 "eval), or pcc.csv with difficulty groups")

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.figure import Figure, FigureBase
 
-from dhanalysis.vocab import VARIANTS
+from dhanalysis.vocab import DETECTIONS, PREDEFINED, RPN_PROPOSALS, VARIANTS
 
 HEAD_LABELS = {"fc": "fc-head", "conv": "conv-head"}
 HEAD_COLORS = {"fc": "#0173B2", "conv": "#DE8F05"}
@@ -41,7 +41,7 @@ MISSING_COLOR = "#d9d9d9"  # cells of a heat map whose mode does not exist (Fig.
 HEATMAP_CMAP = "YlGnBu"
 CORRELATION_CMAP = "viridis"
 
-PROPOSAL_SET_LABELS = {"predefined": "predefined", "rpn": "RPN", "detections": "NMS"}
+PROPOSAL_SET_LABELS = {PREDEFINED: "predefined", RPN_PROPOSALS: "RPN", DETECTIONS: "NMS"}
 
 SCORE_LABEL = "classification score"
 REG_IOU_LABEL = "IoU of regressed box"
