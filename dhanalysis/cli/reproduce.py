@@ -65,7 +65,7 @@ FULL = StudyPlan(
     pretrain={"iterations": 600, "crop_size": 48},
     trunk=("train.iterations=1500", "train.steps=[1100,1400]", "train.warmup_iters=50", "train.checkpoint_period=100",
            "train.log_period=20", "train.clip_grad_norm=10"),
-    heads=("train.iterations=800", "train.lr=0.02", "train.steps=[600,750]", "train.warmup_iters=50",
+    heads=("train.iterations=1200", "train.lr=0.02", "train.steps=[900,1120]", "train.warmup_iters=50",
            "train.checkpoint_period=200", "train.log_period=50", "train.clip_grad_norm=10", "data.num_workers=0"),
     lambda_fc=(0.5, 0.7, 1.0),
     lambda_conv=(0.5, 0.8, 1.0),
