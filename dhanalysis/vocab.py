@@ -121,6 +121,7 @@ MODEL_PROPOSAL_SETS = (RPN_PROPOSALS, DETECTIONS)
 # ------------------------------------------------------------------------------------------------ metrics
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's stats[0:6], stored as fractions
 
+
 # ------------------------------------------------------------------------------------------------ dataset layout
 def split_paths(root: str | PurePath, split: str) -> tuple[Path, Path]:
     """``(image_dir, ann_file)`` of a COCO-format split: ``root/<split>/`` and

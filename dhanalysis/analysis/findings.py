@@ -23,7 +23,7 @@ import pandas as pd
 
 from dhanalysis.analysis.bootstrap import (DEFAULT_REPLICATES, CocoMatches, interval, pcc_of_sums, positions_of,
                                            ratio_of_sums, replicate_counts)
-from dhanalysis.analysis.stats import MOMENTS, NUM_BINS
+from dhanalysis.analysis.stats import MOMENTS, NUM_BINS, PCC_MOMENTS
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import (CHUNKS_DIR, DETECTIONS, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, MODEL_PROPOSAL_SETS,
                               PCC_CHUNKS, PCC_STATS_CSV, RPN_PROPOSALS, SIZE_GROUPS, SLIDING_WINDOW_CHUNKS,
@@ -92,11 +92,10 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
         ids["window"] = [c["image_id"] for c in chunks]
     if pcc_dir.is_dir():
         chunks = sorted(_chunks(pcc_dir, "pcc"), key=lambda c: c["image_id"])
-        table = folder / PCC_STATS_CSV
-        heads = set(pd.read_csv(table, usecols=["head"])["head"]) if table.is_file() else set()
-        sums.proposal_heads = [hd for hd in HEAD_TYPES if hd in heads]
+        sums.proposal_heads = _heads_of(folder / PCC_STATS_CSV)
         arr = np.stack([c["sums"]["pcc"].numpy() for c in chunks])
-        sums.proposal = arr.reshape(len(chunks), arr.shape[1], 2, len(SIZE_GROUPS), 6)
+        sums.proposal = arr.reshape(len(chunks), arr.shape[1], len(MODEL_PROPOSAL_SETS), len(SIZE_GROUPS),
+                                    len(PCC_MOMENTS))
         ids["proposal"] = [c["image_id"] for c in chunks]
     if spatial_dir.is_dir():
         chunks = sorted(_chunks(spatial_dir, "spatial"), key=lambda c: c["image_id"])

@@ -72,7 +72,6 @@ def in_flags(exc: DHError, args: argparse.Namespace | None = None) -> str:
 
     if isinstance(exc, BadImages):
         return one_line(exc).replace(f", or {BadImages.SKIP}", _skip_images_remedy(args))
-
     if isinstance(exc, DeviceUnavailable):
         return f"--device {exc.device} was asked for but no CUDA GPU is visible; use --device cpu"
     if isinstance(exc, OutOfMemory):

@@ -146,9 +146,9 @@ def models(args: argparse.Namespace, **dataset: Any) -> Iterator:
     if taken:
         runs = workspace_checkpoints()
         ckpts, names = [str(p) for p in runs.values()], list(runs)
+    dataset.setdefault("skip_bad_images", getattr(args, "skip_bad_images", False))  # eval passes its own
     loaded = load_models(ckpts, names or None, data_root=args.data_root, split=args.split, out=args.out,
-                         max_images=args.max_images, overwrite=args.overwrite, device=args.device,
-                         **{"skip_bad_images": getattr(args, "skip_bad_images", False), **dataset})
+                         max_images=args.max_images, overwrite=args.overwrite, device=args.device, **dataset)
     for i, run in enumerate(loaded, 1):
         if taken and run.rank == 0:
             print(f"[{i}/{len(ckpts)}] {run.name}: {run.ckpt} -> {run.folder}", flush=True)
