@@ -51,8 +51,8 @@ def head_matmul_fn(task: SlidingWindowTask, num_rois: int, batch: int):
     """The fc-head's matmuls alone (fc6, fc7, predictor) on ``num_rois`` random rows in batches: the floor."""
     heads = task.scorer.heads
     layers = []
-    for _, head, joint, _, _ in heads.branches:
-        layers += [head.fc6, head.fc7, joint]
+    for branch, _ in heads.branches:
+        layers += [branch.head.fc6, branch.head.fc7, branch.predictor.joint]
     x0 = torch.randn(min(batch, num_rois), layers[0].weight_t.shape[0], dtype=heads.dtype)
 
     def run() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import pickle
 
+import pandas as pd
 import pytest
 import torch
 
 from dhanalysis.errors import DHError
 from dhanalysis.model import VARIANTS, build_model, load_checkpoint, save_checkpoint
 
-from helpers import tiny_config, two_images
+from helpers import assert_same_statistics, tiny_config, two_images
 
 
 @pytest.mark.slow
@@ -107,3 +108,40 @@ def test_checkpoint_with_the_old_roi_scale_key_still_loads(tmp_path):
     for da, db in zip(a, b):
         for k in da:
             torch.testing.assert_close(da[k], db[k])
+
+
+def test_a_copied_checkpoint_is_analysed_without_its_pretraining_file(tmp_path, monkeypatch):
+    """A checkpoint names the backbone file it was trained from; loading it elsewhere must not need that file."""
+    from torchvision.models import resnet18
+
+    from dhanalysis.cli import main
+    from dhanalysis.data.synth import make_synth_dataset
+
+    data = tmp_path / "data"
+    make_synth_dataset(data, num_train=1, num_val=2, image_size=64, seed=0)
+    pretrained = tmp_path / "pretrain" / "resnet18.pth"
+    pretrained.parent.mkdir()
+    torch.manual_seed(3)
+    torch.save(resnet18().state_dict(), pretrained)
+    cfg = tiny_config("single-fc", f"model.backbone.weights={pretrained}", "model.num_classes=6",
+                      "model.min_size=64", "model.max_size=64", f"data.root={data}")
+    model = build_model(cfg)
+    assert torch.equal(model.backbone.body.conv1.weight, torch.load(pretrained)["conv1.weight"])
+    with torch.no_grad():
+        model.backbone.body.conv1.weight.mul_(-1.0)  # the checkpoint's weights, not the pretraining file's
+    save_checkpoint(tmp_path / "trained.pth", model)
+    args = ["--proposals-per-gt", "40", "--no-progress"]
+    assert main(["sliding-window", "--ckpt", str(tmp_path / "trained.pth"), "--out", str(tmp_path / "here"), *args]) == 0
+    # a colleague's machine: the checkpoint alone in an empty folder, the pretraining file gone
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "fc.pth").write_bytes((tmp_path / "trained.pth").read_bytes())
+    pretrained.unlink()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_checkpoint("fc.pth")
+    assert loaded.config.model.backbone.weights == str(pretrained)  # the config still says where it came from
+    assert torch.equal(loaded.backbone.body.conv1.weight, model.backbone.body.conv1.weight)
+    assert main(["sliding-window", "--ckpt", "fc.pth", "--out", "res", *args]) == 0
+    there = pd.read_csv(elsewhere / "res" / "sliding_window_stats.csv")
+    assert there["n"].sum() > 0
+    assert_same_statistics(pd.read_csv(tmp_path / "here" / "sliding_window_stats.csv"), there)

@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
             from dhanalysis.model.params import param_table
 
             # counting needs the architecture, not the weights: a config whose backbone file is absent still counts
-            cfg = load_config(args.config, [*args.overrides, "model.backbone.weights=null"])
-            model = build_model(cfg, num_classes=args.num_classes)
+            cfg = load_config(args.config, args.overrides)
+            model = build_model(cfg, num_classes=args.num_classes, pretrained=False)
             print(f"{cfg.name}: variant {cfg.model.variant}, backbone {cfg.model.backbone.name}")
             print(param_table(model, args.depth).to_string(index=False))
     return 0

@@ -199,7 +199,7 @@ def train(
     torch.manual_seed(t.seed + rank)
     random.seed(t.seed + rank)
     dataset = build_dataset(cfg.data, train=True)
-    model = build_model(cfg, dataset.num_classes).to(dev)
+    model = build_model(cfg, dataset.num_classes, pretrained=state is None).to(dev)  # a resume's state replaces it
     cfg = model.config  # with num_classes filled in
     if t.init_from:
         load_trunk(model, t.init_from)

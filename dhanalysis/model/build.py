@@ -32,8 +32,12 @@ INPUT_FORMATS = ("rgb", "bgr255")
 ANCHOR_STYLES = ("torchvision", "unrounded", "legacy")
 
 
-def build_backbone(cfg: BackboneConfig) -> BackboneWithFPN:
-    """ResNet + FPN (P2-P6). ``cfg.weights`` is a local state-dict file for the ResNet; nothing is downloaded."""
+def build_backbone(cfg: BackboneConfig, pretrained: bool = True) -> BackboneWithFPN:
+    """ResNet + FPN (P2-P6). ``cfg.weights`` is a local state-dict file for the ResNet; nothing is downloaded.
+
+    ``pretrained=False`` leaves the ResNet at its random initialisation whatever ``cfg.weights`` names: for a model
+    whose every weight is about to be replaced (a checkpoint, converted weights), the file need not exist.
+    """
     if cfg.name not in BACKBONES:
         raise DHError(f"unknown backbone '{cfg.name}'; choose one of: {', '.join(BACKBONES)}")
     if cfg.norm not in ("frozen_bn", "bn"):
@@ -44,7 +48,7 @@ def build_backbone(cfg: BackboneConfig) -> BackboneWithFPN:
     body = getattr(resnet, cfg.name)(weights=None, norm_layer=norm_layer)
     if cfg.stride_in_1x1:
         move_stride_to_1x1(body)
-    if cfg.weights:
+    if cfg.weights and pretrained:
         load_backbone_weights(body, cfg.weights)
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: cfg.trainable_layers]
     if cfg.trainable_layers == 5:
@@ -215,8 +219,13 @@ class DoubleHeadRCNN(GeneralizedRCNN):
         return {m: self.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in by_mode.items()}
 
 
-def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCNN:
-    """The model of ``config``; ``num_classes`` (foreground) overrides ``config.model.num_classes`` when that is 0."""
+def build_model(config: Config, num_classes: int | None = None, pretrained: bool = True) -> DoubleHeadRCNN:
+    """The model of ``config``; ``num_classes`` (foreground) overrides ``config.model.num_classes`` when that is 0.
+
+    ``pretrained=False`` skips reading ``model.backbone.weights`` (see `build_backbone`): a checkpoint's own state
+    replaces it, so a checkpoint loads on a machine that never had its pretraining file. The stored config keeps the
+    path, which says what the model was trained from.
+    """
     m = config.model
     classes = m.num_classes or num_classes
     if not classes:
@@ -228,7 +237,7 @@ def build_model(config: Config, num_classes: int | None = None) -> DoubleHeadRCN
     variant = get_variant(m.variant)
     check_model_options(m)
     layout = class_layout(m, classes)
-    backbone = build_backbone(m.backbone)
+    backbone = build_backbone(m.backbone, pretrained)
     channels = m.backbone.fpn_channels
 
     anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)

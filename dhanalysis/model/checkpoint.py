@@ -83,7 +83,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise DHError(
             f"checkpoint {path} is a '{stored.model.variant}' model but the config asks for '{config.model.variant}'"
         )
-    model = build_model(cfg, num_classes=stored.model.num_classes)
+    model = build_model(cfg, num_classes=stored.model.num_classes, pretrained=False)  # the state replaces them
     load_state_checked(model, state["model"], str(path))
     model.to(map_location)
     model.eval()

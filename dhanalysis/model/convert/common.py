@@ -171,7 +171,7 @@ def load_converted(cfg: Config, weights: dict[str, torch.Tensor], path: str):
     every shape equal. BatchNorm counters the source does not have start at 0."""
     from dhanalysis.model.build import build_model
 
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=False)  # every weight comes from the source
     own = model.state_dict()
     weights = dict(weights)
     for key in own:

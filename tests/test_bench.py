@@ -1,0 +1,31 @@
+"""The benchmark runs: ``python -m bench --quick`` end to end, so a refactor cannot break it unseen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_to_its_table(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--repeats", "1", "--json", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.__main__ import TARGETS, lookup
+    finally:
+        sys.path.remove(str(ROOT))
+    results = json.loads(out.read_text())
+    for path, _, _, what in TARGETS:
+        value = lookup(results, path)  # every target measured, as a finite number, and printed in the table
+        assert value == value and abs(value) < float("inf"), path
+        assert f"`{path}`" in run.stdout, what
+    # the matmul floor of the sliding-window section ran (it is what broke unseen before)
+    assert results["sliding_window"]["single_fc"]["head_matmul_seconds"] > 0
