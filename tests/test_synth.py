@@ -169,3 +169,26 @@ def test_cli_data_synth(tmp_path, capsys):
     assert f"wrote the synthetic dataset in {out}" in text
     assert "train: 4 images" in text and "val: 2 images" in text and "6 classes" in text
     assert len(load(out, "train")["images"]) == 4
+
+
+def test_the_test_split_is_held_out_disjoint_ids_and_pixels(tmp_path):
+    root = tmp_path / "with-test"
+    make_synth_dataset(root, **{**TINY, "num_test": 4})
+    train, val, test = (load(root, s) for s in ("train", "val", "test"))
+    assert len(test["images"]) == 4
+    test_ids = {img["id"] for img in test["images"]}
+    assert not test_ids & ({img["id"] for img in train["images"]} | {img["id"] for img in val["images"]})
+    assert {a["image_id"] for a in test["annotations"]} <= test_ids
+    # drawn from its own seeds: no test image repeats a training or validation image
+    seen = {(root / s / img["file_name"]).read_bytes() for s, d in (("train", train), ("val", val))
+            for img in d["images"]}
+    assert not any((root / "test" / img["file_name"]).read_bytes() in seen for img in test["images"])
+    # adding the test split leaves train and val as they were, pixels and boxes
+    plain = tmp_path / "plain"
+    make_synth_dataset(plain, **TINY)
+    assert not (plain / "test").exists() and not (plain / "annotations" / "instances_test.json").exists()
+    for split in ("train", "val"):
+        assert load(plain, split)["annotations"] == load(root, split)["annotations"]
+        assert (plain / split / "000001.jpg").read_bytes() == (root / split / "000001.jpg").read_bytes()
+    ds = CocoDataset(root, "test")
+    assert len(ds) == 4 and ds.num_classes == CocoDataset(root, "val").num_classes

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--out", default="data/synth", help="output folder (default: %(default)s)")
     synth.add_argument("--num-train", type=int, default=600, help="training images (default: %(default)s)")
     synth.add_argument("--num-val", type=int, default=100, help="validation images (default: %(default)s)")
+    synth.add_argument("--num-test", type=int, default=0, help="held-out test images, drawn from their own seeds "
+                       "with ids from 1,000,001: report on them what was tuned on val (default: %(default)s)")
     synth.add_argument("--image-size", type=int, default=320, help="side of the square images (default: %(default)s)")
     synth.add_argument("--seed", type=int, default=0, help="same seed, same files (default: %(default)s)")
     synth.add_argument("--max-objects", type=int, default=6, help="objects per image at most (default: %(default)s)")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         from dhanalysis.data.synth import make_synth_dataset
 
         result = make_synth_dataset(
-            args.out, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, seed=args.seed,
+            args.out, num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
+            image_size=args.image_size, seed=args.seed,
             max_objects=args.max_objects, clutter=args.clutter, max_occlusion=args.max_occlusion,
             image_format=args.image_format, overwrite=args.overwrite,
         )

@@ -10,8 +10,12 @@ the dataset's id mapping is exercised as on COCO.
 
 Layout (COCO's, `dhanalysis.vocab.split_paths`)::
 
-    out/train/000001.jpg ...   out/val/000001.jpg ...
-    out/annotations/instances_train.json   out/annotations/instances_val.json
+    out/train/000001.jpg ...   out/val/000001.jpg ...   out/test/000001.jpg ... (when ``num_test`` > 0)
+    out/annotations/instances_train.json   out/annotations/instances_val.json   out/annotations/instances_test.json
+
+The ``test`` split is for measuring what was tuned elsewhere: choose schedules, learning rates and thresholds on
+``val``, report on ``test``. Its images are drawn from their own seeds (each image's seed includes its split's name)
+and its image ids start at `TEST_ID_OFFSET`, so none can be mistaken for a training or validation image.
 
 Everything follows from the parameters: the same parameters give byte-identical files, and a folder that already holds
 a complete dataset with the same parameters (stored in the json's ``info``) is reused instead of regenerated.
@@ -41,7 +45,8 @@ from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, split_
 log = logging.getLogger(__name__)
 
 SYNTH_VERSION = 1  # bump when the drawing changes, so old folders are regenerated instead of reused
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+TEST_ID_OFFSET = 1_000_000  # test image ids are TEST_ID_OFFSET + 1, + 2, ...: disjoint from train's and val's 1..N
 SMALL_MAX_SIDE, LARGE_MIN_SIDE = math.sqrt(SMALL_MAX_AREA), math.sqrt(LARGE_MIN_AREA)  # COCO size groups by side
 _FILE_RE = re.compile(r"^\d{6}\.(png|jpg)$")
 
@@ -107,6 +112,7 @@ class SynthParams:
 
     num_train: int = 600
     num_val: int = 100
+    num_test: int = 0  # a held-out split, written only when > 0
     image_size: int = 320
     seed: int = 0
     min_objects: int = 1
@@ -122,8 +128,9 @@ class SynthParams:
 
     def validate(self) -> None:
         """Raise `DHError` for parameters that cannot make a dataset."""
-        if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
-            raise DHError(f"need at least one image, got num_train={self.num_train} and num_val={self.num_val}")
+        if min(self.num_train, self.num_val, self.num_test) < 0 or self.num_train + self.num_val + self.num_test == 0:
+            raise DHError(f"need at least one image and no negative counts, got num_train={self.num_train}, "
+                          f"num_val={self.num_val} and num_test={self.num_test}")
         if self.image_size < 32:
             raise DHError(f"the image size must be at least 32 pixels, got {self.image_size}")
         if not 1 <= self.min_objects <= self.max_objects:
@@ -139,7 +146,17 @@ class SynthParams:
             raise DHError(f"image format must be jpg or png, got {self.image_format!r}")
 
     def num_images(self, split: str) -> int:
-        return {"train": self.num_train, "val": self.num_val}[split]
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this dataset writes: train and val always, test when it has images."""
+        return tuple(s for s in SPLITS if s != "test" or self.num_test > 0)
+
+    @staticmethod
+    def image_id(split: str, index: int) -> int:
+        """The COCO id of image ``index`` (1-based) of ``split``."""
+        return index + (TEST_ID_OFFSET if split == "test" else 0)
 
 
 class SynthObject(NamedTuple):
@@ -503,12 +520,12 @@ def _holds(out: Path, params: SynthParams, overwrite: bool) -> bool:
     parameters is replaced without asking: it follows from its parameters alone. Its jsons go first, so a run
     stopped half-way never leaves a json that vouches for mixed images.
     """
-    ann_files = {s: split_paths(out, s)[1] for s in SPLITS}
+    ann_files = {s: split_paths(out, s)[1] for s in params.splits}
     records = {s: _read_split(f) for s, f in ann_files.items()}
     stored = None
     if any(r is not None for r in records.values()):
         stored = {s: (r.get("info") or {}).get("params") if r is not None else None for s, r in records.items()}
-    wanted = {s: _params_dict(params) for s in SPLITS}
+    wanted = {s: _params_dict(params) for s in params.splits}
     if not claim(out, wanted, stored, list(ann_files.values()), overwrite=True, restart=overwrite,
                  what="a synthetic dataset"):
         return False
@@ -536,6 +553,7 @@ def make_synth_dataset(
     image_size: int = 320,
     seed: int = 0,
     overwrite: bool = False,
+    num_test: int = 0,
     **kwargs: Any,
 ) -> SynthResult:
     """Write the synthetic dataset to ``out`` (layout in the module docstring), or reuse it if already there.
@@ -546,12 +564,13 @@ def make_synth_dataset(
     on one CPU core.
     """
     try:
-        params = SynthParams(num_train=num_train, num_val=num_val, image_size=image_size, seed=seed, **kwargs)
+        params = SynthParams(num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size, seed=seed,
+                             **kwargs)
     except TypeError as exc:
         raise DHError(f"unknown synthetic-dataset option: {exc}") from None
     params.validate()
     out = Path(out)
-    ann_files = {s: split_paths(out, s)[1] for s in SPLITS}
+    ann_files = {s: split_paths(out, s)[1] for s in params.splits}
     if _holds(out, params, overwrite):
         log.info("reusing the synthetic dataset in %s (same parameters)", out)
         return SynthResult(out, ann_files, True)
@@ -561,9 +580,9 @@ def make_synth_dataset(
     except OSError as exc:
         raise DHError(f"cannot create {out}/annotations ({exc.strerror}); choose another output folder") from None
     # Remove the old jsons first: a run stopped half-way must not leave a json that vouches for mixed images.
-    for ann_file in ann_files.values():
-        ann_file.unlink(missing_ok=True)
     for split in SPLITS:
+        split_paths(out, split)[1].unlink(missing_ok=True)
+    for split in params.splits:
         _write_split(out, split, params)
     return SynthResult(out, ann_files, False)
 
@@ -578,9 +597,10 @@ def _write_split(out: Path, split: str, params: SynthParams) -> None:
         synth = render_synth_image(params, split, index, pending)
         name = f"{index:06d}.{ext}"
         atomic_write_bytes(image_dir / name, _encode(synth.pixels, ext))
-        images.append({"id": index, "file_name": name, "width": size, "height": size})
+        image_id = params.image_id(split, index)
+        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         for obj in synth.objects:
-            annotations.append(_annotation(len(annotations) + 1, index, obj, size))
+            annotations.append(_annotation(len(annotations) + 1, image_id, obj, size))
     if pending and params.num_images(split):
         log.warning("synthetic split '%s' has no %s objects; use more images", split, " or ".join(pending))
 
