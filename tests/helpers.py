@@ -24,6 +24,7 @@ TINY = [
     "model.head.conv_dim=32",
     "model.head.bottleneck_dim=8",
     "model.head.non_local_dim=16",
+    "model.head.num_blocks=3",
     "model.rpn.pre_nms_top_n_test=50",
     "model.rpn.post_nms_top_n_test=30",
     "model.box_batch_size_per_image=32",

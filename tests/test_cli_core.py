@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from torch import nn
 
 from dhanalysis.cli import main
-from dhanalysis.config import preset_path
+from dhanalysis.config import load_config, preset_path
+from dhanalysis.model.heads import ConvHead
 
 
 def test_variants_lists_all_seven(capsys):
@@ -51,3 +53,24 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
     cfg.write_text("model:\n  variant: single-fc\n  head: {fc_dimm: 3}\n")
     assert main(["params", "--config", str(cfg)]) == 2
     assert "unknown config key 'model.head.fc_dimm'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["double-head", "double-head-reverse", "double-head-ext"])
+def test_synthetic_presets_keep_the_papers_head_proportions(variant, capsys, tmp_path, monkeypatch):
+    """Each preset's fc-head ÷ conv-head weights lies in [2, 3], as the paper's 13.25M ÷ 5.31M = 2.5 (Table 2), and
+    both heads keep the paper's structure: two fc layers, and K = 5 conv blocks. (Every synthetic preset shares one
+    head line, so Single-FC's fc-head and Single-Conv's conv-head stand in the same proportion.)"""
+    monkeypatch.chdir(tmp_path)
+    assert main(["params", "--config", str(preset_path(f"synth/{variant}.yaml")), "--num-classes", "6",
+                 "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {r.split()[0]: r.split() for r in out.split("fc_over_conv")[-1].splitlines()[1:] if r.strip()}
+    fc, conv = int(rows["fc"][-4]), int(rows["conv"][-4])
+    cfg = load_config(preset_path(f"synth/{variant}.yaml"))
+    c, h, d = cfg.model.backbone.fpn_channels, cfg.model.head.roi_size, cfg.model.head.fc_dim
+    assert fc == c * h * h * d + d * d  # fc6 on the flattened RoI, then fc7: weights only, as the paper counts
+    assert 2.0 <= fc / conv <= 3.0 and float(rows["fc"][-1]) == pytest.approx(fc / conv, abs=0.006)
+    blocks = ConvHead(c, cfg.model.head.conv_dim, cfg.model.head.bottleneck_dim, cfg.model.head.num_blocks,
+                      cfg.model.head.non_local, cfg.model.head.non_local_dim, cfg.model.head.non_local_groups).blocks
+    assert len(blocks) == 5
+    assert conv == sum(m.weight.numel() for m in blocks.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))

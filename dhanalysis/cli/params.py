@@ -36,11 +36,14 @@ def run(args: argparse.Namespace) -> int:
         if args.config or args.overrides:
             from dhanalysis.config import load_config
             from dhanalysis.model.build import build_model
-            from dhanalysis.model.params import param_table
+            from dhanalysis.model.params import branch_table, param_table
 
             # counting needs the architecture, not the weights: a config whose backbone file is absent still counts
             cfg = load_config(args.config, args.overrides)
             model = build_model(cfg, num_classes=args.num_classes, pretrained=False)
             print(f"{cfg.name}: variant {cfg.model.variant}, backbone {cfg.model.backbone.name}")
             print(param_table(model, args.depth).to_string(index=False))
+            branches = branch_table(model)
+            print("\nbranches (conv/fc weights of each head and predictor; fc_over_conv: fc-head ÷ conv-head):")
+            print(branches.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0

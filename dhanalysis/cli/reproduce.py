@@ -77,6 +77,7 @@ FULL = StudyPlan(
 # the tiny study also shrinks the models (every run, trunk included, so the trunk fits the heads)
 TINY_MODEL = ("model.min_size=96", "model.max_size=96", "model.backbone.fpn_channels=16", "model.head.fc_dim=32",
               "model.head.conv_dim=32", "model.head.bottleneck_dim=8", "model.head.non_local_dim=16",
+              "model.head.num_blocks=3",
               "model.rpn.pre_nms_top_n_test=50", "model.rpn.post_nms_top_n_test=30",
               "model.rpn.pre_nms_top_n_train=60", "model.rpn.post_nms_top_n_train=40",
               "model.box_batch_size_per_image=32")
