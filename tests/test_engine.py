@@ -172,3 +172,43 @@ def build_fresh_conv_head(cfg) -> dict:
 
     torch.manual_seed(cfg.train.seed)
     return build_model(cfg, 6).state_dict()
+
+
+def test_heads_trained_together_equal_heads_trained_alone(synth, tmp_path):
+    """One sampling and pooling per iteration feeds every head: the first model's run is the one it makes alone,
+    a model of the same architecture sees the same RoIs (common random numbers) and so equals its lone run too, a
+    model of another architecture trains beside them on the same trunk, and an interrupted group resumes exactly."""
+    from dhanalysis.engine.train import train_together
+
+    source = train(_cfg(synth, "single-fc"), tmp_path / "trunk", progress=False)
+    sets = [f"train.init_from={source}", "train.freeze=[backbone, rpn]"]
+    a = cfg_replace(_cfg(synth, "single-conv"), sets)
+    b = cfg_replace(a, ["model.loss.w_conv=2.5", "train.lr=0.01", "name=b"])
+    c = cfg_replace(_cfg(synth, "double-head-ext"), sets)
+    together = train_together([a, b, c], [tmp_path / "a", tmp_path / "b", tmp_path / "c"], progress=False)
+    alone = [train(cfg, tmp_path / f"alone-{cfg.name}", progress=False) for cfg in (a, b)]
+    for joint, single in zip(together[:2], alone):
+        x, y = read_checkpoint(joint)["model"], read_checkpoint(single)["model"]
+        for k in y:
+            torch.testing.assert_close(x[k], y[k], rtol=1e-5, atol=1e-6, msg=k)
+    ext = read_checkpoint(together[2])["model"]
+    trunk_state = read_checkpoint(source)["model"]
+    assert all(torch.equal(ext[k], v) for k, v in trunk_state.items() if k.startswith(("backbone.", "rpn.")))
+    assert load_checkpoint(together[2]).config.model.variant == "double-head-ext"
+    torch.manual_seed(c.train.seed)
+    from dhanalysis.model.build import build_model
+
+    fresh = build_model(c, 6).state_dict()
+    learned = [k for k in fresh if k.startswith("roi_heads.") and k.endswith(("cls_score.weight", "bbox_pred.weight"))]
+    assert len(learned) == 4 and all(not torch.equal(ext[k], fresh[k]) for k in learned)
+
+    outs = [tmp_path / f"r{i}" for i in range(3)]
+    train_together([a, b, c], outs, max_iterations=2, progress=False)
+    resumed = train_together([a, b, c], outs, resume=True, progress=False)
+    for r, j in zip(resumed, together):
+        x, y = read_checkpoint(r)["model"], read_checkpoint(j)["model"]
+        assert all(torch.equal(x[k], y[k]) for k in y)
+    with pytest.raises(DHError, match="cannot train together.*train"):
+        train_together([a, cfg_replace(a, ["train.iterations=6", "name=longer"])], [tmp_path / "x", tmp_path / "y"])
+    with pytest.raises(DHError, match="only on a frozen shared trunk"):
+        train_together([_cfg(synth, "single-fc"), _cfg(synth, "single-conv")], [tmp_path / "x", tmp_path / "y"])

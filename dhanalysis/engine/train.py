@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
-from dhanalysis.engine.distributed import (cpu_has_bf16, get_rank, get_world_size, init_distributed, is_main,
-                                           resolve_device)
+from dhanalysis.engine.distributed import (all_gather_object, cpu_has_bf16, get_rank, get_world_size,
+                                           init_distributed, is_main, resolve_device)
 from dhanalysis.engine.trunk import (cache_identity, freeze, head_losses, hold_frozen_norms, load_trunk, shared_cache,
                                      trunk_frozen)
 from dhanalysis.errors import DHError
@@ -163,6 +163,158 @@ def _trim_metrics(path: Path, iteration: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
+# ----------------------------------------------------------------------------------------- the parts
+@dataclass
+class Precision:
+    """The AMP policy: autocast on CUDA when ``train.amp`` (bf16 where supported, else fp16 with a loss scaler);
+    bf16 autocast on a CPU only when ``train.cpu_bf16`` and the CPU multiplies bf16 natively."""
+
+    enabled: bool
+    dtype: torch.dtype
+
+    @classmethod
+    def choose(cls, dev: torch.device, t) -> Precision:
+        if dev.type == "cuda":
+            enabled = t.amp
+            dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            enabled, dtype = t.cpu_bf16 and cpu_has_bf16(), torch.bfloat16
+            if t.cpu_bf16 and not enabled:
+                log.warning("train.cpu_bf16 is set but this CPU (%s) has no bf16 units; training in fp32",
+                            torch.backends.cpu.get_cpu_capability())
+        return cls(enabled, dtype)
+
+    def autocast(self, dev: torch.device):
+        return torch.autocast(dev.type, dtype=self.dtype, enabled=self.enabled)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler for one run (fp16 only; a no-op otherwise)."""
+        return torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+
+@dataclass
+class Run:
+    """One model being trained: its config, folder, optimiser state and (under torchrun) its DDP wrapper."""
+
+    cfg: Config
+    out: Path
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    params: list[torch.nn.Parameter]
+    wrapped: torch.nn.Module  # what the step calls: the model, its heads, or their DDP wrapper
+    scaler: torch.amp.GradScaler
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def build_run(cfg: Config, out: Path, num_classes: int, dev: torch.device, state: dict | None,
+              precision: Precision, trunk: torch.nn.Module | None = None) -> Run:
+    """The model of ``cfg`` with its optimiser and schedule, from ``state`` when resuming. ``trunk``: an already
+    built model whose backbone and RPN this one shares (heads trained together on one frozen trunk)."""
+    t = cfg.train
+    model = build_model(cfg, num_classes, pretrained=state is None).to(dev)  # a resume's state replaces them
+    cfg = model.config  # with num_classes filled in
+    if trunk is not None:
+        model.backbone, model.rpn = trunk.backbone, trunk.rpn
+    elif t.init_from:
+        load_trunk(model, t.init_from)
+    if t.freeze:
+        freeze(model, t.freeze)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    if state is not None:
+        load_state_checked(model, state["model"], str(out))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    wrapped = model.roi_heads if trunk_frozen(t.freeze) else model
+    if get_world_size() > 1:  # on a frozen trunk only the heads have gradients to reduce
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[dev.index] if dev.type == "cuda" else None)
+    model.train()
+    hold_frozen_norms(model, t.freeze)
+    return Run(cfg, out, model, optimizer, scheduler, params, wrapped, precision.scaler())
+
+
+def make_loader(cfg: Config, dataset, start: int, end: int) -> DataLoader:
+    """Batches for iterations ``start..end``: an order fixed by (seed, epoch), each sample augmented from its own
+    seed, so a resumed run sees exactly what the uninterrupted one would have."""
+    t, world = cfg.train, get_world_size()
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=get_rank(), shuffle=True, seed=t.seed,
+                                 drop_last=True)
+    batches = _ResumableBatches(sampler, t.ims_per_batch // world, t.seed, start, end)
+    return DataLoader(_SeededSamples(dataset), batch_sampler=batches, collate_fn=collate_fn,
+                      num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed),
+                      persistent_workers=False)
+
+
+def save_run(run: Run, path: Path, iteration: int) -> None:
+    """An atomic checkpoint of the run: weights, optimiser, schedule, iteration and every rank's RNG states."""
+    rng = all_gather_object(_rng_state())
+    if is_main():
+        save_checkpoint(path, run.model, optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                        iteration=iteration, rng=rng if len(rng) > 1 else rng[0])
+
+
+def check_finite(total: torch.Tensor, losses: dict[str, torch.Tensor], run: Run, iteration: int) -> None:
+    if not torch.isfinite(total):
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        ckpt = run.out / CHECKPOINT
+        kept = f"the last good checkpoint {ckpt}" if ckpt.exists() else "no checkpoint yet"
+        raise DHError(f"non-finite loss at iteration {iteration + 1} ({terms}); kept {kept}; lower train.lr or set "
+                      "train.clip_grad_norm")
+
+
+def apply_gradients(run: Run, total: torch.Tensor) -> None:
+    """Backward, optional gradient clipping, the SGD step and the schedule's step, for one run."""
+    scaler = run.scaler
+    run.optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    clip = run.cfg.train.clip_grad_norm
+    if clip > 0:
+        scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, clip)
+    scaler.step(run.optimizer)
+    scaler.update()
+    run.scheduler.step()
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (every ``log_period`` iterations) and the progress bar, on the main process only."""
+
+    def __init__(self, run: Run, start: int, total_iterations: int, progress: bool):
+        self.run, self.last, self.tick = run, start, time.perf_counter()
+        self.file = (run.out / "metrics.jsonl").open("a") if is_main() else None
+        self.bar = None
+        if is_main() and progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_iterations, initial=start, desc=f"train {run.cfg.name}", unit="it",
+                            dynamic_ncols=True)
+
+    def record(self, iteration: int, end: int, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        if self.file is not None and (iteration % self.run.cfg.train.log_period == 0 or iteration == end):
+            now = time.perf_counter()
+            line = {"iteration": iteration, "lr": self.run.lr, "loss": total.item(),
+                    **{k: v.item() for k, v in losses.items()},
+                    "time_per_iter": (now - self.tick) / max(1, iteration - self.last)}
+            self.last, self.tick = iteration, now
+            self.file.write(json.dumps(line) + "\n")
+            self.file.flush()
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{self.run.lr:.2g}")
+
+    def close(self) -> None:
+        for handle in (self.bar, self.file):
+            if handle is not None:
+                handle.close()
+
+
+# ----------------------------------------------------------------------------------------- the loop
 def train(
     cfg: Config,
     out: str | Path,
@@ -176,156 +328,173 @@ def train(
 
     ``max_iterations`` stops early (the run can be resumed), which the tests use to simulate an interruption.
     """
+    return train_together([cfg], [out], resume, overwrite, device, max_iterations, progress)[0]
+
+
+def train_together(
+    cfgs: list[Config],
+    outs: list[str | Path],
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    max_iterations: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Train several models, each into its own folder (as `train` would), and return their final checkpoints.
+
+    More than one model must share a frozen trunk (``train.init_from`` + ``train.freeze=[backbone, rpn]``), the
+    data, the schedule and the RoI sampling: then every iteration runs the trunk (cached), samples the RoIs and pools
+    them once, and feeds every model's heads from them — the heads train together at the cost of their own layers.
+    The first model's run is the one `train` would make alone (its RNG stream drives the data order and the RoI
+    sampling); the others see the same images and RoIs (common random numbers: comparisons between them are
+    paired), and each starts from its own head initialisation, that of `train` with its seed.
+    """
     dev = resolve_device(device)
     init_distributed(dev.type)
-    rank, world = get_rank(), get_world_size()
-    out = Path(out)
-    t = cfg.train
-    if t.ims_per_batch % world:
-        raise DHError(f"train.ims_per_batch={t.ims_per_batch} does not split evenly over {world} processes")
+    outs = [Path(o) for o in outs]
+    check_together(cfgs)
+    if cfgs[0].train.ims_per_batch % get_world_size():
+        raise DHError(f"train.ims_per_batch={cfgs[0].train.ims_per_batch} does not split evenly over "
+                      f"{get_world_size()} processes")
+    states = [_shared_state(out, cfg, resume, overwrite) for cfg, out in zip(cfgs, outs)]
+    pending: dict[int, list[int]] = {}  # start iteration -> models that resume from it
+    for i, (cfg, state) in enumerate(zip(cfgs, states)):
+        start = int(state["iteration"]) if state else 0
+        if state is not None and start >= cfg.train.iterations:
+            if is_main():
+                print(f"{outs[i] / FINAL} is complete ({start} iterations); nothing to do")
+        else:
+            pending.setdefault(start, []).append(i)
+    paths = [out / FINAL for out in outs]
+    for start, members in sorted(pending.items()):  # models at another iteration cannot share the RNG stream
+        ends = _train_group([cfgs[i] for i in members], [outs[i] for i in members], [states[i] for i in members],
+                            start, dev, max_iterations, progress)
+        for i, path in zip(members, ends):
+            paths[i] = path
+    return paths
 
+
+def check_together(cfgs: list[Config]) -> None:
+    """Models trained together must differ in their heads only (one error line names the first difference)."""
+    if len(cfgs) < 2:
+        return
+    first = cfgs[0]
+    if not (first.train.init_from and trunk_frozen(first.train.freeze)):
+        raise DHError("models train together only on a frozen shared trunk: set train.init_from and "
+                      "train.freeze=[backbone, rpn]")
+    if get_world_size() > 1:
+        raise DHError("models train together in one process; under torchrun train them one at a time")
+    t0 = replace(first.train, lr=0.0)
+    for cfg in cfgs[1:]:
+        m, m0 = cfg.model, first.model
+        same = {"data": cfg.data == first.data, "train (but train.lr)": replace(cfg.train, lr=0.0) == t0,
+                "model.backbone": m.backbone == m0.backbone, "model.rpn": m.rpn == m0.rpn,
+                "model image size": (m.min_size, m.max_size) == (m0.min_size, m0.max_size),
+                "model RoI sampling": (m.box_batch_size_per_image, m.box_positive_fraction)
+                == (m0.box_batch_size_per_image, m0.box_positive_fraction),
+                "model.head RoI pooling": (m.head.roi_size, m.head.sampling_ratio)
+                == (m0.head.roi_size, m0.head.sampling_ratio)}
+        for what, ok in same.items():
+            if not ok:
+                raise DHError(f"{cfg.name} cannot train together with {first.name}: their {what} differ (models "
+                              "trained together share the trunk, data, schedule and RoI sampling)")
+
+
+def _shared_state(out: Path, cfg: Config, resume: bool, overwrite: bool) -> dict | None:
+    """`_prepare_out_dir` on the main process; the checkpoint to resume from, read on every rank."""
     state = _prepare_out_dir(out, cfg, resume, overwrite) if is_main() else None
-    if world > 1:
-        state_flag = [state is not None]
-        torch.distributed.broadcast_object_list(state_flag)
-        if state_flag[0] and state is None:
+    if get_world_size() > 1:
+        flag = [state is not None]
+        torch.distributed.broadcast_object_list(flag)
+        if flag[0] and state is None:
             state = read_checkpoint(out / (FINAL if (out / FINAL).exists() else CHECKPOINT))
-    start_iter = int(state["iteration"]) if state else 0
-    if state is not None and start_iter >= t.iterations:
-        if is_main():
-            print(f"{out / FINAL} is complete ({start_iter} iterations); nothing to do")
-        return out / FINAL
+    return state
 
+
+def _train_group(cfgs: list[Config], outs: list[Path], states: list[dict | None], start: int, dev: torch.device,
+                 max_iterations: int | None, progress: bool) -> list[Path]:
+    """Models resuming from the same iteration, trained in one loop; returns each one's latest checkpoint."""
+    rank, t = get_rank(), cfgs[0].train
     torch.manual_seed(t.seed + rank)
     random.seed(t.seed + rank)
-    dataset = build_dataset(cfg.data, train=True)
-    model = build_model(cfg, dataset.num_classes, pretrained=state is None).to(dev)  # a resume's state replaces it
-    cfg = model.config  # with num_classes filled in
-    if t.init_from:
-        load_trunk(model, t.init_from)
-    if t.freeze:
-        freeze(model, t.freeze)
+    dataset = build_dataset(cfgs[0].data, train=True)
+    seeded = _rng_state()
+    precision = Precision.choose(dev, t)
+    runs: list[Run] = []
+    lead_rng = None
+    for cfg, out, state in zip(cfgs, outs, states):
+        _set_rng_state(seeded)  # each model's heads start from the initialisation a lone run would give them
+        runs.append(build_run(cfg, out, dataset.num_classes, dev, state, precision, runs[0].model if runs else None))
+        lead_rng = lead_rng or _rng_state()  # the stream a lone run of the first model goes on with
+    _set_rng_state(lead_rng)
+    if states[0] is not None:
+        _set_rng_state(states[0]["rng"][rank] if isinstance(states[0]["rng"], list) else states[0]["rng"])
+        if is_main():
+            for run in runs:
+                print(f"resuming {run.out} from iteration {start}")
     cache = None
     if trunk_frozen(t.freeze):
         if not t.init_from:
             raise DHError("train.freeze holds backbone and rpn but train.init_from is empty: a frozen trunk must "
                           "come from a trained detector's checkpoint")
-        cache = shared_cache(cache_identity(cfg, t.init_from), t.trunk_cache_gb)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
-    if state is not None:
-        load_state_checked(model, state["model"], str(out))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
-        if is_main():
-            print(f"resuming {out} from iteration {start_iter}")
-    if is_main():
-        # also on a fresh start: a run killed before its first checkpoint leaves lines no checkpoint stands behind
-        _trim_metrics(out / "metrics.jsonl", start_iter)
-
-    ddp_model = model
-    if world > 1:  # on a frozen trunk only the heads have gradients to reduce
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model.roi_heads if cache is not None else model,
-                                                              device_ids=[dev.index] if dev.type == "cuda" else None)
-    per_rank = t.ims_per_batch // world
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=t.seed, drop_last=True)
-    end_iter = t.iterations if max_iterations is None else min(t.iterations, max_iterations)
-    batches = _ResumableBatches(sampler, per_rank, t.seed, start_iter, end_iter)
-    loader = DataLoader(_SeededSamples(dataset), batch_sampler=batches, collate_fn=collate_fn,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed),
-                        persistent_workers=False)
-
-    if dev.type == "cuda":
-        use_amp = t.amp
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        use_amp, amp_dtype = t.cpu_bf16 and cpu_has_bf16(), torch.bfloat16
-        if t.cpu_bf16 and not use_amp:
-            log.warning("train.cpu_bf16 is set but this CPU (%s) has no bf16 units; training in fp32",
-                        torch.backends.cpu.get_cpu_capability())
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        log.info("training %s (%s) for %d iterations on %s x%d; outputs in %s", cfg.name, cfg.model.variant,
-                 t.iterations, dev, world, out)
-
-    def checkpoint(path: Path, iteration: int) -> None:
-        rng = [None] * world
-        if world > 1:
-            torch.distributed.all_gather_object(rng, _rng_state())
-        else:
-            rng = [_rng_state()]
-        if is_main():
-            save_checkpoint(path, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            iteration=iteration, rng=rng if world > 1 else rng[0])
-
-    model.train()
-    hold_frozen_norms(model, t.freeze)
-    if cache is not None:
+        cache = shared_cache(cache_identity(runs[0].cfg, t.init_from), t.trunk_cache_gb)
         log.info("heads on the frozen trunk of %s; trunk outputs cached (up to %.1f GB)", t.init_from,
                  t.trunk_cache_gb)
-    bar = None
-    if is_main() and progress:
-        from tqdm import tqdm
+    for run in runs:
+        _start_folder(run, start, dev)
+    end = t.iterations if max_iterations is None else min(t.iterations, max_iterations)
+    iteration = _loop(runs, make_loader(runs[0].cfg, dataset, start, end), start, end, dev, cache, precision,
+                      progress)
+    return [_finish(run, iteration) for run in runs]
 
-        bar = tqdm(total=t.iterations, initial=start_iter, desc=f"train {cfg.name}", unit="it", dynamic_ncols=True)
-    metrics_file = (out / "metrics.jsonl").open("a") if is_main() else None
-    iteration = last_logged = start_iter
-    tick = time.perf_counter()
+
+def _start_folder(run: Run, start: int, dev: torch.device) -> None:
+    if not is_main():
+        return
+    # also on a fresh start: a run killed before its first checkpoint leaves lines no checkpoint stands behind
+    _trim_metrics(run.out / "metrics.jsonl", start)
+    run.out.mkdir(parents=True, exist_ok=True)
+    (run.out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(run.cfg), sort_keys=False))
+    log.info("training %s (%s) for %d iterations on %s x%d; outputs in %s", run.cfg.name, run.cfg.model.variant,
+             run.cfg.train.iterations, dev, get_world_size(), run.out)
+
+
+def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.device, cache, precision: Precision,
+          progress: bool) -> int:
+    """Iterations ``start..end`` of every run; checkpoints every ``checkpoint_period``. Returns the last iteration."""
+    t = runs[0].cfg.train
+    logs = [MetricsLog(run, start, t.iterations, progress and i == 0) for i, run in enumerate(runs)]
+    iteration = start
     try:
         for images, targets in loader:
             images = [img.to(dev, non_blocking=True) for img in images]
             targets = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+            with precision.autocast(dev):
                 if cache is not None:
-                    losses = head_losses(model, ddp_model if world > 1 else model.roi_heads, images, targets, cache)
+                    all_losses = head_losses([(run.model, run.wrapped) for run in runs], images, targets, cache)
                 else:
-                    losses = ddp_model(images, targets)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                kept = "the last good checkpoint " + str(out / CHECKPOINT) if (out / CHECKPOINT).exists() else \
-                    "no checkpoint yet"
-                raise DHError(f"non-finite loss at iteration {iteration + 1} ({terms}); kept {kept}; lower train.lr "
-                              "or set train.clip_grad_norm")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if t.clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+                    all_losses = [runs[0].wrapped(images, targets)]
+            for run, losses, metrics in zip(runs, all_losses, logs):
+                total = sum(losses.values())
+                check_finite(total, losses, run, iteration)
+                apply_gradients(run, total)
+                metrics.record(iteration + 1, end, total, losses)
             iteration += 1
-
-            if is_main() and (iteration % t.log_period == 0 or iteration == end_iter):
-                now = time.perf_counter()
-                record = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"], "loss": total.item(),
-                          **{k: v.item() for k, v in losses.items()},
-                          "time_per_iter": (now - tick) / max(1, iteration - last_logged)}
-                last_logged, tick = iteration, now
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
             if iteration % t.checkpoint_period == 0 and iteration < t.iterations:
-                checkpoint(out / CHECKPOINT, iteration)
+                for run in runs:
+                    save_run(run, run.out / CHECKPOINT, iteration)
     finally:
-        if bar is not None:
-            bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        for metrics in logs:
+            metrics.close()
+    return iteration
 
-    if iteration >= t.iterations:
-        checkpoint(out / FINAL, iteration)
+
+def _finish(run: Run, iteration: int) -> Path:
+    if iteration >= run.cfg.train.iterations:
+        save_run(run, run.out / FINAL, iteration)
         if is_main():
-            (out / CHECKPOINT).unlink(missing_ok=True)
-            print(f"wrote {out / FINAL} and {out / 'metrics.jsonl'}")
-        return out / FINAL
-    checkpoint(out / CHECKPOINT, iteration)
-    return out / CHECKPOINT
+            (run.out / CHECKPOINT).unlink(missing_ok=True)
+            print(f"wrote {run.out / FINAL} and {run.out / 'metrics.jsonl'}")
+        return run.out / FINAL
+    save_run(run, run.out / CHECKPOINT, iteration)
+    return run.out / CHECKPOINT

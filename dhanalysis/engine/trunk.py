@@ -149,21 +149,41 @@ def stack_features(outputs: list[TrunkOutput]) -> dict[str, torch.Tensor]:
     return stacked
 
 
-def head_losses(model: nn.Module, heads: nn.Module, images: list[torch.Tensor], targets: list[dict],
-                cache: TrunkCache) -> dict[str, torch.Tensor]:
-    """The RoI heads' losses on a frozen trunk's (cached) outputs: the training step of a shared-trunk run.
+def head_losses(models: list[tuple[nn.Module, nn.Module]], images: list[torch.Tensor], targets: list[dict],
+                cache: TrunkCache) -> list[dict[str, torch.Tensor]]:
+    """The RoI heads' losses on a frozen trunk's (cached) outputs: the training step of shared-trunk runs.
 
-    ``heads`` is ``model.roi_heads``, or its DistributedDataParallel wrapper under torchrun.
+    ``models``: (model, heads) pairs sharing one trunk, ``heads`` being ``model.roi_heads`` or its
+    DistributedDataParallel wrapper under torchrun. The trunk runs on the first model; the RoIs are sampled and
+    pooled once (`pooled_samples`) and every model's branches read them, so N heads cost one sampling and pooling
+    and their own layers. Returns each model's loss dict, in order.
     """
     outputs = []
+    lead = models[0][0]
     for image, target in zip(images, targets):
         key = (int(target["image_id"]), bool(target.get("flipped", False)))
         out = cache.get(key)
         if out is None:
-            out = run_trunk(model, image, target)
+            out = run_trunk(lead, image, target)
             cache.put(key, out)
         outputs.append(out)
     features = stack_features(outputs)
-    _, losses = heads(features, [o.proposals for o in outputs], [o.image_size for o in outputs],
-                                [o.target for o in outputs])
+    sizes = [o.image_size for o in outputs]
+    if len(models) == 1:  # the heads' own forward: under DDP its hooks must see the call
+        _, losses = models[0][1](features, [o.proposals for o in outputs], sizes, [o.target for o in outputs])
+        return [losses]
+    boxes, _, labels, regression_targets = lead.roi_heads.select_training_samples(
+        [o.proposals for o in outputs], [o.target for o in outputs])
+    pooled_by_scale: dict[float, dict[str, torch.Tensor]] = {}
+    losses = []
+    for model, _ in models:
+        heads = model.roi_heads
+        if heads.conv_roi_scale not in pooled_by_scale:
+            pooled_by_scale[heads.conv_roi_scale] = {}
+        pooled = pooled_by_scale[heads.conv_roi_scale]
+        needed = {"enlarged" if name in heads.enlarged_branches else "plain" for name in heads.branches}
+        if needed - set(pooled):
+            pooled.update({k: v for k, v in heads.pool(features, boxes, sizes).items() if k not in pooled})
+        branch_out = {name: branch(heads.branch_input(pooled, name)) for name, branch in heads.branches.items()}
+        losses.append(heads.branch_losses(branch_out, labels, regression_targets))
     return losses
