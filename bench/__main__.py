@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench import conv_head, evaluate, peak, sliding, train
+from bench import conv_head, evaluate, peak, sliding, together, train
 from bench.common import log
 
 # (JSON key path, target, comparison, what it is): the targets of the performance issue
@@ -80,6 +80,10 @@ def table(results: dict) -> str:
                      f"{ev['one_mode_s']:.2f} (paired ratio {ev['all_modes_over_one_mode']:.3f}) | | |")
     lines.append(f"| train s/iter double-head-ext / single-fc ({tr['ext_box_batch_size_per_image']} RoIs/img) | "
                  f"{tr['double_head_ext_s_per_iter']:.2f} / {tr['ext_single_fc_s_per_iter']:.2f} | | |")
+    tg = results["together"]
+    lines.append(f"| heads on one frozen trunk, s/iter together / one at a time ({len(tg['variants'])} heads) | "
+                 f"{tg['together_s_per_iter']:.2f} / {tg['one_at_a_time_s_per_iter']:.2f} (paired speed-up "
+                 f"{tg['together_speedup']:.2f}x) | | |")
     for path, target, op, what in TARGETS:
         value = lookup(results, path)
         met = value >= target if op == ">=" else value <= target
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     results["train"] = train.run(device, repeats=1 if args.quick else args.repeats + 2,
                                  ext_box_batch=16 if args.quick else 64)
     results["eval"] = evaluate.run(device, repeats=args.repeats + 1)
+    results["together"] = together.run(device, repeats=args.repeats, quick=args.quick)
     results["targets"] = {path: {"value": lookup(results, path), "target": target, "op": op,
                                  "met": bool(lookup(results, path) >= target if op == ">=" else
                                              lookup(results, path) <= target)} for path, target, op, _ in TARGETS}

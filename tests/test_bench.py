@@ -29,3 +29,4 @@ def test_the_benchmark_runs_to_its_table(tmp_path):
         assert f"`{path}`" in run.stdout, what
     # the matmul floor of the sliding-window section ran (it is what broke unseen before)
     assert results["sliding_window"]["single_fc"]["head_matmul_seconds"] > 0
+    assert results["together"]["together_speedup"] > 0 and "heads on one frozen trunk" in run.stdout
