@@ -234,7 +234,7 @@ def test_spatial_corr_end_to_end(setup):
             "--out", str(out), "--max-images", "1", "--no-progress"]
     assert main(args) == 0
     ext = np.load(out / "synth-double-head-ext" / "spatial_corr.npz")
-    assert sorted(ext.files) == ["conv_output", "fc_output", "fc_weight"]
+    assert sorted(ext.files) == ["conv_output", "conv_output_pre_relu", "fc_output", "fc_weight"]
     assert all(ext[k].shape == (49, 49) for k in ext.files)
     np.testing.assert_allclose(np.diagonal(ext["fc_weight"]), 1.0, rtol=1e-6)
     fc = np.load(out / "synth-single-fc" / "spatial_corr.npz")

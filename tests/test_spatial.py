@@ -73,7 +73,7 @@ def test_spatial_task_over_ground_truth_rois():
     images, targets = two_images()
     task = SpatialTask(model, batch_size=1)  # one RoI per batch: the sums must not depend on batching
     state = task.new_state()
-    direct = {"conv_output": 0, "fc_output": 0}
+    direct = {"conv_output": 0, "conv_output_pre_relu": 0, "fc_output": 0}
     objects = 0
     for image, target in zip(images, targets):
         target = {**target, "image_id": 0, "iscrowd": torch.zeros(len(target["boxes"]), dtype=torch.long),
@@ -84,16 +84,23 @@ def test_spatial_task_over_ground_truth_rois():
             x = model.roi_heads.box_roi_pool(ctx.features, [ctx.boxes], [ctx.image_size])
             branches = model.roi_heads.branches
             direct["conv_output"] += cell_cosine(branches["conv"].head.feature_map(x)).double().sum(0)
+            # before the last ReLU, by hand: the last block's sum of identity and expansion, not clamped at 0
+            conv = branches["conv"].head
+            h = conv.blocks[:-1](x)
+            last = conv.blocks[-1]
+            pre = h + last.conv3(torch.relu(last.conv2(torch.relu(last.conv1(h)))))
+            assert torch.allclose(torch.relu(pre), conv.feature_map(x), atol=1e-6) and (pre < 0).any()
+            direct["conv_output_pre_relu"] += cell_cosine(pre).double().sum(0)
             direct["fc_output"] += cell_cosine(fc_cell_outputs(x, branches["fc"].head.fc6)).double().sum(0)
         objects += len(ctx.boxes)
     result = task.result(state)
-    assert set(result) == {"conv_output", "fc_output", "fc_weight"}
+    assert set(result) == {"conv_output", "conv_output_pre_relu", "fc_output", "fc_weight"}
     assert state.counts["objects"] == objects == 3
-    for k in ("conv_output", "fc_output"):
+    for k in ("conv_output", "conv_output_pre_relu", "fc_output"):
         torch.testing.assert_close(torch.as_tensor(result[k]), direct[k] / objects, rtol=1e-5, atol=1e-6)
         assert result[k].shape == (49, 49)
     frame = spatial_frame(result, "m")
-    assert list(frame.columns) == list(SPATIAL_COLUMNS) and len(frame) == 3 * 49 * 49
+    assert list(frame.columns) == list(SPATIAL_COLUMNS) and len(frame) == 4 * 49 * 49
 
 
 def test_spatial_branches_pick_the_first_branch_of_each_head_type():

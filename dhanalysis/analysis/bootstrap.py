@@ -5,6 +5,11 @@ so each bootstrap replicate draws the evaluated images with replacement and reco
 Two models compared on the same images draw the *same* images (a paired bootstrap), so the interval of a
 difference reflects the variation of the difference, not of each number alone.
 
+Models trained with several seeds add a second level (`TwoLevelDraws`): each replicate first draws the seeds with
+replacement, then, for each drawn seed, the images; a difference is taken within each drawn seed (both sides trained
+with that seed, on those images: paired) and averaged over the drawn seeds. The interval then covers which images
+were drawn *and* which models training happened to give, and `holm` adjusts many such verdicts for multiplicity.
+
 Everything a finding needs is a function of per-image sums, so a replicate is a weighted sum: with per-image sums
 ``X`` ``(N, m)`` and replicate counts ``W`` ``(B, N)`` (how often each image was drawn), ``W @ X`` gives all ``B``
 replicates of the ``m`` totals at once. COCO AP is not a sum; `CocoMatches` keeps pycocotools' per-image matching
@@ -40,6 +45,66 @@ def interval(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[fl
     tail = (1.0 - confidence) / 2 * 100
     lo, hi = np.percentile(values, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class TwoLevelDraws:
+    """The draws of a two-level bootstrap, shared by every claim (so all differences stay paired).
+
+    ``seeds`` ``(B, S)``: the seed position drawn for slot j of replicate b; ``counts`` ``(B, S, N)``: how often each
+    of the N images is drawn for that slot. With one seed it is the one-level bootstrap over images.
+    """
+
+    seeds: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def draw(cls, num_seeds: int, num_images: int, replicates: int = DEFAULT_REPLICATES, seed: int = 0
+             ) -> TwoLevelDraws:
+        rng = np.random.default_rng(seed)
+        seeds = (rng.integers(0, num_seeds, size=(replicates, num_seeds)) if num_seeds > 1
+                 else np.zeros((replicates, 1), dtype=np.int64))
+        counts = rng.multinomial(num_images, np.full(num_images, 1.0 / num_images),
+                                 size=(replicates, num_seeds)).astype(np.float64)
+        return cls(seeds, counts)
+
+    @property
+    def replicates(self) -> int:
+        return self.seeds.shape[0]
+
+    def combine(self, per_seed: list[np.ndarray]) -> np.ndarray:
+        """``(B,)`` replicate values from ``per_seed[s]`` ``(B, S)`` (the statistic of seed s on the images of every
+        slot): each slot takes its drawn seed's value, and the slots are averaged."""
+        stacked = np.stack(per_seed)  # (S_models, B, S_slots)
+        picked = np.take_along_axis(stacked, self.seeds[None], axis=0)[0]
+        return picked.mean(axis=1)
+
+
+def p_value(replicates: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the statistic is 0": twice the smaller share of replicates on either side of
+    0, counted with the +1 of a Monte Carlo p-value so that it is never 0."""
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan")
+    below, above = np.count_nonzero(values <= 0), np.count_nonzero(values >= 0)
+    return float(min(1.0, 2 * (min(below, above) + 1) / (values.size + 1)))
+
+
+def holm(p_values: list[float], alpha: float = 1 - CONFIDENCE) -> list[bool]:
+    """Holm's step-down rule: which of the hypotheses are rejected at family-wise error ``alpha``.
+
+    Sort the m p-values ascending; reject the i-th smallest (1-based) while p_(i) <= alpha / (m − i + 1), and stop
+    at the first that is not. NaN p-values (claims not measured) are neither counted nor rejected.
+    """
+    finite = [(p, i) for i, p in enumerate(p_values) if np.isfinite(p)]
+    rejected = [False] * len(p_values)
+    m = len(finite)
+    for rank, (p, i) in enumerate(sorted(finite)):
+        if p > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
 def pcc_of_sums(sums: np.ndarray) -> np.ndarray:

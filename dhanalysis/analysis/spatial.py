@@ -9,7 +9,11 @@ pair of cells, a (S², S²) matrix:
   S² matrices ``W_p`` of shape (D, C), and cell p's output is ``W_p · x[:, p]``: its C-d input through its own
   matrix. The S² cell outputs add up, with the bias, to fc6's pre-activation output (`fc_cell_outputs`; the bias
   belongs to no cell and the ReLU comes after the sum, so neither is in the map). Averaged over objects;
-- ``fc_weight``: fc6's weights themselves, cell against cell: the cosine between the flattened ``W_p`` of two cells.
+- ``fc_weight``: fc6's weights themselves, cell against cell: the cosine between the flattened ``W_p`` of two cells;
+- ``conv_output_pre_relu``: the conv-head's map before its last ReLU (`conv_map_before_relu`). The paper's
+  ``conv_output`` is taken after it, where every value is ≥ 0 and so every cosine too, while the fc-head's cell
+  outputs are taken before fc6's ReLU and can point anywhere: comparing ``fc_output`` with this map instead puts
+  both heads at the same point, the control for how much of Fig. 4's gap that asymmetry makes.
 
 The RoIs are the ground-truth boxes (crowd boxes left out), pooled exactly as the detector pools them (a
 conv-head pools its enlarged RoI when ``model.head.conv_roi_scale`` ≠ 1). A variant with two heads
@@ -31,10 +35,11 @@ from torch import nn
 from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, run_analysis,
                                         write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
+from dhanalysis.errors import DHError
 from dhanalysis.folders import Outputs, atomic_write_bytes, write_table
 from dhanalysis.vocab import SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
 
-MAPS = ("conv_output", "fc_output", "fc_weight")
+MAPS = ("conv_output", "conv_output_pre_relu", "fc_output", "fc_weight")
 SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
 
 
@@ -67,6 +72,23 @@ def fc_weight_correlation(fc6: nn.Linear, in_channels: int, roi_size: int) -> to
     return flat @ flat.T
 
 
+def conv_map_before_relu(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The conv-head's output map before the ReLU that ends its last block: ``(N, C, S, S)`` -> ``(N, D, S, S)``.
+
+    The last block is a bottleneck (x + conv3(...)) or, for K = 1, the residual block (conv2(...) + shortcut(x)).
+    """
+    from dhanalysis.model.heads import Bottleneck, ResidualBlock
+
+    *first, last = head.blocks
+    for block in first:
+        x = block(x)
+    if isinstance(last, Bottleneck):
+        return x + last.conv3(F.relu(last.conv2(F.relu(last.conv1(x)))))
+    if isinstance(last, ResidualBlock):
+        return last.conv2(F.relu(last.conv1(x))) + last.shortcut(x)
+    raise DHError(f"the conv-head ends in a {type(last).__name__}; its map before the last ReLU is not defined")
+
+
 def spatial_branches(model) -> dict[str, str]:
     """{"fc": branch name, "conv": branch name}: the first branch of each head type the model has."""
     found: dict[str, str] = {}
@@ -90,7 +112,8 @@ class SpatialTask:
 
     @property
     def maps(self) -> list[str]:
-        return [f"{head}_output" for head in ("conv", "fc") if head in self.branches]
+        conv = ["conv_output", "conv_output_pre_relu"] if "conv" in self.branches else []
+        return conv + (["fc_output"] if "fc" in self.branches else [])
 
     def new_state(self) -> TaskState:
         cells = self.roi_size * self.roi_size
@@ -106,8 +129,12 @@ class SpatialTask:
             for head, name in self.branches.items():
                 branch = roi_heads.branches[name]
                 x = roi_heads.branch_input(pooled, name)
-                maps = branch.head.feature_map(x) if head == "conv" else fc_cell_outputs(x, branch.head.fc6)
-                out[f"{head}_output"] = cell_cosine(maps.float()).double().sum(0)
+                if head == "conv":
+                    out["conv_output"] = cell_cosine(branch.head.feature_map(x).float()).double().sum(0)
+                    out["conv_output_pre_relu"] = cell_cosine(conv_map_before_relu(branch.head, x).float()
+                                                              ).double().sum(0)
+                else:
+                    out["fc_output"] = cell_cosine(fc_cell_outputs(x, branch.head.fc6).float()).double().sum(0)
             return out
 
         for part in self.batcher.map(run, len(ctx.boxes)):

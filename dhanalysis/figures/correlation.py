@@ -20,7 +20,8 @@ from dhanalysis.vocab import DIFFICULTY_GROUPS, MODEL_PROPOSAL_SETS, PREDEFINED,
 
 FIG3_SIZES = tuple(reversed(SIZE_GROUPS))  # the paper's order, left panel: large, medium, small
 FIG3_SETS = MODEL_PROPOSAL_SETS  # right panel: the model's own proposals
-MAP_TITLES = {"conv_output": "conv-head: output feature map", "fc_output": "fc-head: output feature map",
+MAP_TITLES = {"conv_output": "conv-head: output feature map",
+              "conv_output_pre_relu": "conv-head: output map before its last ReLU", "fc_output": "fc-head: output feature map",
               "fc_weight": "fc-head: weight parameters"}
 
 
