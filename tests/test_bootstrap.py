@@ -97,3 +97,40 @@ def test_interval_covers_the_mean_of_normal_draws_and_shrinks_with_n():
         widths.append(hi - lo)
         assert hi - lo == pytest.approx(2 * 1.96 / np.sqrt(n), rel=0.25)  # the textbook interval of a mean
     assert widths[1] < widths[0] / 3
+
+
+def test_holm_rejects_what_statsmodels_rejects():
+    from statsmodels.stats.multitest import multipletests
+
+    from dhanalysis.analysis.bootstrap import holm
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        m = int(rng.integers(1, 12))
+        p = np.where(rng.random(m) < 0.5, rng.random(m) * 0.02, rng.random(m)).tolist()
+        want = multipletests(p, alpha=0.05, method="holm")[0].tolist()
+        assert holm(p) == want
+    assert holm([0.01, float("nan"), 0.03]) == multipletests([0.01, 0.03], 0.05, "holm")[0].tolist()[:1] + [False] \
+        + multipletests([0.01, 0.03], 0.05, "holm")[0].tolist()[1:]
+
+
+def test_two_level_draws_pick_the_drawn_seed_and_average_the_slots():
+    from dhanalysis.analysis.bootstrap import TwoLevelDraws, p_value
+
+    draws = TwoLevelDraws.draw(num_seeds=3, num_images=5, replicates=400, seed=1)
+    assert draws.seeds.shape == (400, 3) and draws.counts.shape == (400, 3, 5)
+    assert (draws.counts.sum(-1) == 5).all() and set(np.unique(draws.seeds)) == {0, 1, 2}
+    # a statistic that is the seed's own constant: each replicate is the mean of the drawn seeds' constants
+    per_seed = [np.full((400, 3), float(v)) for v in (10.0, 20.0, 40.0)]
+    want = np.array([np.mean([(10.0, 20.0, 40.0)[s] for s in row]) for row in draws.seeds])
+    np.testing.assert_allclose(draws.combine(per_seed), want)
+    # slot j of seed s reads that slot's own image draw
+    x = np.arange(5, dtype=float)
+    per_seed = [draws.counts @ (x * (s + 1)) for s in range(3)]
+    want = np.array([np.mean([draws.counts[b, j] @ (x * (draws.seeds[b, j] + 1)) for j in range(3)])
+                     for b in range(400)])
+    np.testing.assert_allclose(draws.combine(per_seed), want)
+    # seed noise widens the interval: three seeds far apart give an interval wider than one seed's
+    one = TwoLevelDraws.draw(1, 5, 400, 1).combine([np.full((400, 1), 10.0)])
+    assert np.ptp(one) == 0 and np.ptp(draws.combine([np.full((400, 3), float(v)) for v in (10, 20, 40)])) > 10
+    assert p_value(np.array([1.0, 2.0, 3.0])) == 2 * 1 / 4 and p_value(np.array([-1.0, 1.0])) == 1.0
