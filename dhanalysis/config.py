@@ -270,18 +270,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _assign(data: dict, keys: list[str], value: Any) -> None:
+    """Set ``data[k1][k2]...[kn] = value``, copying each nested dict on the way (the input is never changed)."""
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        child = dict(child) if isinstance(child, dict) else {}
+        node[k] = child
+        node = child
+    node[keys[-1]] = list(value) if isinstance(value, tuple) else value
+
+
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``key=value`` overrides to nested plain data (validated later, when the Config is built)."""
     data = dict(data)
     for text in overrides or []:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            child = node.get(k)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[k] = child
-            node = child
-        node[keys[-1]] = value
+        _assign(data, *parse_override(text))
+    return data
+
+
+def apply_values(data: dict, values: dict[str, Any] | None) -> dict:
+    """Apply ``{"train.iterations": 100, ...}`` (dotted keys, plain values) to nested plain data: what the library
+    passes between layers, where the command line passes ``key=value`` strings (`apply_overrides`)."""
+    data = dict(data)
+    for key, value in (values or {}).items():
+        _assign(data, key.split("."), value)
     return data
 
 
@@ -301,8 +314,10 @@ def presets() -> list[str]:
     return sorted(f"configs/{p.relative_to(root).as_posix()}" for p in root.rglob("*.yaml"))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides: ``key=value`` strings
+    (the command line's), then ``values`` (``{dotted.key: value}``, the library's).
 
     A relative ``configs/...`` path that is not there (any folder but a clone's root) reads the shipped preset.
     """
@@ -322,7 +337,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise DHError(f"config file {path} must hold a mapping at the top level")
         data.setdefault("name", path.stem)
-    return config_from_dict(apply_overrides(data, overrides))
+    return config_from_dict(apply_values(apply_overrides(data, overrides), values))
 
 
 def replace(cfg: Config, overrides: list[str]) -> Config:

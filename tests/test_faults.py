@@ -255,7 +255,8 @@ def test_demo_killed_in_its_first_head_run_finishes_on_rerun(world):
     work = world.base / "demo"
     argv = ["demo", "--quick", "--workdir", str(work)]
     log = world.base / "demo.log"
-    first = work / "checkpoints" / "demo-quick" / "table1" / "single-fc-w1"
+    replicate = "single-fc-trunk/seed0"
+    first = work / "checkpoints" / "demo-quick" / replicate / "table1" / "single-fc-w1"
     kill_when(argv, (first / "checkpoint.pth").exists, log)
     state = read_checkpoint(first / "checkpoint.pth")
     assert 0 < state["iteration"] < state["config"]["train"]["iterations"]
@@ -265,11 +266,11 @@ def test_demo_killed_in_its_first_head_run_finishes_on_rerun(world):
     results = work / "results" / "demo-quick"
     for name in ("single-fc", "single-conv", "double-fc", "double-conv", "double-head-ext"):
         for table in ("eval.csv", "per_class_ap.csv", "sliding_window_stats.csv", "pcc.csv", "spatial_corr.npz"):
-            assert (results / name / table).is_file(), f"{name}/{table}"
+            assert (results / replicate / name / table).is_file(), f"{name}/{table}"
     assert (results / "findings.md").is_file() and (results / "reproduction_summary.json").is_file()
     assert list((work / "figures" / "demo-quick").glob("*.png"))
     # the demo trains only the two λ pairs its claims compare: Ext (0.7, 0.8) and the vanilla Double-Head (1, 1)
-    fig8 = work / "checkpoints" / "demo-quick" / "fig8"
+    fig8 = work / "checkpoints" / "demo-quick" / replicate / "fig8"
     assert sorted(p.name for p in fig8.iterdir()) == ["lfc0.7-lconv0.8", "lfc1-lconv1"]
     text = log.read_text()
     assert "findings:" in text and "Fig. 2 check:" in text

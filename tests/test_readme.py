@@ -24,3 +24,17 @@ def test_layout_lists_each_module_once():
     listed = layout_entries()
     assert len(listed) == len(set(listed)), "a module is listed twice"
     assert sorted(listed) == modules
+
+
+def test_readme_findings_equal_the_shipped_findings_csv():
+    """The findings section is the one `reproduce --ship` writes from docs/reproduction/findings.csv, never edited by
+    hand: it names every contradicted claim and lists every claim row with its verdict."""
+    import pandas as pd
+
+    from dhanalysis.study.ship import findings_section, readme_findings
+
+    shipped = pd.read_csv(ROOT / "docs" / "reproduction" / "findings.csv")
+    section = readme_findings(ROOT / "README.md")
+    assert section == findings_section(shipped)
+    for r in shipped[shipped["verdict"] == "contradicted"].itertuples():
+        assert f"- {r.section}: {r.statement}" in section

@@ -1,6 +1,6 @@
-"""`dhanalysis reproduce --tiny`: the whole study at tiny size — trunk, heads on the trunk, every evaluation and
-analysis, figures, findings — killed midway, resumed without redoing finished steps, and its findings consistent
-with the result tables they come from."""
+"""`dhanalysis reproduce --tiny`: the whole study at tiny size — two trunks, two seeds, heads trained together on
+each frozen trunk, every evaluation and analysis on the test split, figures, findings — killed midway, resumed
+without redoing finished steps; its findings equal what the result tables give when recomputed independently."""
 
 from __future__ import annotations
 
@@ -12,99 +12,193 @@ import pytest
 
 from dhanalysis.analysis.findings import FINDINGS_COLUMNS, load_image_sums
 from dhanalysis.analysis.stats import MOMENTS
-from dhanalysis.cli.reproduce import ANALYSED, ship
+from dhanalysis.study import TINY, Layout, Outcome
+from dhanalysis.study.plan import ANALYSED
 
 from test_faults import kill_when, run_to_end
 
 pytestmark = pytest.mark.slow
+TAG = "reproduction-tiny"
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     work = tmp_path_factory.mktemp("reproduce")
     argv = ["reproduce", "--tiny", "--workdir", str(work), "--device", "cpu"]
-    ckpts = work / "checkpoints" / "reproduction-tiny"
-    first_head = ckpts / "table1" / "single-fc-w1" / "model_final.pth"
+    layout = Layout(work, TAG, TINY.data_dir)
+    primary = TINY.trunks[0]
+    first_head = layout.runs(primary, 0) / "table1" / "single-fc-w1" / "model_final.pth"
     log = work / "log.txt"
-    kill_when(argv, first_head.exists, log)  # killed after the trunk and the first head run
-    trunk = ckpts / "trunk" / "model_final.pth"
-    before = {p: p.stat().st_mtime_ns for p in (trunk, first_head, ckpts / "resnet18-synth.pth")}
+    kill_when(argv, first_head.exists, log)  # killed after the trunks and the first seed's heads
+    trunk = layout.trunk(primary) / "model_final.pth"
+    before = {p: p.stat().st_mtime_ns for p in (trunk, first_head, layout.backbone)}
     run_to_end(argv, log)
-    return work, before, log
+    return layout, before, log
 
 
 def test_resumed_study_keeps_finished_steps_and_completes(study):
-    work, before, log = study
+    layout, before, log = study
     for path, mtime in before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was redone"
     text = log.read_text()
     trunk = next(iter(before))
     assert f"{trunk} is complete" in text and "nothing to do" in text  # the resumed call skipped the trunk
-    results = work / "results" / "reproduction-tiny"
+    results = layout.results
     assert (results / "findings.csv").is_file() and (results / "findings.md").is_file()
     summary = json.loads((results / "reproduction_summary.json").read_text())
-    assert summary["protocol"] == "shared-trunk" and "gt_class_score" in summary["checks"]
-    for grid, runs in (("table1", 10), ("fig8", 4), ("table3", 1)):
-        assert len(pd.read_csv(results / "sweeps" / grid / "sweep.csv")) == runs
-    figures = work / "figures" / "reproduction-tiny"
+    assert summary["protocol"] == "shared-trunk" and summary["split"] == "test"
+    assert set(summary["checks"]["replicates"]) == {f"{t.name}-trunk/seed{s}" for t in TINY.trunks for s in TINY.seeds}
+    fc_trunk, dh_trunk = TINY.trunks
+    for seed in TINY.seeds:
+        sweeps = layout.replicate_results(fc_trunk, seed) / "sweeps"
+        for grid, runs in (("table1", 10), ("fig8", 4), ("table3", 1)):
+            assert len(pd.read_csv(sweeps / grid / "sweep.csv")) == runs
+        # the second trunk trains the §3 pair only, and analyses it
+        other = layout.replicate_results(dh_trunk, seed)
+        assert sorted(pd.read_csv(other / "sweeps" / "table1" / "sweep.csv")["run"]) == ["single-conv-w1",
+                                                                                         "single-fc-w1"]
+        assert sorted(p.name for p in other.iterdir() if p.name != "sweeps") == ["single-conv", "single-fc"]
     for name in ("fig2", "fig3", "fig4", "fig6", "fig7", "fig8", "figA3"):
-        assert (figures / f"{name}.png").is_file(), name
+        assert (layout.figures / f"{name}.png").is_file(), name
+    heads = pd.read_csv(results / "heads_params.csv")
+    both = heads.groupby("run")["head"].nunique()
+    ratios = heads.dropna(subset=["fc_over_conv"])
+    assert set(ratios["run"]) == set(both[both == 2].index) and len(ratios) >= 5
 
 
-def test_heads_share_the_frozen_trunk(study):
+def test_evaluations_and_analyses_read_the_test_split(study):
+    layout, _, _ = study
+    test_ids = {img["id"] for img in json.loads((layout.data / "annotations" / "instances_test.json").read_text())[
+        "images"]}
+    primary = layout.replicate_results(TINY.trunks[0], 0)
+    dets = json.loads((primary / "sweeps" / "table1" / "single-fc-w1" / "detections_fc.json").read_text())
+    assert dets and {d["image_id"] for d in dets} <= test_ids
+    sums = load_image_sums(primary / "single-fc", num_classes=6)
+    assert set(sums.image_ids) == test_ids
+
+
+def test_heads_of_every_seed_share_their_frozen_trunk_and_differ_by_seed(study):
     import torch
 
     from dhanalysis.model.checkpoint import read_checkpoint
 
-    work, _, _ = study
-    ckpts = work / "checkpoints" / "reproduction-tiny"
-    trunk = read_checkpoint(ckpts / "trunk" / "model_final.pth")["model"]
-    for grid, run in (("table1", "single-conv-w1"), ("fig8", "lfc0.7-lconv0.8")):
-        head = read_checkpoint(ckpts / grid / run / "model_final.pth")
-        assert head["config"]["train"]["freeze"] == ["backbone", "rpn"]
-        for k, v in trunk.items():
-            if k.startswith(("backbone.", "rpn.")):
-                assert torch.equal(head["model"][k], v), k
+    layout, _, _ = study
+    for trunk in TINY.trunks:
+        weights = read_checkpoint(layout.trunk(trunk) / "model_final.pth")["model"]
+        heads = {}
+        for seed in TINY.seeds:
+            head = read_checkpoint(layout.runs(trunk, seed) / "table1" / "single-conv-w1" / "model_final.pth")
+            assert head["config"]["train"]["freeze"] == ["backbone", "rpn"] and head["config"]["train"]["seed"] == seed
+            for k, v in weights.items():
+                if k.startswith(("backbone.", "rpn.")):
+                    assert torch.equal(head["model"][k], v), k
+            heads[seed] = head["model"]["roi_heads.branches.conv.predictor.cls_score.weight"]
+        assert not torch.equal(heads[0], heads[1])
 
 
-def test_findings_are_consistent_with_their_intervals_and_tables(study):
-    work, _, _ = study
-    results = work / "results" / "reproduction-tiny"
-    findings = pd.read_csv(results / "findings.csv")
+def _pcc(m: pd.Series) -> float:
+    """Pearson's r of score and IoU from the moment sums, in float64 (written out, not our helper)."""
+    n, sx, sxx, ss, sss, sxs = (float(m[k]) for k in ("n_s", "sum_x", "sum_x2", "sum_s", "sum_s2", "sum_xs"))
+    return (n * sxs - sx * ss) / np.sqrt((n * sxx - sx * sx) * (n * sss - ss * ss))
+
+
+def test_findings_equal_an_independent_recomputation_from_the_tables(study):
+    """Estimates are the mean over seeds of per-seed differences: recomputed here from each replicate's
+    sliding_window_stats.csv (PCC) and eval.csv (pycocotools' AP), and the Holm column from statsmodels."""
+    from statsmodels.stats.multitest import multipletests
+
+    layout, _, _ = study
+    findings = pd.read_csv(layout.results / "findings.csv")
     assert list(findings.columns) == list(FINDINGS_COLUMNS)
-    assert {"pcc-windows-all", "regression-conv-better", "spatial-fc-more-sensitive", "table1-w2-reverse-worst",
-            "table3-complementary-vs-none", "fig8-unfocused-tasks-help", "fig8-peak"} <= set(findings["claim"])
-    measured = findings[findings["ci_low"].notna()]
-    assert len(measured) >= 10
-    for r in measured.itertuples():
-        assert r.ci_low <= r.ours + 1e-9 or r.ci_high >= r.ours - 1e-9
-        expected = "holds" if r.ci_low > 0 else "contradicted" if r.ci_high < 0 else "inconclusive"
-        assert r.verdict == expected, r.claim
-    assert (findings["protocol"] == "shared-trunk").all()
-
+    assert {"pcc-windows-all", "regression-conv-better", "spatial-fc-more-sensitive",
+            "spatial-fc-more-sensitive-control", "table1-w2-reverse-worst", "table3-complementary-vs-none",
+            "fig8-unfocused-tasks-help", "fig8-two-heads-beat-one", "fig8-fusion-adds", "fig8-peak"} <= set(
+        findings["claim"])
+    assert (findings["n_seeds"] == len(TINY.seeds)).all() and (findings["protocol"] == "shared-trunk").all()
+    per_seed = pd.read_csv(layout.results / "findings_per_seed.csv")
+    for trunk in TINY.trunks:
+        want = []
+        for seed in TINY.seeds:
+            rep = layout.replicate_results(trunk, seed)
+            pccs = {}
+            for model, head in (("single-fc", "fc"), ("single-conv", "conv")):
+                stats = pd.read_csv(rep / model / "sliding_window_stats.csv")
+                pccs[model] = _pcc(stats[stats["head"] == head][list(MOMENTS)].sum())
+            want.append(pccs["single-fc"] - pccs["single-conv"])
+            got = per_seed.query("claim == 'pcc-windows-all' and trunk == @trunk.name and seed == @seed")["value"]
+            assert float(got.iloc[0]) == pytest.approx(want[-1], rel=1e-6, abs=1e-9)
+        row = findings.query("claim == 'pcc-windows-all' and trunk == @trunk.name").iloc[0]
+        assert row["ours"] == pytest.approx(np.mean(want), rel=1e-6, abs=1e-9)
+    # an AP claim: 100 × (AP(Double-FC) − AP(Single-FC)) in each seed's eval.csv, averaged over seeds
+    want = []
+    for seed in TINY.seeds:
+        sweeps = layout.replicate_results(TINY.trunks[0], seed) / "sweeps" / "table1"
+        ap = {run: pd.read_csv(sweeps / run / "eval.csv").set_index("mode").loc["fc", "AP"]
+              for run in ("double-fc-w1", "single-fc-w1")}
+        want.append(100 * (ap["double-fc-w1"] - ap["single-fc-w1"]))
+    row = findings.query("claim == 'table1-double-fc-beats-single-fc'").iloc[0]
+    assert row["ours"] == pytest.approx(np.mean(want), abs=1e-6)
+    # Holm over the claim rows that are claims of their own
+    family = findings[findings["verdict"].isin(["holds", "contradicted", "inconclusive"]) & (findings["role"] ==
+                                                                                             "claim")]
+    rejected = multipletests(family["p_value"].to_numpy(), alpha=0.05, method="holm")[0]
+    want = [v if r and v != "inconclusive" else "inconclusive" for v, r in zip(family["verdict"], rejected)]
+    assert family["verdict_holm"].tolist() == want
+    # "for every pair" holds only if every component holds, and its components are shipped
+    for claim in ("fig8-two-heads-beat-one", "fig8-fusion-adds"):
+        parts = findings[findings["claim"].str.startswith(claim + "@")]
+        whole = findings[findings["claim"] == claim].iloc[0]
+        assert len(parts) >= 1 and (parts["role"] == "component").all()
+        assert (whole["verdict"] == "holds") == (parts["verdict"] == "holds").all()
     # per-image sums (the bootstrap's input) add up to the statistics tables of the same folders
+    primary = layout.replicate_results(TINY.trunks[0], 0)
     for name in ANALYSED:
-        sums = load_image_sums(results / name, num_classes=6)
-        stats = pd.read_csv(results / name / "sliding_window_stats.csv")
+        sums = load_image_sums(primary / name, num_classes=6)
+        stats = pd.read_csv(primary / name / "sliding_window_stats.csv")
         for i, head in enumerate(sums.window_heads):
             got = sums.window[:, i].sum(axis=(0, 1, 2, 3))
             want = stats[stats["head"] == head][list(MOMENTS)].sum().to_numpy(float)
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-        assert len(sums.image_ids) == 4
 
 
-def test_ship_copies_small_results_only(study, tmp_path):
-    work, _, _ = study
+def test_two_trunk_table_and_frozen_trunk_claims(study):
+    layout, _, _ = study
+    table = pd.read_csv(layout.results / "findings_by_trunk.csv")
+    assert "pcc-windows-all" in set(table["claim"]) and "table1-w1-reverse-worst" not in set(table["claim"])
+    for trunk in TINY.trunks:
+        assert f"{trunk.name}_verdict" in table.columns
+    depends = table[f"{TINY.trunks[0].name}_verdict"] != table[f"{TINY.trunks[1].name}_verdict"]
+    assert (table["depends_on_trunk"] == depends).all()
+    findings = pd.read_csv(layout.results / "findings.csv")
+    a2 = findings[findings["section"].str.startswith("A.2")]
+    assert len(a2) == 2 and set(a2["verdict"]) <= {"not testable on a frozen trunk", "not measured"}
+
+
+def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, tmp_path):
+    from dhanalysis.study import ship
+    from dhanalysis.study.ship import README_END, README_START, findings_section, readme_findings
+
+    layout, _, _ = study
+    frame = pd.read_csv(layout.results / "findings.csv")
+    outcome = Outcome(layout, layout.replicate_results(TINY.trunks[0], 0), frame, {}, 0.0)
     dest = tmp_path / "shipped"
-    ship(work / "results" / "reproduction-tiny", work / "figures" / "reproduction-tiny", dest)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_START}\nstale, hand-written\n{README_END}\nafter\n")
+    ship(outcome, dest, readme)
     files = [p for p in dest.rglob("*") if p.is_file()]
     assert (dest / "findings.md").is_file() and (dest / "figures" / "fig2.png").is_file()
-    assert (dest / "sweeps" / "table1" / "results.csv").is_file()
+    assert (dest / "sweeps" / "table1" / "results.csv").is_file() and (dest / "findings_per_seed.csv").is_file()
+    assert len(list(dest.glob("replicates/*-trunk/seed*/sweeps/table1/results.csv"))) == 4
     assert not [p for p in files if p.suffix in (".pt", ".pth") or "chunks" in p.parts or p.name.startswith(
         "detections_")]
     assert sum(p.stat().st_size for p in files) < 20 * 2**20
-    # provenance ships relative to the work folder: no path of this machine in any shipped record
     records = [p for p in files if p.suffix in (".json", ".csv")]
-    assert records and not [p for p in records if str(work.resolve()) in p.read_text()]
+    assert records and not [p for p in records if str(layout.work.resolve()) in p.read_text()]
     config = json.loads((dest / "single-fc" / "config.json").read_text())
     assert config["data"]["root"] == "data/synth-tiny"
+    text = readme.read_text()
+    assert "stale" not in text and text.endswith(f"{README_END}\nafter\n")
+    assert readme_findings(readme) == findings_section(pd.read_csv(dest / "findings.csv"))
+    contradicted = frame[(frame["verdict"] == "contradicted") & (frame["role"] != "component")]
+    assert all(f"{r.section}: {r.statement}" in text for r in contradicted.itertuples())
+

@@ -324,6 +324,22 @@ def finished_image_ids(chunk_dir: Path) -> set[int]:
     return {int(i) for c in finished_chunks(chunk_dir) for i in c["image_ids"]}
 
 
+def per_image_payloads(chunk_dir: Path, task: str) -> list[dict]:
+    """``{"image_id", **the task's payload}`` of every finished chunk of an analysis run with one image per chunk
+    (``chunk_size=1``): the per-image sums a bootstrap over images reads."""
+    entries = finished_chunks(chunk_dir)
+    if not entries:
+        raise DHError(f"{chunk_dir} holds no finished chunks; run the analysis with one image per chunk first")
+    out = []
+    for entry in entries:
+        if len(entry["image_ids"]) != 1:
+            raise DHError(f"{chunk_dir} has chunks of several images; the bootstrap over images needs one image per "
+                          "chunk (run the analysis again with a chunk size of 1)")
+        payload = _load_chunk(chunk_dir, entry)
+        out.append({"image_id": int(entry["image_ids"][0]), **payload["tasks"].get(task, {})})
+    return out
+
+
 def _load_chunk(chunk_dir: Path, entry: dict) -> dict:
     path = chunk_dir / entry["file"]
     try:

@@ -285,14 +285,14 @@ def apply_gradients(run: Run, total: torch.Tensor) -> None:
 class MetricsLog:
     """``metrics.jsonl`` (every ``log_period`` iterations) and the progress bar, on the main process only."""
 
-    def __init__(self, run: Run, start: int, total_iterations: int, progress: bool):
+    def __init__(self, run: Run, start: int, total_iterations: int, progress: bool, desc: str | None = None):
         self.run, self.last, self.tick = run, start, time.perf_counter()
         self.file = (run.out / "metrics.jsonl").open("a") if is_main() else None
         self.bar = None
         if is_main() and progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_iterations, initial=start, desc=f"train {run.cfg.name}", unit="it",
+            self.bar = tqdm(total=total_iterations, initial=start, desc=desc or f"train {run.cfg.name}", unit="it",
                             dynamic_ncols=True)
 
     def record(self, iteration: int, end: int, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
@@ -463,7 +463,8 @@ def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.
           progress: bool) -> int:
     """Iterations ``start..end`` of every run; checkpoints every ``checkpoint_period``. Returns the last iteration."""
     t = runs[0].cfg.train
-    logs = [MetricsLog(run, start, t.iterations, progress and i == 0) for i, run in enumerate(runs)]
+    desc = f"train {len(runs)} heads together ({runs[0].cfg.name}, ...)" if len(runs) > 1 else None
+    logs = [MetricsLog(run, start, t.iterations, progress and i == 0, desc) for i, run in enumerate(runs)]
     iteration = start
     try:
         for images, targets in loader:

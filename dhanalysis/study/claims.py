@@ -1,0 +1,342 @@
+"""The paper's claims as data: what each says (quoted), which models play which role, how it is measured.
+
+A claim names *roles*, never folders: analysed models by their role in `plan.ANALYSED` ("single-fc" is the Single-FC
+of Table 1's weight-1.0 group), evaluated runs by their run name and the inference mode the variant table gives them
+(`vocab.VARIANTS[...].default_mode`), read from each run's own sweep metadata. `measure_claims` turns the claims into
+findings rows for one trunk from an `Evidence` (every seed's per-image sums and AP matches); the fc-vs-conv claims
+(§3) are measured on every trunk, the rest on the primary one.
+
+Every claim is a difference the paper says is positive; AP differences are in AP points. "For every λ pair" claims
+(Fig. 8) get one component row per pair and hold only when every component holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dhanalysis.analysis.findings import (HIGH_IOU_BIN, REG_FROM_BIN, Estimate, Evidence, all_hold, ap_difference,
+                                          paired_difference, proposal_pcc, spatial_offdiagonal, verdict, window_mean,
+                                          window_pcc)
+from dhanalysis.errors import DHError
+from dhanalysis.study.plan import EXT_RUN, VANILLA_RUN
+from dhanalysis.vocab import DETECTIONS, RPN_PROPOSALS, SIZE_GROUPS, VARIANTS
+
+# Table 1's AP on COCO val2017, for the paper column
+TABLE1_AP = {"single-fc-w1": 36.8, "single-conv-w1": 35.9, "double-fc-w1": 37.3, "double-conv-w1": 33.8,
+             "double-head-reverse-w1": 32.6, "double-head-w1": 38.8, "double-fc-w2": 38.1, "double-conv-w2": 34.3,
+             "double-head-reverse-w2": 32.0, "double-head-w2": 39.5}
+NOT_ON_FROZEN_TRUNK = "not testable on a frozen trunk"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim: the paper's words (``quote``), what is compared (``measure``), the paper's number, and ``measure_fn``
+    turning the evidence into an `Estimate`. ``fc_vs_conv``: a claim about the two head structures, measured on
+    every trunk. ``frozen_ok``: False where the paper credits joint training with the backbone, which heads on a
+    frozen trunk cannot have: measured, but its verdict is `NOT_ON_FROZEN_TRUNK`."""
+
+    claim: str
+    section: str
+    statement: str
+    quote: str
+    measure: str
+    paper: str
+    measure_fn: Callable[[Evidence], Estimate]
+    fc_vs_conv: bool = False
+    frozen_ok: bool = True
+
+
+def _diff(a: tuple[str, str, Callable], b: tuple[str, str, Callable]) -> Callable[[Evidence], Estimate]:
+    """f(a) − f(b): each side is (model role, head, statistic of (sums, head))."""
+    return lambda ev: paired_difference(ev, [(1.0, a[0], lambda s: a[2](s, a[1])),
+                                             (-1.0, b[0], lambda s: b[2](s, b[1]))])
+
+
+def _pcc(size: str | None = None) -> Callable:
+    return lambda s, head: window_pcc(s, head, size)
+
+
+def _mean(value: str, from_bin: int) -> Callable:
+    return lambda s, head: window_mean(s, head, value, from_bin)
+
+
+def analysis_claims() -> list[Claim]:
+    """§3 (Figs. 2-4), §5.2 (Figs. 6, 7) and A.2 (Fig. A.3) claims, from the sliding-window, PCC and spatial
+    analyses of the analysed models."""
+    fc, conv = ("single-fc", "fc"), ("single-conv", "conv")
+    q32 = ("classification scores of fc-head are more correlated to IoUs between proposals and corresponding ground "
+           "truth than of conv-head, especially for small objects")
+    claims = [Claim("pcc-windows-all", "§3.2, Fig. 3 left",
+                    "the fc-head's score correlates more with proposal IoU than the conv-head's (sliding windows)", q32,
+                    "PCC(Single-FC fc-head) − PCC(Single-Conv conv-head), all objects", "> 0 (fc-head higher)",
+                    _diff((*fc, _pcc()), (*conv, _pcc())), fc_vs_conv=True)]
+    for size in SIZE_GROUPS:
+        claims.append(Claim(f"pcc-windows-{size}", "§3.2, Fig. 3 left",
+                            f"the same for {size} objects" + (" (the paper: especially small)" if size == "small"
+                                                             else ""), q32, f"PCC difference, {size} objects", "> 0",
+                            _diff((*fc, _pcc(size)), (*conv, _pcc(size))), fc_vs_conv=True))
+    for which, label in ((RPN_PROPOSALS, "RPN proposals"), (DETECTIONS, "detections after NMS")):
+        stat = (lambda which: lambda s, head: proposal_pcc(s, head, which))(which)
+        claims.append(Claim(f"pcc-{which}", "§3.2, Fig. 3 right",
+                            f"the fc-head's score correlates more with IoU for {label}",
+                            "Similar to the predifined proposals, fc-head has higher PCC than conv-head.",
+                            f"PCC(fc-head) − PCC(conv-head), {label}, each model's own", "> 0",
+                            _diff((*fc, stat), (*conv, stat)), fc_vs_conv=True))
+    reg, score = _mean("r", REG_FROM_BIN), _mean("s", HIGH_IOU_BIN)
+    claims += [
+        Claim("regression-conv-better", "§3.3, Fig. 2 bottom",
+              "the conv-head regresses more accurately when the proposal IoU is above 0.4",
+              "Compared to fc-head, the regressed boxes of conv-head are more accurate when the proposal IoU is above "
+              "0.4.", "mean regressed IoU(conv-head) − (fc-head), windows with IoU ≥ 0.4", "> 0",
+              _diff((*conv, reg), (*fc, reg)), fc_vs_conv=True),
+        Claim("spatial-fc-more-sensitive", "§3.4, Fig. 4",
+              "the fc-head's output is more spatially sensitive (less spatial correlation) than the conv-head's",
+              "we examine the output feature maps of both heads and confirm that fc-head is more spatially "
+              "sensitive", "mean off-diagonal cosine: conv-head output (after its last ReLU) − fc-head output", "> 0",
+              _diff(("single-conv", "conv_output", spatial_offdiagonal), ("single-fc", "fc_output",
+                                                                           spatial_offdiagonal)), fc_vs_conv=True),
+        Claim("spatial-fc-more-sensitive-control", "§3.4, Fig. 4 (control)",
+              "the same, with both heads' maps taken before their last ReLU",
+              "we examine the output feature maps of both heads and confirm that fc-head is more spatially "
+              "sensitive", "mean off-diagonal cosine: conv-head map before its last ReLU − fc-head output "
+              "(before fc6's ReLU)", "> 0",
+              _diff(("single-conv", "conv_output_pre_relu", spatial_offdiagonal),
+                    ("single-fc", "fc_output", spatial_offdiagonal)), fc_vs_conv=True),
+        Claim("fig6-single-conv-scores", "§5.2, Fig. 6",
+              "Single-Conv gives higher classification scores than Double-Conv to proposals with high IoU",
+              "Single-Conv has higher classification scores than Double-Conv on proposals which have higher IoUs "
+              "with the ground truth box.", "mean score, windows with IoU ≥ 0.5: Single-Conv − Double-Conv", "> 0",
+              _diff((*conv, score), ("double-conv", "conv", score))),
+        Claim("fig7-double-fc-scores", "§5.2, Fig. 7", "Double-FC gives slightly higher classification scores than "
+              "Single-FC", "Double-FC has slightly higher classification scores and higher IoUs between the "
+              "regressed boxes and their corresponding ground truth", "mean score, windows with IoU ≥ 0.5: "
+              "Double-FC − Single-FC", "> 0 (slightly)", _diff(("double-fc", "fc", score), (*fc, score))),
+        Claim("fig7-double-fc-regression", "§5.2, Fig. 7", "Double-FC regresses better than Single-FC",
+              "Double-FC has slightly higher classification scores and higher IoUs between the regressed boxes and "
+              "their corresponding ground truth", "mean regressed IoU, windows with IoU ≥ 0.4: Double-FC − "
+              "Single-FC", "> 0", _diff(("double-fc", "fc", reg), (*fc, reg))),
+    ]
+    qa2 = ("We believe that these improvements come from the jointly training of two heads with the shared "
+           "backbone.")
+    claims += [
+        Claim("figA3-ext-conv-scores", "A.2, Fig. A.3",
+              "the conv-head of Double-Head-Ext scores high-IoU proposals higher than the conv-head alone", qa2,
+              "mean score, windows with IoU ≥ 0.5: Ext conv-head − Single-Conv", "> 0",
+              _diff(("double-head-ext", "conv", score), (*conv, score)), frozen_ok=False),
+        Claim("figA3-ext-conv-regression", "A.2, Fig. A.3",
+              "the conv-head of Double-Head-Ext regresses better than the conv-head alone", qa2,
+              "mean regressed IoU, windows with IoU ≥ 0.4: Ext conv-head − Single-Conv", "> 0",
+              _diff(("double-head-ext", "conv", reg), (*conv, reg)), frozen_ok=False),
+    ]
+    return claims
+
+
+def default_key(run: str, runs: pd.DataFrame) -> tuple[str, str]:
+    """(run, the inference mode its variant detects with by default), from the run's own sweep metadata."""
+    meta = runs[runs["run"] == run]
+    if meta.empty:
+        raise DHError(f"run {run} is not in the study's sweeps")
+    return run, VARIANTS[str(meta["variant"].iloc[0])].default_mode
+
+
+def ap_claims(runs: pd.DataFrame) -> list[Claim]:
+    """Table 1 and Table 3 claims from COCO AP. ``runs``: every run's sweep metadata (``run``, ``variant``, ...)."""
+    claims = []
+
+    def ap_claim(name, section, statement, quote, measure, paper, a, b, below=False):
+        def fn(ev: Evidence) -> Estimate:
+            key = (lambda r: default_key(r, runs) if isinstance(r, str) else r)
+            return ap_difference(ev, key(a), [key(x) for x in b], below=below)
+        claims.append(Claim(name, section, statement, quote, measure, paper, fn))
+
+    q1 = ("Double-Head outperforms single head detectors by a non-negligible margin (2.0+ AP). It also outperforms "
+          "Double-FC and Double-Conv by at least 1.4 AP.")
+    for tag, group in (("w1", "weight 1.0"), ("w2", "ω 2.0/2.5")):
+        dh = f"double-head-{tag}"
+        for other, name in (("single-fc-w1", "Single-FC"), ("single-conv-w1", "Single-Conv"),
+                            (f"double-fc-{tag}", "Double-FC"), (f"double-conv-{tag}", "Double-Conv")):
+            ap_claim(f"table1-{tag}-double-head-vs-{other.rsplit('-w', 1)[0]}", "§5.2, Table 1",
+                     f"Double-Head ({group}) beats {name}", q1, f"AP(Double-Head {tag}) − AP({name})",
+                     f"{TABLE1_AP[dh]:.1f} vs {TABLE1_AP[other]:.1f}", dh, [other])
+        reverse = f"double-head-reverse-{tag}"
+        others = [r for r in TABLE1_AP if r != reverse and (r.endswith(tag) or r.startswith("single"))]
+        ap_claim(f"table1-{tag}-reverse-worst", "§5.2, Table 1", f"Double-Head-Reverse ({group}) is the worst",
+                 "Double-Head-Reverse has the worst performance (drops 6.2+ AP compared to Double-Head).",
+                 f"lowest other AP − AP(Reverse {tag})", f"{TABLE1_AP[reverse]:.1f}, lowest of its group", reverse,
+                 others, below=True)
+    ap_claim("table1-single-conv-beats-double-conv", "§5.2, Table 1", "Single-Conv beats Double-Conv",
+             "Single-Conv has higher classification scores than Double-Conv", "AP(Single-Conv) − AP(Double-Conv, "
+             "weight 1.0)", "35.9 vs 33.8", "single-conv-w1", ["double-conv-w1"])
+    ap_claim("table1-double-fc-beats-single-fc", "§5.2, Table 1", "Double-FC beats Single-FC",
+             "sharing two tasks in a single fully connected head (Single-FC) is not as good as separating them in two "
+             "heads (Double-FC)", "AP(Double-FC, weight 1.0) − AP(Single-FC)", "37.3 vs 36.8", "double-fc-w1",
+             ["single-fc-w1"])
+    q3 = "The proposed complementary fusion outperforms other fusion methods (max and average)"
+    ap_claim("table3-complementary-vs-none", "§5.2, Table 3", "complementary fusion beats no fusion", q3,
+             "AP(complementary) − AP(fc-cls+conv-reg), Double-Head-Ext", "40.3 vs 39.7",
+             (EXT_RUN, "complementary"), [(EXT_RUN, "fc-cls+conv-reg")])
+    ap_claim("table3-complementary-vs-max-average", "§5.2, Table 3", "complementary fusion beats max and average",
+             q3, "AP(complementary) − max(AP(max), AP(average))", "40.3 vs 39.9, 40.1", (EXT_RUN, "complementary"),
+             [(EXT_RUN, "max"), (EXT_RUN, "average")])
+    ap_claim("fig8-unfocused-tasks-help", "§5.2, Fig. 8",
+             "unfocused-task supervision helps: Ext beats vanilla Double-Head (λ = 1, 1)",
+             "It outperforms Double-Head (39.8 AP, green box in Figure 8-(c)) without using unfocused tasks by 0.5 AP.",
+             "AP(Ext, complementary) − AP(Double-Head λ = 1, fc-cls+conv-reg)", "40.3 vs 39.8",
+             (EXT_RUN, "complementary"), [(VANILLA_RUN, "fc-cls+conv-reg")])
+    return claims
+
+
+@dataclass(frozen=True)
+class GridClaim:
+    """A Fig. 8 claim "for all (λfc, λconv) pairs": ``compare(pair run, its modes)`` gives (a, b) AP keys or None
+    where the pair cannot be compared (a mode its losses do not train)."""
+
+    claim: str
+    statement: str
+    quote: str
+    measure: str
+    paper: str
+    compare: Callable[[str, set[str]], tuple[tuple[str, str], list[tuple[str, str]]] | None]
+
+
+def grid_claims() -> list[GridClaim]:
+    quote = ("using two heads (Figure 8-(c)) outperforms using a single head (Figure 8-(a), (b)) for all (λfc, "
+             "λconv) pairs by at least 0.9 AP")
+    fusion = "fusion of classifiers introduces at least additional 0.4 AP improvement for all (λfc, λconv) pairs"
+
+    def two_heads(run: str, modes: set[str]):
+        singles = [(run, m) for m in ("fc", "conv") if m in modes]
+        return ((run, "fc-cls+conv-reg"), singles) if singles and "fc-cls+conv-reg" in modes else None
+
+    def fusion_adds(run: str, modes: set[str]):
+        return ((run, "complementary"), [(run, "fc-cls+conv-reg")]) if {"complementary", "fc-cls+conv-reg"} <= modes \
+            else None
+
+    return [GridClaim("fig8-two-heads-beat-one", "classification from the fc-head and boxes from the conv-head beat "
+                      "either head alone, for every λ pair", quote, "AP(fc-cls+conv-reg) − max(AP(fc), AP(conv)) at "
+                      "each λ pair (a mode the pair does not train is left out)", "≥ +0.9 at every pair", two_heads),
+            GridClaim("fig8-fusion-adds", "fusing both classifiers adds AP at every λ pair", fusion,
+                      "AP(complementary) − AP(fc-cls+conv-reg) at each λ pair with a conv-head classifier",
+                      "≥ +0.4 at every pair", fusion_adds)]
+
+
+# ----------------------------------------------------------------------------------------- rows
+def _row(claim, est: Estimate | None, trunk: str, protocol: str, n_seeds: int, error: str = "",
+         role: str = "claim", section: str | None = None) -> dict:
+    base = {"claim": claim.claim, "section": section or getattr(claim, "section", "§5.2, Fig. 8"),
+            "statement": claim.statement, "quote": claim.quote, "measure": claim.measure, "paper": claim.paper,
+            "trunk": trunk, "role": role, "protocol": protocol, "n_seeds": n_seeds}
+    if est is None:
+        return {**base, "ours": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "n_images": 0,
+                "verdict": f"not measured ({error})" if error else "not measured", "per_seed": ()}
+    v = verdict(est.ci_low, est.ci_high)
+    if not getattr(claim, "frozen_ok", True) and v != "not measured":
+        v = NOT_ON_FROZEN_TRUNK
+    return {**base, "ours": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "p_value": est.p_value,
+            "verdict": v, "n_images": est.n_images, "per_seed": est.per_seed}
+
+
+def _measure(claim, fn: Callable[[], Estimate], trunk: str, protocol: str, n_seeds: int, **kw) -> dict:
+    try:
+        return _row(claim, fn(), trunk, protocol, n_seeds, **kw)
+    except (DHError, KeyError) as exc:
+        return _row(claim, None, trunk, protocol, n_seeds, str(exc).strip("'"), **kw)
+
+
+def measure_claims(evidence: Evidence, trunk: str, protocol: str, runs: pd.DataFrame | None,
+                   grid: pd.DataFrame | None, fc_vs_conv_only: bool = False) -> list[dict]:
+    """Findings rows (with a ``per_seed`` tuple each) of every claim on one trunk's evidence.
+
+    ``runs``: the sweep metadata of every run (for the AP claims); ``grid``: Fig. 8's ``results.csv`` of the first
+    seed (which pairs and modes exist); ``fc_vs_conv_only``: measure only the claims every trunk is measured on.
+    """
+    n = len(evidence.seeds)
+    rows = [_measure(c, (lambda c=c: c.measure_fn(evidence)), trunk, protocol, n) for c in analysis_claims()
+            if c.fc_vs_conv or not fc_vs_conv_only]
+    if fc_vs_conv_only:
+        return rows
+    if runs is not None:
+        rows += [_measure(c, (lambda c=c: c.measure_fn(evidence)), trunk, protocol, n) for c in ap_claims(runs)]
+    if grid is not None and not grid.empty:
+        rows += grid_rows(evidence, grid, trunk, protocol)
+        rows.append(fig8_peak(grid, trunk, protocol, n))
+    return rows
+
+
+def grid_rows(evidence: Evidence, grid: pd.DataFrame, trunk: str, protocol: str) -> list[dict]:
+    """Per λ pair component rows and the "for every pair" row of each `grid_claims` claim."""
+    rows = []
+    n = len(evidence.seeds)
+    pairs = grid.groupby(["run", "lambda_fc", "lambda_conv"], sort=False)["mode"].apply(set)
+    for claim in grid_claims():
+        components = []
+        for (run, lf, lc), modes in pairs.items():
+            keys = claim.compare(run, modes)
+            if keys is None:
+                continue
+            row = _measure(claim, lambda keys=keys: ap_difference(evidence, keys[0], keys[1]), trunk, protocol, n,
+                           role="component")
+            row["claim"] = f"{claim.claim}@({lf:g},{lc:g})"
+            row["statement"] = f"{claim.statement}: at (λfc, λconv) = ({lf:g}, {lc:g})"
+            rows.append(row)
+            components.append(row)
+        measured = [Estimate(r["ours"], r["ci_low"], r["ci_high"], r["p_value"], (), r["n_images"])
+                    for r in components if np.isfinite(r["ci_low"])]
+        if measured and len(measured) == len(components):
+            rows.append(_row(claim, all_hold(measured), trunk, protocol, n, section="§5.2, Fig. 8 (all pairs)"))
+        else:
+            rows.append(_row(claim, None, trunk, protocol, n, f"{len(components) - len(measured)} of "
+                             f"{len(components)} pairs not measured", section="§5.2, Fig. 8 (all pairs)"))
+    return rows
+
+
+def fig8_peak(grid: pd.DataFrame, trunk: str, protocol: str, n_seeds: int) -> dict:
+    """Where the λ grid peaks (descriptive; the paper: λ_fc = 0.7, λ_conv = 0.8, complementary fusion), on the mean
+    over seeds of each pair's AP."""
+    claim = GridClaim("fig8-peak", "the best Double-Head-Ext has λ_fc = 0.7, λ_conv = 0.8",
+                      "the best Double-Head-Ext model (40.3 AP) is corresponding to λfc = 0.7, λconv = 0.8",
+                      "λ pair of the highest complementary-fusion AP on the grid (mean over seeds)", "(0.7, 0.8): 40.3",
+                      lambda *_: None)
+    comp = grid[grid["mode"] == "complementary"]
+    if comp.empty or comp["lambda_fc"].nunique() < 2 or comp["lambda_conv"].nunique() < 2:
+        return _row(claim, None, trunk, protocol, n_seeds, f"no peak to locate on {len(comp)} λ pair(s) with "
+                    "complementary fusion", role="descriptive", section="§5.2, Fig. 8 (d)")
+    mean = comp.groupby(["lambda_fc", "lambda_conv"])["AP"].mean()
+    (lf, lc), best = mean.idxmax(), mean.max()
+    row = _row(claim, None, trunk, protocol, n_seeds, role="descriptive", section="§5.2, Fig. 8 (d)")
+    row.update(ours=float(best) * 100, verdict=f"peak at ({lf:g}, {lc:g})")
+    return row
+
+
+def per_seed_table(rows: Sequence[dict], seeds: dict[str, list[int]]) -> pd.DataFrame:
+    """One row per (claim, trunk, seed): each seed's own value of the claim's measure (the seeds' spread)."""
+    out = []
+    for r in rows:
+        for seed, value in zip(seeds.get(r["trunk"], []), r.get("per_seed", ())):
+            out.append({"claim": r["claim"], "trunk": r["trunk"], "seed": seed, "value": value})
+    return pd.DataFrame(out, columns=["claim", "trunk", "seed", "value"])
+
+
+def trunk_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The fc-vs-conv claims side by side on every trunk: estimate, interval and verdicts per trunk, and whether the
+    verdict depends on the trunk."""
+    trunks = list(dict.fromkeys(frame["trunk"]))
+    multi = frame.groupby("claim")["trunk"].nunique()
+    claims = [c for c in dict.fromkeys(frame["claim"]) if multi.get(c, 0) > 1]
+    rows = []
+    for claim in claims:
+        part = frame[frame["claim"] == claim].set_index("trunk")
+        row = {"claim": claim, "statement": part["statement"].iloc[0]}
+        for t in trunks:
+            if t in part.index:
+                r = part.loc[t]
+                row.update({f"{t}_ours": r["ours"], f"{t}_ci_low": r["ci_low"], f"{t}_ci_high": r["ci_high"],
+                            f"{t}_verdict": r["verdict"], f"{t}_verdict_holm": r["verdict_holm"]})
+        verdicts = {part.loc[t, "verdict"] for t in trunks if t in part.index}
+        row["depends_on_trunk"] = len(verdicts) > 1
+        rows.append(row)
+    return pd.DataFrame(rows)

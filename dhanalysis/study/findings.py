@@ -1,0 +1,76 @@
+"""A study's findings: the evidence of every trunk gathered from its replicates, the claims measured on it, and the
+tables written (findings.csv / .md, each seed's values, the fc-vs-conv claims side by side on every trunk)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dhanalysis.analysis.findings import Evidence, findings_table, load_image_sums, load_matches, write_findings
+from dhanalysis.folders import write_table
+from dhanalysis.study.claims import measure_claims, per_seed_table, trunk_table
+from dhanalysis.study.plan import StudyPlan, Trunk
+from dhanalysis.study.runner import (PER_SEED_CSV, PROTOCOL, TRUNKS_CSV, Layout, analysed_models, sweep_index,
+                                     sweep_tables)
+from dhanalysis.vocab import EVAL_CSV
+
+
+def build_evidence(plan: StudyPlan, layout: Layout, trunk: Trunk, dataset, replicates: int,
+                   with_ap: bool = True) -> Evidence:
+    """Every seed's per-image sums of the analysed models and, with ``with_ap``, every run's AP matches."""
+    sums = {}
+    for model in analysed_models(trunk, plan):
+        folders = [layout.replicate_results(trunk, seed) / model for seed in plan.seeds]
+        if all(f.is_dir() for f in folders):
+            sums[model] = [load_image_sums(f, dataset.num_classes) for f in folders]
+    matches: dict = {}
+    if with_ap:
+        ids = [int(i) for i in dataset.ids[:plan.eval_images]]  # evaluate() takes the first N images
+        for seed in plan.seeds:
+            sweeps = layout.replicate_results(trunk, seed) / "sweeps"
+            for run_dir in sorted(p for p in sweeps.glob("*/*") if (p / EVAL_CSV).is_file()
+                                  and p.parent.name != "table3"):
+                modes = list(pd.read_csv(run_dir / EVAL_CSV)["mode"])
+                for mode, m in load_matches(dataset.coco, run_dir, modes, ids).items():
+                    matches.setdefault((run_dir.name, mode), []).append(m)
+        matches = {k: v for k, v in matches.items() if len(v) == len(plan.seeds)}
+    return Evidence(list(plan.seeds), sums, matches, replicates)
+
+
+def study_findings(plan: StudyPlan, layout: Layout, replicates: int) -> pd.DataFrame:
+    """findings.csv (per claim and trunk), findings.md, the per-seed values and the two-trunk table."""
+    from dhanalysis.data.coco import CocoDataset
+
+    dataset = CocoDataset(layout.data, plan.split)
+    rows: list[dict] = []
+    for i, trunk in enumerate(plan.trunks):
+        primary = i == 0
+        evidence = build_evidence(plan, layout, trunk, dataset, replicates, with_ap=primary)
+        runs = sweep_index(plan, layout, trunk) if primary else None
+        grid = sweep_tables(plan, layout, trunk, "fig8") if primary else None
+        rows += measure_claims(evidence, trunk.name, PROTOCOL, runs, grid, fc_vs_conv_only=not primary)
+    frame = findings_table([{k: v for k, v in r.items() if k != "per_seed"} for r in rows])
+    write_findings(frame, layout.results, header=findings_header(plan, layout.tag))
+    write_table(per_seed_table(rows, {t.name: list(plan.seeds) for t in plan.trunks}), layout.results / PER_SEED_CSV,
+                parquet=False)
+    write_table(trunk_table(frame), layout.results / TRUNKS_CSV, parquet=False)
+    return frame
+
+
+def findings_header(plan: StudyPlan, tag: str) -> str:
+    d = plan.data
+    trunks = ", ".join(f"{t.name} (trained end to end as {t.variant})" for t in plan.trunks)
+    return (f"# Findings of the CPU-scale reproduction ({tag})\n\n"
+            f"Synthetic dataset ({d['num_train']} training / {d['num_val']} validation / {d.get('num_test', 0)} test "
+            f"images, {d['image_size']} px); every number is measured on the **{plan.split}** split, which nothing "
+            f"was tuned on. Protocol: {PROTOCOL} — each head trained from scratch on the frozen backbone, FPN and RPN "
+            f"of a trunk: {trunks}; the fc-vs-conv claims are measured on every trunk, the rest on the first. "
+            f"{len(plan.seeds)} seed(s) per model (head initialisation, data order and RoI sampling). Differences are "
+            "signed so that the paper's claim is > 0; AP differences in AP points; the estimate is the mean over "
+            "seeds. 95% intervals: two-level bootstrap (seeds, then test images; paired). 'holds' = the interval is "
+            "above 0, 'contradicted' = below 0, else 'inconclusive'. **Holm**: the same verdicts after Holm's "
+            "step-down correction over every claim row (p-values from the bootstrap; a 'for every pair' row counts "
+            "once, with the largest p-value of its pairs). Claims the paper credits to joint training with the "
+            f"backbone are measured but marked 'not testable on a frozen trunk'.\n")
+
+
+__all__ = ["build_evidence", "findings_header", "study_findings"]

@@ -1,0 +1,140 @@
+"""What a study trains, evaluates and analyses, as values: the plans of the reproduction, the demo and the tests.
+
+A study trains one detector end to end per *trunk* (the paper's protocol), freezes its backbone, FPN and RPN, and
+trains head variants on it from scratch, several times with different *seeds* (head initialisation, data order and
+RoI sampling). Every (trunk, seed) is a *replicate*: a results tree of its own with the layout every command reads
+(``sweeps/<grid>/<run>/``, ``<model>/``). The first trunk's first seed is the *primary* replicate, the one the
+figures draw; the findings read all of them.
+
+Overrides are ``{dotted.key: value}`` dicts (values, not strings): `dhanalysis.config.apply_values` applies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from dhanalysis.engine.sweep import fig8_runs, table1_runs
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """One end-to-end detector whose backbone, FPN and RPN the head runs share.
+
+    ``runs``: which runs train on it (``None``: every run of the plan); ``analysed``: which analysed models
+    (`StudyPlan.analysed`) are analysed on it.
+    """
+
+    name: str
+    variant: str  # the synthetic preset it trains (configs/synth/<variant>.yaml)
+    overrides: dict = field(default_factory=dict)
+    runs: tuple[str, ...] | None = None
+    analysed: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Sizes and contents of one study."""
+
+    data: dict  # make_synth_dataset arguments
+    pretrain: dict  # pretrain_backbone arguments
+    trunks: tuple[Trunk, ...]
+    trunk_schedule: dict  # overrides of every trunk's end-to-end run
+    heads: dict  # overrides of every head run on a trunk
+    seeds: tuple[int, ...]
+    lambda_fc: tuple[float, ...]
+    lambda_conv: tuple[float, ...]
+    proposals_per_gt: int
+    replicates: int
+    split: str = "test"  # what every AP, analysis and verdict is measured on
+    analysis_images: int | None = None
+    eval_images: int | None = None
+    model: dict = field(default_factory=dict)  # overrides of every model, trunks included
+    table1: tuple[str, ...] | None = None  # Table 1 runs to train (None: all ten)
+    fig8_pairs: tuple[tuple[float, float], ...] | None = None  # (λ_fc, λ_conv) pairs (None: the whole grid)
+    data_dir: str = "synth"  # data/<data_dir> under the work folder
+
+    def grids(self) -> dict:
+        """``{"table1": [Run, ...], "fig8": [...]}``: every head run of the plan (engine.sweep's runs)."""
+        table1 = [r for r in table1_runs() if self.table1 is None or r.name in self.table1]
+        fig8 = [r for r in fig8_runs(self.lambda_fc, self.lambda_conv)
+                if self.fig8_pairs is None or (r.meta["lambda_fc"], r.meta["lambda_conv"]) in self.fig8_pairs]
+        return {"table1": table1, "fig8": fig8}
+
+    def replicates_of(self) -> list[tuple[Trunk, int]]:
+        """Every (trunk, seed), the primary first."""
+        return [(trunk, seed) for trunk in self.trunks for seed in self.seeds]
+
+
+# The analysed models: role -> (grid, run). §3 compares Single-FC with Single-Conv, Fig. 6 Double-Conv with
+# Single-Conv, Fig. 7 Double-FC with Single-FC (all of Table 1's weight-1.0 group), Figs. A.3-A.5 Double-Head-Ext
+# (λ 0.7 / 0.8) with Single-Conv.
+ANALYSED = {"single-fc": ("table1", "single-fc-w1"), "single-conv": ("table1", "single-conv-w1"),
+            "double-fc": ("table1", "double-fc-w1"), "double-conv": ("table1", "double-conv-w1"),
+            "double-head-ext": ("fig8", "lfc0.7-lconv0.8")}
+EXT_RUN, VANILLA_RUN = "lfc0.7-lconv0.8", "lfc1-lconv1"
+SECTION3_RUNS = ("single-fc-w1", "single-conv-w1")  # the §3 pair: what the second trunk must also train
+
+HEAD_SCHEDULE = {"train.iterations": 1200, "train.lr": 0.02, "train.steps": [900, 1120], "train.warmup_iters": 50,
+                 "train.checkpoint_period": 200, "train.log_period": 50, "train.clip_grad_norm": 10,
+                 "data.num_workers": 0}
+TRUNK_SCHEDULE = {"train.iterations": 1500, "train.steps": [1100, 1400], "train.warmup_iters": 50,
+                  "train.checkpoint_period": 100, "train.log_period": 20, "train.clip_grad_norm": 10}
+
+FULL = StudyPlan(
+    data={"num_train": 600, "num_val": 100, "num_test": 300, "image_size": 320},
+    pretrain={"iterations": 600, "crop_size": 48},
+    # the fc-head's home trunk, and one that both heads shaped (Table 1's Double-Head, ω 2.0 / 2.5): the fc-vs-conv
+    # claims are measured on both, so that a verdict the trunk decides shows as one
+    trunks=(Trunk("single-fc", "single-fc"),
+            Trunk("double-head", "double-head", runs=SECTION3_RUNS, analysed=("single-fc", "single-conv"))),
+    trunk_schedule=TRUNK_SCHEDULE,
+    heads=HEAD_SCHEDULE,
+    seeds=(0, 1, 2),
+    lambda_fc=(0.5, 0.7, 1.0),
+    lambda_conv=(0.5, 0.8, 1.0),
+    proposals_per_gt=500,
+    replicates=1000,
+)
+TINY_MODEL = {"model.min_size": 96, "model.max_size": 96, "model.backbone.fpn_channels": 16, "model.head.fc_dim": 32,
+              "model.head.conv_dim": 32, "model.head.bottleneck_dim": 8, "model.head.non_local_dim": 16,
+              "model.head.num_blocks": 3, "model.rpn.pre_nms_top_n_test": 50, "model.rpn.post_nms_top_n_test": 30,
+              "model.rpn.pre_nms_top_n_train": 60, "model.rpn.post_nms_top_n_train": 40,
+              "model.box_batch_size_per_image": 32}
+TINY = StudyPlan(
+    data={"num_train": 16, "num_val": 4, "num_test": 4, "image_size": 96},
+    pretrain={"iterations": 4, "crop_size": 32, "batch_size": 16},
+    trunks=FULL.trunks,
+    trunk_schedule={"train.iterations": 6, "train.steps": [5], "train.warmup_iters": 2, "train.checkpoint_period": 3,
+                    "train.ims_per_batch": 2, "train.log_period": 2, "data.num_workers": 0},
+    heads={"train.iterations": 4, "train.steps": [3], "train.warmup_iters": 1, "train.checkpoint_period": 2,
+           "train.ims_per_batch": 2, "train.log_period": 2, "data.num_workers": 0},
+    seeds=(0, 1),
+    lambda_fc=(0.7, 1.0),
+    lambda_conv=(0.8, 1.0),
+    proposals_per_gt=200,
+    replicates=50,
+    model=TINY_MODEL,
+    data_dir="synth-tiny",
+)
+# the demo: the reproduction at demo size, one trunk and one seed
+DEMO_TABLE1 = ("single-fc-w1", "single-conv-w1", "double-fc-w1", "double-conv-w1", "double-head-w2")
+DEMO = replace(
+    FULL,
+    data={"num_train": 600, "num_val": 100, "num_test": 100, "image_size": 320},
+    pretrain={"iterations": 150, "crop_size": 48},
+    trunks=FULL.trunks[:1],
+    trunk_schedule={"train.iterations": 300, "train.steps": [220, 280], "train.warmup_iters": 30,
+                    "train.checkpoint_period": 100, "train.log_period": 20, "train.clip_grad_norm": 10},
+    heads={**HEAD_SCHEDULE, "train.iterations": 220, "train.steps": [160, 205], "train.warmup_iters": 30,
+           "train.checkpoint_period": 100},
+    seeds=(0,),
+    proposals_per_gt=1000,
+    analysis_images=24,
+    eval_images=50,
+    replicates=300,
+    table1=DEMO_TABLE1,
+    fig8_pairs=((0.7, 0.8), (1.0, 1.0)),  # Ext and the vanilla Double-Head: what the demo's claims compare
+)
+QUICK = replace(TINY, trunks=TINY.trunks[:1], seeds=(0,), table1=DEMO_TABLE1, fig8_pairs=DEMO.fig8_pairs,
+                data_dir="synth-quick")
+PLANS = {"full": FULL, "tiny": TINY, "demo": DEMO, "quick": QUICK}

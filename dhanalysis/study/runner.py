@@ -1,0 +1,359 @@
+"""Running a study: every step of a `StudyPlan`, each skipped when its output exists, so a rerun resumes.
+
+  from dhanalysis.study import FULL, run_study
+  outcome = run_study(FULL, "work", "reproduction")      # what `dhanalysis reproduce` runs; a notebook can too
+
+Steps: the synthetic dataset (train / val / test) -> backbone pretraining on box crops -> each trunk trained end to
+end -> per trunk and seed, every head run trained *together* on the frozen trunk (one RoI sampling and pooling per
+iteration for all heads: `engine.train.train_together`) and evaluated in every mode on the test split -> the
+analysed models' sliding-window, PCC and spatial analyses on the test split -> the primary replicate's qualitative
+images, architecture table and figures -> the heads' parameter table -> the findings over every seed and trunk ->
+the quality checks and a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dhanalysis.folders import atomic_write_text, write_table
+from dhanalysis.study.plan import ANALYSED, EXT_RUN, StudyPlan, Trunk
+from dhanalysis.vocab import EVAL_CSV, PCC_CSV, PER_CLASS_AP_CSV, SPATIAL_CORR_NPZ, SWEEP_CSV, SWEEP_RESULTS_CSV
+
+PROTOCOL = "shared-trunk"
+SUMMARY_JSON = "reproduction_summary.json"
+HEADS_CSV, PER_SEED_CSV, TRUNKS_CSV = "heads_params.csv", "findings_per_seed.csv", "findings_by_trunk.csv"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a study under ``work`` (outputs tagged ``tag``) keeps everything."""
+
+    work: Path
+    tag: str
+    data_dir: str
+
+    @property
+    def data(self) -> Path:
+        return self.work / "data" / self.data_dir
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints" / self.tag
+
+    @property
+    def results(self) -> Path:
+        return self.work / "results" / self.tag
+
+    @property
+    def figures(self) -> Path:
+        return self.work / "figures" / self.tag
+
+    @property
+    def backbone(self) -> Path:
+        return self.checkpoints / "resnet18-synth.pth"
+
+    def trunk(self, trunk: Trunk) -> Path:
+        return self.checkpoints / "trunks" / trunk.name
+
+    def trunk_results(self, trunk: Trunk) -> Path:
+        return self.results / "trunks" / trunk.name
+
+    @staticmethod
+    def replicate(trunk: Trunk, seed: int) -> str:
+        return f"{trunk.name}-trunk/seed{seed}"
+
+    def runs(self, trunk: Trunk, seed: int) -> Path:
+        """Checkpoints of one replicate's head runs: ``<grid>/<run>/``."""
+        return self.checkpoints / self.replicate(trunk, seed)
+
+    def replicate_results(self, trunk: Trunk, seed: int) -> Path:
+        """One replicate's results tree: ``sweeps/<grid>/<run>/`` and ``<model>/`` (what figures and findings read)."""
+        return self.results / self.replicate(trunk, seed)
+
+
+@dataclass
+class Outcome:
+    """Where a study wrote its results and what it found."""
+
+    layout: Layout
+    primary: Path  # the primary replicate's results tree
+    findings: pd.DataFrame
+    checks: dict
+    seconds: float
+
+    @property
+    def results(self) -> Path:
+        return self.layout.results
+
+    @property
+    def figures(self) -> Path:
+        return self.layout.figures
+
+
+class Steps:
+    """Numbered progress lines with the elapsed minutes."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total} {(time.perf_counter() - self.start) / 60:5.1f} min] {text}", flush=True)
+
+
+def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = None,
+              replicates: int | None = None) -> Outcome:
+    """Every step of a study of size ``plan`` under ``work`` (outputs tagged ``tag``), skipping finished ones."""
+    from dhanalysis.engine.distributed import resolve_device
+
+    layout = Layout(Path(work), tag, plan.data_dir)
+    device = str(resolve_device(device))
+    reps = plan.replicates_of()
+    step = Steps(4 + 2 * len(plan.trunks) + 2 * len(reps))
+    started = time.perf_counter()
+    prepare_data(plan, layout, step)
+    trunks = {t.name: train_trunk(plan, layout, t, device, step) for t in plan.trunks}
+    for trunk, seed in reps:
+        train_heads(plan, layout, trunk, seed, trunks[trunk.name], device, step)
+    for trunk, seed in reps:
+        analyse_replicate(plan, layout, trunk, seed, device, step)
+    primary = layout.replicate_results(*reps[0])
+    step(f"the primary replicate's qualitative images, architecture and figures -> {layout.figures}")
+    primary_extras(plan, layout, primary, device)
+    step(f"findings over {len(plan.seeds)} seed(s) and {len(plan.trunks)} trunk(s) -> {layout.results}")
+    from dhanalysis.study.findings import study_findings
+
+    frame = study_findings(plan, layout, replicates or plan.replicates)
+    checks = quality_checks(plan, layout)
+    seconds = time.perf_counter() - started
+    summary = {"protocol": PROTOCOL, "study": tag, "split": plan.split, "minutes_this_call": seconds / 60,
+               "checks": checks, "plan": plan_record(plan)}
+    atomic_write_text(layout.results / SUMMARY_JSON, json.dumps(summary, indent=2, default=list))
+    return Outcome(layout, primary, frame, checks, seconds)
+
+
+def plan_record(plan: StudyPlan) -> dict:
+    from dataclasses import asdict
+
+    return asdict(plan)
+
+
+def prepare_data(plan: StudyPlan, layout: Layout, step: Steps) -> None:
+    """The synthetic dataset and the crop-pretrained ResNet-18 (the local stand-in for ImageNet weights)."""
+    from dhanalysis.data.synth import make_synth_dataset
+    from dhanalysis.engine.pretrain import pretrain_backbone
+
+    step(f"synthetic dataset (train / val / {plan.split}) -> {layout.data}")
+    make_synth_dataset(layout.data, **plan.data)
+    step(f"pretrain the ResNet-18 on box crops -> {layout.backbone}")
+    if not layout.backbone.exists():
+        pretrain_backbone(layout.data, "train", layout.backbone, progress=True, **plan.pretrain)
+
+
+def common_values(plan: StudyPlan, layout: Layout) -> dict:
+    return {"data.root": str(layout.data), **plan.model}
+
+
+def train_trunk(plan: StudyPlan, layout: Layout, trunk: Trunk, device: str, step: Steps) -> Path:
+    """The trunk's detector trained end to end (the paper's protocol) and its AP on the test split."""
+    from dhanalysis.config import load_config, preset_path
+    from dhanalysis.engine.train import train
+
+    step(f"the {trunk.name} trunk, trained end to end -> {layout.trunk(trunk)}")
+    values = {**plan.trunk_schedule, **trunk.overrides, **common_values(plan, layout), "name": f"{trunk.name}-trunk",
+              "model.backbone.weights": str(layout.backbone)}
+    path = train(load_config(preset_path(f"synth/{trunk.variant}.yaml"), values=values), layout.trunk(trunk),
+                 resume=True, device=device)
+    step(f"COCO AP of the {trunk.name} trunk on {plan.split} -> {layout.trunk_results(trunk) / EVAL_CSV}")
+    evaluate_run(plan, layout, path, layout.trunk_results(trunk), f"{trunk.name}-trunk", device)
+    return path
+
+
+def evaluate_run(plan: StudyPlan, layout: Layout, ckpt: Path, out: Path, name: str, device: str,
+                 modes: list[str] | None = None) -> None:
+    """Every mode's AP (and detections) of one checkpoint on the plan's split, unless already there."""
+    if (out / EVAL_CSV).exists():
+        return
+    from dhanalysis.data.coco import CocoDataset
+    from dhanalysis.engine.evaluate import evaluate
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    dataset = CocoDataset(layout.data, plan.split)
+    evaluate(load_checkpoint(ckpt, map_location=device), dataset, modes, device, max_images=plan.eval_images,
+             out=out, name=name, progress=False)
+
+
+def head_runs(plan: StudyPlan, trunk: Trunk) -> dict[str, list]:
+    """The plan's runs that train on ``trunk``, by grid."""
+    return {grid: [r for r in runs if trunk.runs is None or r.name in trunk.runs]
+            for grid, runs in plan.grids().items()}
+
+
+def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_ckpt: Path, device: str,
+                step: Steps) -> None:
+    """Every head run of one (trunk, seed), trained together on the frozen trunk, then evaluated on the test split."""
+    from dhanalysis.config import load_config, preset_path
+    from dhanalysis.engine.sweep import write_index
+    from dhanalysis.engine.train import FINAL, train_together
+
+    grids = head_runs(plan, trunk)
+    runs = [(grid, r) for grid, rs in grids.items() for r in rs]
+    ckpts, results = layout.runs(trunk, seed), layout.replicate_results(trunk, seed)
+    step(f"{len(runs)} head runs of {layout.replicate(trunk, seed)}, trained together -> {ckpts}")
+    values = {**plan.heads, **common_values(plan, layout), "model.backbone.weights": None,
+              "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": seed}
+    todo = [(g, r) for g, r in runs if not (ckpts / g / r.name / FINAL).exists()]
+    if todo:
+        cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
+                            values={**values, "name": r.name}) for _, r in todo]
+        train_together(cfgs, [ckpts / g / r.name for g, r in todo], resume=True, device=device)
+    step(f"COCO AP of every mode of {len(runs)} runs on {plan.split} -> {results / 'sweeps'}")
+    for grid, r in runs:
+        evaluate_run(plan, layout, ckpts / grid / r.name / FINAL, results / "sweeps" / grid / r.name, r.name, device,
+                     list(r.modes) or None)
+    for grid, rs in grids.items():
+        if rs:
+            write_index(rs, grid, results / "sweeps" / grid)
+    if any(r.name == EXT_RUN for r in grids.get("fig8", [])):
+        table3(results / "sweeps")
+
+
+def table3(sweeps: Path) -> None:
+    """Table 3 is the λ (0.7, 0.8) model's fusion rules: its evaluation, indexed as the table3 grid."""
+    from dhanalysis.engine.sweep import table3_runs, write_index
+
+    out = sweeps / "table3" / "fusion"
+    out.mkdir(parents=True, exist_ok=True)
+    for f in (EVAL_CSV, PER_CLASS_AP_CSV):
+        shutil.copyfile(sweeps / "fig8" / EXT_RUN / f, out / f)
+    write_index(table3_runs(), "table3", sweeps / "table3")
+
+
+def analysed_models(trunk: Trunk, plan: StudyPlan) -> dict[str, tuple[str, str]]:
+    trained = {r.name for rs in head_runs(plan, trunk).values() for r in rs}
+    return {m: gr for m, gr in ANALYSED.items() if gr[1] in trained and (trunk.analysed is None or m in
+                                                                          trunk.analysed)}
+
+
+def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, device: str, step: Steps) -> None:
+    """Sliding-window, PCC and spatial correlation of the replicate's analysed models, one image per chunk (the
+    findings bootstrap over images), on the test split."""
+    from dhanalysis.analysis.groups import load_difficulty
+    from dhanalysis.analysis.pcc import compute_pcc
+    from dhanalysis.analysis.runner import RunOptions, load_models
+    from dhanalysis.analysis.spatial import compute_spatial_corr
+    from dhanalysis.engine.train import FINAL
+
+    results, ckpts = layout.replicate_results(trunk, seed), layout.runs(trunk, seed)
+    models = analysed_models(trunk, plan)
+    step(f"analyses of {', '.join(models)} in {layout.replicate(trunk, seed)} -> {results}")
+    reference = results / "sweeps" / "table1" / "single-fc-w1" / PER_CLASS_AP_CSV
+    difficulty = load_difficulty(reference) if reference.is_file() else None
+    options = RunOptions(chunk_size=1, progress=False)
+    for name, (grid, run) in models.items():
+        folder = results / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in (EVAL_CSV, PER_CLASS_AP_CSV):
+            shutil.copyfile(results / "sweeps" / grid / run / f, folder / f)
+        if (folder / PCC_CSV).exists() and (folder / SPATIAL_CORR_NPZ).exists():
+            continue
+        for model_run in load_models([ckpts / grid / run / FINAL], out=folder, max_images=plan.analysis_images,
+                                     device=device, split=plan.split, data_root=layout.data):
+            if not (folder / PCC_CSV).exists():
+                compute_pcc(model_run, proposals_per_gt=plan.proposals_per_gt, difficulty=difficulty,
+                            difficulty_from=str(reference) if difficulty else None, options=options)
+            if not (folder / SPATIAL_CORR_NPZ).exists():
+                compute_spatial_corr(model_run, options=options)
+
+
+def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) -> None:
+    """Figs. A.4-A.5's images, Fig. 5's architecture table, the heads' parameters and every figure, of the primary
+    replicate (the first trunk's first seed)."""
+    from dhanalysis.analysis.architecture import write_architecture
+    from dhanalysis.engine.train import FINAL
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    trunk, seed = plan.replicates_of()[0]
+    ext_ckpt = layout.runs(trunk, seed) / "fig8" / EXT_RUN / FINAL
+    ext_folder = primary / "double-head-ext"
+    if ext_ckpt.exists():
+        from dhanalysis.vocab import QUALITATIVE_IMAGES_CSV
+
+        if not (ext_folder / QUALITATIVE_IMAGES_CSV).exists():
+            from dhanalysis.analysis.qualitative import disagreements, write_disagreements
+            from dhanalysis.data.coco import CocoDataset
+
+            dataset = CocoDataset(layout.data, plan.split)
+            write_disagreements(*disagreements(load_checkpoint(ext_ckpt, map_location=device), dataset, device,
+                                               max_images=plan.eval_images), ext_folder)
+        write_architecture(load_checkpoint(ext_ckpt), ext_folder)
+    write_table(head_parameters(plan, layout), layout.results / HEADS_CSV, parquet=False)
+    render_figures(primary, layout.figures)
+
+
+def head_parameters(plan: StudyPlan, layout: Layout) -> pd.DataFrame:
+    """Every trained head's conv/fc weights (`model.params.branch_table`), one row per run and branch."""
+    from dhanalysis.engine.train import FINAL
+    from dhanalysis.model.checkpoint import load_checkpoint
+    from dhanalysis.model.params import branch_table
+
+    trunk, seed = plan.replicates_of()[0]
+    frames = []
+    for grid, runs in head_runs(plan, trunk).items():
+        for r in runs:
+            ckpt = layout.runs(trunk, seed) / grid / r.name / FINAL
+            if ckpt.exists():
+                model = load_checkpoint(ckpt)
+                frames.append(branch_table(model).assign(grid=grid, run=r.name, variant=model.config.model.variant))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    return table[["grid", "run", "variant", *[c for c in table.columns if c not in ("grid", "run", "variant")]]]
+
+
+def render_figures(results: Path, figures: Path) -> list[Path]:
+    """Every figure and table the results allow, as files (no window opens)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dhanalysis.figures.render import render_all
+
+    return render_all(results, figures)
+
+
+def sweep_tables(plan: StudyPlan, layout: Layout, trunk: Trunk, name: str) -> pd.DataFrame:
+    """One grid's ``results.csv`` of every seed of ``trunk``, with a ``seed`` column."""
+    frames = []
+    for seed in plan.seeds:
+        path = layout.replicate_results(trunk, seed) / "sweeps" / name / SWEEP_RESULTS_CSV
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(seed=seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def sweep_index(plan: StudyPlan, layout: Layout, trunk: Trunk) -> pd.DataFrame:
+    """Every grid's ``sweep.csv`` of the first seed: each run's own metadata (variant, weights, λ)."""
+    sweeps = layout.replicate_results(trunk, plan.seeds[0]) / "sweeps"
+    frames = [pd.read_csv(p) for p in sorted(sweeps.glob(f"*/{SWEEP_CSV}"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "variant"])
+
+
+def quality_checks(plan: StudyPlan, layout: Layout) -> dict:
+    """The numbers a study's detectors must reach (detectors that learned), measured per trunk and seed."""
+    from dhanalysis.study.checks import replicate_checks
+
+    checks: dict = {"split": plan.split, "trunks": {}, "replicates": {}}
+    for trunk in plan.trunks:
+        path = layout.trunk_results(trunk) / EVAL_CSV
+        if path.is_file():
+            row = pd.read_csv(path).iloc[0]
+            checks["trunks"][trunk.name] = {"AP": round(float(row["AP"]), 4), "AP50": round(float(row["AP50"]), 4)}
+    for trunk, seed in plan.replicates_of():
+        checks["replicates"][layout.replicate(trunk, seed)] = replicate_checks(layout.replicate_results(trunk, seed))
+    return checks
