@@ -212,3 +212,29 @@ def test_heads_trained_together_equal_heads_trained_alone(synth, tmp_path):
         train_together([a, cfg_replace(a, ["train.iterations=6", "name=longer"])], [tmp_path / "x", tmp_path / "y"])
     with pytest.raises(DHError, match="only on a frozen shared trunk"):
         train_together([_cfg(synth, "single-fc"), _cfg(synth, "single-conv")], [tmp_path / "x", tmp_path / "y"])
+
+
+def test_models_on_one_trunk_evaluated_together_equal_their_own_evaluations(synth, tmp_path):
+    """The trunk runs once per batch for every model; each model's detections, AP and files are its own."""
+    from dhanalysis.engine.evaluate import evaluate_together
+    from dhanalysis.model.build import build_model
+
+    torch.manual_seed(0)
+    models = [build_model(cfg_replace(_cfg(synth, v), ["model.score_thresh=0.0", "model.num_classes=6"]))
+              for v in ("single-fc", "double-head-ext", "single-conv")]
+    for m in models[1:]:
+        m.backbone.load_state_dict(models[0].backbone.state_dict())
+        m.rpn.load_state_dict(models[0].rpn.state_dict())
+    dataset = CocoDataset(synth, "val")
+    outs = [tmp_path / f"together-{i}" for i in range(3)]
+    together = evaluate_together(models, dataset, [None, ["fc", "complementary"], None], outs=outs,
+                                 names=["a", "b", "c"], progress=False)
+    for i, (model, modes) in enumerate(zip(models, [None, ["fc", "complementary"], None])):
+        alone = evaluate(model, dataset, modes, out=tmp_path / f"alone-{i}", name="abc"[i], progress=False)
+        assert together[i][0].equals(alone[0]) and together[i][1].equals(alone[1])
+        for f in sorted((tmp_path / f"alone-{i}").glob("detections_*.json")):
+            assert (outs[i] / f.name).read_text() == f.read_text()
+    assert len(json.loads((outs[1] / "detections_complementary.json").read_text())) > 0
+    other = build_model(cfg_replace(_cfg(synth, "single-fc"), ["model.num_classes=6"]))
+    with pytest.raises(DHError, match="must share their backbone"):
+        evaluate_together([models[0], other], dataset, progress=False)

@@ -80,24 +80,55 @@ def collect_detections(
     progress: bool = True,
 ) -> tuple[dict[str, list[dict]], list[int]]:
     """COCO result records per mode for this rank's share of the images (image i goes to rank i % world)."""
+    results, image_ids = collect_detections_together([model], dataset, [modes], device, batch_size, max_images,
+                                                     num_workers, progress)
+    return results[0], image_ids
+
+
+@torch.no_grad()
+def collect_detections_together(
+    models: list,
+    dataset: CocoDataset,
+    modes: list[list[str]],
+    device: torch.device,
+    batch_size: int = 2,
+    max_images: int | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> tuple[list[dict[str, list[dict]]], list[int]]:
+    """`collect_detections` of several models that share their backbone, FPN and RPN (heads on one frozen trunk):
+    each batch runs the trunk once, on the first model, and every model's RoI heads on its features and proposals,
+    so each model gets the detections it would get alone. ``modes[i]``: the modes of ``models[i]``."""
     rank, world = get_rank(), get_world_size()
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     indices = list(range(rank, n, world))
     subset = torch.utils.data.Subset(dataset, indices)
     loader = DataLoader(subset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers)
-    results: dict[str, list[dict]] = {m: [] for m in modes}
+    results: list[dict[str, list[dict]]] = [{m: [] for m in ms} for ms in modes]
     image_ids: list[int] = []
     bar = None
     if progress and is_main():
         from tqdm import tqdm
 
         bar = tqdm(total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
-    model.eval()
+    lead = models[0]
+    for model in models:
+        model.eval()
     for images, targets in loader:
-        by_mode = model.predict_modes([img.to(device) for img in images], modes)
-        for mode, dets in by_mode.items():
-            for det, target in zip(dets, targets):
-                results[mode] += to_coco_results(det, int(target["image_id"]), dataset.label_to_cat_id)
+        images = [img.to(device) for img in images]
+        if len(models) == 1:
+            outputs = [lead.predict_modes(images, modes[0])]
+        else:
+            original_sizes = [tuple(img.shape[-2:]) for img in images]
+            image_list, feats, _ = lead.features(images)
+            proposals, _ = lead.rpn(image_list, feats)
+            outputs = [{m: lead.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in
+                        model.roi_heads.detect(feats, proposals, image_list.image_sizes, ms).items()}
+                       for model, ms in zip(models, modes)]
+        for by_mode, res in zip(outputs, results):
+            for mode, dets in by_mode.items():
+                for det, target in zip(dets, targets):
+                    res[mode] += to_coco_results(det, int(target["image_id"]), dataset.label_to_cat_id)
         image_ids += [int(t["image_id"]) for t in targets]
         if bar is not None:
             bar.update(len(images))
@@ -124,23 +155,67 @@ def evaluate(
     mode, category_id, category, AP). With ``out``, rank 0 writes ``eval.csv``, ``per_class_ap.csv`` and
     ``detections_<mode>.json``.
     """
+    return evaluate_together([model], dataset, [modes], device, batch_size, max_images, [out], [name], num_workers,
+                             progress)[0]
+
+
+def shared_trunk(models: list) -> bool:
+    """Whether the models' backbones, FPNs, RPNs and input transforms are the same (objects or equal weights)."""
+    lead = models[0]
+    for model in models[1:]:
+        if (model.transform.min_size, model.transform.max_size) != (lead.transform.min_size, lead.transform.max_size):
+            return False
+        for part in ("backbone", "rpn"):
+            a, b = getattr(lead, part), getattr(model, part)
+            if a is not b and any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                                          b.state_dict().values())):
+                return False
+    return True
+
+
+def evaluate_together(
+    models: list,
+    dataset: CocoDataset,
+    modes: list[list[str] | None] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 2,
+    max_images: int | None = None,
+    outs: list[str | Path | None] | None = None,
+    names: list[str | None] | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """`evaluate` for models whose heads share one trunk: the trunk runs once per batch for all of them
+    (`collect_detections_together`); each model's tables and files are what `evaluate` would write for it alone."""
+    from dhanalysis.errors import DHError
     from dhanalysis.model.variants import applicable_modes
 
-    cfg = model.config
-    name = name or cfg.name
-    modes = modes or applicable_modes(cfg.model.variant, cfg.model.loss)
+    if len(models) > 1 and not shared_trunk(models):
+        raise DHError("models evaluated together must share their backbone, FPN, RPN and input size; evaluate them "
+                      "one at a time")
+    modes = [ms or applicable_modes(m.config.model.variant, m.config.model.loss)
+             for m, ms in zip(models, modes or [None] * len(models))]
     device = torch.device(device)
     start = time.perf_counter()
-    results, image_ids = collect_detections(model, dataset, modes, device, batch_size, max_images, num_workers,
-                                            progress)
+    results, image_ids = collect_detections_together(models, dataset, modes, device, batch_size, max_images,
+                                                     num_workers, progress)
     gathered = all_gather_object((results, image_ids))
     if not is_main():
-        return pd.DataFrame(), pd.DataFrame()
+        return [(pd.DataFrame(), pd.DataFrame()) for _ in models]
     image_ids = sorted({i for _, ids in gathered for i in ids})
+    outs, names = outs or [None] * len(models), names or [None] * len(models)
+    return [score_detections([res[i] for res, _ in gathered], image_ids, dataset, modes[i], outs[i],
+                             names[i] or models[i].config.name, start) for i in range(len(models))]
+
+
+def score_detections(per_rank: list[dict[str, list[dict]]], image_ids: list[int], dataset: CocoDataset,
+                     modes: list[str], out: str | Path | None, name: str, start: float
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """AP of every mode from every rank's detections; with ``out``, the detections and tables written there."""
     rows, class_rows = [], []
     names = dict(zip(dataset.label_to_cat_id.values(), dataset.category_names))
     for mode in modes:
-        merged = [r for res, _ in gathered for r in res[mode]]
+        merged = [r for res in per_rank for r in res[mode]]
         summary, per_class = coco_ap(dataset.coco, merged, image_ids)
         rows.append({"model": name, "mode": mode, **summary})
         class_rows += [{"model": name, "mode": mode, "category_id": c, "category": names.get(c, str(c)), "AP": ap}

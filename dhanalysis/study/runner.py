@@ -189,6 +189,23 @@ def evaluate_run(plan: StudyPlan, layout: Layout, ckpt: Path, out: Path, name: s
              out=out, name=name, progress=False)
 
 
+def evaluate_runs(plan: StudyPlan, layout: Layout, runs: list[tuple[Path, Path, str, list[str] | None]],
+                  device: str) -> None:
+    """The runs of one trunk without an ``eval.csv``, evaluated together: the trunk runs once per image for all of
+    them (`engine.evaluate.evaluate_together`); ``runs``: (checkpoint, output folder, name, modes or None)."""
+    todo = [r for r in runs if not (r[1] / EVAL_CSV).exists()]
+    if not todo:
+        return
+    from dhanalysis.data.coco import CocoDataset
+    from dhanalysis.engine.evaluate import evaluate_together
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    models = [load_checkpoint(ckpt, map_location=device) for ckpt, *_ in todo]
+    dataset = CocoDataset(layout.data, plan.split)
+    evaluate_together(models, dataset, [modes for *_, modes in todo], device, max_images=plan.eval_images,
+                      outs=[out for _, out, _, _ in todo], names=[name for _, _, name, _ in todo], progress=False)
+
+
 def head_runs(plan: StudyPlan, trunk: Trunk) -> dict[str, list]:
     """The plan's runs that train on ``trunk``, by grid."""
     return {grid: [r for r in runs if trunk.runs is None or r.name in trunk.runs]
@@ -213,10 +230,9 @@ def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_
         cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
                             values={**values, "name": r.name}) for _, r in todo]
         train_together(cfgs, [ckpts / g / r.name for g, r in todo], resume=True, device=device)
-    step(f"COCO AP of every mode of {len(runs)} runs on {plan.split} -> {results / 'sweeps'}")
-    for grid, r in runs:
-        evaluate_run(plan, layout, ckpts / grid / r.name / FINAL, results / "sweeps" / grid / r.name, r.name, device,
-                     list(r.modes) or None)
+    step(f"COCO AP of every mode of {len(runs)} runs on {plan.split}, evaluated together -> {results / 'sweeps'}")
+    evaluate_runs(plan, layout, [(ckpts / g / r.name / FINAL, results / "sweeps" / g / r.name, r.name,
+                                  list(r.modes) or None) for g, r in runs], device)
     for grid, rs in grids.items():
         if rs:
             write_index(rs, grid, results / "sweeps" / grid)
