@@ -312,7 +312,8 @@ def findings_table(rows: list[dict]) -> pd.DataFrame:
     return frame[list(FINDINGS_COLUMNS)].reset_index(drop=True)
 
 
-def _ours(r) -> str:
+def format_estimate(r) -> str:
+    """A findings row's estimate as text: "+0.123 [+0.100, +0.150]", a descriptive number, or "–"."""
     if np.isfinite(r.ours) and np.isfinite(r.ci_low):
         return f"{r.ours:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
     if np.isfinite(r.ours):
@@ -329,7 +330,7 @@ def findings_markdown(frame: pd.DataFrame, header: str = "") -> str:
     for r in frame.itertuples():
         seeds = "" if not np.isfinite(r.n_seeds) else f"{int(r.n_seeds)}"
         holm_v = r.verdict_holm if isinstance(r.verdict_holm, str) else ""
-        lines.append(f"| {r.section}: {r.statement} | {r.paper} | {r.measure} | {r.trunk} | {_ours(r)} | "
+        lines.append(f"| {r.section}: {r.statement} | {r.paper} | {r.measure} | {r.trunk} | {format_estimate(r)} | "
                      f"{r.verdict} | {holm_v} | {seeds} |")
     return "\n".join(lines) + "\n"
 

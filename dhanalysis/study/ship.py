@@ -13,9 +13,9 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from dhanalysis.analysis.findings import format_estimate
 from dhanalysis.folders import atomic_write_text
 from dhanalysis.study.runner import HEADS_CSV, PER_SEED_CSV, SUMMARY_JSON, TRUNKS_CSV, Outcome
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, FINDINGS_CSV, FINDINGS_MD, PCC_CSV,
@@ -93,14 +93,6 @@ def copy_portable(src: Path, dst: Path, work: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- pages
-def _value(r) -> str:
-    if np.isfinite(r.ours) and np.isfinite(r.ci_low):
-        return f"{r.ours:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-    if np.isfinite(r.ours):
-        return f"{r.ours:.1f}"
-    return "–"
-
-
 def _text(value) -> str:
     return value if isinstance(value, str) else ""
 
@@ -128,7 +120,7 @@ def findings_section(frame: pd.DataFrame) -> str:
         lines += ["", "Verdicts that Holm's correction makes inconclusive:"] + [f"- {t}" for t in holm]
     lines += ["", "| claim | paper | trunk | ours [95% CI] | verdict | Holm |", "|---|---|---|---|---|---|"]
     for text, r in zip(label, rows.itertuples()):
-        lines.append(f"| {r.section}: {r.statement} | {r.paper} | {_text(r.trunk)} | {_value(r)} | "
+        lines.append(f"| {r.section}: {r.statement} | {r.paper} | {_text(r.trunk)} | {format_estimate(r)} | "
                      f"{_text(r.verdict)} | {_text(r.verdict_holm)} |")
     return "\n".join(lines) + "\n"
 
