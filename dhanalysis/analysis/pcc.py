@@ -35,7 +35,7 @@ import pandas as pd
 from dhanalysis.analysis.groups import assign_difficulty, size_index
 from dhanalysis.analysis.stats import PCC_MOMENTS, pcc_from_moments, pcc_from_stats
 from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
-                              RPN_PROPOSALS, SIZE_GROUPS)
+                              RPN_PROPOSALS, SIZE_GROUPS, find_mode)
 
 if TYPE_CHECKING:  # the model side imports torch where it is used: pcc_table works on tables alone
     import torch
@@ -56,10 +56,8 @@ def detection_mode(model, head: str) -> str | None:
     tasks = head_tasks(model)
     if not tasks.get(head, {}).get("cls"):
         return None
-    if tasks[head]["reg"]:
-        return head
-    other = "conv" if head == "fc" else "fc"
-    return f"{head}-cls+{other}-reg" if tasks.get(other, {}).get("reg") else None
+    regressors = [h for h in (head, *HEAD_TYPES) if tasks.get(h, {}).get("reg")]  # its own regressor first
+    return find_mode(head, regressors[0]) if regressors else None
 
 
 def match_any(boxes: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
