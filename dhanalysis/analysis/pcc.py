@@ -34,6 +34,7 @@ import pandas as pd
 
 from dhanalysis.analysis.groups import assign_difficulty, size_index
 from dhanalysis.analysis.stats import PCC_MOMENTS, pcc_from_moments, pcc_from_stats
+from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
                               RPN_PROPOSALS, SIZE_GROUPS, find_mode)
 
@@ -249,13 +250,7 @@ def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None 
 
 
 # ------------------------------------------------------------------------------------------------ one model
-def pcc_outputs():
-    """What the PCC analysis writes into a model's folder (a `dhanalysis.folders.Outputs`)."""
-    from dhanalysis.folders import Outputs
-    from dhanalysis.vocab import PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, table_files
-
-    return Outputs(analysis="pcc", files=(*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON),
-                   summary=PCC_SUMMARY_JSON, chunks=PCC_CHUNKS, what="PCC results")
+OUTPUTS = RESULTS["pcc"]
 
 
 def compute_pcc(
@@ -298,7 +293,7 @@ def compute_pcc(
     check_window_options(raw_sample, precision, scoring, grid)
     check_rpn_background(rpn_background)
     started = time.perf_counter()
-    outputs = pcc_outputs()
+    outputs = OUTPUTS
     key = {"analysis": outputs.analysis, "config": run.config, **run.data_key}
     if rpn_background != DEFAULT_RPN_BACKGROUND:  # absent at the default, so earlier results keep their identity
         key["rpn_background"] = rpn_background

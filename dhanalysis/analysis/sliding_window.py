@@ -18,19 +18,13 @@ from dhanalysis.analysis.runner import (ModelRun, RunOptions, Written, iter_rows
 from dhanalysis.analysis.scoring import PRECISIONS, SlidingWindowTask, bin_counts
 from dhanalysis.analysis.stats import NUM_BINS
 from dhanalysis.errors import DHError
-from dhanalysis.folders import Outputs, differences, write_table
-from dhanalysis.vocab import (RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_STATS_CSV,
-                              SLIDING_WINDOW_SUMMARY_JSON, table_files)
+from dhanalysis.folders import differences, write_table
+from dhanalysis.results import RESULTS
+from dhanalysis.vocab import RAW_SAMPLE_CSV, SLIDING_WINDOW_STATS_CSV
 
 DEFAULT_BATCH_SIZE = 2048  # boxes per RoIAlign + head forward; halved on out-of-memory
 SCORING = ("fast", "reference")
-OUTPUTS = Outputs(
-    analysis="sliding-window",
-    files=(*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),
-    summary=SLIDING_WINDOW_SUMMARY_JSON,
-    chunks=SLIDING_WINDOW_CHUNKS,
-    what="sliding-window results",
-)
+OUTPUTS = RESULTS["sliding-window"]
 SAMPLE_ONLY = ("raw_sample", "seed")  # key entries that change raw_sample.csv only, not the statistics
 
 

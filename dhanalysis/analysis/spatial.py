@@ -31,8 +31,9 @@ from torch import nn
 from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, run_analysis,
                                         write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
-from dhanalysis.folders import Outputs, atomic_write_bytes, write_table
-from dhanalysis.vocab import SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
+from dhanalysis.folders import atomic_write_bytes, write_table
+from dhanalysis.results import RESULTS
+from dhanalysis.vocab import SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ
 
 MAPS = ("conv_output", "fc_output", "fc_weight")
 SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
@@ -138,13 +139,7 @@ def spatial_frame(maps: dict[str, np.ndarray], model_name: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ one model
-OUTPUTS = Outputs(
-    analysis="spatial-corr",
-    files=(SPATIAL_CORR_NPZ, *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON),
-    summary=SPATIAL_SUMMARY_JSON,
-    chunks=SPATIAL_CORR_CHUNKS,
-    what="spatial-correlation results",
-)
+OUTPUTS = RESULTS["spatial-corr"]
 DEFAULT_BATCH_SIZE = 256  # ground-truth RoIs per head forward; halved on out-of-memory
 
 

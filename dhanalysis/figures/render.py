@@ -1,10 +1,9 @@
 """Render every figure and table a results folder allows (``dhanalysis figures``), from result files alone.
 
-A results folder holds one sub-folder per model (any folder with ``config.json``, ``summary.json``, ``eval.csv``,
-``sliding_window_stats.csv``, ``pcc.csv`` or ``spatial_corr.npz``) and, optionally, the ablation sweeps
-(``sweeps/<grid>/results.csv``). A model's variant is ``model.variant`` of its ``config.json``, else the longest
-variant name its folder name contains. Each figure picks the models it needs by variant; one whose inputs are
-missing is skipped with one line saying which results would produce it.
+A results folder holds one sub-folder per model (any folder holding a file of `dhanalysis.results.MODEL_MARKERS`)
+and, optionally, the ablation sweeps (``sweeps/<grid>/results.csv``). A model's variant is ``model.variant`` of its
+``config.json``, else the longest variant name its folder name contains. Each figure picks the models it needs by
+variant; one whose inputs are missing is skipped with one line saying which results would produce it.
 
 Which heads are "the fc-head" and "the conv-head" (Figs. 2-4, A.1, A.2): by default Single-FC's fc-head and
 Single-Conv's conv-head, as in the paper, else the two heads of one Double-Head(-Ext) model; ``fc_head`` /
@@ -34,11 +33,11 @@ from dhanalysis.analysis.stats import bin_summary
 from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
 from dhanalysis.figures.style import head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
+from dhanalysis.results import MODEL_MARKERS
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, HEAD_TYPES, PCC_CSV, PER_CLASS_AP_CSV,
                               PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV,
-                              SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_NPZ, SWEEP_RESULTS_CSV, VARIANTS)
+                              SPATIAL_CORR_NPZ, SWEEP_RESULTS_CSV, VARIANTS)
 
-MODEL_FILES = (CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, EVAL_CSV, SLIDING_WINDOW_STATS_CSV, PCC_CSV, SPATIAL_CORR_NPZ)
 HeadRef = tuple[str, str]  # (model name, head type)
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -90,7 +89,7 @@ def discover_models(root: str | Path, models: Sequence[str] | None = None) -> di
     root = Path(root)
 
     def is_model(folder: Path) -> bool:
-        return any((folder / f).is_file() for f in MODEL_FILES)
+        return any((folder / f).is_file() for f in MODEL_MARKERS)
 
     if is_model(root):
         folders = [root]
