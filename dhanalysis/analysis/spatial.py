@@ -23,7 +23,6 @@ import io
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,11 +31,10 @@ from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, Task
                                         write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
 from dhanalysis.folders import atomic_write_bytes, write_table
-from dhanalysis.results import RESULTS
+from dhanalysis.results import RESULTS, SPATIAL_COLUMNS, spatial_frame  # noqa: F401 - SPATIAL_COLUMNS as before
 from dhanalysis.vocab import SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ
 
 MAPS = ("conv_output", "fc_output", "fc_weight")
-SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
 
 
 def cell_cosine(maps: torch.Tensor) -> torch.Tensor:
@@ -126,16 +124,6 @@ class SpatialTask:
             with torch.no_grad():
                 out["fc_weight"] = fc_weight_correlation(head.fc6, head.in_channels, head.roi_size).cpu().numpy()
         return {k: out[k] for k in MAPS if k in out}
-
-
-def spatial_frame(maps: dict[str, np.ndarray], model_name: str) -> pd.DataFrame:
-    """Tidy table (`SPATIAL_COLUMNS`): one row per (map, cell_i, cell_j); cell = y·S + x."""
-    parts = []
-    for name, matrix in maps.items():
-        i, j = np.meshgrid(np.arange(matrix.shape[0]), np.arange(matrix.shape[1]), indexing="ij")
-        parts.append(pd.DataFrame({"model": model_name, "map": name, "cell_i": i.ravel(), "cell_j": j.ravel(),
-                                   "value": matrix.ravel()}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SPATIAL_COLUMNS))
 
 
 # ------------------------------------------------------------------------------------------------ one model

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from dhanalysis.figures.style import HEATMAP_CMAP, MISSING_COLOR, new_figure, paper_style, variant_label
+from dhanalysis.results import pick_mode
 from dhanalysis.vocab import FUSION_MODES, HEAD_TYPES, INFERENCE_MODES, METRICS, TASKS, VARIANTS
 
 VANILLA_MODE = VARIANTS["double-head"].default_mode  # (c): the green box marks vanilla Double-Head in it
@@ -33,13 +34,6 @@ TABLE1_TASKS = {name: v.focused_tasks for name, v in VARIANTS.items()}
 
 
 # ------------------------------------------------------------------------------------------------------ tables
-def pick_mode(rows: pd.DataFrame, preferred: str | None = None) -> pd.Series:
-    """One evaluation row of one model: the ``preferred`` mode when evaluated, otherwise the mode with the best AP."""
-    if preferred and (rows["mode"] == preferred).any():
-        return rows[rows["mode"] == preferred].iloc[0]
-    return rows.loc[rows["AP"].astype(float).idxmax()]
-
-
 def _percent(row: pd.Series, metrics: Sequence[str]) -> dict[str, float]:
     return {m: round(100 * float(row[m]), 1) if m in row and pd.notna(row[m]) else np.nan for m in metrics}
 
