@@ -1,5 +1,6 @@
 """The project's shared names, each defined once: head types and tasks, the head variants, the inference modes,
-object groups, proposal sets, the COCO metrics, the dataset layout, and the files and chunk folders a results folder holds.
+object groups and COCO's size rule, proposal sets, the COCO metrics, the dataset layout, and the files and chunk
+folders a results folder holds.
 
 Every layer reads them from here (the model builds its branches from `VARIANTS`, the analyses group objects by
 `SIZE_GROUPS`, the figures order and label by both), so this module imports nothing beyond the standard library:
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 # ------------------------------------------------------------------------------------------------ heads and tasks
 HEAD_TYPES = ("fc", "conv")  # the two head types of §2 (Fig. 1), in the order every table and figure lists them
@@ -178,6 +180,17 @@ def lookup_mode(name: str) -> InferenceMode | None:
 SIZE_GROUPS = ("small", "medium", "large")
 SMALL_MAX_AREA = 32**2
 LARGE_MIN_AREA = 96**2
+
+
+def size_index(area: Any) -> Any:
+    """COCO size group of each area as an index into `SIZE_GROUPS`: a number, or elementwise for a numpy array or
+    torch tensor ``(N,)`` (the one rule every layer groups objects by)."""
+    return (area >= SMALL_MAX_AREA) * 1 + (area >= LARGE_MIN_AREA) * 1
+
+
+def size_group(area: float) -> str:
+    """COCO's size group of one annotation area in pixels: small < 32², medium < 96², large otherwise."""
+    return SIZE_GROUPS[int(size_index(area))]
 # Class difficulty: terciles of the classes ranked by a reference model's per-class AP, highest first (App. A.1).
 DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 

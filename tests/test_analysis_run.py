@@ -21,7 +21,8 @@ from torchvision.ops import box_iou, clip_boxes_to_image
 from dhanalysis.analysis.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import RunOptions, image_context, merge_chunks, process_shard, selected_indices, shard
-from dhanalysis.analysis.scoring import RAW_COLUMNS, AdaptiveBatch, SlidingWindowTask, score_boxes
+from dhanalysis.analysis.scoring import AdaptiveBatch, score_boxes
+from dhanalysis.analysis.sliding_window import RAW_COLUMNS, SlidingWindowTask
 from dhanalysis.analysis.stats import STATS_COLUMNS, bin_summary, merge_stats, pcc_from_stats
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset
