@@ -15,7 +15,7 @@ from bench.common import interleaved, log, paired_ratio
 from bench.peak import probe
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.scoring import SlidingWindowTask
+from dhanalysis.analysis.sliding_window import SlidingWindowTask
 from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
 from dhanalysis.analysis.stats import NUM_BINS
 from dhanalysis.config import load_config

@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,17 +96,6 @@ def remove_paths(paths: Sequence[Path]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ identity
-@dataclass(frozen=True)
-class Outputs:
-    """What one analysis writes into the results folder it shares with the others (eval, the other analyses)."""
-
-    analysis: str  # the key's "analysis" entry, e.g. "sliding-window"
-    files: tuple[str, ...]  # every file it writes, summary included: what starting it again deletes
-    summary: str  # written last; its "run" entry is the key, so it is also the analysis's record
-    chunks: str  # its resumable partial sums, chunks/<chunks>
-    what: str  # how errors name its results, e.g. "sliding-window results"
-
-
 class FolderTaken(DHError):
     """A folder holds outputs this run cannot take over: another run's (``problem`` names the first difference), a
     damaged record, or, when resuming was not asked for, any earlier run (``resumable``).

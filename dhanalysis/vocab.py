@@ -1,5 +1,6 @@
-"""The project's shared names, each defined once: head types and tasks, the head variants, object groups, proposal
-sets, the COCO metrics, the dataset layout, and the files and chunk folders a results folder holds.
+"""The project's shared names, each defined once: head types and tasks, the head variants, the inference modes,
+object groups and COCO's size rule, proposal sets, the COCO metrics, the dataset layout, and the files and chunk
+folders a results folder holds.
 
 Every layer reads them from here (the model builds its branches from `VARIANTS`, the analyses group objects by
 `SIZE_GROUPS`, the figures order and label by both), so this module imports nothing beyond the standard library:
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 # ------------------------------------------------------------------------------------------------ heads and tasks
 HEAD_TYPES = ("fc", "conv")  # the two head types of §2 (Fig. 1), in the order every table and figure lists them
@@ -38,7 +40,7 @@ class Variant:
     name: str  # how configs, folder names and the CLI spell it
     label: str  # the paper's name, for figures and tables
     branches: tuple[BranchSpec, ...]
-    default_mode: str  # inference mode (`dhanalysis.model.variants.parse_mode`)
+    default_mode: str  # an `INFERENCE_MODES` name
     summary: str
     lambda_fc: float = 1.0  # defaults written into the variant's configs
     lambda_conv: float = 1.0
@@ -102,12 +104,93 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
+# Each variant's own inference mode, by variant name: what Table 1 and Table 5 report a model in.
+DEFAULT_MODES: dict[str, str] = {name: v.default_mode for name, v in VARIANTS.items()}
+
+
+# ------------------------------------------------------------------------------------------------ inference modes
+@dataclass(frozen=True)
+class InferenceMode:
+    """How a trained model detects (§4.2, Table 3, Fig. 8): whose classifier scores, whose regressor places the box.
+
+    A mode with two classifiers fuses their probabilities by ``fusion``, a key of
+    `dhanalysis.model.roi_heads.FUSION_RULES` (the rule lives beside the model, its name here, so that figures and
+    tables can list modes without torch).
+    """
+
+    name: str  # how configs, --modes, eval.csv's ``mode`` column and detections_<mode>.json spell it
+    cls: tuple[str, ...]  # the HEAD_TYPES whose classifiers score, fused in this order when there are two
+    reg: str  # the HEAD_TYPES entry whose box regressor places the boxes
+    fusion: str | None  # the fusion rule of two classifiers, None for one
+    label: str  # what the mode does, in the paper's words (figure titles)
+
+    @property
+    def alone(self) -> bool:
+        """One head does both tasks (Fig. 8 a-b; the "conv-head alone" and "fc-head alone" of Figs. A.4-A.5)."""
+        return self.cls == (self.reg,)
+
+    @property
+    def spelled(self) -> str:
+        """The explicit ``<score source>-cls+<box source>-reg`` name, accepted for every mode."""
+        return f"{self.fusion or self.cls[0]}-cls+{self.reg}-reg"
+
+    @property
+    def fusion_label(self) -> str:
+        """Table 3's row name: the fusion method, "No fusion" for one classifier."""
+        return self.fusion.capitalize() if self.fusion else "No fusion"
+
+
+# In the order of Table 3 and Fig. 8; `applicable_modes` and eval list modes in this order.
+INFERENCE_MODES: dict[str, InferenceMode] = {
+    m.name: m
+    for m in (
+        InferenceMode("conv", ("conv",), "conv", None, "conv-head alone"),
+        InferenceMode("fc", ("fc",), "fc", None, "fc-head alone"),
+        InferenceMode("fc-cls+conv-reg", ("fc",), "conv", None, "fc-head cls + conv-head reg"),
+        InferenceMode("conv-cls+fc-reg", ("conv",), "fc", None, "conv-head cls + fc-head reg"),
+        InferenceMode("max", ("fc", "conv"), "conv", "max", "max fusion + conv-head reg"),
+        InferenceMode("average", ("fc", "conv"), "conv", "average", "average fusion + conv-head reg"),
+        InferenceMode("complementary", ("fc", "conv"), "conv", "complementary", "complementary fusion + conv-head reg"),
+    )
+}
+# Other names a mode answers to: its spelled-out form, and "none" (the fusion rule that keeps the fc-head's scores).
+MODE_ALIASES: dict[str, str] = {"none": "fc-cls+conv-reg",
+                                **{m.spelled: m.name for m in INFERENCE_MODES.values() if m.spelled != m.name}}
+# Table 3: the fusion rules of a model whose fc-head classifies and conv-head regresses, "no fusion" first.
+FUSION_MODES = tuple(m.name for m in INFERENCE_MODES.values() if m.reg == "conv" and m.cls[0] == "fc")
+
+
+def find_mode(cls: str, reg: str) -> str | None:
+    """The mode in which head ``cls`` alone classifies and head ``reg`` regresses (None when there is none)."""
+    return next((m.name for m in INFERENCE_MODES.values() if m.cls == (cls,) and m.reg == reg), None)
+
+
+# Figs. A.4-A.5 read one Double-Head-Ext three ways: the conv-head alone, the fc-head alone, both as the variant fuses.
+QUALITATIVE_MODES = (find_mode("conv", "conv"), find_mode("fc", "fc"), VARIANTS["double-head-ext"].default_mode)
+
+
+def lookup_mode(name: str) -> InferenceMode | None:
+    """The mode a name (or an alias) stands for, None when unknown (`dhanalysis.model.variants.parse_mode` raises)."""
+    return INFERENCE_MODES.get(MODE_ALIASES.get(name, name))
+
+
 # ------------------------------------------------------------------------------------------------ object groups
 # COCO's size groups by annotation area in original-image pixels (the ``area`` field; COCOeval's params.areaRng):
 # small < 32², medium 32²-96², large ≥ 96².
 SIZE_GROUPS = ("small", "medium", "large")
 SMALL_MAX_AREA = 32**2
 LARGE_MIN_AREA = 96**2
+
+
+def size_index(area: Any) -> Any:
+    """COCO size group of each area as an index into `SIZE_GROUPS`: a number, or elementwise for a numpy array or
+    torch tensor ``(N,)`` (the one rule every layer groups objects by)."""
+    return (area >= SMALL_MAX_AREA) * 1 + (area >= LARGE_MIN_AREA) * 1
+
+
+def size_group(area: float) -> str:
+    """COCO's size group of one annotation area in pixels: small < 32², medium < 96², large otherwise."""
+    return SIZE_GROUPS[int(size_index(area))]
 # Class difficulty: terciles of the classes ranked by a reference model's per-class AP, highest first (App. A.1).
 DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 

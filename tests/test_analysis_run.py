@@ -21,7 +21,8 @@ from torchvision.ops import box_iou, clip_boxes_to_image
 from dhanalysis.analysis.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import RunOptions, image_context, merge_chunks, process_shard, selected_indices, shard
-from dhanalysis.analysis.scoring import RAW_COLUMNS, AdaptiveBatch, SlidingWindowTask, score_boxes
+from dhanalysis.analysis.scoring import AdaptiveBatch, score_boxes
+from dhanalysis.analysis.sliding_window import RAW_COLUMNS, SlidingWindowTask
 from dhanalysis.analysis.stats import STATS_COLUMNS, bin_summary, merge_stats, pcc_from_stats
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset
@@ -263,3 +264,32 @@ def test_cuda_without_a_gpu_is_a_one_line_error(setup, capsys):
     assert main(sliding_window_args(setup, "single-fc", setup["base"] / "cuda", "--device", "cuda")) == 2
     err = capsys.readouterr().err
     assert err.startswith("dhanalysis: error: ") and err.count("\n") == 1 and "--device" in err
+
+
+def test_overwrite_leaves_no_file_of_the_previous_model(setup):
+    """Every command that writes into a model's folder, then another model claims it with overwrite: only the new
+    model's config.json is left (Figs. A.4, A.5 and 5 must not draw the previous model's qualitative and layer
+    tables)."""
+    from dhanalysis.analysis.architecture import write_architecture
+    from dhanalysis.analysis.qualitative import disagreements, write_disagreements
+    from dhanalysis.analysis.runner import claim_model_folder
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    out = setup["base"] / "overwrite"
+    ckpt, few = str(setup["ckpt"]["double-head-ext"]), ["--max-images", "1", "--no-progress"]
+    assert main(sliding_window_args(setup, "double-head-ext", out, "--max-images", "1", "--raw-sample", "10")) == 0
+    assert main(["pcc", "--ckpt", ckpt, "--out", str(out), "--proposals-per-gt", WINDOWS, *few]) == 0
+    assert main(["spatial-corr", "--ckpt", ckpt, "--out", str(out), *few]) == 0
+    assert main(["eval", "--ckpt", ckpt, "--out", str(out), "--max-images", "1", "--device", "cpu"]) == 0
+    model = load_checkpoint(ckpt)
+    write_disagreements(*disagreements(model, CocoDataset(setup["data"], "val"), max_images=1), out)
+    write_architecture(model, out)
+    before = {p.name for p in out.rglob("*") if p.is_file()}
+    assert {"qualitative.csv", "qualitative_images.csv", "architecture.csv", "eval.csv", "pcc.csv",
+            "spatial_corr.npz", "sliding_window_stats.csv"} <= before and any(n.startswith("detections_") for n in
+                                                                              before)
+    other = json.loads((out / "config.json").read_text())
+    other["model"]["variant"] = "single-fc"
+    claim_model_folder(out, other, overwrite=True)
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*")] == ["config.json"]
+    assert json.loads((out / "config.json").read_text())["model"]["variant"] == "single-fc"

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -381,7 +382,8 @@ def test_every_source_tensor_lands_where_it_should(source, tmp_path):
 
 @pytest.mark.parametrize("source", ["torchvision", *SOURCE_KEYS])
 def test_analyses_run_on_a_converted_checkpoint(source, synth, tmp_path):
-    """eval, sliding-window, pcc, spatial-corr and figures accept the converted checkpoint."""
+    """eval, sliding-window, pcc, spatial-corr and figures run on the converted checkpoint, and their numbers are
+    what the converted model computes: its detections, its heads' mean score and PCC on the windows."""
     extra = []
     if source == "torchvision":
         src = tmp_path / "src.pth"
@@ -409,7 +411,42 @@ def test_analyses_run_on_a_converted_checkpoint(source, synth, tmp_path):
     assert main(["pcc", *common, "--out", str(results), "--proposals-per-gt", "60"]) == 0
     assert main(["spatial-corr", *common, "--out", str(results)]) == 0
     assert main(["figures", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "figures"),
-                 "--formats", "png"]) == 0
+                 "--formats", "png", "--only", "table5"]) == 0
+
+    # the numbers are the converted model's: its own forward and head outputs on the first image, by hand
+    from scipy.stats import pearsonr
+    from torchvision.ops import box_iou
+
+    from dhanalysis.analysis.proposals import sliding_window_proposals
+    from dhanalysis.analysis.runner import image_context
+
+    model = load_checkpoint(ckpt)
+    dataset = CocoDataset(synth, "val")
+    image, target = dataset[0]
+    with torch.inference_mode():
+        (det,) = model([image])
+        ctx, _, _ = image_context(model, image, target, torch.device("cpu"))
+        windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 60)
+        probed = model.roi_heads.probe(ctx.features, [windows], [ctx.image_size])
+    written = json.loads((results / f"detections_{model.mode}.json").read_text())
+    assert len(written) == len(det["scores"]) > 0
+    torch.testing.assert_close(torch.tensor(sorted(d["score"] for d in written)), det["scores"].sort().values)
+    stats = pd.read_csv(results / "sliding_window_stats.csv")
+    labels, iou = ctx.labels[owner], box_iou(windows, ctx.boxes[owner]).diagonal()
+    for head, outputs in probed.items():
+        if "scores" not in outputs:
+            continue
+        score = outputs["scores"][torch.arange(len(windows)), labels].double()
+        part = stats[stats["head"] == head]
+        assert part["n"].sum() == len(windows)
+        assert part["sum_s"].sum() / part["n_s"].sum() == pytest.approx(float(score.mean()), rel=1e-4)
+        pcc = pd.read_csv(results / "pcc.csv").query("head == @head and proposal_set == 'predefined' "
+                                                     "and grouping == 'all'")["pcc"].item()
+        assert pcc == pytest.approx(pearsonr(iou.double().numpy(), score.numpy())[0], abs=1e-4)
+    evals = pd.read_csv(results / "eval.csv")
+    shown = pd.read_csv(tmp_path / "figures" / "table5.csv")  # written, not skipped, from these numbers
+    row = evals[evals["mode"] == shown["mode"].item()]
+    assert shown["model"].item() == source and shown["AP"].item() == pytest.approx(100 * row["AP"].item(), abs=0.051)
 
 
 # ------------------------------------------------------------------------------------------------ model options

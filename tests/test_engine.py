@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +18,7 @@ from dhanalysis.engine.evaluate import coco_ap, evaluate
 from dhanalysis.engine.train import lr_factor, scale_schedule, train
 from dhanalysis.errors import DHError
 from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint
+from dhanalysis.vocab import INFERENCE_MODES
 
 from helpers import tiny_config
 
@@ -80,9 +85,7 @@ def test_non_finite_loss_stops_with_iteration_and_terms(synth, tmp_path):
         train(cfg, tmp_path / "nan", progress=False)
 
 
-def test_evaluation_matches_pycocotools_and_perfect_detections(synth, tmp_path):
-    from pycocotools.cocoeval import COCOeval
-
+def test_perfect_detections_score_ap_one(synth):
     ds = CocoDataset(synth, "val")
     gt = ds.coco
     # perfect detections: every ground-truth box with score 1
@@ -92,41 +95,80 @@ def test_evaluation_matches_pycocotools_and_perfect_detections(synth, tmp_path):
     assert summary["AP"] == pytest.approx(1.0) and summary["AP50"] == pytest.approx(1.0)
     assert all(v == pytest.approx(1.0) for v in per_class.values() if v == v)
 
-    # a hand-built case: shifted boxes, a wrong class and a duplicate; compare with COCOeval run directly
-    made = []
-    for i, a in enumerate(gt.dataset["annotations"]):
-        x, y, w, h = a["bbox"]
-        made.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x + 0.2 * w, y, w, h],
-                     "score": 0.9 - 0.01 * i})
-        if i % 3 == 0:
-            other = [c for c in gt.getCatIds() if c != a["category_id"]][0]
-            made.append({"image_id": a["image_id"], "category_id": other, "bbox": a["bbox"], "score": 0.95})
-    summary, per_class = coco_ap(gt, made, ds.ids)
-    ev = COCOeval(gt, gt.loadRes(made), "bbox")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    assert summary["AP"] == pytest.approx(ev.stats[0]) and summary["AP75"] == pytest.approx(ev.stats[2])
-    assert 0 < summary["AP"] < 1
+
+def _interpolated_ap(matched: list[bool], num_gt: int) -> float:
+    """COCO's AP of one class at one IoU threshold, by hand in float64: detections in score order, precision made
+    monotone from the right, read at the 101 recall points 0, 0.01, ..., 1 (0 past the highest recall)."""
+    tp = np.cumsum(matched)
+    precision = tp / np.arange(1, len(matched) + 1)
+    recall = tp / num_gt
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    points = np.linspace(0, 1, 101)
+    return float(np.mean([envelope[recall >= r - 1e-12].max() if (recall >= r - 1e-12).any() else 0.0
+                          for r in points]))
+
+
+def test_coco_ap_equals_the_paper_metric_computed_by_hand():
+    """Two classes, large boxes: class 1 has a true positive, a false positive, then a box of IoU 2/3 with its
+    second object; class 2 is found exactly. AP averages 10 IoU thresholds, of which 4 (0.5-0.65) accept the
+    shifted box."""
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    box = lambda x: [x, 0.0, 100.0, 100.0]  # noqa: E731 - xywh, area 10^4 >= 96^2: a large object
+    anns = [(1, box(0)), (1, box(300)), (2, box(600))]
+    gt.dataset = {"images": [{"id": 7, "width": 800, "height": 200}],
+                  "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+                  "annotations": [{"id": i + 1, "image_id": 7, "category_id": c, "bbox": b, "area": 1e4,
+                                   "iscrowd": 0} for i, (c, b) in enumerate(anns)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    dets = [{"image_id": 7, "category_id": 1, "bbox": box(0), "score": 0.9},
+            {"image_id": 7, "category_id": 1, "bbox": [0.0, 100.0, 100.0, 100.0], "score": 0.8},  # overlaps nothing
+            {"image_id": 7, "category_id": 1, "bbox": box(320), "score": 0.7},  # IoU 80/120 with the second object
+            {"image_id": 7, "category_id": 2, "bbox": box(600), "score": 0.6}]
+    summary, per_class = coco_ap(gt, dets, [7])
+    accepted, rejected = _interpolated_ap([True, False, True], 2), _interpolated_ap([True, False, False], 2)
+    thresholds = np.linspace(0.5, 0.95, 10)
+    class1 = np.mean([accepted if t <= 2 / 3 else rejected for t in thresholds])
+    assert per_class[1] == pytest.approx(class1, abs=1e-9) and per_class[2] == pytest.approx(1.0)
+    assert summary["AP"] == pytest.approx((class1 + 1) / 2, abs=1e-9)
+    assert summary["AP50"] == pytest.approx((accepted + 1) / 2, abs=1e-9)
+    assert summary["AP75"] == pytest.approx((rejected + 1) / 2, abs=1e-9)
+    assert summary["APl"] == pytest.approx(summary["AP"]) and summary["APs"] == summary["APm"] == 0.0
 
 
 @pytest.mark.slow
 def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
+    """Every mode from one backbone, RPN and branch pass per batch, each mode's detections and AP those of
+    evaluating that mode alone."""
     cfg = _cfg(synth, iterations=2)
-    final = train(cfg, tmp_path / "run", progress=False)
-    model = load_checkpoint(final)
+    model = load_checkpoint(train(cfg, tmp_path / "run", progress=False))
     ds = CocoDataset(synth, "val")
-    table, per_class = evaluate(model, ds, out=tmp_path / "ev", progress=False)
-    assert list(table.columns) == ["model", "mode", "AP", "AP50", "AP75", "APs", "APm", "APl"]
-    assert list(table["mode"]) == ["conv", "fc", "fc-cls+conv-reg", "conv-cls+fc-reg", "max", "average",
-                                   "complementary"]
-    assert ((table[["AP", "AP50"]] >= 0) & (table[["AP", "AP50"]] <= 1)).all().all()
+    calls = {"backbone": 0, "rpn": 0, **{name: 0 for name in model.roi_heads.branches}}
+
+    def counter(key):
+        def hook(module, args, output):
+            calls[key] += 1
+        return hook
+
+    hooks = [model.backbone.register_forward_hook(counter("backbone")), model.rpn.register_forward_hook(counter("rpn"))]
+    hooks += [b.register_forward_hook(counter(n)) for n, b in model.roi_heads.branches.items()]
+    table, per_class = evaluate(model, ds, out=tmp_path / "ev", batch_size=2, progress=False)
+    for h in hooks:
+        h.remove()
+    batches = -(-len(ds) // 2)
+    assert calls == dict.fromkeys(calls, batches)  # one pass per batch whatever the number of modes
+    assert list(table["mode"]) == list(INFERENCE_MODES)  # Double-Head-Ext with λ < 1 supports every mode
     assert list(per_class.columns) == ["model", "mode", "category_id", "category", "AP"]
     assert set(per_class["category_id"]) == set(ds.label_to_cat_id.values())
-    for name in ("eval.csv", "per_class_ap.csv", "detections_complementary.json"):
-        assert (tmp_path / "ev" / name).exists()
-    dets = json.loads((tmp_path / "ev" / "detections_fc.json").read_text())
-    assert all(d["category_id"] in ds.label_to_cat_id.values() for d in dets)
+    detections = {m: json.loads((tmp_path / "ev" / f"detections_{m}.json").read_text()) for m in table["mode"]}
+    assert len({json.dumps(d) for d in detections.values()}) > 1, "the modes' detections should differ"
+    for mode in table["mode"]:
+        alone, _ = evaluate(model, ds, modes=[mode], out=tmp_path / mode, batch_size=2, progress=False)
+        assert json.loads((tmp_path / mode / f"detections_{mode}.json").read_text()) == detections[mode], mode
+        pd.testing.assert_frame_equal(alone.reset_index(drop=True),
+                                      table[table["mode"] == mode].reset_index(drop=True))
     with pytest.raises(DHError, match="mode 'conv' needs the conv-head"):
         evaluate(load_checkpoint(train(_cfg(synth, "single-fc", 1), tmp_path / "fc", progress=False)), ds,
                  modes=["conv"], progress=False)

@@ -14,7 +14,8 @@ from dhanalysis.analysis.fast_heads import FastHeads
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, SlidingWindowTask, score_boxes
+from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, score_boxes
+from dhanalysis.analysis.sliding_window import SlidingWindowTask
 from dhanalysis.analysis.stats import NUM_BINS, bin_summary
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset

@@ -3,12 +3,14 @@ and the fusion rules (Eq. 4)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from dhanalysis.model.heads import Bottleneck, Branch, ConvHead, FCHead, NonLocalBlock, Predictor, ResidualBlock
 from dhanalysis.model.params import layer_weights, paper_m, table2
-from dhanalysis.model.roi_heads import fuse_scores
+from dhanalysis.model.roi_heads import FUSION_RULES, fuse_scores
+from dhanalysis.vocab import INFERENCE_MODES
 
 
 def test_paper_rounding_is_half_up():
@@ -166,7 +168,7 @@ def test_fusion_rules_follow_their_formulas():
     torch.testing.assert_close(fuse_scores(a, b, "complementary"), b + a * (1 - b))
     torch.testing.assert_close(fuse_scores(a, b, "max"), torch.maximum(a, b))
     torch.testing.assert_close(fuse_scores(a, b, "average"), (a + b) / 2)
-    torch.testing.assert_close(fuse_scores(a, b, "none"), a)
+    assert set(FUSION_RULES) == {m.fusion for m in INFERENCE_MODES.values() if m.fusion}  # no rule unnamed, none unused
     fused = fuse_scores(a, b, "complementary")
     assert (fused >= torch.maximum(a, b) - 1e-7).all() and (fused <= 1).all()
 
@@ -196,3 +198,29 @@ def test_fused_scores_reach_detections_unchanged():
     assert keep > 0
     # every detection score is one of the fused values, bit for bit
     assert torch.isin(got, want).all()
+
+
+@pytest.mark.parametrize("mode", list(INFERENCE_MODES))
+def test_each_mode_scores_and_regresses_with_the_heads_its_row_names(mode):
+    """A mode's detections read the classifier(s) and the regressor its table row names, fused by its rule."""
+    from helpers import tiny_config, two_images
+
+    from dhanalysis.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("double-head-ext")).eval()  # λ < 1: both heads have both tasks
+    images, _ = two_images()
+    with torch.no_grad():
+        image_list, feats, _ = model.features(images)
+        proposals, _ = model.rpn(image_list, feats)
+        heads = model.roi_heads.head_outputs(model.roi_heads.branch_outputs(feats, proposals, image_list.image_sizes))
+        scores, deltas = model.roi_heads.mode_scores_and_deltas(heads, mode)
+    probs = {h: heads[h]["cls"].double().softmax(-1) for h in heads}
+    reference = {"max": lambda a, b: np.maximum(a, b), "average": lambda a, b: (a + b) / 2,
+                 "complementary": lambda a, b: 1 - (1 - a) * (1 - b)}  # Eq. 4 as "not missed by either"
+    row = INFERENCE_MODES[mode]
+    want = reference[row.fusion](*(probs[h].numpy() for h in row.cls)) if row.fusion else probs[row.cls[0]].numpy()
+    np.testing.assert_allclose(scores.double().numpy(), want, atol=1e-6)
+    assert torch.equal(deltas, heads[row.reg]["reg"].float())
+    other = [h for h in heads if h != row.reg]
+    assert not torch.equal(deltas, heads[other[0]]["reg"].float())

@@ -198,23 +198,67 @@ def test_conv_roi_scale_enlarges_the_conv_head_input_whatever_its_task(variant):
     from dhanalysis.model import build_model
     from dhanalysis.model.roi_heads import scale_boxes_about_centre
 
+    from torchvision.ops import MultiScaleRoIAlign
+
     torch.manual_seed(0)
     model = build_model(tiny_config(variant, "model.head.conv_roi_scale=1.3")).eval()
     roi_heads = model.roi_heads
-    assert roi_heads.enlarged_branches == {n for n, b in roi_heads.branches.items() if b.head_type == "conv"}
+    pool = roi_heads.box_roi_pool
+    # torchvision's pooler as the reference; these boxes, enlarged or not, all map to FPN level P2 (FPN Eq. 1)
+    reference = MultiScaleRoIAlign(pool.featmap_names, pool.output_size, pool.sampling_ratio)
     images, _ = two_images()
     with torch.no_grad():
         image_list, feats, _ = model.features(images)
         boxes = [torch.tensor([[4.0, 6.0, 60.0, 50.0], [20.0, 10.0, 40.0, 90.0]]), torch.tensor([[0.0, 0, 30, 30]])]
-        got = roi_heads.branch_outputs(feats, boxes, image_list.image_sizes)
+        # x1, y1, x2, y2 grown 1.3x about the centre by hand: centre ± 0.65 · size
+        enlarged = [torch.cat([(b[:, :2] + b[:, 2:]) / 2 - 0.65 * (b[:, 2:] - b[:, :2]),
+                               (b[:, :2] + b[:, 2:]) / 2 + 0.65 * (b[:, 2:] - b[:, :2])], dim=1) for b in boxes]
+        got = roi_heads.branch_outputs(feats, boxes, image_list.image_sizes, backend="torchvision")
+        tasks = {spec.name: spec.focus for spec in VARIANTS[variant].branches}
         for name, branch in roi_heads.branches.items():
-            pooled_boxes = [scale_boxes_about_centre(b, 1.3) for b in boxes] if branch.head_type == "conv" else boxes
-            x = roi_heads.box_roi_pool(feats, pooled_boxes, image_list.image_sizes, level_boxes=boxes)
+            pooled = enlarged if branch.head_type == "conv" else boxes  # the conv-head, whatever its task
+            x = reference(feats, pooled, image_list.image_sizes)
             for ours, ref in zip(got[name], branch(x)):
                 if ref is not None:
-                    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+                    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+        if variant == "double-head-reverse":
+            assert tasks["conv"] == "cls"  # here the enlarged conv-head is the classifier
         if variant != "double-fc":  # a conv-head really saw other features than at scale 1.0
             plain = roi_heads.box_roi_pool(feats, boxes, image_list.image_sizes)
             conv = next(n for n, b in roi_heads.branches.items() if b.head_type == "conv")
             assert not torch.allclose(roi_heads.branches[conv](plain)[0 if got[conv][0] is not None else 1],
                                       got[conv][0] if got[conv][0] is not None else got[conv][1])
+
+
+def test_build_head_rejects_an_unknown_head_type():
+    from dhanalysis.model.build import build_head
+
+    cfg = tiny_config("double-head").model.head
+    with pytest.raises(DHError, match=r"^unknown head type 'transformer'; choose one of: fc, conv$"):
+        build_head("transformer", cfg, 16)
+
+
+def test_a_head_module_passed_in_replaces_the_configs():
+    """As torchvision's FasterRCNN(box_head=...): the user's module is the branch's head, its outputs reach the
+    predictor, and it trains; the other branch is built from the config."""
+    torch.manual_seed(0)
+    cfg = tiny_config("double-head")
+    channels, size = cfg.model.backbone.fpn_channels, cfg.model.head.roi_size
+    mine = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(channels * size * size, 24), torch.nn.ReLU())
+    mine.out_dim = 24
+    model = build_model(cfg, heads={"fc": mine}).eval()
+    assert model.roi_heads.branches["fc"].head is mine and model.roi_heads.branches["conv"].head_type == "conv"
+    images, targets = two_images()
+    with torch.no_grad():
+        image_list, feats, _ = model.features(images)
+        boxes = [torch.tensor([[4.0, 6.0, 60.0, 50.0]]), torch.tensor([[0.0, 0, 30, 30]])]
+        got = model.roi_heads.branch_outputs(feats, boxes, image_list.image_sizes)
+        pooled = model.roi_heads.box_roi_pool(feats, boxes, image_list.image_sizes)
+        torch.testing.assert_close(got["fc"][0], model.roi_heads.branches["fc"].predictor(mine(pooled))[0])
+    model.train()
+    sum(model(images, targets).values()).backward()
+    assert mine[1].weight.grad is not None and mine[1].weight.grad.abs().sum() > 0
+    with pytest.raises(DHError, match="has no branch fc_cls; its branches are fc, conv"):
+        build_model(cfg, heads={"fc_cls": mine})
+    with pytest.raises(DHError, match=r"heads\['fc'\] has no integer out_dim"):
+        build_model(cfg, heads={"fc": torch.nn.Flatten()})

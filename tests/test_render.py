@@ -44,7 +44,7 @@ def _available(res: Results) -> tuple[list[str], dict[str, str]]:
         else:
             drawn.append(key)
             if key in FIGURES:
-                plt.close(out)
+                plt.close(out[0])
     return drawn, skipped
 
 
@@ -236,17 +236,17 @@ def test_render_all_writes_only_what_was_asked_in_the_asked_formats(fake, tmp_pa
     out = tmp_path / "out"
     before = set(plt.get_fignums())
     paths = render_all(fake, out, only=["table3", "fig4"], formats=("png", "svg"), close=False, log=lines.append)
-    assert paths == [out / "table3.md", out / "table3.csv", out / "fig4.png", out / "fig4.svg"]
+    assert paths == [out / "table3.md", out / "table3.csv", out / "fig4.png", out / "fig4.svg", out / "fig4.csv"]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)
     assert lines == [f"Table 3: {out / 'table3.md'}, {out / 'table3.csv'}",
-                     f"Fig. 4: {out / 'fig4.png'}, {out / 'fig4.svg'}"]
+                     f"Fig. 4: {out / 'fig4.png'}, {out / 'fig4.svg'}, {out / 'fig4.csv'}"]
     assert (out / "fig4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in (out / "fig4.svg").read_bytes()
     assert (out / "table3.md").read_text().startswith(TABLE_CAPTIONS["table3"])
     opened = set(plt.get_fignums()) - before  # close=False leaves the figure open (a notebook shows it)
     assert len(opened) == 1
     plt.close(opened.pop())
     # by default every figure is closed once saved
-    assert render_all(fake, out, only=["fig4"], formats=(), log=lambda line: None) == []
+    assert render_all(fake, out, only=["fig4"], formats=(), log=lambda line: None) == [out / "fig4.csv"]
     assert set(plt.get_fignums()) == before
     with pytest.raises(ValueError, match=r"unknown figure or table \['fig9'\]; choose from fig2, "):
         render_all(fake, tmp_path / "bad", only=["fig9"])

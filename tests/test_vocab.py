@@ -14,8 +14,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dhanalysis.vocab import (DIFFICULTY_GROUPS, HEAD_TYPES, LARGE_MIN_AREA, METRICS, SIZE_GROUPS, SMALL_MAX_AREA,
-                              TASKS, VARIANTS, detections_file, table_files)
+from dhanalysis.vocab import (DIFFICULTY_GROUPS, FUSION_MODES, HEAD_TYPES, INFERENCE_MODES, LARGE_MIN_AREA, METRICS,
+                              SIZE_GROUPS, SMALL_MAX_AREA, TASKS, VARIANTS, detections_file, table_files)
 
 from helpers import tiny_config
 
@@ -30,6 +30,21 @@ def test_vocab_and_everything_that_reads_tables_import_without_torch():
         "sys.exit('torch' in sys.modules)\n"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "a torch-free module imported torch"
+
+
+def test_mode_table_is_well_formed_and_every_name_resolves_to_its_row():
+    from dhanalysis.errors import DHError
+    from dhanalysis.model.variants import parse_mode
+
+    for name, m in INFERENCE_MODES.items():
+        assert m.name == name and m.reg in HEAD_TYPES and set(m.cls) <= set(HEAD_TYPES) and m.label
+        assert (m.fusion is not None) == (len(m.cls) == 2), f"{name}: two classifiers need a fusion rule, one none"
+        assert parse_mode(name) is m and parse_mode(m.spelled) is m
+    assert parse_mode("none") is INFERENCE_MODES["fc-cls+conv-reg"]
+    with pytest.raises(DHError, match="complementary"):  # the error lists the table's modes
+        parse_mode("no-such-mode")
+    assert FUSION_MODES[0] == "fc-cls+conv-reg" and {INFERENCE_MODES[m].fusion for m in FUSION_MODES[1:]} == {
+        m.fusion for m in INFERENCE_MODES.values() if m.fusion}  # Table 3: no fusion, then every rule
 
 
 def test_variant_table_is_well_formed():

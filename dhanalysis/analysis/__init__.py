@@ -30,7 +30,7 @@ _EXPORTS = {
     "head_tasks": "scoring",
     "score_boxes": "scoring",
     "AdaptiveBatch": "scoring",
-    "SlidingWindowTask": "scoring",
+    "SlidingWindowTask": "sliding_window",
     "STATS_COLUMNS": "stats",
     "stats_frame": "stats",
     "merge_stats": "stats",

@@ -10,23 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from dhanalysis.errors import DHError
-from dhanalysis.vocab import DIFFICULTY_GROUPS, LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
+from dhanalysis.vocab import DIFFICULTY_GROUPS, SIZE_GROUPS, size_index
 
 PER_CLASS_COLUMNS = ("model", "mode", "category_id", "category", "AP")
 
 __all__ = ["SIZE_GROUPS", "DIFFICULTY_GROUPS", "size_index", "difficulty_from_ap", "load_difficulty",
            "assign_difficulty"]
-
-
-def size_index(area: Any) -> Any:
-    """COCO size group of each area ``(N,)`` (tensor or array) as an integer index into `SIZE_GROUPS`."""
-    return (area >= SMALL_MAX_AREA) * 1 + (area >= LARGE_MIN_AREA) * 1
 
 
 def difficulty_from_ap(per_class: pd.DataFrame) -> dict[int, str]:

@@ -34,8 +34,9 @@ import pandas as pd
 
 from dhanalysis.analysis.groups import assign_difficulty, size_index
 from dhanalysis.analysis.stats import PCC_MOMENTS, pcc_from_moments, pcc_from_stats
+from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
-                              RPN_PROPOSALS, SIZE_GROUPS)
+                              RPN_PROPOSALS, SIZE_GROUPS, find_mode)
 
 if TYPE_CHECKING:  # the model side imports torch where it is used: pcc_table works on tables alone
     import torch
@@ -56,10 +57,8 @@ def detection_mode(model, head: str) -> str | None:
     tasks = head_tasks(model)
     if not tasks.get(head, {}).get("cls"):
         return None
-    if tasks[head]["reg"]:
-        return head
-    other = "conv" if head == "fc" else "fc"
-    return f"{head}-cls+{other}-reg" if tasks.get(other, {}).get("reg") else None
+    regressors = [h for h in (head, *HEAD_TYPES) if tasks.get(h, {}).get("reg")]  # its own regressor first
+    return find_mode(head, regressors[0]) if regressors else None
 
 
 def match_any(boxes: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,13 +250,7 @@ def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None 
 
 
 # ------------------------------------------------------------------------------------------------ one model
-def pcc_outputs():
-    """What the PCC analysis writes into a model's folder (a `dhanalysis.folders.Outputs`)."""
-    from dhanalysis.folders import Outputs
-    from dhanalysis.vocab import PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON, table_files
-
-    return Outputs(analysis="pcc", files=(*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON),
-                   summary=PCC_SUMMARY_JSON, chunks=PCC_CHUNKS, what="PCC results")
+OUTPUTS = RESULTS["pcc"]
 
 
 def compute_pcc(
@@ -300,7 +293,7 @@ def compute_pcc(
     check_window_options(raw_sample, precision, scoring, grid)
     check_rpn_background(rpn_background)
     started = time.perf_counter()
-    outputs = pcc_outputs()
+    outputs = OUTPUTS
     key = {"analysis": outputs.analysis, "config": run.config, **run.data_key}
     if rpn_background != DEFAULT_RPN_BACKGROUND:  # absent at the default, so earlier results keep their identity
         key["rpn_background"] = rpn_background

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhanalysis.vocab import QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV
+from dhanalysis.vocab import QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, QUALITATIVE_MODES
 
-MODES = ("conv", "fc", "complementary")
+MODES = QUALITATIVE_MODES
+CONV_ALONE, FC_ALONE = MODES[:2]
 DETECTION_COLUMNS = ("image_id", "file", "case", "mode", "x1", "y1", "x2", "y2", "label", "category", "score",
                      "gt_index", "iou", "status")
 IMAGE_COLUMNS = ("image_id", "file", "case", "rank", "fc_only_found", "fc_extra_duplicates")
@@ -75,9 +76,9 @@ def disagreements(model, dataset, device="cpu", max_images: int | None = None, s
             for mode in MODES:
                 d = {k: v.cpu() for k, v in by_mode[mode][0].items()}
                 assigned[mode] = _assign(d["boxes"], d["labels"], d["scores"], gt, gt_labels, score_thresh, dup_iou)
-            fc_only = int((assigned["fc"][1] & ~assigned["conv"][1]).sum())
+            fc_only = int((assigned[FC_ALONE][1] & ~assigned[CONV_ALONE][1]).sum())
             dups = {m: sum(r[5] == "duplicate" for r in assigned[m][0]) for m in MODES}
-            per_image.append((index, int(target["image_id"]), fc_only, dups["fc"] - dups["conv"], assigned))
+            per_image.append((index, int(target["image_id"]), fc_only, dups[FC_ALONE] - dups[CONV_ALONE], assigned))
     picks = []
     for case, key, count in (("A.4", 2, per_case[0]), ("A.5", 3, per_case[1])):
         ranked = sorted((p for p in per_image if p[key] > 0), key=lambda p: (-p[key], p[1]))[:count]

@@ -29,24 +29,14 @@ from typing import Any, Protocol
 import torch
 
 from dhanalysis.errors import DHError
-from dhanalysis.folders import (FolderTaken, Outputs, atomic_torch_save, atomic_write_json, claim, read_identity,
-                                read_json)
-from dhanalysis.vocab import (CHUNKS_DIR, CONFIG_JSON, EVAL_CSV, PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON,
-                              PER_CLASS_AP_CSV, RAW_SAMPLE_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON,
-                              SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, detections_file, table_files)
+from dhanalysis.folders import FolderTaken, atomic_torch_save, atomic_write_json, claim, read_identity, read_json
+from dhanalysis.results import Outputs, owned_paths, result_paths
+from dhanalysis.vocab import CHUNKS_DIR, CONFIG_JSON
 
 CHUNK_FORMAT = "dhanalysis-chunk-v1"
 DEFAULT_CHUNK_SIZE = 50
 CHECKPOINTS = Path("checkpoints")  # the workspace's training runs, one folder each (`dhanalysis train --out`)
 RESULTS = Path("results")  # the workspace's results, one folder per model
-
-# Everything the commands write into a model's results folder: what ``overwrite`` deletes when the folder belongs to
-# another model. Nothing else in the folder is touched.
-RESULT_FILES = (
-    CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, *table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV),
-    *table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON, SPATIAL_CORR_NPZ,
-    *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON, CHUNKS_DIR, EVAL_CSV, PER_CLASS_AP_CSV,
-)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -118,13 +108,14 @@ def stored_key(path: Path) -> Any | None:
 
 def claim_model_folder(folder: Path, config: dict, overwrite: bool = False, rank: int = 0) -> None:
     """Make ``folder`` hold this model's results: another model's folder is refused (`FolderTaken` naming the first
-    difference of ``config.json``) unless ``overwrite``, which first deletes every result (`RESULT_FILES`) in it."""
+    difference of ``config.json``) unless ``overwrite``, which first deletes every result the registry lists
+    (`dhanalysis.results.result_paths`)."""
     from dhanalysis.engine.distributed import barrier
 
     folder = Path(folder)
     record = folder / CONFIG_JSON
-    owned = [folder / name for name in RESULT_FILES] + sorted(folder.glob(detections_file("*")))
-    same = claim(folder, config, as_today(read_identity(record)), owned, overwrite=overwrite, writer=rank == 0)
+    same = claim(folder, config, as_today(read_identity(record)), result_paths(folder), overwrite=overwrite,
+                 writer=rank == 0)
     if not same and rank == 0:
         atomic_write_json(record, config)
     barrier()
@@ -551,7 +542,7 @@ def claim_outputs(run: ModelRun, outputs: Outputs, key: dict, overwrite: bool = 
     from dhanalysis.engine.distributed import barrier
 
     folder = run.folder
-    claim(folder, key, stored_key(folder / outputs.summary), [folder / f for f in outputs.files],
+    claim(folder, key, stored_key(folder / outputs.summary), owned_paths(folder, outputs),
           overwrite=overwrite, restart=overwrite, what=outputs.what, writer=run.rank == 0)
     barrier()
 

@@ -12,8 +12,8 @@ back. A NaN score or box is a `DHError`, never averaged in.
 
 Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` with the
 ``"torchvision"`` pooling backend (torchvision RoIAlign per level, the NCHW head modules, decoding of every class).
-`FastScorer` is what the sliding-window command uses: RoIAlign as one weighted gather into channels-last rows
-(`dhanalysis.model.gather_roi`), the heads in their inference form (each head's ``fuse``: matmul chains with folded
+`FastScorer` is what the sliding-window analysis (`sliding_window.SlidingWindowTask`) uses: RoIAlign as one
+weighted gather into channels-last rows (`dhanalysis.model.gather_roi`), the heads in their inference form (each head's ``fuse``: matmul chains with folded
 BatchNorm, assembled by `fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their
 statistics agree to float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
 """
@@ -21,32 +21,23 @@ statistics agree to float32 rounding (tests/test_fast_path.py); BENCHMARKS.md me
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
 from dhanalysis.analysis.fast_heads import FastHeads
-from dhanalysis.analysis.groups import size_index
-from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, sliding_window_grid,
-                                           sliding_window_proposals)
-from dhanalysis.analysis.runner import ImageContext, TaskState
-from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
 from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.model.roi_heads import scale_boxes_about_centre
-from dhanalysis.vocab import HEAD_TYPES, SIZE_GROUPS
+from dhanalysis.vocab import HEAD_TYPES
 
 log = logging.getLogger(__name__)
 
 MIN_BATCH = 16
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-RAW_COLUMNS = ("model", "head", "image_id", "box", "category_id", "size", "iou", "score", "reg_iou")
 
 
 def head_tasks(model) -> dict[str, dict[str, bool]]:
@@ -253,103 +244,5 @@ def sample_per_box(owner: torch.Tensor, k: int, generator: torch.Generator) -> t
     return order[rank < k]
 
 
-class SlidingWindowTask:
-    """§3.1: score ~14k windows per ground-truth box and keep the sums of `stats.MOMENTS` per head and cell.
-
-    ``raw_sample`` > 0 also keeps that many random windows per box as raw rows (seeded by ``seed`` and the image
-    id, so shards and resumed runs draw the same rows). ``fast`` (default) scores with `FastScorer` in
-    ``precision``; ``fast=False`` with the straightforward `score_boxes` (fp32 only), the reference of the tests.
-    ``grid_kind`` picks the window grid (``"spiral"``, the default, or ``"sliding"``; see `proposals`).
-    """
-
-    name = "sliding_window"
-    unit = "proposals"
-
-    def __init__(self, model, num_classes: int, batch_size: int, proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT,
-                 raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32",
-                 grid_kind: str = DEFAULT_GRID):
-        if not fast and precision != "fp32":
-            raise DHError(f"the reference scoring path (fast=False) runs in fp32 only, got precision {precision!r}; "
-                          "score with the fast path for bf16")
-        self.model = model
-        self.heads = head_tasks(model)
-        self.num_classes = num_classes
-        self.device = next(model.parameters()).device
-        self.grid_kind = grid_kind
-        self.grid = sliding_window_grid(proposals_per_gt, self.device, grid_kind).float()
-        self.batcher = AdaptiveBatch(batch_size)
-        self.raw_sample, self.seed = raw_sample, seed
-        self.scorer = FastScorer(model, precision) if fast else None
-
-    def new_state(self) -> TaskState:
-        sums = new_sums(len(self.heads), self.num_classes, self.device)
-        return TaskState(sums={"stats": sums}, counts={"windows": 0}, rows={"raw_sample": []})
-
-    def process(self, ctx: ImageContext, state: TaskState) -> int:
-        windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, grid=self.grid)
-        if len(windows) == 0:  # every box collapsed to nothing at the image border
-            return 0
-        gt = ctx.boxes[owner]
-        labels = ctx.labels[owner]
-        x = matched_iou(windows, gt)
-        if self.scorer is not None:
-            scored = self.scorer.score(ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
-        else:
-            scored = score_boxes(self.model, ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
-        size = size_index(ctx.areas)[owner]
-        cell = cell_index(labels, size, x)
-        for h, head in enumerate(self.heads):
-            parts = scored.get(head, {})
-            add_moments(state.sums["stats"][h], cell, x, parts.get("score"), parts.get("reg_iou"))
-        state.count("windows", len(windows))
-        if self.raw_sample > 0:
-            state.rows["raw_sample"].append(self._raw_rows(ctx, owner, labels, size, x, scored))
-        return len(windows)
-
-    def _raw_rows(self, ctx: ImageContext, owner: torch.Tensor, labels: torch.Tensor, size: torch.Tensor,
-                  x: torch.Tensor, scored: dict) -> torch.Tensor:
-        """``(k·H, 8)`` float64 rows: head index, image id, box, label, size index, iou, score, reg_iou (NaN: none)."""
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + ctx.image_id) % (2**63))
-        pick = sample_per_box(owner, self.raw_sample, g)
-        rows = []
-        nan = torch.full((len(pick),), math.nan, dtype=torch.float64, device=x.device)
-        for h, head in enumerate(self.heads):
-            parts = scored.get(head, {})
-            cols = [torch.full_like(nan, h), torch.full_like(nan, ctx.image_id), ctx.box_index[owner[pick]].double(),
-                    labels[pick].double(), size[pick].double(), x[pick].double(),
-                    parts["score"][pick].double() if "score" in parts else nan,
-                    parts["reg_iou"][pick].double() if "reg_iou" in parts else nan]
-            rows.append(torch.stack(cols, dim=1))
-        return torch.cat(rows).cpu()
-
-    def frame(self, state: TaskState, model_name: str, category_ids: list[int],
-              category_names: list[str]) -> pd.DataFrame:
-        """The statistics table of a merged state (see `stats.STATS_COLUMNS`)."""
-        return stats_frame(state.sums["stats"], list(self.heads), model_name, category_ids, category_names)
-
-    def raw_frame(self, rows: torch.Tensor, model_name: str, category_ids: list[int]) -> pd.DataFrame:
-        """Tidy raw rows (`RAW_COLUMNS`) from `_raw_rows` tensors."""
-        a = rows.numpy()
-        heads = np.asarray(list(self.heads), dtype=object)
-        return pd.DataFrame({
-            "model": model_name,
-            "head": heads[a[:, 0].astype(np.int64)],
-            "image_id": a[:, 1].astype(np.int64),
-            "box": a[:, 2].astype(np.int64),
-            "category_id": np.asarray(category_ids, dtype=np.int64)[a[:, 3].astype(np.int64) - 1],
-            "size": np.asarray(SIZE_GROUPS, dtype=object)[a[:, 4].astype(np.int64)],
-            "iou": a[:, 5], "score": a[:, 6], "reg_iou": a[:, 7],
-        }, columns=list(RAW_COLUMNS))
-
-
-def bin_counts(stats: pd.DataFrame) -> list[int]:
-    """Windows per IoU bin (of the first head: every head scores the same windows)."""
-    if stats.empty:
-        return [0] * NUM_BINS
-    first = stats[stats["head"] == stats["head"].iloc[0]]
-    counts = first.groupby("bin")["n"].sum()
-    return [int(counts.get(b, 0)) for b in range(NUM_BINS)]
-
-
 __all__ = ["head_tasks", "AdaptiveBatch", "is_out_of_memory", "score_boxes", "FastScorer", "PRECISIONS",
-           "sample_per_box", "SlidingWindowTask", "bin_counts", "RAW_COLUMNS"]
+           "sample_per_box"]

@@ -2,36 +2,136 @@
 windows around each ground-truth box, kept as the sufficient statistics of ``sliding_window_stats.csv``.
 
 `compute_sliding_window` takes a loaded model (`runner.ModelRun`) and plain values; it claims the model folder's
-sliding-window files, runs `scoring.SlidingWindowTask` in resumable chunks and writes the tables, then the summary.
+sliding-window files, runs `SlidingWindowTask` (the per-image work, scoring boxes with `scoring`) in resumable chunks
+and writes the tables, then the summary.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 
-from dhanalysis.analysis.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, check_grid_kind, grid_info
-from dhanalysis.analysis.runner import (ModelRun, RunOptions, Written, iter_rows, run_analysis, stored_key,
-                                        write_summary)
-from dhanalysis.analysis.scoring import PRECISIONS, SlidingWindowTask, bin_counts
-from dhanalysis.analysis.stats import NUM_BINS
+from dhanalysis.analysis.groups import size_index
+from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, check_grid_kind, grid_info,
+                                           sliding_window_grid, sliding_window_proposals)
+from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, iter_rows,
+                                        run_analysis, stored_key, write_summary)
+from dhanalysis.analysis.scoring import (PRECISIONS, AdaptiveBatch, FastScorer, head_tasks, sample_per_box,
+                                         score_boxes)
+from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
 from dhanalysis.errors import DHError
-from dhanalysis.folders import Outputs, differences, write_table
-from dhanalysis.vocab import (RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_STATS_CSV,
-                              SLIDING_WINDOW_SUMMARY_JSON, table_files)
+from dhanalysis.folders import differences, write_table
+from dhanalysis.results import RESULTS
+from dhanalysis.boxes import matched_iou
+from dhanalysis.vocab import RAW_SAMPLE_CSV, SIZE_GROUPS, SLIDING_WINDOW_STATS_CSV
 
 DEFAULT_BATCH_SIZE = 2048  # boxes per RoIAlign + head forward; halved on out-of-memory
 SCORING = ("fast", "reference")
-OUTPUTS = Outputs(
-    analysis="sliding-window",
-    files=(*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),
-    summary=SLIDING_WINDOW_SUMMARY_JSON,
-    chunks=SLIDING_WINDOW_CHUNKS,
-    what="sliding-window results",
-)
+OUTPUTS = RESULTS["sliding-window"]
 SAMPLE_ONLY = ("raw_sample", "seed")  # key entries that change raw_sample.csv only, not the statistics
+RAW_COLUMNS = ("model", "head", "image_id", "box", "category_id", "size", "iou", "score", "reg_iou")
+
+
+class SlidingWindowTask:
+    """§3.1: score ~14k windows per ground-truth box and keep the sums of `stats.MOMENTS` per head and cell.
+
+    ``raw_sample`` > 0 also keeps that many random windows per box as raw rows (seeded by ``seed`` and the image
+    id, so shards and resumed runs draw the same rows). ``fast`` (default) scores with `FastScorer` in
+    ``precision``; ``fast=False`` with the straightforward `score_boxes` (fp32 only), the reference of the tests.
+    ``grid_kind`` picks the window grid (``"spiral"``, the default, or ``"sliding"``; see `proposals`).
+    """
+
+    name = "sliding_window"
+    unit = "proposals"
+
+    def __init__(self, model, num_classes: int, batch_size: int, proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT,
+                 raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32",
+                 grid_kind: str = DEFAULT_GRID):
+        if not fast and precision != "fp32":
+            raise DHError(f"the reference scoring path (fast=False) runs in fp32 only, got precision {precision!r}; "
+                          "score with the fast path for bf16")
+        self.model = model
+        self.heads = head_tasks(model)
+        self.num_classes = num_classes
+        self.device = next(model.parameters()).device
+        self.grid_kind = grid_kind
+        self.grid = sliding_window_grid(proposals_per_gt, self.device, grid_kind).float()
+        self.batcher = AdaptiveBatch(batch_size)
+        self.raw_sample, self.seed = raw_sample, seed
+        self.scorer = FastScorer(model, precision) if fast else None
+
+    def new_state(self) -> TaskState:
+        sums = new_sums(len(self.heads), self.num_classes, self.device)
+        return TaskState(sums={"stats": sums}, counts={"windows": 0}, rows={"raw_sample": []})
+
+    def process(self, ctx: ImageContext, state: TaskState) -> int:
+        windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, grid=self.grid)
+        if len(windows) == 0:  # every box collapsed to nothing at the image border
+            return 0
+        gt = ctx.boxes[owner]
+        labels = ctx.labels[owner]
+        x = matched_iou(windows, gt)
+        if self.scorer is not None:
+            scored = self.scorer.score(ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
+        else:
+            scored = score_boxes(self.model, ctx.features, ctx.image_size, windows, labels, gt, self.batcher)
+        size = size_index(ctx.areas)[owner]
+        cell = cell_index(labels, size, x)
+        for h, head in enumerate(self.heads):
+            parts = scored.get(head, {})
+            add_moments(state.sums["stats"][h], cell, x, parts.get("score"), parts.get("reg_iou"))
+        state.count("windows", len(windows))
+        if self.raw_sample > 0:
+            state.rows["raw_sample"].append(self._raw_rows(ctx, owner, labels, size, x, scored))
+        return len(windows)
+
+    def _raw_rows(self, ctx: ImageContext, owner: torch.Tensor, labels: torch.Tensor, size: torch.Tensor,
+                  x: torch.Tensor, scored: dict) -> torch.Tensor:
+        """``(k·H, 8)`` float64 rows: head index, image id, box, label, size index, iou, score, reg_iou (NaN: none)."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + ctx.image_id) % (2**63))
+        pick = sample_per_box(owner, self.raw_sample, g)
+        rows = []
+        nan = torch.full((len(pick),), math.nan, dtype=torch.float64, device=x.device)
+        for h, head in enumerate(self.heads):
+            parts = scored.get(head, {})
+            cols = [torch.full_like(nan, h), torch.full_like(nan, ctx.image_id), ctx.box_index[owner[pick]].double(),
+                    labels[pick].double(), size[pick].double(), x[pick].double(),
+                    parts["score"][pick].double() if "score" in parts else nan,
+                    parts["reg_iou"][pick].double() if "reg_iou" in parts else nan]
+            rows.append(torch.stack(cols, dim=1))
+        return torch.cat(rows).cpu()
+
+    def frame(self, state: TaskState, model_name: str, category_ids: list[int],
+              category_names: list[str]) -> pd.DataFrame:
+        """The statistics table of a merged state (see `stats.STATS_COLUMNS`)."""
+        return stats_frame(state.sums["stats"], list(self.heads), model_name, category_ids, category_names)
+
+    def raw_frame(self, rows: torch.Tensor, model_name: str, category_ids: list[int]) -> pd.DataFrame:
+        """Tidy raw rows (`RAW_COLUMNS`) from `_raw_rows` tensors."""
+        a = rows.numpy()
+        heads = np.asarray(list(self.heads), dtype=object)
+        return pd.DataFrame({
+            "model": model_name,
+            "head": heads[a[:, 0].astype(np.int64)],
+            "image_id": a[:, 1].astype(np.int64),
+            "box": a[:, 2].astype(np.int64),
+            "category_id": np.asarray(category_ids, dtype=np.int64)[a[:, 3].astype(np.int64) - 1],
+            "size": np.asarray(SIZE_GROUPS, dtype=object)[a[:, 4].astype(np.int64)],
+            "iou": a[:, 5], "score": a[:, 6], "reg_iou": a[:, 7],
+        }, columns=list(RAW_COLUMNS))
+
+
+def bin_counts(stats: pd.DataFrame) -> list[int]:
+    """Windows per IoU bin (of the first head: every head scores the same windows)."""
+    if stats.empty:
+        return [0] * NUM_BINS
+    first = stats[stats["head"] == stats["head"].iloc[0]]
+    counts = first.groupby("bin")["n"].sum()
+    return [int(counts.get(b, 0)) for b in range(NUM_BINS)]
 
 
 def check_window_options(raw_sample: int = 0, precision: str = "fp32", scoring: str = "fast",

@@ -27,7 +27,6 @@ import io
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,11 +35,11 @@ from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, Task
                                         write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
 from dhanalysis.errors import DHError
-from dhanalysis.folders import Outputs, atomic_write_bytes, write_table
-from dhanalysis.vocab import SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
+from dhanalysis.folders import atomic_write_bytes, write_table
+from dhanalysis.results import RESULTS, SPATIAL_COLUMNS, spatial_frame  # noqa: F401 - SPATIAL_COLUMNS as before
+from dhanalysis.vocab import SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ
 
 MAPS = ("conv_output", "conv_output_pre_relu", "fc_output", "fc_weight")
-SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
 
 
 def cell_cosine(maps: torch.Tensor) -> torch.Tensor:
@@ -154,24 +153,8 @@ class SpatialTask:
         return {k: out[k] for k in MAPS if k in out}
 
 
-def spatial_frame(maps: dict[str, np.ndarray], model_name: str) -> pd.DataFrame:
-    """Tidy table (`SPATIAL_COLUMNS`): one row per (map, cell_i, cell_j); cell = y·S + x."""
-    parts = []
-    for name, matrix in maps.items():
-        i, j = np.meshgrid(np.arange(matrix.shape[0]), np.arange(matrix.shape[1]), indexing="ij")
-        parts.append(pd.DataFrame({"model": model_name, "map": name, "cell_i": i.ravel(), "cell_j": j.ravel(),
-                                   "value": matrix.ravel()}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SPATIAL_COLUMNS))
-
-
 # ------------------------------------------------------------------------------------------------ one model
-OUTPUTS = Outputs(
-    analysis="spatial-corr",
-    files=(SPATIAL_CORR_NPZ, *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON),
-    summary=SPATIAL_SUMMARY_JSON,
-    chunks=SPATIAL_CORR_CHUNKS,
-    what="spatial-correlation results",
-)
+OUTPUTS = RESULTS["spatial-corr"]
 DEFAULT_BATCH_SIZE = 256  # ground-truth RoIs per head forward; halved on out-of-memory
 
 

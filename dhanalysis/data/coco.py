@@ -27,7 +27,7 @@ from PIL import Image
 
 from dhanalysis.config import DataConfig
 from dhanalysis.errors import BadImages, DHError
-from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, split_paths
+from dhanalysis.vocab import SIZE_GROUPS, size_group, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
-
-
-def size_group(area: float) -> str:
-    """COCO's size group of an annotation area in pixels (`SIZE_GROUPS`): small < 32², medium < 96², large otherwise."""
-    return SIZE_GROUPS[int(area >= SMALL_MAX_AREA) + int(area >= LARGE_MIN_AREA)]
 
 
 def available_splits(root: str | Path) -> list[str]:

@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_bytes, claim
-from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, split_paths
+from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, size_group, split_paths
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +301,7 @@ def _group_ranges(params: SynthParams) -> dict[str, tuple[float, float]]:
 
 def _group_of(box: tuple[float, float, float, float]) -> str:
     """COCO size group of an xyxy box (its area is what goes into the json)."""
-    side = math.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
-    return SIZE_GROUPS[int(side >= SMALL_MAX_SIDE) + int(side >= LARGE_MIN_SIDE)]
+    return size_group(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
 
 
 def _clip_polygon(verts: np.ndarray, size: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from dhanalysis.errors import DHError
 from dhanalysis.folders import write_table
-from dhanalysis.vocab import EVAL_CSV, SWEEP_CSV, SWEEP_RESULTS_CSV
+from dhanalysis.vocab import EVAL_CSV, FUSION_MODES, SWEEP_CSV, SWEEP_RESULTS_CSV
 
 LAMBDA_FC = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LAMBDA_CONV = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -99,7 +99,7 @@ def fig8_runs(lambda_fc: tuple[float, ...] = LAMBDA_FC, lambda_conv: tuple[float
 
 def table3_runs() -> list[Run]:
     """Table 3: one trained Double-Head-Ext model, its fusion rules compared (no training)."""
-    return [Run("fusion", (), {}, train=False, modes=("fc-cls+conv-reg", "max", "average", "complementary"))]
+    return [Run("fusion", (), {}, train=False, modes=FUSION_MODES)]
 
 
 GRIDS = {"table1": table1_runs, "table2": table2_runs, "fig8": fig8_runs, "table3": table3_runs}

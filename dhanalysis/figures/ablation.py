@@ -16,31 +16,24 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from dhanalysis.figures.style import HEATMAP_CMAP, MISSING_COLOR, new_figure, paper_style, variant_label
-from dhanalysis.vocab import HEAD_TYPES, METRICS, TASKS, VARIANTS
+from dhanalysis.results import pick_mode
+from dhanalysis.vocab import FUSION_MODES, HEAD_TYPES, INFERENCE_MODES, METRICS, TASKS, VARIANTS
 
-FIG8_MODES = {
-    "conv": "(a) conv-head alone",
-    "fc": "(b) fc-head alone",
-    "fc-cls+conv-reg": "(c) fc-head cls + conv-head reg",
-    "complementary": "(d) complementary fusion + conv-head reg",
-}
+VANILLA_MODE = VARIANTS["double-head"].default_mode  # (c): the green box marks vanilla Double-Head in it
+EXT_MODE = VARIANTS["double-head-ext"].default_mode  # (d): the blue box marks its best cell
+# Fig. 8's panels: each head alone, then vanilla Double-Head's and Double-Head-Ext's modes, titled by the mode table.
+FIG8_MODES = {name: f"({'abcdefgh'[i]}) {INFERENCE_MODES[name].label}" for i, name in enumerate(
+    [m.name for m in INFERENCE_MODES.values() if m.alone] + [VANILLA_MODE, EXT_MODE])}
 BEST_COLOR = "#1f4fd8"  # the paper's blue box: best cell of (d)
 VANILLA_COLOR = "#1a9641"  # the paper's green box: vanilla Double-Head (λ_fc = λ_conv = 1) in (c)
 TABLE_METRICS = METRICS[:3]  # AP, AP50, AP75: the columns of Tables 2 and 3
-TABLE3_MODES = {"fc-cls+conv-reg": "No fusion", "max": "Max", "average": "Average", "complementary": "Complementary"}
+TABLE3_MODES = {name: INFERENCE_MODES[name].fusion_label for name in FUSION_MODES}
 
 # Table 1's weight columns: the (head, task) pairs each variant trains when λ = 1, weighted by that head's ω.
 TABLE1_TASKS = {name: v.focused_tasks for name, v in VARIANTS.items()}
 
 
 # ------------------------------------------------------------------------------------------------------ tables
-def pick_mode(rows: pd.DataFrame, preferred: str | None = None) -> pd.Series:
-    """One evaluation row of one model: the ``preferred`` mode when evaluated, otherwise the mode with the best AP."""
-    if preferred and (rows["mode"] == preferred).any():
-        return rows[rows["mode"] == preferred].iloc[0]
-    return rows.loc[rows["AP"].astype(float).idxmax()]
-
-
 def _percent(row: pd.Series, metrics: Sequence[str]) -> dict[str, float]:
     return {m: round(100 * float(row[m]), 1) if m in row and pd.notna(row[m]) else np.nan for m in metrics}
 
@@ -181,10 +174,10 @@ def plot_fig8(results: pd.DataFrame, modes: dict[str, str] | None = None, fig: F
             ax.set_ylabel(r"$\lambda^{conv}$")
             ax.grid(False)
             ax.set_title(title)
-            if mode == "complementary" and np.isfinite(data).any():
+            if mode == EXT_MODE and np.isfinite(data).any():
                 i, j = np.unravel_index(np.nanargmax(data), data.shape)
                 _outline(ax, int(i), int(j), BEST_COLOR)
-            if mode == "fc-cls+conv-reg" and 1.0 in grid.index and 1.0 in grid.columns:
+            if mode == VANILLA_MODE and 1.0 in grid.index and 1.0 in grid.columns:
                 i, j = list(grid.index).index(1.0), list(grid.columns).index(1.0)
                 if np.isfinite(data[i, j]):
                     _outline(ax, i, j, VANILLA_COLOR)

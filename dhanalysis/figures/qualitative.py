@@ -10,9 +10,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from dhanalysis.figures.style import new_figure, paper_style, variant_label
+from dhanalysis.vocab import INFERENCE_MODES, QUALITATIVE_MODES
 
-COLUMNS = (("ground-truth", "ground truth"), ("conv", "conv-head alone"), ("fc", "fc-head alone"),
-           ("complementary", variant_label("double-head-ext")))
+COLUMNS = (("ground-truth", "ground truth"), *((m, INFERENCE_MODES[m].label) for m in QUALITATIVE_MODES[:-1]),
+           (QUALITATIVE_MODES[-1], variant_label("double-head-ext")))
 COLOURS = {"found": "#2CA02C", "duplicate": "#D62728", "other": "#FF7F0E"}
 CAPTIONS = {"A.4": "Fig. A.4: the fc-head classifies better (objects only the fc-head detects)",
             "A.5": "Fig. A.5: the conv-head localises better (duplicates only the fc-head keeps)"}

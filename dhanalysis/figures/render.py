@@ -1,185 +1,53 @@
 """Render every figure and table a results folder allows (``dhanalysis figures``), from result files alone.
 
-A results folder holds one sub-folder per model (any folder with ``config.json``, ``summary.json``, ``eval.csv``,
-``sliding_window_stats.csv``, ``pcc.csv`` or ``spatial_corr.npz``) and, optionally, the ablation sweeps
-(``sweeps/<grid>/results.csv``). A model's variant is ``model.variant`` of its ``config.json``, else the longest
-variant name its folder name contains. Each figure picks the models it needs by variant; one whose inputs are
-missing is skipped with one line saying which results would produce it.
+A results folder holds one sub-folder per model (any folder holding a file of `dhanalysis.results.MODEL_MARKERS`)
+and, optionally, the ablation sweeps (``sweeps/<grid>/results.csv``). A model's variant is ``model.variant`` of its
+``config.json``, else the longest variant name its folder name contains. Each figure picks the models it needs by
+variant; one whose inputs are missing is skipped with one line saying which results would produce it.
 
 Which heads are "the fc-head" and "the conv-head" (Figs. 2-4, A.1, A.2): by default Single-FC's fc-head and
 Single-Conv's conv-head, as in the paper, else the two heads of one Double-Head(-Ext) model; ``fc_head`` /
 ``conv_head`` = (model, head) override either. Any head not from the paper's model is a substitute: the figure says
 so in a red title and `figure` logs a ``WARNING:`` line, both worded by `substitute_note`.
 
-The statistics behind the curves and bars come from `dhanalysis.analysis` (`bin_summary`, `pcc_table`,
-`difficulty_from_ap`: pandas only); the plotting modules only draw the tidy tables handed to them.
+The statistics behind the curves and bars come from `dhanalysis.analysis.figure_tables`, imported when first
+needed, and each figure's table is written beside it (``fig2.csv`` beside ``fig2.png``); the plotting modules only
+draw the tidy tables handed to them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
-from dhanalysis.analysis.pcc import pcc_table
-from dhanalysis.analysis.stats import bin_summary
 from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
 from dhanalysis.figures.style import head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
-from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, HEAD_TYPES, PCC_CSV, PER_CLASS_AP_CSV,
-                              PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV,
-                              SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_NPZ, SWEEP_RESULTS_CSV, VARIANTS)
+from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, ResultsTree, spatial_frame
+from dhanalysis.results import ModelResults, discover_models, variant_from_name  # noqa: F401 - the reader, as before
+from dhanalysis.vocab import HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, VARIANTS
 
-MODEL_FILES = (CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, EVAL_CSV, SLIDING_WINDOW_STATS_CSV, PCC_CSV, SPATIAL_CORR_NPZ)
 HeadRef = tuple[str, str]  # (model name, head type)
-DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
 
 
-def variant_from_name(name: str) -> str | None:
-    """The longest variant name contained in a folder name ("synth-double-head-ext" -> "double-head-ext")."""
-    hits = [v for v in VARIANTS if v in name.lower()]
-    return max(hits, key=len) if hits else None
-
-
-@dataclass(frozen=True)
-class ModelResults:
-    """One model's result folder."""
-
-    name: str
-    folder: Path
-    variant: str | None
-    config: dict = field(default_factory=dict, compare=False)
-
-    def path(self, filename: str) -> Path | None:
-        path = self.folder / filename
-        return path if path.is_file() else None
-
-    @property
-    def preferred_mode(self) -> str | None:
-        """The inference mode its config asks for (``model.mode``), None for the variant's default."""
-        return (self.config.get("model") or {}).get("mode") or None
-
-
-def _read_config(folder: Path) -> dict:
-    try:
-        return json.loads((folder / CONFIG_JSON).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-
-
-def _model_results(folder: Path) -> ModelResults:
-    config = _read_config(folder)
-    variant = (config.get("model") or {}).get("variant") or variant_from_name(folder.name)
-    return ModelResults(folder.name, folder, variant, config)
-
-
-def discover_models(root: str | Path, models: Sequence[str] | None = None) -> dict[str, ModelResults]:
-    """name -> `ModelResults` for every model folder under ``root`` (or ``root`` itself when it is one).
-
-    ``models`` keeps only folders whose name or variant is listed.
-    """
-    root = Path(root)
-
-    def is_model(folder: Path) -> bool:
-        return any((folder / f).is_file() for f in MODEL_FILES)
-
-    if is_model(root):
-        folders = [root]
-    else:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and is_model(p)) if root.is_dir() else []
-    found = {f.name: _model_results(f) for f in folders}
-    if models:
-        wanted = set(models)
-        found = {k: m for k, m in found.items() if k in wanted or m.variant in wanted}
-    return found
-
-
-def _read_csv(path: Path | None) -> pd.DataFrame | None:
-    if path is None:
-        return None
-    table = pd.read_csv(path)
-    return table if len(table) else None
-
-
-class Results:
-    """Cached access to the tables of one results folder (and its sweeps).
+class Results(ResultsTree):
+    """`ResultsTree` with the head comparisons' choice of heads.
 
     Args:
-        root: the results folder. ``models``: restrict to these folder names or variants. ``sweeps``: the sweeps
-        folder (default ``root/sweeps``): ``results.csv`` there and in its sub-folders is read.
-        ``fc_head`` / ``conv_head``: (model, head) for the head comparisons, overriding the defaults.
+        root, models, sweeps: as `ResultsTree`. ``fc_head`` / ``conv_head``: (model, head) for the head comparisons,
+        overriding the defaults.
     """
 
     def __init__(self, root: str | Path, models: Sequence[str] | None = None, sweeps: str | Path | None = None,
                  fc_head: HeadRef | None = None, conv_head: HeadRef | None = None):
-        self.root = Path(root)
-        self.models = discover_models(self.root, models)
-        self.sweeps_dir = Path(sweeps) if sweeps is not None else self.root / "sweeps"
+        super().__init__(root, models, sweeps)
         self.overrides = {"fc": fc_head, "conv": conv_head}
-        self._cache: dict[tuple[str, str], object] = {}
-
-    # ------------------------------------------------------------------ per-model files
-    def _cached(self, kind: str, model: str, load: Callable[[ModelResults], object]) -> object:
-        key = (kind, model)
-        if key not in self._cache:
-            entry = self.models.get(model)
-            self._cache[key] = load(entry) if entry is not None else None
-        return self._cache[key]
-
-    def stats(self, model: str) -> pd.DataFrame | None:
-        """The sliding-window statistics table of ``model``, with its ``variant``."""
-        def load(m: ModelResults) -> pd.DataFrame | None:
-            table = _read_csv(m.path(SLIDING_WINDOW_STATS_CSV))
-            # "" rather than None for an unknown variant: group-bys drop None keys
-            return None if table is None else table.assign(model=m.name, variant=m.variant or "")
-        return self._cached("stats", model, load)
-
-    def pcc(self, model: str) -> pd.DataFrame | None:
-        def load(m: ModelResults) -> pd.DataFrame | None:
-            table = _read_csv(m.path(PCC_CSV))
-            # "" rather than None for an unknown variant: group-bys drop None keys
-            return None if table is None else table.assign(model=m.name, variant=m.variant or "")
-        return self._cached("pcc", model, load)
-
-    def spatial(self, model: str) -> dict[str, np.ndarray]:
-        def load(m: ModelResults) -> dict[str, np.ndarray]:
-            path = m.path(SPATIAL_CORR_NPZ)
-            if path is None:
-                return {}
-            with np.load(path) as data:
-                return {k: data[k] for k in data.files}
-        return self._cached("spatial", model, load) or {}
-
-    def evals(self) -> pd.DataFrame | None:
-        """Every model's eval.csv rows, with ``variant``."""
-        parts = []
-        for m in self.models.values():
-            table = _read_csv(m.path(EVAL_CSV))
-            if table is not None:
-                parts.append(table.assign(model=m.name, variant=m.variant or ""))
-        return pd.concat(parts, ignore_index=True) if parts else None
-
-    def heads(self, model: str, source: str = "stats") -> set[str]:
-        """The heads ``model`` has results of: in its sliding-window statistics, or (``source="pcc"``) either
-        there or in its pcc.csv."""
-        tables = [self.stats(model)] + ([self.pcc(model)] if source == "pcc" else [])
-        return {h for t in tables if t is not None for h in t["head"]}
-
-    def with_variant(self, variant: str, head: str | None = None, source: str = "stats") -> str | None:
-        """The first model of ``variant`` (whose results of ``source`` have ``head``, when given)."""
-        for name, m in self.models.items():
-            if m.variant == variant and (head is None or head in self.heads(name, source)):
-                return name
-        return None
 
     # ------------------------------------------------------------------ which heads are compared
     @cached_property
@@ -207,51 +75,10 @@ class Results:
                 pair[h] = ref
         return pair if all(pair.values()) else None
 
-    # ------------------------------------------------------------------ sweeps, architecture, difficulty
-    @cached_property
-    def sweeps(self) -> pd.DataFrame | None:
-        """The sweeps' results.csv tables (``grid`` column: table1, table2, fig8, table3), concatenated."""
-        if not self.sweeps_dir.is_dir():
-            return None
-        paths = sorted({*self.sweeps_dir.glob(SWEEP_RESULTS_CSV), *self.sweeps_dir.glob(f"*/{SWEEP_RESULTS_CSV}")})
-        parts = [t for t in (_read_csv(p) for p in paths) if t is not None and "grid" in t.columns]
-        return pd.concat(parts, ignore_index=True) if parts else None
-
-    def sweep(self, grid: str) -> pd.DataFrame | None:
-        table = self.sweeps
-        if table is None:
-            return None
-        part = table[table["grid"] == grid].dropna(axis=1, how="all")
-        return part if len(part) else None
-
-    @cached_property
-    def architecture(self) -> pd.DataFrame | None:
-        """architecture.csv of the results folder itself, else of a model (Double-Head-Ext's first)."""
-        order = sorted(self.models.values(), key=lambda m: (m.variant not in DOUBLE_HEAD_PREFERENCE, m.name))
-        for path in [self.root / ARCHITECTURE_CSV] + [m.folder / ARCHITECTURE_CSV for m in order]:
-            if path.is_file():
-                return pd.read_csv(path, dtype={"block_M": str})
-        return None
-
     @cached_property
     def difficulty(self) -> tuple[dict[int, str], str] | None:
-        """(category_id -> easy/medium/hard, the reference model) ranked by per-class AP (App. A.1).
-
-        The reference is the Single-FC model (the paper's FPN baseline) when it has per_class_ap.csv, else the
-        first model that does; of several modes, its preferred (else best-AP) mode.
-        """
-        order = sorted(self.models.values(), key=lambda m: (m.variant != "single-fc", m.name))
-        for m in order:
-            per_class = _read_csv(m.path(PER_CLASS_AP_CSV))
-            if per_class is None:
-                continue
-            if "mode" in per_class.columns and per_class["mode"].nunique() > 1:
-                evals = _read_csv(m.path(EVAL_CSV))
-                mode = (ablation.pick_mode(evals, m.preferred_mode)["mode"] if evals is not None
-                        else per_class["mode"].iloc[0])
-                per_class = per_class[per_class["mode"] == mode]
-            return difficulty_from_ap(per_class), m.name
-        return None
+        """(category_id -> difficulty, reference model): `dhanalysis.analysis.figure_tables.class_difficulty`."""
+        return _tables().class_difficulty(self)
 
 
 # ---------------------------------------------------------------------------------------------- substitutes
@@ -310,72 +137,52 @@ def substitute_note(res: Results, sources: Mapping[str, HeadRef] | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- tidy inputs
+def _tables():
+    """`dhanalysis.analysis.figure_tables`, imported when a figure's table is first needed: the figures layer
+    imports without the analyses, and computes no statistic itself."""
+    from dhanalysis.analysis import figure_tables
+
+    return figure_tables
+
+
 def curves(res: Results, refs: Iterable[HeadRef], group: str | None = None) -> pd.DataFrame | None:
-    """`bin_summary` of the given (model, head) curves, by ``group`` (``size``, ``difficulty``) or over all objects;
-    None when a curve has no statistics."""
-    parts = []
-    for model, head in refs:
-        stats = res.stats(model)
-        if stats is None or head not in set(stats["head"]):
-            return None
-        stats = stats[stats["head"] == head]
-        if group == "difficulty":
-            ranking = res.difficulty
-            if ranking is None:
-                return None
-            stats = assign_difficulty(stats, ranking[0]).dropna(subset=["difficulty"])
-        by = ["model", "variant", "head"] + ([group] if group else [])
-        summary = bin_summary(stats, by=by)
-        parts.append(summary.rename(columns={group: "group"}) if group else summary.assign(group="all"))
-    return pd.concat(parts, ignore_index=True) if parts else None
+    """The curves of ``refs`` by ``group`` (`dhanalysis.analysis.figure_tables.curves`), difficulty ranked by
+    ``res.difficulty``."""
+    ranking = res.difficulty if group == "difficulty" else None
+    return _tables().curves(res, refs, group, ranking[0] if ranking else None)
 
 
 def pcc_rows(res: Results, refs: Iterable[HeadRef], difficulty: bool = False) -> pd.DataFrame | None:
-    """pcc.csv rows of the given heads. Predefined-proposal PCCs come from the statistics when present (exact, and
-    ranked by the same difficulty reference as Fig. A.1), else from pcc.csv."""
-    parts = []
-    for model, head in refs:
-        stats, stored = res.stats(model), res.pcc(model)
-        rows = []
-        if stats is not None and head in set(stats["head"]):
-            ranking = res.difficulty if difficulty else None
-            table = pcc_table(stats[stats["head"] == head], difficulty=ranking[0] if ranking else None)
-            rows.append(table.assign(variant=res.models[model].variant or ""))
-        if stored is not None:
-            part = stored[stored["head"] == head]
-            if rows:
-                part = part[part["proposal_set"] != PREDEFINED]
-            rows.append(part)
-        if rows:
-            parts.append(pd.concat(rows, ignore_index=True))
-    return pd.concat(parts, ignore_index=True) if parts else None
+    """The PCC rows of ``refs`` (`dhanalysis.analysis.figure_tables.pcc_rows`), difficulty ranked like Fig. A.1."""
+    ranking = res.difficulty if difficulty else None
+    return _tables().pcc_rows(res, refs, ranking[0] if ranking else None)
 
 
 # ---------------------------------------------------------------------------------------------- one builder per figure
 SW = "sliding-window results"
 SW_CMD = "(dhanalysis sliding-window)"
-Builder = Callable[[Results], "Figure | str"]
+Builder = Callable[[Results], "tuple[Figure, pd.DataFrame] | str"]  # the figure and the table it draws, or why not
 
 
-def _fig2(res: Results) -> Figure | str:
+def _fig2(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     pair = res.head_pair
     data = curves(res, pair.values(), "size") if pair else None
     if data is None:
         return f"needs {SW} of a single-fc and a single-conv model, or of one double-head(-ext) model {SW_CMD}"
-    return sliding_window.plot_fig2(data, caveat=substitute_note(res))
+    return sliding_window.plot_fig2(data, caveat=substitute_note(res)), data
 
 
-def _figA1(res: Results) -> Figure | str:
+def _figA1(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     pair = res.head_pair
     data = curves(res, pair.values(), "difficulty") if pair else None
     if data is None:
         return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis eval) "
                 "to rank the classes")
     note = f"classes ranked by the per-class AP of {res.difficulty[1]}"
-    return sliding_window.plot_figA1(data, note=note, caveat=substitute_note(res))
+    return sliding_window.plot_figA1(data, note=note, caveat=substitute_note(res)), data
 
 
-def _model_pair(res: Results, variants: Sequence[str], head: str) -> Figure | str | pd.DataFrame:
+def _model_pair(res: Results, variants: Sequence[str], head: str) -> str | pd.DataFrame:
     models = [res.with_variant(v, head) for v in variants]
     data = curves(res, [(m, head) for m in models]) if all(models) else None
     if data is None:
@@ -383,17 +190,17 @@ def _model_pair(res: Results, variants: Sequence[str], head: str) -> Figure | st
     return data
 
 
-def _fig6(res: Results) -> Figure | str:
+def _fig6(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     data = _model_pair(res, ("single-conv", "double-conv"), "conv")
-    return data if isinstance(data, str) else sliding_window.plot_fig6(data)
+    return data if isinstance(data, str) else (sliding_window.plot_fig6(data), data)
 
 
-def _fig7(res: Results) -> Figure | str:
+def _fig7(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     data = _model_pair(res, ("single-fc", "double-fc"), "fc")
-    return data if isinstance(data, str) else sliding_window.plot_fig7(data)
+    return data if isinstance(data, str) else (sliding_window.plot_fig7(data), data)
 
 
-def _figA3(res: Results) -> Figure | str:
+def _figA3(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     ext = res.with_variant("double-head-ext")
     refs = [(m, h) for m, h in ((res.with_variant("single-fc", "fc"), "fc"),
                                 (res.with_variant("single-conv", "conv"), "conv")) if m]
@@ -401,16 +208,16 @@ def _figA3(res: Results) -> Figure | str:
     data = curves(res, refs) if ext and len(refs) > 2 else None
     if data is None:
         return f"needs {SW} of a double-head-ext model and of a single-fc and/or single-conv model {SW_CMD}"
-    return sliding_window.plot_figA3(data)
+    return sliding_window.plot_figA3(data), data
 
 
-def _fig3(res: Results) -> Figure | str:
+def _fig3(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     pair = res.pcc_head_pair
     data = pcc_rows(res, pair.values()) if pair else None
     if data is None or not len(data):
         return (f"needs pcc results (pcc.csv from dhanalysis pcc) or {SW} {SW_CMD} of the fc-head and conv-head "
                 "models")
-    return correlation.plot_fig3(data, caveat=_fig3_note(res))
+    return correlation.plot_fig3(data, caveat=_fig3_note(res)), data
 
 
 def _fig3_note(res: Results) -> str | None:
@@ -419,7 +226,7 @@ def _fig3_note(res: Results) -> str | None:
     return substitute_note(res, res.pcc_head_pair, paper)
 
 
-def _figA2(res: Results) -> Figure | str:
+def _figA2(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     pair = res.head_pair
     data = pcc_rows(res, pair.values(), difficulty=True) if pair else None
     if data is not None:
@@ -428,7 +235,7 @@ def _figA2(res: Results) -> Figure | str:
         return (f"needs {SW} of the fc-head and conv-head models {SW_CMD} and a per_class_ap.csv (dhanalysis "
                 "eval), or pcc.csv with difficulty groups")
     note = f"classes ranked by the per-class AP of {res.difficulty[1]}" if res.difficulty else None
-    return correlation.plot_figA2(data, note=note, caveat=substitute_note(res))
+    return correlation.plot_figA2(data, note=note, caveat=substitute_note(res)), data
 
 
 def _map_head(name: str) -> str:
@@ -468,32 +275,33 @@ def _fig4_note(res: Results) -> str | None:
     return substitute_note(res, sources, paper, inputs="spatial-correlation results")
 
 
-def _fig4(res: Results) -> Figure | str:
+def _fig4(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     chosen, _ = _fig4_sources(res)
     if not chosen:
         return "needs spatial-correlation results (spatial_corr.npz from dhanalysis spatial-corr)"
     maps = {name: res.spatial(model)[name] for name, model in chosen.items()}
     titles = {name: f"{correlation.MAP_TITLES[name]}\n({variant_label(res.models[model].variant, model)})"
               for name, model in chosen.items()}
-    return correlation.plot_fig4(maps, titles=titles, caveat=_fig4_note(res))
+    table = pd.concat([spatial_frame({name: maps[name]}, model) for name, model in chosen.items()], ignore_index=True)
+    return correlation.plot_fig4(maps, titles=titles, caveat=_fig4_note(res)), table
 
 
-def _fig5(res: Results) -> Figure | str:
+def _fig5(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     table = res.architecture
     if table is None:
         return ("needs architecture.csv (dhanalysis.analysis.architecture.write_architecture(model, folder)) in the "
                 "results folder or a model folder")
-    return architecture.plot_fig5(table)
+    return architecture.plot_fig5(table), table
 
 
-def _fig8(res: Results) -> Figure | str:
+def _fig8(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     table = res.sweep("fig8")
     if table is None:
         return "needs the fig8 sweep (results.csv from dhanalysis sweep --grid fig8)"
-    return ablation.plot_fig8(table)
+    return ablation.plot_fig8(table), table
 
 
-def _qualitative(res: Results, case: str) -> Figure | str:
+def _qualitative(res: Results, case: str) -> tuple[Figure, pd.DataFrame] | str:
     """Figs. A.4 / A.5 from the first model folder with qualitative.csv (a Double-Head-Ext's)."""
     for m in res.models.values():
         dets, images = m.path(QUALITATIVE_CSV), m.path(QUALITATIVE_IMAGES_CSV)
@@ -506,7 +314,8 @@ def _qualitative(res: Results, case: str) -> Figure | str:
         missing = [f for f in picked["file"] if not Path(f).is_file()]
         if missing:
             return f"needs the dataset's images ({missing[0]} is not on this machine)"
-        return qualitative.plot_qualitative(pd.read_csv(dets), images, case)
+        dets = pd.read_csv(dets)
+        return qualitative.plot_qualitative(dets, images, case), dets[dets["case"] == case]
     return ("needs qualitative.csv of a Double-Head-Ext model (dhanalysis.analysis.qualitative, written by "
             "dhanalysis reproduce)")
 
@@ -553,11 +362,11 @@ def table(res: Results, key: str) -> pd.DataFrame | str:
     return {"table1": ablation.table1, "table2": ablation.table2, "table3": ablation.table3}[key](grid)
 
 
-def figure(res: Results, key: str, log: Callable[[str], None] = print) -> Figure | None:
-    """Draw one figure (``fig2`` … ``figA3``); None, after logging the skip line, when its inputs are missing.
-
-    A figure drawn from substitute heads also logs a ``WARNING:`` line naming them (`substitute_note`).
-    """
+def figure_and_table(res: Results, key: str, log: Callable[[str], None] = print
+                     ) -> tuple[Figure, pd.DataFrame] | None:
+    """Draw one figure (``fig2`` … ``figA5``) and return it with the table it draws; None, after logging the skip
+    line, when its inputs are missing. A figure drawn from substitute heads also logs a ``WARNING:`` line naming
+    them (`substitute_note`)."""
     name, build = FIGURES[key]
     out = build(res)
     if isinstance(out, str):
@@ -567,6 +376,12 @@ def figure(res: Results, key: str, log: Callable[[str], None] = print) -> Figure
     if note:
         log(f"WARNING: {name}: {note}")
     return out
+
+
+def figure(res: Results, key: str, log: Callable[[str], None] = print) -> Figure | None:
+    """`figure_and_table` without the table."""
+    out = figure_and_table(res, key, log)
+    return None if out is None else out[0]
 
 
 def render_all(
@@ -583,7 +398,8 @@ def render_all(
 ) -> list[Path]:
     """Render every figure and table the results allow into ``out``; returns the paths written.
 
-    ``only``: keys of `FIGURES` and `TABLE_CAPTIONS` to render (default all). ``close=False`` leaves the figures
+    ``only``: keys of `FIGURES` and `TABLE_CAPTIONS` to render (default all); each figure's table is written beside
+    it as ``<key>.csv``. ``close=False`` leaves the figures
     open (a notebook then shows them). Skipped items log one line each.
     """
     res = results if isinstance(results, Results) else Results(results, models, sweeps, fc_head, conv_head)
@@ -594,10 +410,11 @@ def render_all(
     written: list[Path] = []
     for key in keys:
         if key in FIGURES:
-            fig = figure(res, key, log)
-            if fig is None:
+            drawn = figure_and_table(res, key, log)
+            if drawn is None:
                 continue
-            paths = save_figure(fig, out, key, formats)
+            fig, data = drawn
+            paths = save_figure(fig, out, key, formats) + write_table(data, Path(out) / key, parquet=False)
             if close:
                 plt.close(fig)
         else:

@@ -7,6 +7,7 @@ dict in training, ``model(images)`` a list of ``{boxes, labels, scores}`` in eva
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dhanalysis.errors import DHError
 from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
+from dhanalysis.vocab import HEAD_TYPES
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 FEATMAP_NAMES = ["0", "1", "2", "3"]
@@ -91,6 +93,9 @@ def load_backbone_weights(body: nn.Module, path: str) -> None:
 
 
 def build_head(head_type: str, cfg: HeadConfig, in_channels: int) -> FCHead | ConvHead:
+    """The head of one branch from the config: an fc-head or a conv-head (§4.1); any other type is a `DHError`."""
+    if head_type not in HEAD_TYPES:
+        raise DHError(f"unknown head type '{head_type}'; choose one of: {', '.join(HEAD_TYPES)}")
     if head_type == "fc":
         return FCHead(in_channels, cfg.roi_size, cfg.fc_dim)
     return ConvHead(
@@ -219,8 +224,14 @@ class DoubleHeadRCNN(GeneralizedRCNN):
         return {m: self.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in by_mode.items()}
 
 
-def build_model(config: Config, num_classes: int | None = None, pretrained: bool = True) -> DoubleHeadRCNN:
+def build_model(config: Config, num_classes: int | None = None, pretrained: bool = True,
+                heads: Mapping[str, nn.Module] | None = None) -> DoubleHeadRCNN:
     """The model of ``config``; ``num_classes`` (foreground) overrides ``config.model.num_classes`` when that is 0.
+
+    ``heads``: branch name -> a head module of the user's own to use instead of the one the config builds, as
+    torchvision's ``FasterRCNN(box_head=...)`` allows; it maps pooled RoIs ``(N, C, S, S)`` to ``(N, out_dim)``
+    features and says its width in ``out_dim``. Branches not named are built from the config. (A checkpoint of such
+    a model stores the config only, so it reloads with the config's heads.)
 
     ``pretrained=False`` skips reading ``model.backbone.weights`` (see `build_backbone`): a checkpoint's own state
     replaces it, so a checkpoint loads on a machine that never had its pretraining file. The stored config keeps the
@@ -255,13 +266,20 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         nms_thresh=m.rpn.nms_thresh,
     )
 
+    heads = dict(heads or {})
+    unknown = sorted(set(heads) - {spec.name for spec in variant.branches})
+    if unknown:
+        raise DHError(f"heads: variant '{m.variant}' has no branch {', '.join(unknown)}; its branches are "
+                      f"{', '.join(spec.name for spec in variant.branches)}")
     branches, weights = {}, {}
     for spec in variant.branches:
         w = branch_loss_weights(spec, m.loss)
         if w["cls"] <= 0 and w["reg"] <= 0:
             continue  # a head with no loss would never train (e.g. loss.w_conv = 0)
         weights[spec.name] = w
-        head = build_head(spec.head, m.head, channels)
+        head = heads[spec.name] if spec.name in heads else build_head(spec.head, m.head, channels)
+        if not isinstance(getattr(head, "out_dim", None), int):
+            raise DHError(f"heads['{spec.name}'] has no integer out_dim; set it to the width of the head's output")
         predictor = Predictor(head.out_dim, classes + 1, cls=w["cls"] > 0, reg=w["reg"] > 0, layout=layout)
         branches[spec.name] = Branch(spec.head, head, predictor)
 

@@ -17,24 +17,34 @@ from torchvision.ops import roi_align
 
 from dhanalysis.errors import DHError
 from dhanalysis.model.gather_roi import map_levels, pool_batch
-from dhanalysis.model.variants import FUSIONS, parse_mode
+from dhanalysis.model.variants import parse_mode
+
+
+def complementary_fusion(s_fc: torch.Tensor, s_conv: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: s = s_fc + s_conv·(1 − s_fc), which equals s_conv + s_fc·(1 − s_conv)."""
+    return s_fc + s_conv * (1.0 - s_fc)
+
+
+def max_fusion(s_fc: torch.Tensor, s_conv: torch.Tensor) -> torch.Tensor:
+    """Table 3's "Max": the element-wise maximum."""
+    return torch.maximum(s_fc, s_conv)
+
+
+def average_fusion(s_fc: torch.Tensor, s_conv: torch.Tensor) -> torch.Tensor:
+    """Table 3's "Average": the element-wise mean."""
+    return 0.5 * (s_fc + s_conv)
+
+
+# The fusion rules an `InferenceMode` names (``fusion``): two classifiers' probabilities, same shape, -> one.
+FUSION_RULES = {"max": max_fusion, "average": average_fusion, "complementary": complementary_fusion}
 
 
 def fuse_scores(s_fc: torch.Tensor, s_conv: torch.Tensor, rule: str) -> torch.Tensor:
-    """Fuse two classifiers' probabilities (§4.2, Table 3).
-
-    ``complementary`` is Eq. 4, s = s_fc + s_conv·(1 − s_fc), which equals s_conv + s_fc·(1 − s_conv);
-    ``max`` and ``average`` are the element-wise max and mean; ``none`` keeps the fc-head's scores.
-    """
-    if rule == "complementary":
-        return s_fc + s_conv * (1.0 - s_fc)
-    if rule == "max":
-        return torch.maximum(s_fc, s_conv)
-    if rule == "average":
-        return 0.5 * (s_fc + s_conv)
-    if rule == "none":
-        return s_fc
-    raise ValueError(f"unknown fusion rule {rule!r}")
+    """Fuse two classifiers' probabilities ``(N, C+1)`` by the rule named ``rule`` (§4.2, Table 3)."""
+    try:
+        return FUSION_RULES[rule](s_fc, s_conv)
+    except KeyError:
+        raise ValueError(f"unknown fusion rule {rule!r}; known: {', '.join(FUSION_RULES)}") from None
 
 
 def scale_boxes_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor:
@@ -250,17 +260,17 @@ class DoubleHeadRoIHeads(RoIHeads):
         self, heads: dict[str, dict[str, torch.Tensor]], mode: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities ``(N, C+1)`` and deltas ``(N, 4(C+1))`` of one inference mode."""
-        cls_src, reg_src = parse_mode(mode)
+        row = parse_mode(mode)
 
         def probs(head: str) -> torch.Tensor:
             if head not in heads or "cls" not in heads[head]:
                 raise DHError(f"mode '{mode}' needs a {head}-head classifier, which this model does not have")
             return heads[head]["cls"].float().softmax(-1)
 
-        if reg_src not in heads or "reg" not in heads[reg_src]:
-            raise DHError(f"mode '{mode}' needs a {reg_src}-head box regressor, which this model does not have")
-        scores = fuse_scores(probs("fc"), probs("conv"), cls_src) if cls_src in FUSIONS else probs(cls_src)
-        return scores, heads[reg_src]["reg"].float()
+        if row.reg not in heads or "reg" not in heads[row.reg]:
+            raise DHError(f"mode '{mode}' needs a {row.reg}-head box regressor, which this model does not have")
+        scores = fuse_scores(*map(probs, row.cls), row.fusion) if row.fusion else probs(row.cls[0])
+        return scores, heads[row.reg]["reg"].float()
 
     def postprocess_probabilities(
         self,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dhanalysis.config import LossConfig
 from dhanalysis.errors import DHError
-from dhanalysis.vocab import HEAD_TYPES, VARIANTS, BranchSpec, Variant
+from dhanalysis.vocab import (INFERENCE_MODES, MODE_ALIASES, VARIANTS, BranchSpec, InferenceMode, Variant,
+                              lookup_mode)
 
 
 def get_variant(name: str) -> Variant:
@@ -50,36 +51,15 @@ def effective_loss_weights(variant: str, loss: LossConfig) -> dict[tuple[str, st
     return weights
 
 
-# --- inference modes (Fig. 8 a-d, Table 3) ---------------------------------------------------------------------
-FUSIONS = ("max", "average", "complementary")
-MODE_ALIASES = {
-    "fc": ("fc", "fc"),
-    "conv": ("conv", "conv"),
-    "none": ("fc", "conv"),
-    "max": ("max", "conv"),
-    "average": ("average", "conv"),
-    "complementary": ("complementary", "conv"),
-}
-
-
-def parse_mode(mode: str) -> tuple[str, str]:
-    """Mode name -> (score source, box source).
-
-    Score sources are a head type (``fc``, ``conv``) or a fusion of both classifiers (``max``, ``average``,
-    ``complementary``); box sources are a head type. Names: ``fc``, ``conv``, ``fc-cls+conv-reg`` (= fusion
-    ``none``), ``conv-cls+fc-reg``, and ``max`` / ``average`` / ``complementary`` (fused scores, conv-head boxes).
-    """
-    if mode in MODE_ALIASES:
-        return MODE_ALIASES[mode]
-    parts = mode.split("+")
-    if len(parts) == 2 and parts[0].endswith("-cls") and parts[1].endswith("-reg"):
-        cls_src, reg_src = parts[0][: -len("-cls")], parts[1][: -len("-reg")]
-        if cls_src in HEAD_TYPES + FUSIONS and reg_src in HEAD_TYPES:
-            return cls_src, reg_src
-    raise DHError(
-        f"unknown inference mode '{mode}'; use fc, conv, fc-cls+conv-reg, conv-cls+fc-reg, none, max, average "
-        "or complementary"
-    )
+# --- inference modes (Fig. 8 a-d, Table 3): rows of `dhanalysis.vocab.INFERENCE_MODES` -----------------------
+def parse_mode(mode: str) -> InferenceMode:
+    """The `InferenceMode` row a name (or alias: ``none``, ``<source>-cls+<head>-reg``) stands for; an unknown name
+    is a `DHError` listing the modes."""
+    row = lookup_mode(mode)
+    if row is None:
+        raise DHError(f"unknown inference mode '{mode}'; use one of {', '.join(INFERENCE_MODES)} "
+                      f"(or none = {MODE_ALIASES['none']})")
+    return row
 
 
 def available_tasks(variant: str, loss: LossConfig) -> set[tuple[str, str]]:
@@ -88,9 +68,9 @@ def available_tasks(variant: str, loss: LossConfig) -> set[tuple[str, str]]:
 
 
 def mode_requirements(mode: str) -> list[tuple[str, str]]:
-    cls_src, reg_src = parse_mode(mode)
-    needed = [("fc", "cls"), ("conv", "cls")] if cls_src in FUSIONS else [(cls_src, "cls")]
-    return needed + [(reg_src, "reg")]
+    """(head type, task) pairs a mode reads: each classifier it scores with, then its box regressor."""
+    row = parse_mode(mode)
+    return [(head, "cls") for head in row.cls] + [(row.reg, "reg")]
 
 
 def check_mode(variant: str, loss: LossConfig, mode: str) -> None:
@@ -114,9 +94,8 @@ def check_mode(variant: str, loss: LossConfig, mode: str) -> None:
 
 def applicable_modes(variant: str, loss: LossConfig) -> list[str]:
     """Every inference mode this model supports, in the order of Table 3 / Fig. 8."""
-    candidates = ["conv", "fc", "fc-cls+conv-reg", "conv-cls+fc-reg", "max", "average", "complementary"]
     have = available_tasks(variant, loss)
-    return [m for m in candidates if all(req in have for req in mode_requirements(m))]
+    return [m for m in INFERENCE_MODES if all(req in have for req in mode_requirements(m))]
 
 
 def default_mode(variant: str, loss: LossConfig) -> str:

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhanalysis.vocab import SLIDING_WINDOW_STATS_CSV, SWEEP_RESULTS_CSV, VARIANTS
+from dhanalysis.vocab import DEFAULT_MODES, SLIDING_WINDOW_STATS_CSV, SWEEP_RESULTS_CSV
 
 
 def default_mode_ap(results: Path) -> pd.DataFrame:
-    """Table 1's runs in their variant's default mode (`vocab.VARIANTS`), from the replicate's ``results.csv``."""
+    """Table 1's runs in their variant's default mode (`vocab.DEFAULT_MODES`), from the replicate's ``results.csv``."""
     path = results / "sweeps" / "table1" / SWEEP_RESULTS_CSV
     if not path.is_file():
         return pd.DataFrame()
     table = pd.read_csv(path)
-    return table[[m == VARIANTS[v].default_mode for m, v in zip(table["mode"], table["variant"])]]
+    return table[[m == DEFAULT_MODES[v] for m, v in zip(table["mode"], table["variant"])]]
 
 
 def gt_class_scores(results: Path) -> dict:

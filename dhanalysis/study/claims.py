@@ -2,7 +2,7 @@
 
 A claim names *roles*, never folders: analysed models by their role in `plan.ANALYSED` ("single-fc" is the Single-FC
 of Table 1's weight-1.0 group), evaluated runs by their run name and the inference mode the variant table gives them
-(`vocab.VARIANTS[...].default_mode`), read from each run's own sweep metadata. `measure_claims` turns the claims into
+(`vocab.DEFAULT_MODES`), read from each run's own sweep metadata. `measure_claims` turns the claims into
 findings rows for one trunk from an `Evidence` (every seed's per-image sums and AP matches); the fc-vs-conv claims
 (§3) are measured on every trunk, the rest on the primary one.
 
@@ -23,7 +23,7 @@ from dhanalysis.analysis.findings import (HIGH_IOU_BIN, REG_FROM_BIN, Estimate, 
                                           window_pcc)
 from dhanalysis.errors import DHError
 from dhanalysis.study.plan import EXT_RUN, VANILLA_RUN
-from dhanalysis.vocab import DETECTIONS, RPN_PROPOSALS, SIZE_GROUPS, VARIANTS
+from dhanalysis.vocab import DEFAULT_MODES, DETECTIONS, RPN_PROPOSALS, SIZE_GROUPS
 
 # Table 1's AP on COCO val2017, for the paper column
 TABLE1_AP = {"single-fc-w1": 36.8, "single-conv-w1": 35.9, "double-fc-w1": 37.3, "double-conv-w1": 33.8,
@@ -140,7 +140,7 @@ def default_key(run: str, runs: pd.DataFrame) -> tuple[str, str]:
     meta = runs[runs["run"] == run]
     if meta.empty:
         raise DHError(f"run {run} is not in the study's sweeps")
-    return run, VARIANTS[str(meta["variant"].iloc[0])].default_mode
+    return run, DEFAULT_MODES[str(meta["variant"].iloc[0])]
 
 
 def ap_claims(runs: pd.DataFrame) -> list[Claim]:
