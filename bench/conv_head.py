@@ -1,7 +1,7 @@
 """The conv-head (K = 5, non-local, paper widths) in inference: its matmul form vs the NCHW modules.
 
 Both run the same RoI features; efficiency = FLOPs (2·MACs counted from the layer shapes) per second / the measured
-fp32 matmul peak. The matmul form (`ConvHead.fuse()`) is what the fast sliding-window path runs.
+fp32 matmul peak. The matmul form (`ConvHead.inference_form()`) is what the fast sliding-window path runs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def run(peak: dict, device: str = "cpu", num_rois: int = 96, repeats: int = 3) -
     model = build("double-head-ext", device)
     module = model.roi_heads.branches["conv"].head
     with torch.no_grad():
-        fast = module.fuse(torch.float32)
+        fast = module.inference_form(torch.float32)
     rows = torch.randn(num_rois, 7, 7, 256, device=device)  # channels-last, as the fast RoIAlign gives them
     nchw = rows.permute(0, 3, 1, 2).contiguous()
     peak_fn, probe_flops = probe(device)
