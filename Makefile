@@ -1,11 +1,11 @@
 # Two commands: `make demo` (install into .venv, then run the CPU demo) and `make test` (install, then run the tests;
-# `make test-fast` leaves out the tests marked slow).
+# `make test-fast` leaves out the tests marked slow). `make gpu-check` runs the GPU tests and benchmark on a GPU.
 # The virtual environment is created on first use and reused while it is complete and pyproject.toml is unchanged.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install bench notebooks clean-venv
+.PHONY: demo test test-fast install bench gpu-check notebooks clean-venv
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
+
+# on a machine with a CUDA GPU: the cuda-marked tests, then the benchmark on the GPU; without one, one line and exit 2
+gpu-check: $(STAMP)
+	@$(VENV)/bin/python -m bench.gpu_check
 
 notebooks: $(STAMP)
 	$(VENV)/bin/python notebooks/execute.py

@@ -1,4 +1,5 @@
-"""``python -m bench [--json PATH] [--quick] [--threads N]``: every benchmark in one run, a table, optional JSON.
+"""``python -m bench [--json PATH] [--quick] [--threads N] [--device auto|cpu|cuda]``: every benchmark in one run, a
+table, optional JSON. ``--device cuda`` on a machine without a GPU stops with one line (exit 2).
 
 Run from the repository root (the sections read ``configs/coco/r50``). On CPU the full run takes a few minutes; sizes
 are chosen so that it stays under ten even on two slow cores. ``--quick`` shrinks every section (a smoke test).
@@ -10,12 +11,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from bench import conv_head, evaluate, peak, sliding, together, train
+from bench import conv_head, evaluate, mmdet, peak, sliding, together, train
 from bench.common import log
 
 # (JSON key path, target, comparison, what it is): the targets of the performance issue
@@ -25,6 +27,8 @@ TARGETS = [
     ("sliding_window.double_head_ext.speedup_vs_baseline", 2.0, ">=",
      "sliding-window Double-Head-Ext vs straightforward"),
     ("conv_head.efficiency", 0.60, ">=", "conv-head (K=5, NL) inference, of matmul peak"),
+    ("conv_head_training.efficiency", 0.60, ">=", "conv-head (K=5, NL) training fwd+bwd, of matmul peak"),
+    ("synth_head.k3.auto_over_modules", 1.0, "<=", "synth single-conv head-only step / stock modules (K=3)"),
     ("sliding_window.single_fc.bf16_efficiency", 0.40, ">=", "sliding-window Single-FC, bf16, of bf16 peak"),
     ("sliding_window.single_fc.bf16.max_bin_mean_diff_vs_fp32", 0.01, "<=", "bf16 per-bin means vs fp32"),
     ("train.single_fc_over_torchvision", 1.05, "<=", "training s/iter, ours / torchvision"),
@@ -67,6 +71,16 @@ def table(results: dict) -> str:
         lines.append(f"| sliding-window single_fc: pipeline / fc-head pure matmul time | "
                      f"{sw['single_fc']['pipeline_over_head_matmul']:.2f} | <= 2 | "
                      f"{'yes' if sw['single_fc']['pipeline_over_head_matmul'] <= 2 else 'no'} |")
+    ct = results["conv_head_training"]
+    lines.append("| conv-head training GFLOP/s " + " / ".join(ct["forms"]) + " | " + " / ".join(
+        f"{r['gflops']:.1f}" for r in ct["forms"].values()) + f" (trains in {ct['detected']}, fastest here "
+        f"{ct['fastest']}) | | |")
+    sh = results["synth_head"]
+    lines.append(f"| synth head-only step s, modules / trained form, K=3; K=5 | {sh['k3']['modules_s']:.3f} / "
+                 f"{sh['k3']['auto_s']:.3f}; {sh['k5']['modules_s']:.3f} / {sh['k5']['auto_s']:.3f} (paired ratios "
+                 f"{sh['k3']['auto_over_modules']:.3f}; {sh['k5']['auto_over_modules']:.3f}) | | |")
+    lines.append(results["mmdet"]["line"] if "line" in results["mmdet"] else "| mmdetection comparison | "
+                 f"{results['mmdet']} | | |")
     ch = results["conv_head"]
     lines.append(f"| conv-head GFLOP/s matmul form / NCHW modules | {ch['fast']['gflops']:.1f} / "
                  f"{ch['module']['gflops']:.1f} | | |")
@@ -80,6 +94,9 @@ def table(results: dict) -> str:
                      f"{ev['one_mode_s']:.2f} (paired ratio {ev['all_modes_over_one_mode']:.3f}) | | |")
     lines.append(f"| train s/iter double-head-ext / single-fc ({tr['ext_box_batch_size_per_image']} RoIs/img) | "
                  f"{tr['double_head_ext_s_per_iter']:.2f} / {tr['ext_single_fc_s_per_iter']:.2f} | | |")
+    lines.append(f"| train s/iter double-head-ext, conv-head {tr['conv_head_trains_in']} / stock modules | "
+                 f"{tr['double_head_ext_s_per_iter']:.2f} / {tr['double_head_ext_stock_s_per_iter']:.2f} (paired "
+                 f"ratio {tr['double_head_ext_over_stock_modules']:.3f}) | | |")
     tg = results["together"]
     lines.append(f"| heads on one frozen trunk, s/iter together / one at a time ({len(tg['variants'])} heads) | "
                  f"{tg['together_s_per_iter']:.2f} / {tg['one_at_a_time_s_per_iter']:.2f} (paired speed-up "
@@ -97,16 +114,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the harness, not numbers")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per candidate after warm-up (default 2)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to run (default: cuda when present, else cpu); cuda fails when there is no GPU")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no GPU present: --device cuda needs a CUDA device visible to torch (torch.cuda.is_available() is "
+              "False); run on a machine with one", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     results: dict = {"environment": environment(torch.get_num_threads())}
     peaks = peak.run(device, repeats=args.repeats + 1)
     results.update(peaks)
     results["sliding_window"] = sliding.run(peaks, device, repeats=args.repeats, quick=args.quick)
     results["conv_head"] = conv_head.run(peaks, device, num_rois=16 if args.quick else 96, repeats=args.repeats + 1)
+    results["conv_head_training"] = conv_head.run_training(peaks, device, num_rois=4 if args.quick else 64,
+                                                           repeats=args.repeats + 1)
+    results["synth_head"] = conv_head.run_synth(device, repeats=args.repeats + 1, quick=args.quick)
+    results["mmdet"] = mmdet.run(device)
     results["train"] = train.run(device, repeats=1 if args.quick else args.repeats + 2,
                                  ext_box_batch=16 if args.quick else 64)
     results["eval"] = evaluate.run(device, repeats=args.repeats + 1)

@@ -492,7 +492,7 @@ def test_fused_predictor_applies_the_class_layout():
     predictor = Predictor(8, 3, cls=True, reg=True, layout=layout)
     x = torch.randn(6, 8)
     logits, deltas = predictor(x)
-    fused = predictor.fuse()(x)
+    fused = predictor.inference_form()(x)
     torch.testing.assert_close(fused["cls"], logits)
     torch.testing.assert_close(fused["reg"], deltas)
 

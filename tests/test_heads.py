@@ -1,13 +1,19 @@
-"""Head structure, parameter counts in the paper's unit, non-local forms, each block's inference form (`fuse`)
-and the fusion rules (Eq. 4)."""
+"""Head structure, parameter counts in the paper's unit, non-local forms, each block's inference form
+(`inference_form`), the conv-head's training forms (gradients and statistics of the modules) and the fusion rules
+(Eq. 4)."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 
-from dhanalysis.model.heads import Bottleneck, Branch, ConvHead, FCHead, NonLocalBlock, Predictor, ResidualBlock
+from dhanalysis.model import heads
+from dhanalysis.model.heads import (TRAINING_FORM_CHOICES, TRAINING_FORMS, Bottleneck, Branch, ConvHead, FCHead,
+                                    NonLocalBlock, Predictor, ResidualBlock, choose_training_form,
+                                    detected_training_form)
 from dhanalysis.model.params import layer_weights, paper_m, table2
 from dhanalysis.model.roi_heads import FUSION_RULES, fuse_scores
 from dhanalysis.vocab import INFERENCE_MODES
@@ -109,7 +115,8 @@ FUSABLE = {  # name -> (module, input channels)
 
 @pytest.mark.parametrize("name", list(FUSABLE))
 def test_inference_form_of_each_block_equals_the_module(name):
-    """``fuse()`` runs the eval-mode module on channels-last features, BatchNorm folded, and leaves it untouched."""
+    """``inference_form()`` runs the eval-mode module on channels-last features, BatchNorm folded, and leaves it
+    untouched."""
     torch.manual_seed(0)
     factory, channels = FUSABLE[name]
     module = open_batchnorm(factory(), seed=1)
@@ -117,7 +124,7 @@ def test_inference_form_of_each_block_equals_the_module(name):
     x_nhwc = x.permute(0, 2, 3, 1).contiguous()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     with torch.no_grad():
-        fused = module.fuse()
+        fused = module.inference_form()
         ref = module(x)
         ours = fused(x_nhwc)
     # a block maps channels-last to channels-last; a head returns (N, dim) either way
@@ -134,12 +141,12 @@ def test_inference_form_of_each_block_equals_the_module(name):
 def test_flops_of_the_inference_form_count_every_layer():
     """2·MACs from the layer shapes, by hand for each kind of layer at S = 7 (what the benchmarks divide by)."""
     pos = 49
-    assert ResidualBlock(8, 32).fuse().flops_per_roi(7) == 2 * pos * (8 * 8 * 9 + 2 * 8 * 32)
-    assert Bottleneck(32, 4).fuse().flops_per_roi(7) == 2 * pos * (32 * 4 + 4 * 4 * 9 + 4 * 32)
+    assert ResidualBlock(8, 32).inference_form().flops_per_roi(7) == 2 * pos * (8 * 8 * 9 + 2 * 8 * 32)
+    assert Bottleneck(32, 4).inference_form().flops_per_roi(7) == 2 * pos * (32 * 4 + 4 * 4 * 9 + 4 * 32)
     nl = 2 * pos * (3 * 32 * 16 + 16 * 32) + 2 * 2 * pos * pos * 16  # θ, φ, g, out; then θφᵀ and its product with g
-    assert NonLocalBlock(32, 16, 4).fuse().flops_per_roi(7) == nl
-    assert FCHead(8, 7, 32).fuse().flops_per_roi(7) == 2 * (8 * 49 * 32 + 32 * 32)
-    assert Predictor(32, 5, cls=True, reg=True).fuse().flops_per_roi(7) == 2 * 32 * (5 + 20)
+    assert NonLocalBlock(32, 16, 4).inference_form().flops_per_roi(7) == nl
+    assert FCHead(8, 7, 32).inference_form().flops_per_roi(7) == 2 * (8 * 49 * 32 + 32 * 32)
+    assert Predictor(32, 5, cls=True, reg=True).inference_form().flops_per_roi(7) == 2 * 32 * (5 + 20)
 
 
 def test_branch_inference_form_and_a_head_without_one():
@@ -148,16 +155,16 @@ def test_branch_inference_form_and_a_head_without_one():
     x = torch.randn(3, 6, 5, 5)
     with torch.no_grad():
         logits, deltas = branch(x)
-        fused = branch.fuse()(x.permute(0, 2, 3, 1).contiguous())
+        fused = branch.inference_form()(x.permute(0, 2, 3, 1).contiguous())
     assert list(fused) == ["cls", "reg"]
     torch.testing.assert_close(fused["cls"], logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fused["reg"], deltas, rtol=1e-4, atol=1e-5)
-    cls_only = Branch("fc", FCHead(6, 5, 12), Predictor(12, 4, cls=True, reg=False)).fuse()
+    cls_only = Branch("fc", FCHead(6, 5, 12), Predictor(12, 4, cls=True, reg=False)).inference_form()
     assert list(cls_only(torch.randn(2, 5, 5, 6))) == ["cls"]
     plain_module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(150, 12))  # a head passed in by a user
     custom = Branch("fc", plain_module, Predictor(12, 4, cls=True, reg=True))
     with pytest.raises(TypeError, match="no inference form"):
-        custom.fuse()
+        custom.inference_form()
 
 
 def test_fusion_rules_follow_their_formulas():
@@ -224,3 +231,86 @@ def test_each_mode_scores_and_regresses_with_the_heads_its_row_names(mode):
     assert torch.equal(deltas, heads[row.reg]["reg"].float())
     other = [h for h in heads if h != row.reg]
     assert not torch.equal(deltas, heads[other[0]]["reg"].float())
+TRAINABLE = {
+    "K=3, non-local dot": lambda: ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2),
+    "K=3, non-local gaussian": lambda: ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2,
+                                                non_local_mode="gaussian"),
+    "K=2, no non-local": lambda: ConvHead(6, 16, 4, num_blocks=2, non_local=False),
+}
+
+
+def _train_step(head: ConvHead, form: str, x: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One training-mode forward + backward in ``form``: {output, input and parameter grads, buffers}."""
+    x = x.clone().requires_grad_()
+    head.train().zero_grad(set_to_none=True)
+    out = head.forward_as(form, x)
+    (out * weights).sum().backward()
+    result = {"out": out.detach(), "grad:input": x.grad}
+    result.update({f"grad:{k}": p.grad for k, p in head.named_parameters()})
+    result.update({f"buffer:{k}": b.clone() for k, b in head.named_buffers()})
+    return result
+
+
+@pytest.mark.parametrize("form", list(TRAINING_FORMS))
+@pytest.mark.parametrize("name", list(TRAINABLE))
+def test_each_training_form_has_the_modules_gradients_and_statistics(name, form):
+    """Outputs, gradients (input and every parameter) and BatchNorm running statistics of a training step in each
+    form equal a float64 run of the modules to float32 rounding, no worse than the float32 modules themselves."""
+    torch.manual_seed(0)
+    head = open_batchnorm(TRAINABLE[name](), seed=1)
+    x, weights = torch.randn(5, 6, 5, 5), torch.randn(5, 16)
+    with torch.no_grad():  # 3 steps of running statistics, momentum 0.1 and, in one block, a cumulative average
+        head.blocks[0].conv1[1].momentum = None
+    reference = copy.deepcopy(head).double()
+    ref = _train_step(reference, "modules", x.double(), weights.double())
+    stock = _train_step(copy.deepcopy(head), "modules", x, weights)
+    ours = _train_step(copy.deepcopy(head), form, x, weights)
+    assert ours.keys() == ref.keys()
+    scale = max(v.abs().max().item() for k, v in ref.items() if k.startswith("grad:"))
+    for key, want in ref.items():
+        if key.endswith("num_batches_tracked"):
+            assert torch.equal(ours[key], want), key
+            continue
+        atol = 2e-6 * (scale if key.startswith("grad:") else max(want.abs().max().item(), 1.0))
+        torch.testing.assert_close(stock[key].double(), want, rtol=1e-4, atol=atol, msg=f"stock {key}")
+        torch.testing.assert_close(ours[key].double(), want, rtol=1e-4, atol=atol, msg=f"{form} {key}")
+
+
+def test_training_forms_keep_the_state_dict_and_training_uses_the_chosen_form(monkeypatch):
+    """Every form reads the modules' own parameters (same state_dict keys, checkpoints unchanged); a training
+    forward runs the form the rule picks, evaluation the modules; "measure" times the forms once per shape."""
+    keys = set(ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2).state_dict())
+    for form in TRAINING_FORM_CHOICES:
+        head = ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2, training_form=form)
+        assert set(head.state_dict()) == keys
+    with pytest.raises(ValueError, match="training_form must be one of"):
+        ConvHead(6, 16, 4, training_form="fast")
+    assert detected_training_form(torch.device("cpu")) == ("channels_last" if torch.backends.mkldnn.is_available()
+                                                           else "modules")
+    ran: list[str] = []
+    real = ConvHead.forward_as
+    monkeypatch.setattr(ConvHead, "forward_as", lambda self, form, x: ran.append(form) or real(self, form, x))
+    head = ConvHead(6, 16, 4, num_blocks=2, non_local=False)
+    x = torch.randn(3, 6, 5, 5)
+    head.train()(x)
+    head.eval()(x)
+    assert ran == [detected_training_form(x.device), "modules"]
+    timed: list[tuple] = []
+    monkeypatch.setattr(heads, "_MEASURED_FORMS", {})
+    monkeypatch.setattr(heads, "choose_training_form", lambda h, x: timed.append(x.shape) or {"form": "rows"})
+    ran.clear()
+    head.training_form = "measure"
+    head.train()
+    head(x), head(x), head(torch.randn(3, 6, 4, 4))
+    assert ran == ["rows"] * 3 and timed == [x.shape, (3, 6, 4, 4)]
+
+
+def test_timing_the_training_forms_leaves_the_head_untouched():
+    """`choose_training_form` times a copy: the head's parameters, gradients and running statistics stay as they
+    were, and the answer is one of the forms with a time for each."""
+    head = open_batchnorm(ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2), seed=2).train()
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    result = choose_training_form(head, torch.randn(4, 6, 5, 5), rounds=1)
+    assert result["form"] in TRAINING_FORMS and set(result["seconds"]) == set(TRAINING_FORMS)
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    assert all(p.grad is None for p in head.parameters())

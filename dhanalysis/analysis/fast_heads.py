@@ -1,6 +1,6 @@
 """All branches of a model's RoI heads in inference form, for scoring many boxes (the sliding-window path).
 
-Each head, block and predictor carries its own inference form (``fuse`` in `dhanalysis.model.heads`: folded
+Each head, block and predictor carries its own inference form (``inference_form`` in `dhanalysis.model.heads`: folded
 BatchNorm, matmuls over channels-last rows); this module only assembles them per branch, feeds each branch the pooled
 RoIs it reads (the RoI itself or, for a conv-head with ``conv_roi_scale`` ≠ 1, the enlarged RoI) and regroups the
 outputs by head type as ``DoubleHeadRoIHeads.head_outputs`` does. Outputs equal the modules' to float32 rounding
@@ -25,7 +25,8 @@ class FastHeads:
         self.dtype = dtype
         self.size = roi_heads.box_roi_pool.output_size[0]
         enlarged = roi_heads.enlarged_branches
-        self.branches = [(branch.fuse(dtype), name in enlarged) for name, branch in roi_heads.branches.items()]
+        self.branches = [(branch.inference_form(dtype), name in enlarged)
+                         for name, branch in roi_heads.branches.items()]
 
     @property
     def pooled_keys(self) -> set[str]:

@@ -13,8 +13,9 @@ back. A NaN score or box is a `DHError`, never averaged in.
 Two paths compute the same numbers. `score_boxes` is the straightforward one: the model's own ``probe`` with the
 ``"torchvision"`` pooling backend (torchvision RoIAlign per level, the NCHW head modules, decoding of every class).
 `FastScorer` is what the sliding-window analysis (`sliding_window.SlidingWindowTask`) uses: RoIAlign as one
-weighted gather into channels-last rows (`dhanalysis.model.gather_roi`), the heads in their inference form (each head's ``fuse``: matmul chains with folded
-BatchNorm, assembled by `fast_heads`), optionally in bf16, and only the ground-truth class decoded. Their
+weighted gather into channels-last rows (`dhanalysis.model.gather_roi`), the heads in their inference form (each
+head's ``inference_form``: matmul chains with folded BatchNorm, assembled by `fast_heads`), optionally in bf16, and
+only the ground-truth class decoded. Their
 statistics agree to float32 rounding (tests/test_fast_path.py); BENCHMARKS.md measures both.
 """
 

@@ -4,18 +4,31 @@ Shapes: every head takes pooled RoI features ``(N, C, S, S)`` (C = FPN channels,
 and returns a vector ``(N, D)`` (D = 1024 in the paper). Module names are stable (``fc6``, ``fc7``, ``blocks.0``)
 because the analyses look weights up by them.
 
-Inference form: every head, block and predictor has ``fuse(dtype)``, which returns the same arithmetic for scoring
-many boxes, on channels-last RoI features ``(N, S, S, C)`` (what the fast RoIAlign of `gather_roi.pool_rows` gives):
-eval-mode BatchNorm folded into the conv before it (w·γ/σ, β − μ·γ/σ), a 1×1 conv as a matmul over the N·S·S rows,
-a 3×3 conv on a channels-last view of the same rows (oneDNN's direct convolution measured twice as fast as
-im2col + matmul on CPU, BENCHMARKS.md), θ, φ and g of a non-local block in one matmul, a residual add riding on
-``addmm``. The form sits beside its module so that changing a block changes both; `FusedLinear.flops_per_row` and
-the ``flops_per_roi`` methods count 2·MACs from the layer shapes. Weights are copied (optionally cast to bf16), so
-fusing never changes the model; fuse again after its weights change.
+Inference form: every head, block and predictor has ``inference_form(dtype)``, which returns the same arithmetic
+for scoring many boxes, on channels-last RoI features ``(N, S, S, C)`` (what the fast RoIAlign of
+`gather_roi.pool_rows` gives): eval-mode BatchNorm folded into the conv before it (w·γ/σ, β − μ·γ/σ), a 1×1 conv as
+a matmul over the N·S·S rows, a 3×3 conv on a channels-last view of the same rows (oneDNN's direct convolution
+measured twice as fast as im2col + matmul on CPU, BENCHMARKS.md), θ, φ and g of a non-local block in one matmul, a
+residual add riding on ``addmm``. The form sits beside its module so that changing a block changes both;
+`FusedLinear.flops_per_row` and the ``flops_per_roi`` methods count 2·MACs from the layer shapes. Weights are copied
+(optionally cast to bf16), so building the form never changes the model; build it again after its weights change.
+(The name is not "fuse": `fuse_scores` is the paper's classifier fusion, something else entirely.)
+
+Training form: every conv-head block also has ``forward_channels_last(x, rows)``, the module's own training
+arithmetic on channels-last maps ``(N, S, S, C)``, differentiated by autograd: every conv and every BatchNorm is the
+module itself applied to a channels-last view (oneDNN's and cuDNN's channels-last kernels; batch statistics, running
+statistics and ``num_batches_tracked`` are updated by the module's own code), θ, φ and g are one conv, and with
+``rows`` a 1×1 conv is a matmul over the N·S·S rows (BLAS instead of the convolution library). It reads the same
+parameters, so state_dict keys and checkpoints are unchanged. `ConvHead.forward` trains in the channels-last form
+where the convolution library has channels-last kernels (`detected_training_form`: a rule from what is installed,
+never from the name of the CPU, so every process computes the same arithmetic); `choose_training_form` times the
+forms, and the benchmark reports both (BENCHMARKS.md, with the profile that chose them).
 """
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass
 
 import torch
@@ -86,7 +99,7 @@ class FCHead(nn.Module):
         return F.relu(self.fc7(x))
 
     @torch.no_grad()
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedFCHead:
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedFCHead:
         """The inference form: fc6's input columns reordered once from (c, y, x) to (y, x, c), so channels-last
         features flatten straight into it."""
         c, s = self.in_channels, self.roi_size
@@ -113,6 +126,31 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool = False) -> nn.Sequ
     """A conv followed by BatchNorm: every conv of the conv-head is (§5.1). Bias-free except where the authors'
     code has one (the non-local block's output conv)."""
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias), nn.BatchNorm2d(out_ch))
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W, C)`` -> the same memory as an ``(N, C, H, W)`` channels-last tensor (a view, no copy)."""
+    return x.permute(0, 3, 1, 2)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` channels-last -> ``(N, H, W, C)`` (a view; contiguous when the memory is channels-last)."""
+    return x.permute(0, 2, 3, 1)
+
+
+def conv_channels_last(conv: nn.Conv2d, x: torch.Tensor, rows: bool) -> torch.Tensor:
+    """A conv in training form, ``(N, S, S, Cin) -> (N, S, S, Cout)``: with ``rows``, a 1×1 conv is a matmul over the
+    N·S·S rows (BLAS); otherwise, and for larger kernels, the module on a channels-last view (oneDNN's channels-last
+    convolution on CPU, cuDNN's NHWC kernels on GPU)."""
+    if rows and conv.kernel_size == (1, 1):
+        return F.linear(x, conv.weight.flatten(1), conv.bias)
+    return _nhwc(conv(_nchw(x)))
+
+
+def conv_bn_channels_last(layer: nn.Sequential, x: torch.Tensor, rows: bool) -> torch.Tensor:
+    """A `conv_bn` in training form on ``(N, S, S, Cin) -> (N, S, S, Cout)``; the BatchNorm is the module on a
+    channels-last view, so its batch and running statistics are handled by the module's own code."""
+    return _nhwc(layer[1](_nchw(conv_channels_last(layer[0], x, rows))))
 
 
 def fuse_conv_bn(layer: nn.Sequential, dtype: torch.dtype) -> FusedLinear | FusedConv:
@@ -142,8 +180,13 @@ class ResidualBlock(nn.Module):
         y = self.conv2(F.relu(self.conv1(x)))
         return F.relu(y + self.shortcut(x))
 
+    def forward_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
+        """The training form, ``(N, S, S, Cin) -> (N, S, S, Cout)`` (see the module docstring)."""
+        y = conv_bn_channels_last(self.conv2, conv_bn_channels_last(self.conv1, x, rows).relu(), rows)
+        return (y + conv_bn_channels_last(self.shortcut, x, rows)).relu()
+
     @torch.no_grad()
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedResidualBlock:
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedResidualBlock:
         """The inference form, BatchNorm folded (see the module docstring)."""
         return FusedResidualBlock(*(fuse_conv_bn(m, dtype) for m in (self.conv1, self.conv2, self.shortcut)))
 
@@ -178,8 +221,14 @@ class Bottleneck(nn.Module):
         y = F.relu(self.conv2(y))
         return F.relu(x + self.conv3(y))
 
+    def forward_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
+        """The training form, ``(N, S, S, C) -> (N, S, S, C)`` (see the module docstring)."""
+        y = conv_bn_channels_last(self.conv1, x, rows).relu()
+        y = conv_bn_channels_last(self.conv2, y, rows).relu()
+        return (x + conv_bn_channels_last(self.conv3, y, rows)).relu()
+
     @torch.no_grad()
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedBottleneck:
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedBottleneck:
         """The inference form, BatchNorm folded (see the module docstring)."""
         return FusedBottleneck(*(fuse_conv_bn(m, dtype) for m in (self.conv1, self.conv2, self.conv3)))
 
@@ -237,8 +286,24 @@ class NonLocalBlock(nn.Module):
         y = (affinity @ g).transpose(2, 3).reshape(n, -1, h, w)
         return F.relu(x + self.out(y))
 
+    def forward_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
+        """The training form on ``(N, S, S, C)``: θ, φ and g as one 1×1 conv (autograd splits the gradient back
+        onto the three), the output conv and its BatchNorm as in `conv_bn_channels_last`."""
+        n, h, w, _ = x.shape
+        pos = h * w
+        convs = (self.theta, self.phi, self.g)
+        weight, bias = torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs])
+        qkv = F.linear(x, weight.flatten(1), bias) if rows else _nhwc(F.conv2d(_nchw(x), weight, bias))
+        # channel j of θ/φ/g is group j // (inner / groups); unbind, not indexing: its backward stacks the three
+        # gradients instead of zero-filling a full-size tensor per slice
+        theta, phi, g = (t.transpose(1, 2) for t in qkv.reshape(n, pos, 3, self.groups, -1).unbind(2))
+        affinity = theta @ phi.transpose(2, 3)  # (N, groups, pos, pos)
+        affinity = affinity.softmax(-1) if self.mode == "gaussian" else affinity / pos
+        y = (affinity @ g).transpose(1, 2).reshape(n, h, w, -1)
+        return (x + conv_bn_channels_last(self.out, y, rows)).relu()
+
     @torch.no_grad()
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedNonLocalBlock:
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedNonLocalBlock:
         """The inference form: θ, φ and g stacked into one matmul, the output BatchNorm folded."""
         convs = (self.theta, self.phi, self.g)
         qkv = FusedLinear(torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]), dtype)
@@ -288,8 +353,12 @@ class ConvHead(nn.Module):
         non_local_dim: int = 512,
         non_local_groups: int = 4,
         non_local_mode: str = "dot",
+        training_form: str = "auto",
     ):
         super().__init__()
+        if training_form not in TRAINING_FORM_CHOICES:
+            raise ValueError(f"training_form must be one of {', '.join(TRAINING_FORM_CHOICES)}, got {training_form!r}")
+        self.training_form = training_form
         if num_blocks < 1:
             raise ValueError("the conv-head needs at least one block (num_blocks >= 1)")
         if non_local and num_blocks % 2 == 0:
@@ -306,13 +375,100 @@ class ConvHead(nn.Module):
         """The output map before average pooling, ``(N, dim, S, S)``: what Fig. 4 (left) correlates."""
         return self.blocks(x)
 
+    def feature_map_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
+        """The training form of `feature_map`: ``(N, S, S, C) -> (N, S, S, dim)``, every block's
+        ``forward_channels_last`` (``rows``: 1×1 convs as matmuls, see `conv_channels_last`)."""
+        for block in self.blocks:
+            x = block.forward_channels_last(x, rows)
+        return x
+
+    def forward_as(self, form: str, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, S, S) -> (N, dim)`` computed in one of `TRAINING_FORMS` (all compute the same function)."""
+        if form == "modules":
+            return self.feature_map(x).mean(dim=(2, 3))
+        nhwc = x.permute(0, 2, 3, 1).contiguous()
+        return self.feature_map_channels_last(nhwc, rows=form == "rows").mean(dim=(1, 2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_map(x).mean(dim=(2, 3))
+        """``(N, C, S, S) -> (N, dim)``. In training, one of `TRAINING_FORMS` (``training_form``: "auto" by the
+        `detected_training_form` rule, "measure" the fastest when timed once per shape, or a form by name); in eval,
+        the modules."""
+        return self.forward_as(self._form_for(x) if self.training else "modules", x)
+
+    def _form_for(self, x: torch.Tensor) -> str:
+        if self.training_form == "auto":
+            return detected_training_form(x.device)
+        if self.training_form != "measure":
+            return self.training_form
+        if not torch.is_grad_enabled() or not any(p.requires_grad for p in self.parameters()):
+            return "modules"  # nothing to differentiate: the step the forms are timed on does not exist
+        key = (x.device.type, x.dtype, torch.is_autocast_enabled(x.device.type), tuple(x.shape[1:]),
+               tuple((type(b).__name__, tuple(p.shape for p in b.parameters())) for b in self.blocks))
+        if key not in _MEASURED_FORMS:
+            _MEASURED_FORMS[key] = choose_training_form(self, x)["form"]
+        return _MEASURED_FORMS[key]
 
     @torch.no_grad()
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedConvHead:
-        """The inference form: every block's ``fuse``."""
-        return FusedConvHead([block.fuse(dtype) for block in self.blocks])
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedConvHead:
+        """The inference form: every block's ``inference_form``."""
+        return FusedConvHead([block.inference_form(dtype) for block in self.blocks])
+
+
+# How a training step of the conv-head is computed; every form runs the same modules' parameters and statistics.
+TRAINING_FORMS = {
+    "modules": "the NCHW modules",
+    "channels_last": "channels-last maps, every conv and BatchNorm the module on a channels-last view",
+    "rows": "channels-last maps, 1×1 convs as matmuls over the N·S·S rows",
+}
+# "auto" (the default, `detected_training_form`) and "measure" (`choose_training_form`) choose among them
+TRAINING_FORM_CHOICES = ("auto", "measure", *TRAINING_FORMS)
+_MEASURED_FORMS: dict[tuple, str] = {}  # (device, dtype, autocast, input shape, block shapes) -> the faster form
+
+
+def detected_training_form(device: torch.device) -> str:
+    """The default training form: "channels_last" where the device's convolution library has channels-last
+    training kernels (oneDNN on CPU, cuDNN on CUDA), else the modules.
+
+    A rule from what is installed, not a timing: every process of a run (each DDP rank, a resumed run) computes the
+    same arithmetic, so training stays bitwise reproducible. On both CPUs measured (AMD EPYC, Intel Xeon, BENCHMARKS.md)
+    channels-last is the faster form; the benchmark checks the rule against `choose_training_form` on the machine it
+    runs on, and ``training_form="measure"`` times the forms instead.
+    """
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        return "channels_last"
+    if device.type == "cuda" and torch.backends.cudnn.is_available():
+        return "channels_last"
+    return "modules"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def choose_training_form(head: ConvHead, x: torch.Tensor, max_rois: int = 32, rounds: int = 2) -> dict:
+    """Time one training step (forward + backward) of each form on a copy of ``head`` and up to ``max_rois`` of the
+    RoIs ``x`` ``(N, C, S, S)``: ``{"form": the faster, "seconds": {form: best s}}``.
+
+    The copy keeps the head's running statistics and gradients untouched. The forms alternate after a warm-up and
+    the best of ``rounds`` counts, so a moment of load on shared cores does not decide. It runs once per device,
+    dtype and shape under ``training_form="measure"`` (cached); the cost is about nine steps on ``max_rois`` RoIs.
+    Timings vary between processes, so "measure" is not bitwise reproducible across runs; "auto" is.
+    """
+    trial = copy.deepcopy(head).train()
+    params = [p for p in trial.parameters() if p.requires_grad]
+    sample = x.detach()[:max_rois]
+    best = {form: float("inf") for form in TRAINING_FORMS}
+    for round_ in range(rounds + 1):
+        for form in TRAINING_FORMS:
+            _sync(x.device)
+            start = time.perf_counter()
+            out = trial.forward_as(form, sample)
+            torch.autograd.grad(out.float().square().sum(), params)
+            _sync(x.device)
+            if round_:  # round 0 warms up (oneDNN primitive creation, allocator)
+                best[form] = min(best[form], time.perf_counter() - start)
+    return {"form": min(best, key=best.get), "seconds": best}
 
 
 @dataclass
@@ -425,7 +581,7 @@ class Predictor(nn.Module):
         return logits, deltas
 
     @torch.no_grad()
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedPredictor:
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedPredictor:
         """The inference form: classifier and box regressor as one matmul."""
         layers = [(task, lin) for task, lin in (("cls", self.cls_score), ("reg", self.bbox_pred)) if lin is not None]
         joint = FusedLinear(torch.cat([lin.weight for _, lin in layers]), torch.cat([lin.bias for _, lin in layers]),
@@ -464,12 +620,12 @@ class Branch(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.predictor(self.head(x))
 
-    def fuse(self, dtype: torch.dtype = torch.float32) -> FusedBranch:
-        """The inference form of head and predictor; a head passed in without a ``fuse`` has none."""
-        if not callable(getattr(self.head, "fuse", None)):
-            raise TypeError(f"head {type(self.head).__name__} has no inference form (no fuse() method); score it with "
-                            "the model's own probe")
-        return FusedBranch(self.head_type, self.head.fuse(dtype), self.predictor.fuse(dtype))
+    def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedBranch:
+        """The inference form of head and predictor; a head passed in without an ``inference_form`` has none."""
+        if not callable(getattr(self.head, "inference_form", None)):
+            raise TypeError(f"head {type(self.head).__name__} has no inference form (no inference_form() method); "
+                            "score it with the model's own probe")
+        return FusedBranch(self.head_type, self.head.inference_form(dtype), self.predictor.inference_form(dtype))
 
 
 @dataclass
