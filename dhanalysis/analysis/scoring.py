@@ -215,7 +215,7 @@ class FastScorer:
         if len(boxes) == 0:
             return {}
         table, scales = self.feature_table(features, image_size)
-        size, ratio = self.pooler.output_size[0], self.pooler.sampling_ratio
+        size, ratio, aligned = self.pooler.output_size[0], self.pooler.sampling_ratio, self.pooler.aligned
         levels = map_levels(boxes, scales)
         height, width = image_size
 
@@ -223,10 +223,10 @@ class FastScorer:
             b, lvl = boxes[start:stop], levels[start:stop]
             pooled = {}
             if "plain" in self.heads.pooled_keys:
-                pooled["plain"] = pool_rows(table, b, lvl, size, ratio)
+                pooled["plain"] = pool_rows(table, b, lvl, size, ratio, aligned=aligned)
             if "enlarged" in self.heads.pooled_keys:  # on the level of the box itself, as the detector pools it
                 pooled["enlarged"] = pool_rows(table, scale_boxes_about_centre(b, self.conv_roi_scale), lvl, size,
-                                               ratio)
+                                               ratio, aligned=aligned)
             rows = torch.arange(stop - start, device=boxes.device)
             lab = labels[start:stop]
             result: dict[str, dict[str, torch.Tensor]] = {}

@@ -270,7 +270,7 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     roi_heads = DoubleHeadRoIHeads(
         branches,
         weights,
-        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio),
+        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio, m.head.aligned),
         mode,
         conv_roi_scale=m.head.conv_roi_scale,
         smooth_l1_beta=m.loss.smooth_l1_beta,

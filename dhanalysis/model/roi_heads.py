@@ -59,14 +59,15 @@ class LevelPooler(nn.Module):
     `pool_batch` (same numbers to float32 rounding; on CPU 3.5× faster than torchvision's kernel with its backward),
     ``"torchvision"`` with torchvision's ``roi_align`` per level (the straightforward path the analyses' reference
     scoring and the benchmarks' baseline stand for), ``"auto"`` with the gather on CPU and torchvision's kernel
-    elsewhere or when ``sampling_ratio`` is adaptive (≤ 0, which the gather cannot do).
+    elsewhere. ``sampling_ratio`` ≤ 0 is adaptive and ``aligned`` the half-pixel RoIAlign, in both backends.
     """
 
-    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int):
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, aligned: bool = False):
         super().__init__()
         self.featmap_names = list(featmap_names)
         self.output_size = (output_size, output_size)
         self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
 
     def scales(self, features: list[torch.Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
         """The spatial scale of each level (feature size over the largest image height)."""
@@ -80,7 +81,7 @@ class LevelPooler(nn.Module):
             raise ValueError(f"pooling backend must be one of {', '.join(POOLING_BACKENDS)}, got {backend!r}")
         if backend != "auto":
             return backend
-        return "gather" if device.type == "cpu" and self.sampling_ratio > 0 else "torchvision"
+        return "gather" if device.type == "cpu" else "torchvision"
 
     def forward(
         self,
@@ -101,14 +102,15 @@ class LevelPooler(nn.Module):
         rois = torch.cat([batch_idx, flat], dim=1)
         first = features[0]
         if self.resolve_backend(backend, first.device) == "gather":
-            return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio)
+            return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio, self.aligned)
         if len(features) == 1:
-            return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio)
+            return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio, self.aligned)
         out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         for level, (feat, scale) in enumerate(zip(features, scales)):
             idx = torch.where(levels == level)[0]
             if len(idx):
-                out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio).to(out.dtype)
+                out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio,
+                                     self.aligned).to(out.dtype)
         return out
 
 

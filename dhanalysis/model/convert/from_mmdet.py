@@ -65,6 +65,8 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.head.non_local=false",
         "model.head.conv_roi_scale=1.3",
         "model.rpn.anchor_style=unrounded",
+        "model.head.aligned=true",
+        "model.head.sampling_ratio=0",
         *background_last_settings(slots, reg),
     ]
     mapped, more = apply_rules(state, RULES, path)
