@@ -82,6 +82,9 @@ class RPNConfig:
     # cell anchors: "torchvision" (rounded to whole pixels, centred on the cell's corner), "unrounded" (detectron2,
     # mmdetection 2+), "legacy" (Detectron / maskrcnn-benchmark: whole-pixel sizes centred at (stride - 1) / 2)
     anchor_style: str = "torchvision"
+    # the stride of each level's anchor grid; () = torchvision's rule, padded image size // grid size (not the level's
+    # stride where a padded side is not a multiple of it); (4, 8, 16, 32, 64) = detectron2, mmdet, maskrcnn-benchmark
+    anchor_strides: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -129,17 +129,28 @@ class SourceAnchorGenerator(AnchorGenerator):
     (detectron2, mmdetection 2+); ``"legacy"`` is Detectron's rule that maskrcnn-benchmark keeps: a stride × stride
     box centred at (stride − 1)/2, its width and height rounded per aspect ratio, then scaled to the size, in the
     "+1" pixel convention. Strides are 4, 8, 16, ... from P2.
+
+    ``strides`` (``model.rpn.anchor_strides``): the fixed stride of each level's grid (detectron2, mmdetection,
+    maskrcnn-benchmark: 4 … 64); empty keeps torchvision's rule, padded image size // grid size, which differs where
+    a side is not a multiple of the level's stride (a padded 800-px side has a 13-cell P6 of stride 61, not 64).
     """
 
     def __init__(self, sizes: tuple[tuple[int, ...], ...], aspect_ratios: tuple[tuple[float, ...], ...],
-                 style: str = "torchvision"):
+                 style: str = "torchvision", strides: tuple[int, ...] = ()):
         super().__init__(sizes, aspect_ratios)
         self.style = style
+        self.fixed_strides = tuple(strides)
         if style == "unrounded":
             self.cell_anchors = [unrounded_cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
         elif style == "legacy":
             self.cell_anchors = [legacy_cell_anchors(2 ** (level + 2), s, r)
                                  for level, (s, r) in enumerate(zip(sizes, aspect_ratios))]
+
+    def grid_anchors(self, grid_sizes: list[list[int]], strides: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        if self.fixed_strides:
+            device = strides[0][0].device
+            strides = [[torch.tensor(s, dtype=torch.int64, device=device)] * 2 for s in self.fixed_strides]
+        return super().grid_anchors(grid_sizes, strides)
 
 
 def unrounded_cell_anchors(sizes: tuple[int, ...], ratios: tuple[float, ...]) -> torch.Tensor:
@@ -174,6 +185,10 @@ def check_model_options(m) -> None:
         raise DHError("model.pixel_mean and model.pixel_std need 3 values each (pixel_std > 0)")
     if m.rpn.anchor_style not in ANCHOR_STYLES:
         raise DHError(f"model.rpn.anchor_style must be one of {', '.join(ANCHOR_STYLES)}, got '{m.rpn.anchor_style}'")
+    if m.rpn.anchor_strides and (len(m.rpn.anchor_strides) != len(m.rpn.anchor_sizes)
+                                 or any(s <= 0 for s in m.rpn.anchor_strides)):
+        raise DHError(f"model.rpn.anchor_strides needs one positive stride per anchor size "
+                      f"({len(m.rpn.anchor_sizes)}), got {list(m.rpn.anchor_strides)}; [] keeps torchvision's rule")
     if m.reg_layout not in REG_LAYOUTS:
         raise DHError(f"model.reg_layout must be one of {', '.join(REG_LAYOUTS)}, got '{m.reg_layout}'")
 
@@ -242,7 +257,7 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
 
     anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)
     anchors = SourceAnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes),
-                                    m.rpn.anchor_style)
+                                    m.rpn.anchor_style, m.rpn.anchor_strides)
     rpn = RegionProposalNetwork(
         anchors,
         RPNHead(channels, anchors.num_anchors_per_location()[0]),

@@ -65,6 +65,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.head.non_local=false",
         "model.head.conv_roi_scale=1.3",
         "model.rpn.anchor_style=unrounded",
+        "model.rpn.anchor_strides=[4,8,16,32,64]",
         "model.head.aligned=true",
         "model.head.sampling_ratio=0",
         *background_last_settings(slots, reg),
