@@ -49,3 +49,111 @@ def test_anchor_strides_fixed_per_level_or_torchvision_rule(strides):
     torch.testing.assert_close(anchors.double(), torch.cat(expected), rtol=0, atol=1e-4)
     last_row_y = anchors[-3:, 1] + anchors[-3:, 3]  # centres ×2 of the bottom-right P6 cell's anchors
     assert torch.allclose(last_row_y / 2, torch.tensor(12.0 * (64 if strides else 61)))
+
+
+# ------------------------------------------------------------------------------------------------ box conventions
+def plus_one_iou(a: list[float], b: list[float]) -> float:
+    """Detectron's pixel-index IoU, float64: a box [x1, x2] covers x2 − x1 + 1 pixels."""
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = max(iw, 0) * max(ih, 0)
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_plus_one_box_coder_decodes_like_maskrcnn_benchmark():
+    """Hand-worked: (10, 20, 29, 59) is 20 × 40 pixels about (20, 40); zero deltas give it back (x2 = 20 + 10 − 1),
+    dx = 0.1 (code 1 at weight 10) moves it by 2 px, dw = log 2 (code 5·log 2) doubles it to 40 px: x1 = 0, x2 = 39."""
+    from dhanalysis.model.conventions import ConventionBoxCoder
+
+    coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), "plus_one")
+    box = torch.tensor([[10.0, 20.0, 29.0, 59.0]])
+    codes = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 5 * math.log(2), 0.0]])
+    out = coder.decode_single(codes, box.expand(3, 4))
+    expected = torch.tensor([[10.0, 20.0, 29.0, 59.0], [12.0, 20.0, 31.0, 59.0], [0.0, 20.0, 39.0, 59.0]])
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(coder.encode_single(expected, box.expand(3, 4)), codes, rtol=0, atol=1e-5)
+    continuous = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(codes[:1], box)
+    assert torch.equal(continuous, box)  # continuous: the same box too, but it is 19 × 39 px there
+
+
+def test_two_sided_clamp_bounds_shrinking_like_mmdetection():
+    """mmdetection clamps dw to [−log(1000/16), log(1000/16)]: a 20-px box decoded with dw = −10 is 20·16/1000 px
+    wide, not 20·e^−10; growing is capped alike by both rules."""
+    from dhanalysis.model.conventions import ConventionBoxCoder
+
+    box = torch.tensor([[0.0, 0.0, 20.0, 20.0]])
+    codes = torch.tensor([[0.0, 0.0, -10.0, 10.0]])
+    both = ConventionBoxCoder((1.0, 1.0, 1.0, 1.0), clamp="both").decode_single(codes, box)[0]
+    top = ConventionBoxCoder((1.0, 1.0, 1.0, 1.0), clamp="max").decode_single(codes, box)[0]
+    assert float(both[2] - both[0]) == pytest.approx(20 * 16 / 1000, rel=1e-5)
+    assert float(top[2] - top[0]) == pytest.approx(20 * math.exp(-10), abs=1e-6)  # float32 corners near 10
+    assert float(both[3] - both[1]) == pytest.approx(20 * 1000 / 16, rel=1e-5) == float(top[3] - top[1])
+
+
+def test_plus_one_clipping_nms_expansion_levels_and_export():
+    """Each place of the +1 convention against hand-worked cases from maskrcnn-benchmark's formulas."""
+    from dhanalysis.engine.evaluate import to_coco_results
+    from dhanalysis.model.conventions import batched_nms, clip_to_image, scale_boxes_about_centre
+    from dhanalysis.model.gather_roi import map_levels
+
+    boxes = torch.tensor([[-5.0, -3.0, 70.0, 55.0]])
+    assert clip_to_image(boxes, (50, 60), "plus_one").tolist() == [[0.0, 0.0, 59.0, 49.0]]
+    assert clip_to_image(boxes, (50, 60)).tolist() == [[0.0, 0.0, 60.0, 50.0]]
+    # two 2×2-pixel boxes sharing a column: +1 IoU 1/3, continuous IoU 0
+    a, b = [0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 2.0, 1.0]
+    assert plus_one_iou(a, b) == pytest.approx(1 / 3)
+    pair, scores, same = torch.tensor([a, b]), torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.int64)
+    assert batched_nms(pair, scores, same, 0.3, "plus_one").tolist() == [0]
+    assert batched_nms(pair, scores, same, 0.34, "plus_one").tolist() == [0, 1]
+    assert batched_nms(pair, scores, same, 0.3).tolist() == [0, 1]
+    # the authors' 1.3× enlargement: (10, 10, 29, 29) is 20 px about 20; 26 px about 20 is (7, 32)
+    big = scale_boxes_about_centre(torch.tensor([[10.0, 10.0, 29.0, 29.0]]), 1.3, "plus_one")
+    torch.testing.assert_close(big, torch.tensor([[7.0, 7.0, 32.0, 32.0]]))
+    torch.testing.assert_close(scale_boxes_about_centre(torch.tensor([[10.0, 10.0, 30.0, 30.0]]), 1.3),
+                               torch.tensor([[7.0, 7.0, 33.0, 33.0]]))
+    # FPN level: a 111-px box is √(111²) = 111 < 112 → P2 continuous, but 112 px with +1 → ⌊4 + log2(0.5)⌋ = P3
+    box = torch.tensor([[0.0, 0.0, 111.0, 111.0]])
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    assert map_levels(box, scales).tolist() == [0] and map_levels(box, scales, "plus_one").tolist() == [1]
+    dets = {"boxes": torch.tensor([[10.0, 20.0, 29.0, 59.0]]), "scores": torch.tensor([0.5]),
+            "labels": torch.tensor([1])}
+    assert to_coco_results(dets, 7, {1: 3}, "plus_one")[0]["bbox"] == [10.0, 20.0, 20.0, 40.0]
+    assert to_coco_results(dets, 7, {1: 3})[0]["bbox"] == [10.0, 20.0, 19.0, 39.0]
+
+
+def test_box_filters_drop_what_each_library_drops():
+    """torchvision drops proposals under 1e-3 px and detections under 1e-2 px; detectron2 and mmdetection drop only
+    empty proposals (w > 0 and h > 0) and no detection; maskrcnn-benchmark drops nothing."""
+    from dhanalysis.model.conventions import BOX_FILTERS, keep_sized
+
+    boxes = torch.tensor([[0, 0, 5, 5], [0, 0, 0, 5], [0, 0, 5e-4, 5], [0, 0, 5e-3, 5], [0, 0, 5, 2e-2]])
+    kept = {name: (keep_sized(boxes, rule.proposals).tolist(), keep_sized(boxes, rule.detections).tolist())
+            for name, rule in BOX_FILTERS.items()}
+    assert kept["torchvision"] == ([0, 3, 4], [0, 4])
+    assert kept["nonempty"] == ([0, 2, 3, 4], [0, 1, 2, 3, 4])
+    assert kept["none"] == ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+
+
+def test_default_rpn_filter_is_torchvisions_and_plus_one_clips_to_the_last_pixel():
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    g = torch.Generator().manual_seed(0)
+    centre = torch.rand(1, 300, 2, generator=g) * 80 - 10
+    size = torch.rand(1, 300, 2, generator=g) * 30
+    proposals = torch.cat([centre - size / 2, centre + size / 2], dim=2)
+    proposals[0, :20, 2] = proposals[0, :20, 0]  # empty boxes
+    objectness = torch.randn(1, 300, generator=g)
+    args = (proposals, objectness, [(50, 60)], [200, 100])
+    model = build_model(tiny_config("single-fc", NO_WEIGHTS)).eval()
+    reference = RegionProposalNetwork(model.rpn.anchor_generator, model.rpn.head, 0.7, 0.3, 256, 0.5,
+                                      {"training": 50, "testing": 50}, {"training": 30, "testing": 30}, 0.7).eval()
+    for ours, theirs in zip(model.rpn.filter_proposals(*args), reference.filter_proposals(*args)):
+        assert torch.equal(ours[0], theirs[0])
+    plus = build_model(tiny_config("single-fc", NO_WEIGHTS, "model.box_convention=plus_one",
+                                   "model.box_filter=none")).eval()
+    boxes = plus.rpn.filter_proposals(proposals, objectness, [(50, 60)], [300])[0][0].tolist()  # one level
+    assert max(b[2] for b in boxes) == 59.0 and max(b[3] for b in boxes) == 49.0
+    assert any(b[2] == b[0] for b in boxes)  # an empty box is one pixel wide here, and kept
+    # no two kept boxes overlap by more than the NMS threshold in the +1 IoU
+    assert max(plus_one_iou(boxes[i], boxes[j]) for i in range(len(boxes)) for j in range(i)) <= 0.7

@@ -39,7 +39,7 @@ from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
-from dhanalysis.model.roi_heads import scale_boxes_about_centre
+from dhanalysis.model.conventions import scale_boxes_about_centre
 from dhanalysis.vocab import HEAD_TYPES, SIZE_GROUPS
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class FastScorer:
             return {}
         table, scales = self.feature_table(features, image_size)
         size, ratio, aligned = self.pooler.output_size[0], self.pooler.sampling_ratio, self.pooler.aligned
-        levels = map_levels(boxes, scales)
+        levels = map_levels(boxes, scales, self.pooler.box_convention)
         height, width = image_size
 
         def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -225,8 +225,8 @@ class FastScorer:
             if "plain" in self.heads.pooled_keys:
                 pooled["plain"] = pool_rows(table, b, lvl, size, ratio, aligned=aligned)
             if "enlarged" in self.heads.pooled_keys:  # on the level of the box itself, as the detector pools it
-                pooled["enlarged"] = pool_rows(table, scale_boxes_about_centre(b, self.conv_roi_scale), lvl, size,
-                                               ratio, aligned=aligned)
+                enlarged = scale_boxes_about_centre(b, self.conv_roi_scale, self.pooler.box_convention)
+                pooled["enlarged"] = pool_rows(table, enlarged, lvl, size, ratio, aligned=aligned)
             rows = torch.arange(stop - start, device=boxes.device)
             lab = labels[start:stop]
             result: dict[str, dict[str, torch.Tensor]] = {}

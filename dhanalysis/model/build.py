@@ -16,12 +16,13 @@ from torchvision.models import resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import misc as misc_ops
 
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
+from dhanalysis.model.conventions import BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, ConventionBoxCoder, ConventionRPN
 from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
@@ -189,6 +190,10 @@ def check_model_options(m) -> None:
                                  or any(s <= 0 for s in m.rpn.anchor_strides)):
         raise DHError(f"model.rpn.anchor_strides needs one positive stride per anchor size "
                       f"({len(m.rpn.anchor_sizes)}), got {list(m.rpn.anchor_strides)}; [] keeps torchvision's rule")
+    for key, value, choices in (("box_convention", m.box_convention, BOX_CONVENTIONS),
+                                ("box_filter", m.box_filter, tuple(BOX_FILTERS)), ("box_clamp", m.box_clamp, BOX_CLAMPS)):
+        if value not in choices:
+            raise DHError(f"model.{key} must be one of {', '.join(choices)}, got '{value}'")
     if m.reg_layout not in REG_LAYOUTS:
         raise DHError(f"model.reg_layout must be one of {', '.join(REG_LAYOUTS)}, got '{m.reg_layout}'")
 
@@ -258,7 +263,7 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)
     anchors = SourceAnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes),
                                     m.rpn.anchor_style, m.rpn.anchor_strides)
-    rpn = RegionProposalNetwork(
+    rpn = ConventionRPN(
         anchors,
         RPNHead(channels, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
@@ -268,7 +273,10 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         pre_nms_top_n={"training": m.rpn.pre_nms_top_n_train, "testing": m.rpn.pre_nms_top_n_test},
         post_nms_top_n={"training": m.rpn.post_nms_top_n_train, "testing": m.rpn.post_nms_top_n_test},
         nms_thresh=m.rpn.nms_thresh,
+        box_convention=m.box_convention,
+        box_filter=m.box_filter,
     )
+    rpn.box_coder = ConventionBoxCoder((1.0, 1.0, 1.0, 1.0), m.box_convention, m.box_clamp)
 
     branches, weights = {}, {}
     for spec in variant.branches:
@@ -285,7 +293,7 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     roi_heads = DoubleHeadRoIHeads(
         branches,
         weights,
-        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio, m.head.aligned),
+        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio, m.head.aligned, m.box_convention),
         mode,
         conv_roi_scale=m.head.conv_roi_scale,
         smooth_l1_beta=m.loss.smooth_l1_beta,
@@ -294,6 +302,9 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         score_thresh=m.score_thresh,
         nms_thresh=m.nms_thresh,
         detections_per_img=m.detections_per_img,
+        box_convention=m.box_convention,
+        box_filter=m.box_filter,
     )
+    roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
     transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format)
     return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

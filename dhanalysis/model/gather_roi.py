@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops.poolers import LevelMapper
 
+from dhanalysis.model.conventions import box_sizes
+
 
 def axis_taps(start: torch.Tensor, extent: torch.Tensor, length: torch.Tensor, bins: int,
               samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,13 +141,21 @@ class FeatureTable:
                    torch.tensor([float(f.shape[-1]) for f in features], **as_float), torch.tensor(scales, **as_float))
 
 
-def map_levels(boxes: torch.Tensor, scales: list[float]) -> torch.Tensor:
-    """FPN level index ``(N,)`` of each box by the rule of `LevelPooler` / `MultiScaleRoIAlign` (FPN Eq. 1)."""
+def map_levels(boxes: torch.Tensor, scales: list[float], convention: str = "continuous") -> torch.Tensor:
+    """FPN level index ``(N,)`` of each box by the rule of `LevelPooler` / `MultiScaleRoIAlign` (FPN Eq. 1).
+
+    ``convention="plus_one"`` is maskrcnn-benchmark's mapper: the size √((w + 1)(h + 1)) and its ε inside the
+    logarithm, ⌊4 + log2(s / 224 + 1e-6)⌋; torchvision's (and detectron2's) adds ε after it.
+    """
     if len(scales) == 1:
         return torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
     lvl_min = int(-torch.log2(torch.tensor(scales[0])))
     lvl_max = int(-torch.log2(torch.tensor(scales[-1])))
-    return LevelMapper(lvl_min, lvl_max)([boxes]).long()
+    if convention == "continuous":
+        return LevelMapper(lvl_min, lvl_max)([boxes]).long()
+    size = box_sizes(boxes, convention).prod(dim=1).sqrt()
+    level = torch.floor(4 + torch.log2(size / 224 + 1e-6)).clamp(min=lvl_min, max=lvl_max)
+    return level.long() - lvl_min
 
 
 def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, output_size: int = 7,

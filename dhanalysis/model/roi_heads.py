@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 
 from dhanalysis.errors import DHError
+from dhanalysis.model.conventions import (BOX_FILTERS, batched_nms, clip_to_image, keep_sized,
+                                          scale_boxes_about_centre)
 from dhanalysis.model.gather_roi import map_levels, pool_batch
 from dhanalysis.model.variants import FUSIONS, parse_mode
 
@@ -37,15 +38,6 @@ def fuse_scores(s_fc: torch.Tensor, s_conv: torch.Tensor, rule: str) -> torch.Te
     raise ValueError(f"unknown fusion rule {rule!r}")
 
 
-def scale_boxes_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor:
-    """Boxes ``(N, 4)`` xyxy scaled by ``factor`` about their centres (the regression branch's enlarged RoI)."""
-    if factor == 1.0:
-        return boxes
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
-    return torch.cat([centre - half, centre + half], dim=1)
-
-
 POOLING_BACKENDS = ("auto", "gather", "torchvision")
 
 
@@ -59,15 +51,18 @@ class LevelPooler(nn.Module):
     `pool_batch` (same numbers to float32 rounding; on CPU 3.5× faster than torchvision's kernel with its backward),
     ``"torchvision"`` with torchvision's ``roi_align`` per level (the straightforward path the analyses' reference
     scoring and the benchmarks' baseline stand for), ``"auto"`` with the gather on CPU and torchvision's kernel
-    elsewhere. ``sampling_ratio`` ≤ 0 is adaptive and ``aligned`` the half-pixel RoIAlign, in both backends.
+    elsewhere. ``sampling_ratio`` ≤ 0 is adaptive and ``aligned`` the half-pixel RoIAlign, in both backends;
+    ``box_convention`` the size rule of the level mapping (`dhanalysis.model.conventions`).
     """
 
-    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, aligned: bool = False):
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, aligned: bool = False,
+                 box_convention: str = "continuous"):
         super().__init__()
         self.featmap_names = list(featmap_names)
         self.output_size = (output_size, output_size)
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
+        self.box_convention = box_convention
 
     def scales(self, features: list[torch.Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
         """The spatial scale of each level (feature size over the largest image height)."""
@@ -95,7 +90,7 @@ class LevelPooler(nn.Module):
         of the matching box of ``level_boxes`` (default: itself)."""
         features = [x[k] for k in self.featmap_names]
         scales = self.scales(features, image_shapes)
-        levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales)
+        levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales, self.box_convention)
         flat = torch.cat(boxes)
         batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device) for i, b in
                                enumerate(boxes)])
@@ -123,6 +118,8 @@ class DoubleHeadRoIHeads(RoIHeads):
             its task (the authors' code enlarges the conv-head's input; the paper pools the RoI itself, 1.0).
         mode: the inference mode used by ``forward`` in eval (see `dhanalysis.model.variants.parse_mode`).
         smooth_l1_beta: β of the regression loss (torchvision uses 1/9; the authors' code 1.0).
+        box_convention, box_filter: the source's box size convention and small-box rule, which clipping, NMS, the
+            enlarged RoI and the detections' filter read (`dhanalysis.model.conventions`).
     """
 
     def __init__(
@@ -140,6 +137,8 @@ class DoubleHeadRoIHeads(RoIHeads):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
+        box_convention: str = "continuous",
+        box_filter: str = "torchvision",
     ):
         super().__init__(
             box_roi_pool=pooler,
@@ -161,6 +160,8 @@ class DoubleHeadRoIHeads(RoIHeads):
         self.conv_roi_scale = conv_roi_scale
         self.smooth_l1_beta = smooth_l1_beta
         self.mode = mode
+        self.box_convention = box_convention
+        self.detection_size_rule = BOX_FILTERS[box_filter].detections
 
     # --- shared forward pieces ----------------------------------------------------------------------------
     @property
@@ -191,7 +192,7 @@ class DoubleHeadRoIHeads(RoIHeads):
         if set(self.branches) - enlarged_names:
             pooled["plain"] = self.box_roi_pool(features, boxes, image_shapes, backend=backend)
         if enlarged_names:
-            enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale) for b in boxes]
+            enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale, self.box_convention) for b in boxes]
             pooled["enlarged"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes,
                                                    backend=backend)
         return pooled
@@ -281,14 +282,14 @@ class DoubleHeadRoIHeads(RoIHeads):
         pred_boxes = self.box_coder.decode(deltas, proposals)
         results = []
         for boxes, probs, shape in zip(pred_boxes.split(counts), scores.split(counts), image_shapes):
-            boxes = box_ops.clip_boxes_to_image(boxes, shape)
+            boxes = clip_to_image(boxes, shape, self.box_convention)
             labels = torch.arange(num_classes, device=probs.device).view(1, -1).expand_as(probs)
             boxes, probs, labels = boxes[:, 1:].reshape(-1, 4), probs[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
             keep = torch.where(probs > self.score_thresh)[0]
             boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
-            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            keep = keep_sized(boxes, self.detection_size_rule, self.box_convention)
             boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
-            keep = box_ops.batched_nms(boxes, probs, labels, self.nms_thresh)[: self.detections_per_img]
+            keep = batched_nms(boxes, probs, labels, self.nms_thresh, self.box_convention)[: self.detections_per_img]
             results.append({"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]})
         return results
 
