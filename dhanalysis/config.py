@@ -124,6 +124,9 @@ class ModelConfig:
     box_convention: str = "continuous"
     box_filter: str = "torchvision"
     box_clamp: str = "max"
+    # the test-time resize: "torchvision" (floor each side, resize the float image), "round" (detectron2, mmdet:
+    # int(side·scale + 0.5)) or "maskrcnn_benchmark" (its own size rule); the last two resize the 8-bit image
+    resize_rule: str = "torchvision"
 
 
 @dataclass(frozen=True)

@@ -157,3 +157,40 @@ def test_default_rpn_filter_is_torchvisions_and_plus_one_clips_to_the_last_pixel
     assert any(b[2] == b[0] for b in boxes)  # an empty box is one pixel wide here, and kept
     # no two kept boxes overlap by more than the NMS threshold in the +1 IoU
     assert max(plus_one_iou(boxes[i], boxes[j]) for i in range(len(boxes)) for j in range(i)) <= 0.7
+
+
+# ------------------------------------------------------------------------------------------------ resizing
+@pytest.mark.parametrize("shape, torchvision, rounded, maskrcnn", [
+    ((480, 640), (800, 1066), (800, 1067), (800, 1066)),  # 1066.67: floor vs int(x + 0.5)
+    ((640, 427), (1199, 800), (1199, 800), (1199, 800)),  # 1199.06 (portrait 3:2)
+    ((400, 1000), (533, 1333), (533, 1333), (533, 1332)),  # long side caps: maskrcnn-benchmark rounds 533.2 → 533,
+    ((375, 500), (800, 1066), (800, 1067), (800, 1066)),  # then floors 533·1000/400 = 1332.5
+])
+def test_resize_rules_give_each_librarys_size(shape, torchvision, rounded, maskrcnn):
+    """Hand-worked from each library's rule (min 800, max 1333): torchvision floors side·scale, detectron2 and
+    mmdetection take int(side·scale + 0.5), maskrcnn-benchmark fixes the short side and floors the long one."""
+    from dhanalysis.model.conventions import resized_size
+
+    assert resized_size(*shape, 800, 1333) == torchvision
+    assert resized_size(*shape, 800, 1333, "round") == rounded
+    assert resized_size(*shape, 800, 1333, "maskrcnn_benchmark") == maskrcnn
+
+
+def test_round_resize_is_the_8bit_bilinear_resize_of_pil():
+    """With ``resize_rule=round`` the network sees PIL's bilinear upscaling of the 8-bit image (what detectron2
+    feeds), normalised: in whole levels, within one level of PIL everywhere (PIL rounds to 8 bits between its
+    horizontal and vertical passes, one rounding more than ours: about a fifth of the pixels differ by one level)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(3, 30, 40, generator=g) * 255).round().to(torch.uint8)
+    model = build_model(tiny_config("single-fc", NO_WEIGHTS, "model.resize_rule=round", "model.min_size=77",
+                                    "model.max_size=200", "model.pixel_mean=[0,0,0]", "model.pixel_std=[1,1,1]")).eval()
+    images, _ = model.transform([pixels.float() / 255])
+    h, w = images.image_sizes[0]
+    assert (h, w) == (77, int(40 * 77 / 30 + 0.5)) == (77, 103)  # torchvision's floor would give 102
+    ours = images.tensors[0, :, :h, :w] * 255
+    pil = Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((w, h), Image.BILINEAR)
+    ref = torch.from_numpy(__import__("numpy").array(pil)).permute(2, 0, 1).float()
+    assert torch.equal(ours, ours.round())  # whole 8-bit levels
+    assert (ours - ref).abs().max() <= 1.0 and (ours == ref).float().mean() > 0.75

@@ -17,12 +17,13 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import misc as misc_ops
 
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
-from dhanalysis.model.conventions import BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, ConventionBoxCoder, ConventionRPN
+from dhanalysis.model.conventions import (BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, RESIZE_RULES, ConventionBoxCoder,
+                                          ConventionRPN, resized_size)
 from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
@@ -107,20 +108,44 @@ def build_head(head_type: str, cfg: HeadConfig, in_channels: int) -> FCHead | Co
 
 
 class InputTransform(GeneralizedRCNNTransform):
-    """torchvision's resize/normalise transform that can feed BGR images in 0-255 (``input_format="bgr255"``).
+    """torchvision's resize/normalise transform that can feed BGR images in 0-255 (``input_format="bgr255"``) and
+    resize by another framework's rule (``resize_rule``, `dhanalysis.model.conventions.RESIZE_RULES`).
 
     Images always arrive as RGB in 0-1 (the datasets' and torchvision's convention); weights trained on BGR 0-255
     input (Detectron, maskrcnn-benchmark, detectron2's MSRA models) get it converted here, before the pixel means.
+    torchvision normalises, then resizes the float image; the other rules resize the 8-bit image first, as their
+    frameworks do: the image is resized to that rule's size, rounded to whole 8-bit levels, then normalised.
     """
 
-    def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb"):
+    def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb",
+                 resize_rule: str = "torchvision"):
         super().__init__(min_size, max_size, mean, std)
         self.input_format = input_format
+        self.resize_rule = resize_rule
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.resize_rule != "torchvision":
+            return image  # normalised in `resize`, after the 8-bit resize
+        return self.to_network_input(image)
+
+    def to_network_input(self, image: torch.Tensor) -> torch.Tensor:
         if self.input_format == "bgr255":
             image = image.flip(0) * 255.0
         return super().normalize(image)
+
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
+        if self.resize_rule == "torchvision":
+            return super().resize(image, target)
+        if self.training and self._skip_resize:
+            return self.to_network_input(image), target
+        h, w = image.shape[-2:]
+        size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        out = resized_size(h, w, size, self.max_size, self.resize_rule)
+        image = torch.nn.functional.interpolate(image[None], size=out, mode="bilinear", align_corners=False)[0]
+        image = (image * 255.0).round().clamp(0, 255) / 255.0  # the 8-bit image the source resizes into
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), out)
+        return self.to_network_input(image), target
 
 
 class SourceAnchorGenerator(AnchorGenerator):
@@ -191,7 +216,8 @@ def check_model_options(m) -> None:
         raise DHError(f"model.rpn.anchor_strides needs one positive stride per anchor size "
                       f"({len(m.rpn.anchor_sizes)}), got {list(m.rpn.anchor_strides)}; [] keeps torchvision's rule")
     for key, value, choices in (("box_convention", m.box_convention, BOX_CONVENTIONS),
-                                ("box_filter", m.box_filter, tuple(BOX_FILTERS)), ("box_clamp", m.box_clamp, BOX_CLAMPS)):
+                                ("box_filter", m.box_filter, tuple(BOX_FILTERS)), ("box_clamp", m.box_clamp, BOX_CLAMPS),
+                                ("resize_rule", m.resize_rule, RESIZE_RULES)):
         if value not in choices:
             raise DHError(f"model.{key} must be one of {', '.join(choices)}, got '{value}'")
     if m.reg_layout not in REG_LAYOUTS:
@@ -306,5 +332,6 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         box_filter=m.box_filter,
     )
     roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
-    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format)
+    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
+                               m.resize_rule)
     return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

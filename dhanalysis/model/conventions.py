@@ -14,6 +14,11 @@ clipped box there is at least 1 px).
 
 ``box_clamp``: the decoded log-size change dw, dh is capped at log(1000 / 16) from above (torchvision, detectron2,
 maskrcnn-benchmark) or on both sides (``"both"``, mmdetection's delta coder).
+
+``resize_rule`` (`RESIZE_RULES`): the size a test image is resized to and what is resized. torchvision floors each
+side (640×480 → 1066×800) and interpolates the normalised float image; detectron2 and mmdetection round each side,
+int(x + 0.5) (→ 1067×800); maskrcnn-benchmark fixes the short side (rounded when the long side caps it) and floors the
+long one. The three sources resize the 8-bit image (PIL, OpenCV), so their resized pixels are whole levels again.
 """
 
 from __future__ import annotations
@@ -50,6 +55,26 @@ BOX_FILTERS = {
     "nonempty": BoxFilter(SizeRule(0.0, strict=True), SizeRule(None)),  # detectron2, mmdetection
     "none": BoxFilter(SizeRule(None), SizeRule(None)),  # maskrcnn-benchmark
 }
+
+
+RESIZE_RULES = ("torchvision", "round", "maskrcnn_benchmark")
+
+
+def resized_size(height: int, width: int, min_size: int, max_size: int, rule: str = "torchvision") -> tuple[int, int]:
+    """The (H, W) an image of (``height``, ``width``) is resized to for a short side ``min_size``, long ≤ ``max_size``."""
+    short, long = min(height, width), max(height, width)
+    if rule == "maskrcnn_benchmark":
+        size = min_size
+        if long / short * size > max_size:
+            size = int(round(max_size * short / long))
+        other = int(size * long / short)
+        return (size, other) if height <= width else (other, size)
+    scale = min(min_size / short, max_size / long)
+    if rule == "round":
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+    if rule == "torchvision":
+        return math.floor(height * scale), math.floor(width * scale)
+    raise ValueError(f"resize rule must be one of {', '.join(RESIZE_RULES)}, got {rule!r}")
 
 
 def extent(convention: str) -> float:
@@ -201,6 +226,6 @@ class ConventionRPN(RegionProposalNetwork):
         return final_boxes, final_scores
 
 
-__all__ = ["BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "SizeRule", "BoxFilter", "extent", "box_sizes",
+__all__ = ["RESIZE_RULES", "resized_size", "BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "SizeRule", "BoxFilter", "extent", "box_sizes",
            "clip_to_image", "keep_sized", "batched_nms", "scale_boxes_about_centre", "coco_xywh",
            "ConventionBoxCoder", "ConventionRPN"]

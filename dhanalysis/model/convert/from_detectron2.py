@@ -48,6 +48,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.pixel_std=[1.0,1.0,1.0]",
         "model.rpn.anchor_style=unrounded",
         "model.rpn.anchor_strides=[4,8,16,32,64]",
+        "model.resize_rule=round",
         "model.box_filter=nonempty",
         "model.head.aligned=true",
         "model.head.sampling_ratio=0",

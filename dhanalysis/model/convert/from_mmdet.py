@@ -69,6 +69,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         f"model.backbone.fpn_channels={shape(state, 'neck.fpn_convs.0.conv.weight', path)[0]}",
         "model.rpn.anchor_style=unrounded",
         "model.rpn.anchor_strides=[4,8,16,32,64]",
+        "model.resize_rule=round",
         "model.box_filter=nonempty",
         "model.box_clamp=both",
         "model.head.aligned=true",
