@@ -127,6 +127,9 @@ class ModelConfig:
     # the test-time resize: "torchvision" (floor each side, resize the float image), "round" (detectron2, mmdet:
     # int(side·scale + 0.5)) or "maskrcnn_benchmark" (its own size rule); the last two resize the 8-bit image
     resize_rule: str = "torchvision"
+    # decode images with their EXIF orientation applied (detectron2's reader); off: the stored pixel grid, as
+    # torchvision's and mmdetection's default pipelines read it
+    exif_orientation: bool = False
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,25 @@ def test_round_resize_is_the_8bit_bilinear_resize_of_pil():
     ref = torch.from_numpy(__import__("numpy").array(pil)).permute(2, 0, 1).float()
     assert torch.equal(ours, ours.round())  # whole 8-bit levels
     assert (ours - ref).abs().max() <= 1.0 and (ours == ref).float().mean() > 0.75
+
+
+def test_exif_orientation_turns_the_image_as_detectron2_reads_it(tmp_path):
+    """A file stored 4×6 with orientation 6 (turn 90° clockwise to view) decodes 6×4 with the option, as
+    ``PIL.ImageOps.exif_transpose`` shows it, and as stored without it."""
+    import numpy as np
+    from PIL import Image
+
+    from dhanalysis.data.coco import decode_image
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "turned.png"
+    image.save(path, exif=exif.tobytes())
+    stored = decode_image(path)
+    turned = decode_image(path, exif_orientation=True)
+    assert stored.shape == (3, 4, 6) and torch.equal(stored * 255, torch.from_numpy(pixels).permute(2, 0, 1).float())
+    clockwise = np.rot90(pixels, k=-1)  # orientation 6: the viewer turns the stored grid 90° clockwise
+    assert turned.shape == (3, 6, 4)
+    assert torch.equal((turned * 255).round(), torch.from_numpy(clockwise.copy()).permute(2, 0, 1).float())
