@@ -116,10 +116,33 @@ def test_plus_one_clipping_nms_expansion_levels_and_export():
     box = torch.tensor([[0.0, 0.0, 111.0, 111.0]])
     scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
     assert map_levels(box, scales).tolist() == [0] and map_levels(box, scales, "plus_one").tolist() == [1]
-    dets = {"boxes": torch.tensor([[10.0, 20.0, 29.0, 59.0]]), "scores": torch.tensor([0.5]),
-            "labels": torch.tensor([1])}
-    assert to_coco_results(dets, 7, {1: 3}, "plus_one")[0]["bbox"] == [10.0, 20.0, 20.0, 40.0]
-    assert to_coco_results(dets, 7, {1: 3})[0]["bbox"] == [10.0, 20.0, 19.0, 39.0]
+
+
+def test_plus_one_models_speak_continuous_boxes_at_their_boundary():
+    """A plus_one detection (10, 20, 29, 59) covers pixels 10..29: its COCO box is [10, 20, 20, 40], what
+    maskrcnn-benchmark exports (w = x2 − x1 + 1); the probe reads a continuous window (10, 20, 30, 60) as that box
+    and answers in the continuous frame."""
+    from dhanalysis.engine.evaluate import to_coco_results
+
+    dets = [{"boxes": torch.tensor([[10.0, 20.0, 29.0, 59.0]]), "scores": torch.tensor([0.5]),
+             "labels": torch.tensor([1])}]
+    for convention, bbox in (("plus_one", [10.0, 20.0, 20.0, 40.0]), ("continuous", [10.0, 20.0, 19.0, 39.0])):
+        model = build_model(tiny_config("single-fc", NO_WEIGHTS, f"model.box_convention={convention}")).eval()
+        out = model.transform.postprocess([dict(d) for d in dets], [(100, 100)], [(100, 100)])
+        assert to_coco_results(out[0], 7, {1: 3})[0]["bbox"] == bbox
+    model = build_model(tiny_config("single-fc", NO_WEIGHTS, "model.box_convention=plus_one")).eval()
+    seen = {}
+    decode = model.roi_heads.box_coder.decode
+    model.roi_heads.box_coder.decode = lambda codes, boxes: seen.setdefault("boxes", boxes) and decode(codes, boxes)
+    feats = {k: torch.randn(1, 16, 32 // 2**i, 32 // 2**i) for i, k in enumerate(["0", "1", "2", "3"])}
+    window = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    out = model.roi_heads.probe(feats, [window], [(128, 128)])
+    assert seen["boxes"][0].tolist() == [[10.0, 20.0, 29.0, 59.0]]
+    with torch.no_grad():
+        model.roi_heads.branches["fc"].predictor.bbox_pred.weight.zero_()
+        model.roi_heads.branches["fc"].predictor.bbox_pred.bias.zero_()
+    out = model.roi_heads.probe(feats, [window], [(128, 128)])
+    torch.testing.assert_close(out["fc"]["boxes"][0, 1], window[0])  # zero deltas: the window itself
 
 
 def test_box_filters_drop_what_each_library_drops():

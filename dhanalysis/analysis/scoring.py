@@ -39,7 +39,7 @@ from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
-from dhanalysis.model.conventions import scale_boxes_about_centre
+from dhanalysis.model.conventions import from_convention, scale_boxes_about_centre, to_convention
 from dhanalysis.vocab import HEAD_TYPES, SIZE_GROUPS
 
 log = logging.getLogger(__name__)
@@ -216,11 +216,12 @@ class FastScorer:
             return {}
         table, scales = self.feature_table(features, image_size)
         size, ratio, aligned = self.pooler.output_size[0], self.pooler.sampling_ratio, self.pooler.aligned
-        levels = map_levels(boxes, scales, self.pooler.box_convention)
+        convention = self.pooler.box_convention
+        levels = map_levels(to_convention(boxes, convention), scales, convention)
         height, width = image_size
 
         def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
-            b, lvl = boxes[start:stop], levels[start:stop]
+            b, lvl = to_convention(boxes[start:stop], convention), levels[start:stop]
             pooled = {}
             if "plain" in self.heads.pooled_keys:
                 pooled["plain"] = pool_rows(table, b, lvl, size, ratio, aligned=aligned)
@@ -235,7 +236,7 @@ class FastScorer:
                     result.setdefault(head, {})["score"] = tasks["cls"].softmax(-1)[rows, lab]
                 if "reg" in tasks:
                     deltas = tasks["reg"].reshape(len(b), -1, 4)[rows, lab]
-                    regressed = self.box_coder.decode_single(deltas, b.float())
+                    regressed = from_convention(self.box_coder.decode_single(deltas, b.float()), convention)
                     result.setdefault(head, {}).update(
                         regressed_iou(regressed, gt_boxes[start:stop], height, width, clip_regressed))
             return result

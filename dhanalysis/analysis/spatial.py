@@ -32,6 +32,7 @@ from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, Task
                                         write_summary)
 from dhanalysis.analysis.scoring import AdaptiveBatch
 from dhanalysis.folders import Outputs, atomic_write_bytes, write_table
+from dhanalysis.model.conventions import to_convention
 from dhanalysis.vocab import SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, table_files
 
 MAPS = ("conv_output", "fc_output", "fc_weight")
@@ -101,7 +102,8 @@ class SpatialTask:
         roi_heads = self.model.roi_heads
 
         def run(start: int, stop: int) -> dict[str, torch.Tensor]:
-            pooled = roi_heads.pool(ctx.features, [ctx.boxes[start:stop]], [ctx.image_size])
+            boxes = to_convention(ctx.boxes[start:stop], roi_heads.box_convention)  # the model's own frame
+            pooled = roi_heads.pool(ctx.features, [boxes], [ctx.image_size])
             out = {}
             for head, name in self.branches.items():
                 branch = roi_heads.branches[name]

@@ -21,18 +21,16 @@ from torch.utils.data import DataLoader
 from dhanalysis.data.coco import CocoDataset, collate_fn
 from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
 from dhanalysis.folders import atomic_write_text, write_table
-from dhanalysis.model.conventions import coco_xywh
 from dhanalysis.vocab import EVAL_CSV, METRICS, PER_CLASS_AP_CSV, detections_file
 
 log = logging.getLogger(__name__)
 
 
-def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int],
-                    box_convention: str = "continuous") -> list[dict]:
-    """One image's detections as COCO result records: bbox [x, y, w, h] (w = x2 − x1, or + 1 in the ``plus_one``
-    convention of maskrcnn-benchmark), original category ids."""
+def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int]) -> list[dict]:
+    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids. The model's boxes
+    are continuous whatever its box convention (`dhanalysis.model.conventions.from_convention`)."""
     boxes = dets["boxes"].detach().cpu().double()
-    xywh = coco_xywh(boxes, box_convention).tolist()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     scores = dets["scores"].detach().cpu().tolist()
     labels = dets["labels"].detach().cpu().tolist()
     return [
@@ -96,12 +94,11 @@ def collect_detections(
 
         bar = tqdm(total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
     model.eval()
-    convention = model.config.model.box_convention
     for images, targets in loader:
         by_mode = model.predict_modes([img.to(device) for img in images], modes)
         for mode, dets in by_mode.items():
             for det, target in zip(dets, targets):
-                results[mode] += to_coco_results(det, int(target["image_id"]), dataset.label_to_cat_id, convention)
+                results[mode] += to_coco_results(det, int(target["image_id"]), dataset.label_to_cat_id)
         image_ids += [int(t["image_id"]) for t in targets]
         if bar is not None:
             bar.update(len(images))

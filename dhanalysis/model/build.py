@@ -23,7 +23,7 @@ from torchvision.ops import misc as misc_ops
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
 from dhanalysis.model.conventions import (BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, RESIZE_RULES, ConventionBoxCoder,
-                                          ConventionRPN, resized_size)
+                                          ConventionRPN, from_convention, resized_size)
 from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
@@ -118,10 +118,21 @@ class InputTransform(GeneralizedRCNNTransform):
     """
 
     def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb",
-                 resize_rule: str = "torchvision"):
+                 resize_rule: str = "torchvision", box_convention: str = "continuous"):
         super().__init__(min_size, max_size, mean, std)
         self.input_format = input_format
         self.resize_rule = resize_rule
+        self.box_convention = box_convention
+
+    def postprocess(self, result: list[dict], image_shapes: list[tuple[int, int]],
+                    original_image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """torchvision's rescaling to the original image, then the boxes in the continuous frame (`from_convention`:
+        a ``plus_one`` model's box gains its last pixel, as maskrcnn-benchmark's export widths do)."""
+        result = super().postprocess(result, image_shapes, original_image_sizes)
+        for r in result:
+            if "boxes" in r:
+                r["boxes"] = from_convention(r["boxes"], self.box_convention)
+        return result
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         if self.resize_rule != "torchvision":
@@ -333,5 +344,5 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     )
     roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
     transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
-                               m.resize_rule)
+                               m.resize_rule, m.box_convention)
     return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

@@ -5,8 +5,10 @@ torchvision, detectron2 and mmdetection treat a box as a continuous region: widt
 maskrcnn-benchmark, and the authors' Double-Head code built on it, keep Detectron's pixel-index convention
 (``"plus_one"``): x2 is the last pixel column *inside* the box, so width = x2 − x1 + 1 everywhere a size is read — the
 box coder (decoding ends at centre + w/2 − 1), clipping to [0, W − 1], NMS areas and overlaps, the FPN level of a box,
-the conv-head's enlarged RoI and the COCO export ([x, y, w + 1, h + 1]). Every one of those reads `extent` here,
-so the convention is one setting and not +1s spread through the code.
+the conv-head's enlarged RoI. Every one of those reads `extent` here, so the convention is one setting and not +1s
+spread through the code. Outside the model boxes are continuous: `from_convention` turns the model's detections,
+proposals and regressed boxes into COCO's frame (x2 + 1, so the COCO export is [x, y, w + 1, h + 1] as the source
+writes it) and `to_convention` the boxes an analysis gives it; both sit at the model's boundary only.
 
 Small boxes (`BOX_FILTERS`): torchvision drops RPN proposals under 1e-3 px and detections under 1e-2 px; detectron2
 and mmdetection keep every proposal wider and taller than 0 and every detection; maskrcnn-benchmark keeps all (a
@@ -134,9 +136,20 @@ def scale_boxes_about_centre(boxes: torch.Tensor, factor: float, convention: str
     return torch.cat([centre - half, centre + half - extent(convention)], dim=1)
 
 
-def coco_xywh(boxes: torch.Tensor, convention: str = "continuous") -> torch.Tensor:
-    """Boxes ``(N, 4)`` xyxy as COCO's [x, y, w, h] (maskrcnn-benchmark exports w = x2 − x1 + 1)."""
-    return torch.cat([boxes[:, :2], box_sizes(boxes, convention)], dim=1)
+def to_convention(boxes: torch.Tensor, convention: str) -> torch.Tensor:
+    """Boxes ``(..., 4)`` of the continuous frame (COCO's, the analyses') in the model's convention: a ``plus_one``
+    box ends at its last pixel, x2 − 1."""
+    if extent(convention) == 0.0:
+        return boxes
+    return torch.cat([boxes[..., :2], boxes[..., 2:] - extent(convention)], dim=-1)
+
+
+def from_convention(boxes: torch.Tensor, convention: str) -> torch.Tensor:
+    """The model's boxes ``(..., 4)`` in the continuous frame: a ``plus_one`` box [x1, x2] covers [x1, x2 + 1), so
+    its COCO width is x2 − x1 + 1 (what maskrcnn-benchmark exports) and its IoU with ground truth is read there."""
+    if extent(convention) == 0.0:
+        return boxes
+    return torch.cat([boxes[..., :2], boxes[..., 2:] + extent(convention)], dim=-1)
 
 
 class ConventionBoxCoder(BoxCoder):
@@ -227,5 +240,5 @@ class ConventionRPN(RegionProposalNetwork):
 
 
 __all__ = ["RESIZE_RULES", "resized_size", "BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "SizeRule", "BoxFilter", "extent", "box_sizes",
-           "clip_to_image", "keep_sized", "batched_nms", "scale_boxes_about_centre", "coco_xywh",
+           "clip_to_image", "keep_sized", "batched_nms", "scale_boxes_about_centre", "to_convention", "from_convention",
            "ConventionBoxCoder", "ConventionRPN"]

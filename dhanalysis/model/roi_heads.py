@@ -15,8 +15,8 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import roi_align
 
 from dhanalysis.errors import DHError
-from dhanalysis.model.conventions import (BOX_FILTERS, batched_nms, clip_to_image, keep_sized,
-                                          scale_boxes_about_centre)
+from dhanalysis.model.conventions import (BOX_FILTERS, batched_nms, clip_to_image, from_convention, keep_sized,
+                                          scale_boxes_about_centre, to_convention)
 from dhanalysis.model.gather_roi import map_levels, pool_batch
 from dhanalysis.model.variants import FUSIONS, parse_mode
 
@@ -317,15 +317,17 @@ class DoubleHeadRoIHeads(RoIHeads):
         """Raw per-head outputs for boxes we choose (no threshold, no NMS): what the analyses of §3 need.
 
         Returns {head type: {"scores": (N, C+1) probabilities, "boxes": (N, C+1, 4) decoded xyxy}}, each key present
-        only when that head has the task. ``backend``: the RoIAlign implementation, see `LevelPooler`.
+        only when that head has the task. ``backend``: the RoIAlign implementation, see `LevelPooler`. ``boxes`` and
+        the decoded boxes are in the continuous frame whatever the model's box convention (`to_convention`).
         """
+        boxes = [to_convention(b, self.box_convention) for b in boxes]
         heads = self.head_outputs(self.branch_outputs(features, boxes, image_shapes, backend))
         out: dict[str, dict[str, torch.Tensor]] = {}
         for head, tasks in heads.items():
             if "cls" in tasks:
                 out.setdefault(head, {})["scores"] = tasks["cls"].float().softmax(-1)
             if "reg" in tasks:
-                decoded = self.box_coder.decode(tasks["reg"].float(), boxes)
+                decoded = from_convention(self.box_coder.decode(tasks["reg"].float(), boxes), self.box_convention)
                 out.setdefault(head, {})["boxes"] = decoded
         return out
 
