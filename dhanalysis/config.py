@@ -38,7 +38,8 @@ class HeadConfig:
     """Widths of the RoI heads; the defaults are the paper's (§4.1, Fig. 5)."""
 
     roi_size: int = 7
-    sampling_ratio: int = 2  # RoIAlign samples per bin and axis; 0 = adaptive, ⌈RoI size / roi_size⌉ (detectron2, mmdet)
+    # RoIAlign samples per bin and axis; 0 = adaptive, ⌈RoI size / roi_size⌉ per RoI (detectron2, mmdet)
+    sampling_ratio: int = 2
     # RoIAlign's half-pixel shift (torchvision's aligned=True: detectron2's ROIAlignV2, mmcv's aligned); False is
     # torchvision's detector and maskrcnn-benchmark, which also force RoIs of at least 1×1
     aligned: bool = False

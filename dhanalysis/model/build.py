@@ -227,8 +227,8 @@ def check_model_options(m) -> None:
         raise DHError(f"model.rpn.anchor_strides needs one positive stride per anchor size "
                       f"({len(m.rpn.anchor_sizes)}), got {list(m.rpn.anchor_strides)}; [] keeps torchvision's rule")
     for key, value, choices in (("box_convention", m.box_convention, BOX_CONVENTIONS),
-                                ("box_filter", m.box_filter, tuple(BOX_FILTERS)), ("box_clamp", m.box_clamp, BOX_CLAMPS),
-                                ("resize_rule", m.resize_rule, RESIZE_RULES)):
+                                ("box_filter", m.box_filter, tuple(BOX_FILTERS)),
+                                ("box_clamp", m.box_clamp, BOX_CLAMPS), ("resize_rule", m.resize_rule, RESIZE_RULES)):
         if value not in choices:
             raise DHError(f"model.{key} must be one of {', '.join(choices)}, got '{value}'")
     if m.reg_layout not in REG_LAYOUTS:

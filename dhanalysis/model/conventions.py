@@ -63,7 +63,7 @@ RESIZE_RULES = ("torchvision", "round", "maskrcnn_benchmark")
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int, rule: str = "torchvision") -> tuple[int, int]:
-    """The (H, W) an image of (``height``, ``width``) is resized to for a short side ``min_size``, long ≤ ``max_size``."""
+    """The (H, W) an image (``height``, ``width``) is resized to for a short side ``min_size``, long ≤ ``max_size``."""
     short, long = min(height, width), max(height, width)
     if rule == "maskrcnn_benchmark":
         size = min_size
@@ -239,6 +239,7 @@ class ConventionRPN(RegionProposalNetwork):
         return final_boxes, final_scores
 
 
-__all__ = ["RESIZE_RULES", "resized_size", "BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "SizeRule", "BoxFilter", "extent", "box_sizes",
+__all__ = ["RESIZE_RULES", "resized_size", "BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "SizeRule", "BoxFilter",
+           "extent", "box_sizes",
            "clip_to_image", "keep_sized", "batched_nms", "scale_boxes_about_centre", "to_convention", "from_convention",
            "ConventionBoxCoder", "ConventionRPN"]

@@ -11,8 +11,9 @@ scalar loop per channel, and the output comes out as ``(N, S·S, C)`` rows ready
 
 The weights reproduce torchvision's CPU/CUDA kernel step by step (the half-pixel shift, sample positions and counts,
 the -1 / size cut-off, the clamp at 0 and the last pixel, the division by the sample count), so results agree to
-float32 rounding; with adaptive ratios every RoI gets the largest count of its batch and zero weights past its own. `map_levels` is
-the one home of the FPN level rule: the model's `LevelPooler` and the fast scorer both take levels from it.
+float32 rounding; with adaptive ratios every RoI gets the largest count of its batch and zero weights past its own.
+`map_levels` is the one home of the FPN level rule: the model's `LevelPooler` and the fast scorer both take levels
+from it.
 
 Two entry points: `pool_batch` (NCHW, a batch of images; `LevelPooler`'s ``"gather"`` backend) and `pool_rows`
 (channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (the
