@@ -38,7 +38,11 @@ class HeadConfig:
     """Widths of the RoI heads; the defaults are the paper's (§4.1, Fig. 5)."""
 
     roi_size: int = 7
+    # RoIAlign samples per bin and axis; 0 = adaptive, ⌈RoI size / roi_size⌉ per RoI (detectron2, mmdet)
     sampling_ratio: int = 2
+    # RoIAlign's half-pixel shift (torchvision's aligned=True: detectron2's ROIAlignV2, mmcv's aligned); False is
+    # torchvision's detector and maskrcnn-benchmark, which also force RoIs of at least 1×1
+    aligned: bool = False
     fc_dim: int = 1024
     conv_dim: int = 1024
     bottleneck_dim: int = 256
@@ -79,6 +83,9 @@ class RPNConfig:
     # cell anchors: "torchvision" (rounded to whole pixels, centred on the cell's corner), "unrounded" (detectron2,
     # mmdetection 2+), "legacy" (Detectron / maskrcnn-benchmark: whole-pixel sizes centred at (stride - 1) / 2)
     anchor_style: str = "torchvision"
+    # the stride of each level's anchor grid; () = torchvision's rule, padded image size // grid size (not the level's
+    # stride where a padded side is not a multiple of it); (4, 8, 16, 32, 64) = detectron2, mmdet, maskrcnn-benchmark
+    anchor_strides: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,20 @@ class ModelConfig:
     # box regressor rows: "per_slot" (4 per classifier slot), "per_foreground" (4 per slot but the background's:
     # detectron2, mmdetection) or "agnostic" (4 for every class)
     reg_layout: str = "per_slot"
+    # the source framework's box conventions (dhanalysis.model.conventions): "continuous" (width = x2 - x1) or
+    # "plus_one" (maskrcnn-benchmark and the authors' code: width = x2 - x1 + 1 in the coder, clipping to W - 1, NMS,
+    # the FPN level, the enlarged RoI and the COCO export); small-box filters "torchvision" (proposals >= 1e-3 px,
+    # detections >= 1e-2 px), "nonempty" (detectron2, mmdet: proposals > 0 px, detections all) or "none"; the dw/dh
+    # clamp "max" (log(1000/16) from above) or "both" (mmdet)
+    box_convention: str = "continuous"
+    box_filter: str = "torchvision"
+    box_clamp: str = "max"
+    # the test-time resize: "torchvision" (floor each side, resize the float image), "round" (detectron2, mmdet:
+    # int(side·scale + 0.5)) or "maskrcnn_benchmark" (its own size rule); the last two resize the 8-bit image
+    resize_rule: str = "torchvision"
+    # decode images with their EXIF orientation applied (detectron2's reader); off: the stored pixel grid, as
+    # torchvision's and mmdetection's default pipelines read it
+    exif_orientation: bool = False
 
 
 @dataclass(frozen=True)

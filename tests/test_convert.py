@@ -250,6 +250,17 @@ def mmdet_keys() -> dict[str, tuple]:
     return {k: (() if k.endswith("num_batches_tracked") else v) for k, v in keys.items()}
 
 
+def mmdet_faster_rcnn_keys() -> dict[str, tuple]:
+    """mmdetection's faster-rcnn_r50_fpn: the Double-Head's trunk with a Shared2FCBBoxHead."""
+    keys = {k: v for k, v in mmdet_keys().items() if not k.startswith("roi_head.")}
+    h = "roi_head.bbox_head."
+    keys.update({f"{h}shared_fcs.0.weight": (D, F_ * 49), f"{h}shared_fcs.0.bias": (D,),
+                 f"{h}shared_fcs.1.weight": (D, D), f"{h}shared_fcs.1.bias": (D,),
+                 f"{h}fc_cls.weight": (C + 1, D), f"{h}fc_cls.bias": (C + 1,),
+                 f"{h}fc_reg.weight": (4 * C, D), f"{h}fc_reg.bias": (4 * C,)})
+    return keys
+
+
 def maskrcnn_benchmark_keys() -> dict[str, tuple]:
     p = "module.backbone.body."
     name = lambda s, b, part: f"{p}layer{s}.{b}." + ("downsample.0" if part == "short" else f"conv{part}")  # noqa
@@ -289,7 +300,9 @@ def maskrcnn_benchmark_keys() -> dict[str, tuple]:
     return keys
 
 
-SOURCE_KEYS = {"detectron2": detectron2_keys, "mmdet": mmdet_keys, "maskrcnn-benchmark": maskrcnn_benchmark_keys}
+SOURCE_KEYS = {"detectron2": detectron2_keys, "mmdet": mmdet_keys, "mmdet-faster-rcnn": mmdet_faster_rcnn_keys,
+               "maskrcnn-benchmark": maskrcnn_benchmark_keys}
+FROM = {"mmdet-faster-rcnn": "mmdet"}  # the --from of each model of SOURCE_KEYS
 # a sample of where tensors must land (source key -> our key), written from the two frameworks' module structures
 LANDINGS = {
     "detectron2": {
@@ -313,6 +326,13 @@ LANDINGS = {
             "roi_heads.branches.conv.head.blocks.0.shortcut.1.running_mean",
         "roi_head.bbox_head.conv_branch.3.conv2.weight": "roi_heads.branches.conv.head.blocks.4.conv2.0.weight",
     },
+    "mmdet-faster-rcnn": {
+        "neck.fpn_convs.2.conv.bias": "backbone.fpn.layer_blocks.2.0.bias",
+        "roi_head.bbox_head.shared_fcs.0.weight": "roi_heads.branches.fc.head.fc6.weight",
+        "roi_head.bbox_head.shared_fcs.1.bias": "roi_heads.branches.fc.head.fc7.bias",
+        "roi_head.bbox_head.fc_cls.bias": "roi_heads.branches.fc.predictor.cls_score.bias",
+        "roi_head.bbox_head.fc_reg.weight": "roi_heads.branches.fc.predictor.bbox_pred.weight",
+    },
     "maskrcnn-benchmark": {
         "module.backbone.body.stem.conv1.weight": "backbone.body.conv1.weight",
         "module.backbone.fpn.fpn_inner1.bias": "backbone.fpn.inner_blocks.0.0.bias",
@@ -328,12 +348,13 @@ LANDINGS = {
     },
 }
 DROPPED = {"detectron2": {"pixel_mean", "pixel_std"},
-           "mmdet": set(),
+           "mmdet": set(), "mmdet-faster-rcnn": set(),
            "maskrcnn-benchmark": {f"module.rpn.anchor_generator.cell_anchors.{i}" for i in range(5)}}
 
 
 def write_source(source: str, state: dict[str, torch.Tensor], path: Path) -> Path:
     """The file as the source framework publishes it (a pickle of numpy arrays for detectron2's model zoo)."""
+    source = FROM.get(source, source)
     if source == "detectron2":
         import pickle
 
@@ -356,7 +377,7 @@ def distinct_state(source: str) -> dict[str, torch.Tensor]:
 def test_every_source_tensor_lands_where_it_should(source, tmp_path):
     state = distinct_state(source)
     src = write_source(source, state, tmp_path / "src.pth")
-    model, dropped = convert_source(source, src)
+    model, dropped = convert_source(FROM.get(source, source), src)
     ours = model.state_dict()
     bare = lambda k: k.removeprefix("module.")  # noqa: E731 - DistributedDataParallel's prefix is stripped first
     counters = {k for k in state if k.endswith("num_batches_tracked")}
@@ -377,7 +398,7 @@ def test_every_source_tensor_lands_where_it_should(source, tmp_path):
             eps if "running_var" in our_key and our_key.startswith("backbone.body") else 0.0), abs=1e-4), src_key
     del state[next(iter(LANDINGS[source]))]
     with pytest.raises(DHError, match="weights of the model are missing"):
-        convert_source(source, write_source(source, state, tmp_path / "short.pth"))
+        convert_source(FROM.get(source, source), write_source(source, state, tmp_path / "short.pth"))
 
 
 @pytest.mark.parametrize("source", ["torchvision", *SOURCE_KEYS])
@@ -401,7 +422,7 @@ def test_analyses_run_on_a_converted_checkpoint(source, synth, tmp_path):
     ckpt = tmp_path / "converted.pth"
     settings = ["model.min_size=64", "model.max_size=64", f"data.root={synth}", "model.rpn.pre_nms_top_n_test=50",
                 "model.rpn.post_nms_top_n_test=30", "data.val_split=val"]
-    assert main(["convert", "--from", source, str(src), "--out", str(ckpt), *extra,
+    assert main(["convert", "--from", FROM.get(source, source), str(src), "--out", str(ckpt), *extra,
                  *[f"--set={s}" for s in settings]]) == 0
     results = tmp_path / "results" / source
     common = ["--ckpt", str(ckpt), "--max-images", "1", "--device", "cpu"]
@@ -539,9 +560,25 @@ def test_anchor_styles():
     ("model.input_format=bgr", "model.input_format"),
     ("model.rpn.anchor_style=caffe", "model.rpn.anchor_style"),
     ("model.reg_layout=none", "model.reg_layout"),
+    ("model.rpn.anchor_strides=[4,8]", "model.rpn.anchor_strides needs one positive stride per anchor size"),
     ("model.class_slots=[0,1]", "class_slots"),
 ])
 def test_bad_model_options_are_one_line_errors(setting, message):
     cfg = load_config(None, ["model.num_classes=3", "model.backbone.name=resnet18", "model.variant=single-fc", setting])
     with pytest.raises(DHError, match=message):
         build_model(cfg)
+
+
+def test_an_mmdet_head_that_does_not_convert_is_one_line(tmp_path):
+    """A ConvFCBBoxHead with shared convs, or a head of neither known kind, is refused by name; nothing is written."""
+    state = distinct_state("mmdet-faster-rcnn")
+    state["roi_head.bbox_head.shared_convs.0.conv.weight"] = torch.zeros(F_, F_, 3, 3)
+    out = tmp_path / "out.pth"
+    assert main(["convert", "--from", "mmdet", str(write_source("mmdet", state, tmp_path / "convs.pth")),
+                 "--out", str(out)]) != 0
+    assert not out.exists()
+    with pytest.raises(DHError, match="only Shared2FCBBoxHead"):
+        convert_source("mmdet", write_source("mmdet", state, tmp_path / "convs.pth"))
+    state = {k: v for k, v in distinct_state("mmdet").items() if ".res_block." not in k}
+    with pytest.raises(DHError, match="neither a Double-Head .* nor a Shared2FCBBoxHead"):
+        convert_source("mmdet", write_source("mmdet", state, tmp_path / "other.pth"))

@@ -64,6 +64,44 @@ def test_fast_roi_align_equals_torchvision_on_one_map(scale):
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("sampling_ratio", [0, 2, 3])
+@pytest.mark.parametrize("scale", [1.0, 0.25, 1 / 32])
+def test_aligned_and_adaptive_roi_align_equals_torchvision(scale, sampling_ratio):
+    """detectron2's and mmdetection's RoIAlign (``aligned=True``: half-pixel shift, no 1-px minimum; ratio 0: ⌈RoI
+    size / 7⌉ samples per axis, varying per RoI) equals torchvision's kernel; adaptive also without the shift."""
+    g = torch.Generator().manual_seed(5)
+    feat = torch.randn(1, 5, 13, 17, generator=g)
+    boxes = random_boxes(400, 17 / scale, 13 / scale, g)
+    boxes[-40:] *= 4  # RoIs of many cells: adaptive ratios up to 8 samples per axis
+    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1)
+    for aligned in (True, False) if sampling_ratio == 0 else (True,):
+        ref = roi_align(feat, rois, (7, 7), scale, sampling_ratio=sampling_ratio, aligned=aligned)
+        rows = pool_rows(FeatureTable.from_features([feat], [scale]), boxes, torch.zeros(len(boxes), dtype=torch.int64),
+                         7, sampling_ratio, aligned=aligned)
+        torch.testing.assert_close(rows.transpose(1, 2).reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
+    if sampling_ratio == 0:
+        counts = torch.ceil((boxes[:, 2:] - boxes[:, :2]) * scale / 7)
+        assert counts.max() > 2 and counts.min() == 0  # both extremes exercised
+
+
+@pytest.mark.parametrize("backend", ["gather", "torchvision"])
+def test_level_pooler_aligned_adaptive_equals_multiscale_pooling(backend):
+    """Both `LevelPooler` backends with ``aligned=True, sampling_ratio=0`` equal torchvision's per-level kernel."""
+    from dhanalysis.model.roi_heads import LevelPooler
+
+    g = torch.Generator().manual_seed(6)
+    names = ["0", "1", "2", "3"]
+    feats = {k: torch.randn(2, 3, 48 // 2**i, 64 // 2**i, generator=g) for i, k in enumerate(names)}
+    boxes = [random_boxes(150, 256, 192, g), random_boxes(100, 256, 192, g) * 2]
+    shapes = [(192, 256), (192, 256)]
+    levels = fpn_level(torch.cat(boxes))
+    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], dim=1) for i, b in enumerate(boxes)])
+    ref = torch.stack([roi_align(feats[k], rois, (7, 7), 1 / 2 ** (i + 2), 0, aligned=True)
+                       for i, k in enumerate(names)])[levels, torch.arange(len(rois))]
+    ours = LevelPooler(names, 7, 0, aligned=True)(feats, boxes, shapes, backend=backend)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_fast_roi_align_equals_multiscale_roi_align_and_the_level_rule():
     g = torch.Generator().manual_seed(2)
     names = ["0", "1", "2", "3"]

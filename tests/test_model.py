@@ -175,7 +175,7 @@ def test_level_pooler_matches_torchvision_multiscale_roi_align(backend):
 
 
 def test_pooling_backend_is_an_argument_of_each_call():
-    """"auto" is the gather on CPU with a fixed sampling ratio and torchvision's kernel otherwise; no state is kept."""
+    """"auto" is the gather on CPU (adaptive ratios included) and torchvision's kernel otherwise; no state is kept."""
     from dhanalysis.model.roi_heads import LevelPooler
 
     pooler = LevelPooler(["0"], 7, 2)
@@ -184,7 +184,7 @@ def test_pooling_backend_is_an_argument_of_each_call():
     assert pooler.resolve_backend("auto", gpu) == "torchvision"
     assert pooler.resolve_backend("torchvision", cpu) == "torchvision"
     assert pooler.resolve_backend("gather", gpu) == "gather"
-    assert LevelPooler(["0"], 7, 0).resolve_backend("auto", cpu) == "torchvision"  # adaptive ratio: the kernel's
+    assert LevelPooler(["0"], 7, 0, aligned=True).resolve_backend("auto", cpu) == "gather"  # the gather does both
     with pytest.raises(ValueError, match="pooling backend must be one of auto, gather, torchvision, got 'fast'"):
         pooler({"0": torch.zeros(1, 1, 8, 8)}, [torch.tensor([[0.0, 0, 4, 4]])], [(32, 32)], backend="fast")
 
@@ -196,7 +196,6 @@ def test_conv_roi_scale_enlarges_the_conv_head_input_whatever_its_task(variant):
     from helpers import tiny_config, two_images
 
     from dhanalysis.model import build_model
-    from dhanalysis.model.roi_heads import scale_boxes_about_centre
 
     from torchvision.ops import MultiScaleRoIAlign
 

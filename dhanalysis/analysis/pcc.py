@@ -150,13 +150,16 @@ class ProposalPCCTask:
 
     def process(self, ctx: ImageContext, state: TaskState) -> int:
         from dhanalysis.analysis.scoring import score_boxes
+        from dhanalysis.model.conventions import from_convention
 
         if not self.heads:
             return 0
         h, w = ctx.image_size
         area_scale = ctx.original_size[0] * ctx.original_size[1] / float(h * w)
         gt_size = size_index(ctx.areas)
-        proposals = self.model.rpn(ctx.image_list, ctx.features)[0][0]
+        raw = self.model.rpn(ctx.image_list, ctx.features)[0][0]  # in the model's box convention
+        convention = self.model.roi_heads.box_convention
+        proposals = from_convention(raw, convention)  # COCO's frame, as the ground truth and `score_boxes`
         if len(proposals) == 0:
             return 0
         iou, best = match_any(proposals, ctx.boxes)
@@ -174,12 +177,12 @@ class ProposalPCCTask:
         state.count("rpn_proposals", len(proposals))
 
         modes = sorted({m for m in self.modes.values() if m})
-        dets = self.model.roi_heads.detect(ctx.features, [proposals], [ctx.image_size], modes) if modes else {}
+        dets = self.model.roi_heads.detect(ctx.features, [raw], [ctx.image_size], modes) if modes else {}
         for head in self.heads:
             mode = self.modes[head]
             if mode is None:
                 continue
-            d = dets[mode][0]
+            d = dict(dets[mode][0], boxes=from_convention(dets[mode][0]["boxes"], convention))
             iou_d, best_d = match_same_class(d["boxes"], d["labels"], ctx.boxes, ctx.labels)
             size_d = match_size(iou_d, best_d, gt_size, d["boxes"], area_scale)
             self._add(state, head, DETECTIONS, size_d, iou_d, d["scores"])

@@ -122,11 +122,13 @@ def claim_model_folder(folder: Path, config: dict, overwrite: bool = False, rank
 
 
 def open_dataset(root: Path, split: str, num_classes: int, ckpt: str = "the checkpoint", strict: bool = False,
-                 skip_bad_images: bool = False):
-    """The `CocoDataset` of a split (no transforms: the model resizes), checked against the model's classes."""
+                 skip_bad_images: bool = False, exif_orientation: bool = False):
+    """The `CocoDataset` of a split (no transforms: the model resizes), checked against the model's classes; images
+    decode as the model's source framework decodes them (``exif_orientation``)."""
     from dhanalysis.data.coco import CocoDataset
 
-    dataset = CocoDataset(root, split, train=False, strict=strict, skip_bad_images=skip_bad_images)
+    dataset = CocoDataset(root, split, train=False, strict=strict, skip_bad_images=skip_bad_images,
+                          exif_orientation=exif_orientation)
     if dataset.num_classes != num_classes:
         raise DHError(f"{ckpt} was trained for {num_classes} classes but {root}/{split} has {dataset.num_classes}; "
                       "evaluate or analyse it on the dataset it was trained on")
@@ -174,7 +176,8 @@ def load_models(
         seen.add(name)
         root = Path(data_root or cfg.data.root)
         split_name = split or cfg.data.val_split
-        dataset = open_dataset(root, split_name, cfg.model.num_classes, ckpt, strict, skip_bad_images)
+        dataset = open_dataset(root, split_name, cfg.model.num_classes, ckpt, strict, skip_bad_images,
+                               cfg.model.exif_orientation)
         if check is not None:
             check(cfg)
         folder = (Path(out) / name if len(ckpts) > 1 else Path(out)) if out else RESULTS / name

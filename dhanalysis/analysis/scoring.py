@@ -32,7 +32,7 @@ from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
-from dhanalysis.model.roi_heads import scale_boxes_about_centre
+from dhanalysis.model.conventions import from_convention, scale_boxes_about_centre, to_convention
 from dhanalysis.vocab import HEAD_TYPES
 
 log = logging.getLogger(__name__)
@@ -207,18 +207,19 @@ class FastScorer:
         if len(boxes) == 0:
             return {}
         table, scales = self.feature_table(features, image_size)
-        size, ratio = self.pooler.output_size[0], self.pooler.sampling_ratio
-        levels = map_levels(boxes, scales)
+        size, ratio, aligned = self.pooler.output_size[0], self.pooler.sampling_ratio, self.pooler.aligned
+        convention = self.pooler.box_convention
+        levels = map_levels(to_convention(boxes, convention), scales, convention)
         height, width = image_size
 
         def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
-            b, lvl = boxes[start:stop], levels[start:stop]
+            b, lvl = to_convention(boxes[start:stop], convention), levels[start:stop]
             pooled = {}
             if "plain" in self.heads.pooled_keys:
-                pooled["plain"] = pool_rows(table, b, lvl, size, ratio)
+                pooled["plain"] = pool_rows(table, b, lvl, size, ratio, aligned=aligned)
             if "enlarged" in self.heads.pooled_keys:  # on the level of the box itself, as the detector pools it
-                pooled["enlarged"] = pool_rows(table, scale_boxes_about_centre(b, self.conv_roi_scale), lvl, size,
-                                               ratio)
+                enlarged = scale_boxes_about_centre(b, self.conv_roi_scale, self.pooler.box_convention)
+                pooled["enlarged"] = pool_rows(table, enlarged, lvl, size, ratio, aligned=aligned)
             rows = torch.arange(stop - start, device=boxes.device)
             lab = labels[start:stop]
             result: dict[str, dict[str, torch.Tensor]] = {}
@@ -227,7 +228,7 @@ class FastScorer:
                     result.setdefault(head, {})["score"] = tasks["cls"].softmax(-1)[rows, lab]
                 if "reg" in tasks:
                     deltas = tasks["reg"].reshape(len(b), -1, 4)[rows, lab]
-                    regressed = self.box_coder.decode_single(deltas, b.float())
+                    regressed = from_convention(self.box_coder.decode_single(deltas, b.float()), convention)
                     result.setdefault(head, {}).update(
                         regressed_iou(regressed, gt_boxes[start:stop], height, width, clip_regressed))
             return result

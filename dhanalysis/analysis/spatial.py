@@ -36,6 +36,7 @@ from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, Task
 from dhanalysis.analysis.scoring import AdaptiveBatch
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_bytes, write_table
+from dhanalysis.model.conventions import to_convention
 from dhanalysis.results import RESULTS, SPATIAL_COLUMNS, spatial_frame  # noqa: F401 - SPATIAL_COLUMNS as before
 from dhanalysis.vocab import SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ
 
@@ -123,7 +124,8 @@ class SpatialTask:
         roi_heads = self.model.roi_heads
 
         def run(start: int, stop: int) -> dict[str, torch.Tensor]:
-            pooled = roi_heads.pool(ctx.features, [ctx.boxes[start:stop]], [ctx.image_size])
+            boxes = to_convention(ctx.boxes[start:stop], roi_heads.box_convention)  # the model's own frame
+            pooled = roi_heads.pool(ctx.features, [boxes], [ctx.image_size])
             out = {}
             for head, name in self.branches.items():
                 branch = roi_heads.branches[name]

@@ -18,7 +18,10 @@ from dhanalysis.cli.common import add_model_arguments, check_at_least, models
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, workspace=False)
     parser.add_argument("--modes", default="all", help="comma-separated inference modes, or 'all' (default)")
-    parser.add_argument("--batch-size", type=int, default=2, help="images per forward (default 2)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per forward (default 1, as the reference evaluations of torchvision, detectron2, "
+                             "mmdetection and maskrcnn-benchmark run: a larger batch pads images to the largest, "
+                             "which changes border features and the anchor grid of the padded levels)")
     parser.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
 
 

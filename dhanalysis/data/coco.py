@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dhanalysis.config import DataConfig
 from dhanalysis.errors import BadImages, DHError
@@ -94,11 +94,15 @@ class BadImage(NamedTuple):
     reason: str
 
 
-def decode_image(path: Path) -> torch.Tensor:
-    """Read an image file as a float tensor (3, H, W) in [0, 1]; a file that does not decode is a `DHError`."""
+def decode_image(path: Path, exif_orientation: bool = False) -> torch.Tensor:
+    """Read an image file as a float tensor (3, H, W) in [0, 1]; a file that does not decode is a `DHError`.
+
+    ``exif_orientation``: turn the pixels as the file's EXIF orientation tag says (detectron2 decodes so); without it
+    the stored pixel grid is read, as torchvision, mmdetection's default and pycocotools' sizes take it.
+    """
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB")
+            rgb = (ImageOps.exif_transpose(im) if exif_orientation else im).convert("RGB")
     except FileNotFoundError:
         raise DHError(f"image file {path} is missing; re-download or regenerate the split") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -147,6 +151,7 @@ class CocoDataset(torch.utils.data.Dataset):
         skip_bad_images: decode every image up front and drop the missing or undecodable ones, recording them in
             ``skipped_images`` (takes precedence over ``strict``); without it a missing file is an error here.
         skip_ids: image ids to leave out, e.g. from an earlier ``check_images()``, without checking again.
+        exif_orientation: apply each file's EXIF orientation when decoding (``model.exif_orientation``: detectron2).
 
     ``dataset[i]`` is ``(image, target)``: image (3, H, W) float in [0, 1]; target ``boxes`` (N, 4) float32 xyxy
     absolute pixels, ``labels`` (N,) int64 in 1..C, ``image_id`` int, ``area`` (N,) float32, ``iscrowd`` (N,) int64,
@@ -162,8 +167,10 @@ class CocoDataset(torch.utils.data.Dataset):
         strict: bool = False,
         skip_bad_images: bool = False,
         skip_ids: Iterable[int] | None = None,
+        exif_orientation: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.exif_orientation = exif_orientation
         self.split = split
         self.transforms = transforms
         self.train = train
@@ -379,7 +386,7 @@ class CocoDataset(torch.utils.data.Dataset):
         path = self.image_path(index)
         if not path.is_file():
             raise DHError(f"image file {path} (listed in {self.ann_file}) is missing; re-download or regenerate it")
-        image = decode_image(path)
+        image = decode_image(path, self.exif_orientation)
         target = self.get_target(index)
         height, width = image.shape[-2:]
         if (height, width) != tuple(target["orig_size"].tolist()):

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int]) -> list[dict]:
-    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids."""
+    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids. The model's boxes
+    are continuous whatever its box convention (`dhanalysis.model.conventions.from_convention`)."""
     boxes = dets["boxes"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     scores = dets["scores"].detach().cpu().tolist()

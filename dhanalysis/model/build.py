@@ -17,12 +17,14 @@ from torchvision.models import resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import misc as misc_ops
 
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
+from dhanalysis.model.conventions import (BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, RESIZE_RULES, ConventionBoxCoder,
+                                          ConventionRPN, from_convention, resized_size)
 from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
@@ -111,20 +113,55 @@ def build_head(head_type: str, cfg: HeadConfig, in_channels: int) -> FCHead | Co
 
 
 class InputTransform(GeneralizedRCNNTransform):
-    """torchvision's resize/normalise transform that can feed BGR images in 0-255 (``input_format="bgr255"``).
+    """torchvision's resize/normalise transform that can feed BGR images in 0-255 (``input_format="bgr255"``) and
+    resize by another framework's rule (``resize_rule``, `dhanalysis.model.conventions.RESIZE_RULES`).
 
     Images always arrive as RGB in 0-1 (the datasets' and torchvision's convention); weights trained on BGR 0-255
     input (Detectron, maskrcnn-benchmark, detectron2's MSRA models) get it converted here, before the pixel means.
+    torchvision normalises, then resizes the float image; the other rules resize the 8-bit image first, as their
+    frameworks do: the image is resized to that rule's size, rounded to whole 8-bit levels, then normalised.
     """
 
-    def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb"):
+    def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb",
+                 resize_rule: str = "torchvision", box_convention: str = "continuous"):
         super().__init__(min_size, max_size, mean, std)
         self.input_format = input_format
+        self.resize_rule = resize_rule
+        self.box_convention = box_convention
+
+    def postprocess(self, result: list[dict], image_shapes: list[tuple[int, int]],
+                    original_image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """torchvision's rescaling to the original image, then the boxes in the continuous frame (`from_convention`:
+        a ``plus_one`` model's box gains its last pixel, as maskrcnn-benchmark's export widths do)."""
+        result = super().postprocess(result, image_shapes, original_image_sizes)
+        for r in result:
+            if "boxes" in r:
+                r["boxes"] = from_convention(r["boxes"], self.box_convention)
+        return result
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if self.resize_rule != "torchvision":
+            return image  # normalised in `resize`, after the 8-bit resize
+        return self.to_network_input(image)
+
+    def to_network_input(self, image: torch.Tensor) -> torch.Tensor:
         if self.input_format == "bgr255":
             image = image.flip(0) * 255.0
         return super().normalize(image)
+
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
+        if self.resize_rule == "torchvision":
+            return super().resize(image, target)
+        if self.training and self._skip_resize:
+            return self.to_network_input(image), target
+        h, w = image.shape[-2:]
+        size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        out = resized_size(h, w, size, self.max_size, self.resize_rule)
+        image = torch.nn.functional.interpolate(image[None], size=out, mode="bilinear", align_corners=False)[0]
+        image = (image * 255.0).round().clamp(0, 255) / 255.0  # the 8-bit image the source resizes into
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), out)
+        return self.to_network_input(image), target
 
 
 class SourceAnchorGenerator(AnchorGenerator):
@@ -134,17 +171,28 @@ class SourceAnchorGenerator(AnchorGenerator):
     (detectron2, mmdetection 2+); ``"legacy"`` is Detectron's rule that maskrcnn-benchmark keeps: a stride × stride
     box centred at (stride − 1)/2, its width and height rounded per aspect ratio, then scaled to the size, in the
     "+1" pixel convention. Strides are 4, 8, 16, ... from P2.
+
+    ``strides`` (``model.rpn.anchor_strides``): the fixed stride of each level's grid (detectron2, mmdetection,
+    maskrcnn-benchmark: 4 … 64); empty keeps torchvision's rule, padded image size // grid size, which differs where
+    a side is not a multiple of the level's stride (a padded 800-px side has a 13-cell P6 of stride 61, not 64).
     """
 
     def __init__(self, sizes: tuple[tuple[int, ...], ...], aspect_ratios: tuple[tuple[float, ...], ...],
-                 style: str = "torchvision"):
+                 style: str = "torchvision", strides: tuple[int, ...] = ()):
         super().__init__(sizes, aspect_ratios)
         self.style = style
+        self.fixed_strides = tuple(strides)
         if style == "unrounded":
             self.cell_anchors = [unrounded_cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
         elif style == "legacy":
             self.cell_anchors = [legacy_cell_anchors(2 ** (level + 2), s, r)
                                  for level, (s, r) in enumerate(zip(sizes, aspect_ratios))]
+
+    def grid_anchors(self, grid_sizes: list[list[int]], strides: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        if self.fixed_strides:
+            device = strides[0][0].device
+            strides = [[torch.tensor(s, dtype=torch.int64, device=device)] * 2 for s in self.fixed_strides]
+        return super().grid_anchors(grid_sizes, strides)
 
 
 def unrounded_cell_anchors(sizes: tuple[int, ...], ratios: tuple[float, ...]) -> torch.Tensor:
@@ -179,6 +227,15 @@ def check_model_options(m) -> None:
         raise DHError("model.pixel_mean and model.pixel_std need 3 values each (pixel_std > 0)")
     if m.rpn.anchor_style not in ANCHOR_STYLES:
         raise DHError(f"model.rpn.anchor_style must be one of {', '.join(ANCHOR_STYLES)}, got '{m.rpn.anchor_style}'")
+    if m.rpn.anchor_strides and (len(m.rpn.anchor_strides) != len(m.rpn.anchor_sizes)
+                                 or any(s <= 0 for s in m.rpn.anchor_strides)):
+        raise DHError(f"model.rpn.anchor_strides needs one positive stride per anchor size "
+                      f"({len(m.rpn.anchor_sizes)}), got {list(m.rpn.anchor_strides)}; [] keeps torchvision's rule")
+    for key, value, choices in (("box_convention", m.box_convention, BOX_CONVENTIONS),
+                                ("box_filter", m.box_filter, tuple(BOX_FILTERS)),
+                                ("box_clamp", m.box_clamp, BOX_CLAMPS), ("resize_rule", m.resize_rule, RESIZE_RULES)):
+        if value not in choices:
+            raise DHError(f"model.{key} must be one of {', '.join(choices)}, got '{value}'")
     if m.reg_layout not in REG_LAYOUTS:
         raise DHError(f"model.reg_layout must be one of {', '.join(REG_LAYOUTS)}, got '{m.reg_layout}'")
 
@@ -253,8 +310,8 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
 
     anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)
     anchors = SourceAnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes),
-                                    m.rpn.anchor_style)
-    rpn = RegionProposalNetwork(
+                                    m.rpn.anchor_style, m.rpn.anchor_strides)
+    rpn = ConventionRPN(
         anchors,
         RPNHead(channels, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
@@ -264,7 +321,10 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         pre_nms_top_n={"training": m.rpn.pre_nms_top_n_train, "testing": m.rpn.pre_nms_top_n_test},
         post_nms_top_n={"training": m.rpn.post_nms_top_n_train, "testing": m.rpn.post_nms_top_n_test},
         nms_thresh=m.rpn.nms_thresh,
+        box_convention=m.box_convention,
+        box_filter=m.box_filter,
     )
+    rpn.box_coder = ConventionBoxCoder((1.0, 1.0, 1.0, 1.0), m.box_convention, m.box_clamp)
 
     heads = dict(heads or {})
     unknown = sorted(set(heads) - {spec.name for spec in variant.branches})
@@ -288,7 +348,7 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     roi_heads = DoubleHeadRoIHeads(
         branches,
         weights,
-        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio),
+        LevelPooler(FEATMAP_NAMES, m.head.roi_size, m.head.sampling_ratio, m.head.aligned, m.box_convention),
         mode,
         conv_roi_scale=m.head.conv_roi_scale,
         smooth_l1_beta=m.loss.smooth_l1_beta,
@@ -297,6 +357,10 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         score_thresh=m.score_thresh,
         nms_thresh=m.nms_thresh,
         detections_per_img=m.detections_per_img,
+        box_convention=m.box_convention,
+        box_filter=m.box_filter,
     )
-    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format)
+    roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
+    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
+                               m.resize_rule, m.box_convention)
     return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

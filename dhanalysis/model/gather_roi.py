@@ -1,16 +1,19 @@
 """RoIAlign as one weighted gather over channels-last feature rows: the CPU pooling of training and analysis.
 
-torchvision's ``roi_align`` (``aligned=False``, what `MultiScaleRoIAlign` and `LevelPooler` use) averages, for every
-output bin, ``sampling_ratio²`` bilinear samples. Every sample reads 4 feature pixels, so each of the S×S bins of an
+torchvision's ``roi_align`` averages, for every output bin, ``sampling_ratio²`` bilinear samples (or ⌈RoI size / S⌉
+per axis when the ratio is adaptive, ≤ 0; ``aligned=True`` shifts the RoI by half a pixel, detectron2's and
+mmdetection's setting). Every sample reads 4 feature pixels, so each of the S×S bins of an
 RoI is a weighted sum of ``4·sampling_ratio²`` pixel vectors (16 for the default ratio 2) whose weights factor into a
 y part and an x part. Written that way the whole pooling of N RoIs over every FPN level is a single
 ``embedding_bag(mode="sum", per_sample_weights=...)`` over a table holding each level's ``(H·W, C)`` channels-last
 pixel rows one after the other: a vectorised, multi-threaded gather-accumulate (FBGEMM on CPU) instead of one
 scalar loop per channel, and the output comes out as ``(N, S·S, C)`` rows ready for a matmul.
 
-The weights reproduce torchvision's CPU/CUDA kernel step by step (sample positions, the -1 / size cut-off, the clamp
-at 0 and the last pixel, the division by the sample count), so results agree to float32 rounding. `map_levels` is
-the one home of the FPN level rule: the model's `LevelPooler` and the fast scorer both take levels from it.
+The weights reproduce torchvision's CPU/CUDA kernel step by step (the half-pixel shift, sample positions and counts,
+the -1 / size cut-off, the clamp at 0 and the last pixel, the division by the sample count), so results agree to
+float32 rounding; with adaptive ratios every RoI gets the largest count of its batch and zero weights past its own.
+`map_levels` is the one home of the FPN level rule: the model's `LevelPooler` and the fast scorer both take levels
+from it.
 
 Two entry points: `pool_batch` (NCHW, a batch of images; `LevelPooler`'s ``"gather"`` backend) and `pool_rows`
 (channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (the
@@ -27,26 +30,33 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops.poolers import LevelMapper
 
+from dhanalysis.model.conventions import box_sizes
+
 
 def axis_taps(start: torch.Tensor, extent: torch.Tensor, length: torch.Tensor, bins: int,
-              samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The two pixels and weights of every sample along one axis, exactly as torchvision's ``roi_align`` places them.
 
     Args:
-        start, extent: ``(N,)`` RoI start and size on the feature map (already scaled; extent already ≥ 1).
+        start, extent: ``(N,)`` RoI start and size on the feature map (already scaled and shifted).
         length: ``(N,)`` the feature map's size along this axis (float, per RoI because the level varies).
+        samples: ``(N,)`` int64 samples per bin along this axis (the fixed ratio, or the adaptive ⌈extent / bins⌉).
 
     Returns:
-        ``low, high`` ``(N, bins, samples)`` int64 pixel indices and ``w_low, w_high`` their weights; samples that
-        lie outside ``[-1, length]`` get weight 0 (as the kernel returns 0 for them).
+        ``low, high`` ``(N, bins, R)`` int64 pixel indices and ``w_low, w_high`` their weights, R = max(samples, 1);
+        samples that lie outside ``[-1, length]`` (as the kernel returns 0 for them) or past an RoI's own sample
+        count get weight 0.
     """
+    most = max(int(samples.max()), 1) if len(samples) else 1
+    per_roi = samples.to(start.dtype)[:, None, None]
     bin_size = (extent / bins)[:, None, None]
     p = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]
-    offset = (torch.arange(samples, dtype=start.dtype, device=start.device) + 0.5)[None, None, :]
+    i = torch.arange(most, device=start.device)
+    offset = (i.to(start.dtype) + 0.5)[None, None, :]
     # same operation order as the kernel: start + p·bin + ((i + .5)·bin) / samples
-    c = start[:, None, None] + p * bin_size + offset * bin_size / samples
+    c = start[:, None, None] + p * bin_size + offset * bin_size / per_roi.clamp(min=1)
     last = (length - 1)[:, None, None]
-    valid = (c >= -1.0) & (c <= length[:, None, None])
+    valid = (c >= -1.0) & (c <= length[:, None, None]) & (i[None, None, :] < samples[:, None, None])
     c = c.clamp(min=0)
     low = c.floor()
     at_edge = low >= last
@@ -60,38 +70,48 @@ def axis_taps(start: torch.Tensor, extent: torch.Tensor, length: torch.Tensor, b
 
 
 def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
-                   output_size: int, sampling_ratio: int,
-                   row_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   output_size: int, sampling_ratio: int, row_offset: torch.Tensor | None = None,
+                   aligned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel indices and weights of every bin of every RoI on its own feature map.
 
     Args:
         boxes: ``(N, 4)`` xyxy in input pixels; ``scale``, ``height``, ``width``: ``(N,)`` the spatial scale and the
             size of the map each box is pooled from; ``row_offset``: ``(N,)`` int64 added to every index (the first
             row of that map in a stacked `FeatureTable`).
+        sampling_ratio: samples per bin and axis; ≤ 0 is the kernel's adaptive ratio, ⌈RoI size / output size⌉ per
+            RoI and axis (detectron2's and mmdetection's setting).
+        aligned: the kernel's ``aligned=True``: the RoI moves by half a pixel (pixel centres at +0.5, detectron2's
+            ``ROIAlignV2`` and mmcv's ``aligned``) and keeps its size; ``False`` forces RoIs of at least 1×1.
 
     Returns:
         ``index`` ``(N·S·S, T)`` int64 flat pixel index ``y·W + x`` on that map and ``weight`` ``(N·S·S, T)``, with
-        T = 4·sampling_ratio² taps per bin; bins are row-major (y then x), matching ``roi_align``'s output order.
+        T = 4·Ry·Rx taps per bin (Ry, Rx the largest sample counts of the RoIs; an RoI with fewer has zero-weight
+        taps); bins are row-major (y then x), matching ``roi_align``'s output order.
     """
-    if sampling_ratio <= 0:
-        raise ValueError("the fast RoIAlign needs a fixed sampling_ratio > 0 (adaptive ratios vary per RoI)")
-    b = boxes * scale[:, None]  # the kernel multiplies each coordinate by the scale, no half-pixel offset
-    extent = (b[:, 2:] - b[:, :2]).clamp(min=1.0)  # aligned=False forces RoIs of at least 1×1
-    s, r = output_size, sampling_ratio
-    y_lo, y_hi, wy_lo, wy_hi = axis_taps(b[:, 1], extent[:, 1], height, s, r)  # (N, S, r)
-    x_lo, x_hi, wx_lo, wx_hi = axis_taps(b[:, 0], extent[:, 0], width, s, r)
-    # per-axis parts first, (N, S, r·2) each, so only one add and one multiply run at the full N·S²·4r² size; a bag's
-    # taps are ordered (y sample, y tap) × (x sample, x tap): any order sums the same, and 5-D broadcasting is fast
-    n, taps = len(boxes), 4 * r * r
-    rows = torch.stack([y_lo, y_hi], dim=-1).reshape(n, s, 2 * r) * width.long()[:, None, None]
+    b = boxes * scale[:, None] - (0.5 if aligned else 0.0)  # the kernel scales each coordinate, then shifts
+    extent = b[:, 2:] - b[:, :2]
+    if not aligned:
+        extent = extent.clamp(min=1.0)  # aligned=False forces RoIs of at least 1×1
+    s, n = output_size, len(boxes)
+    if sampling_ratio > 0:
+        ry = rx = torch.full((n,), sampling_ratio, dtype=torch.int64, device=boxes.device)
+    else:  # the kernel's ceil(roi_size / pooled_size), on the float bin size
+        ry, rx = (torch.ceil(extent[:, 1] / s).clamp(min=0).long(), torch.ceil(extent[:, 0] / s).clamp(min=0).long())
+    y_lo, y_hi, wy_lo, wy_hi = axis_taps(b[:, 1], extent[:, 1], height, s, ry)  # (N, S, Ry)
+    x_lo, x_hi, wx_lo, wx_hi = axis_taps(b[:, 0], extent[:, 0], width, s, rx)
+    # per-axis parts first, (N, S, R·2) each, so only one add and one multiply run at the full N·S²·4·Ry·Rx size; a
+    # bag's taps are ordered (y sample, y tap) × (x sample, x tap): any order sums the same
+    ty, tx = 2 * y_lo.shape[-1], 2 * x_lo.shape[-1]
+    rows = torch.stack([y_lo, y_hi], dim=-1).reshape(n, s, ty) * width.long()[:, None, None]
     if row_offset is not None:
         rows += row_offset[:, None, None]
-    cols = torch.stack([x_lo, x_hi], dim=-1).reshape(n, s, 2 * r)
-    wy = torch.stack([wy_lo, wy_hi], dim=-1).reshape(n, s, 2 * r) / float(r * r)  # the kernel's division by count
-    wx = torch.stack([wx_lo, wx_hi], dim=-1).reshape(n, s, 2 * r)
-    index = rows[:, :, None, :, None] + cols[:, None, :, None, :]  # (N, Sy, Sx, 2r, 2r)
+    cols = torch.stack([x_lo, x_hi], dim=-1).reshape(n, s, tx)
+    # the kernel's division by the sample count (Ry·Rx), one factor per axis
+    wy = torch.stack([wy_lo, wy_hi], dim=-1).reshape(n, s, ty) / ry.clamp(min=1).to(b.dtype)[:, None, None]
+    wx = torch.stack([wx_lo, wx_hi], dim=-1).reshape(n, s, tx) / rx.clamp(min=1).to(b.dtype)[:, None, None]
+    index = rows[:, :, None, :, None] + cols[:, None, :, None, :]  # (N, Sy, Sx, 2Ry, 2Rx)
     weight = wy[:, :, None, :, None] * wx[:, None, :, None, :]
-    return index.reshape(n * s * s, taps), weight.reshape(n * s * s, taps)
+    return index.reshape(n * s * s, ty * tx), weight.reshape(n * s * s, ty * tx)
 
 
 @dataclass
@@ -122,20 +142,29 @@ class FeatureTable:
                    torch.tensor([float(f.shape[-1]) for f in features], **as_float), torch.tensor(scales, **as_float))
 
 
-def map_levels(boxes: torch.Tensor, scales: list[float]) -> torch.Tensor:
-    """FPN level index ``(N,)`` of each box by the rule of `LevelPooler` / `MultiScaleRoIAlign` (FPN Eq. 1)."""
+def map_levels(boxes: torch.Tensor, scales: list[float], convention: str = "continuous") -> torch.Tensor:
+    """FPN level index ``(N,)`` of each box by the rule of `LevelPooler` / `MultiScaleRoIAlign` (FPN Eq. 1).
+
+    ``convention="plus_one"`` is maskrcnn-benchmark's mapper: the size √((w + 1)(h + 1)) and its ε inside the
+    logarithm, ⌊4 + log2(s / 224 + 1e-6)⌋; torchvision's (and detectron2's) adds ε after it.
+    """
     if len(scales) == 1:
         return torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
     lvl_min = int(-torch.log2(torch.tensor(scales[0])))
     lvl_max = int(-torch.log2(torch.tensor(scales[-1])))
-    return LevelMapper(lvl_min, lvl_max)([boxes]).long()
+    if convention == "continuous":
+        return LevelMapper(lvl_min, lvl_max)([boxes]).long()
+    size = box_sizes(boxes, convention).prod(dim=1).sqrt()
+    level = torch.floor(4 + torch.log2(size / 224 + 1e-6)).clamp(min=lvl_min, max=lvl_max)
+    return level.long() - lvl_min
 
 
 def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, output_size: int = 7,
-              sampling_ratio: int = 2, images: torch.Tensor | None = None) -> torch.Tensor:
+              sampling_ratio: int = 2, images: torch.Tensor | None = None, aligned: bool = False) -> torch.Tensor:
     """RoIAlign of ``boxes`` ``(N, 4)`` (input pixels) on their ``levels`` ``(N,)``: ``(N, S·S, C)`` channels-last.
 
-    Equals ``roi_align(level_map, rois, S, scale, sampling_ratio, aligned=False)`` permuted to (N, S, S, C).
+    Equals ``roi_align(level_map, rois, S, scale, sampling_ratio, aligned)`` permuted to (N, S, S, C), adaptive
+    ratios (``sampling_ratio`` ≤ 0) included.
     ``images`` ``(N,)`` int64 is each box's image in a batched table (default: image 0).
     """
     if len(boxes) == 0:
@@ -146,7 +175,7 @@ def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, ou
     if images is not None:
         first_row = first_row + images * (heights * widths).long()
     index, weight = roi_align_taps(boxes, table.scales[levels], heights, widths, output_size, sampling_ratio,
-                                   first_row)
+                                   first_row, aligned)
     pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight.to(table.rows.dtype))
     return pooled.reshape(len(boxes), output_size * output_size, -1)
 
@@ -157,11 +186,11 @@ def _as_nchw(rows: torch.Tensor, output_size: int) -> torch.Tensor:
 
 
 def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Tensor, levels: torch.Tensor,
-               output_size: int = 7, sampling_ratio: int = 2) -> torch.Tensor:
+               output_size: int = 7, sampling_ratio: int = 2, aligned: bool = False) -> torch.Tensor:
     """RoIAlign of ``rois`` ``(N, 5)`` [image, x1, y1, x2, y2] over a batch of FPN maps ``(B, C, H, W)``, each RoI on
     its level ``levels`` ``(N,)``: ``(N, C, S, S)``, equal to torchvision's ``roi_align`` per level; differentiable."""
     table = FeatureTable.from_features(features, scales)
-    rows = pool_rows(table, rois[:, 1:], levels, output_size, sampling_ratio, images=rois[:, 0].long())
+    rows = pool_rows(table, rois[:, 1:], levels, output_size, sampling_ratio, images=rois[:, 0].long(), aligned=aligned)
     return _as_nchw(rows, output_size)
 
 

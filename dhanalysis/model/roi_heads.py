@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 
 from dhanalysis.errors import DHError
+from dhanalysis.model.conventions import (BOX_FILTERS, batched_nms, clip_to_image, from_convention, keep_sized,
+                                          scale_boxes_about_centre, to_convention)
 from dhanalysis.model.gather_roi import map_levels, pool_batch
 from dhanalysis.model.variants import parse_mode
 
@@ -47,15 +48,6 @@ def fuse_scores(s_fc: torch.Tensor, s_conv: torch.Tensor, rule: str) -> torch.Te
         raise ValueError(f"unknown fusion rule {rule!r}; known: {', '.join(FUSION_RULES)}") from None
 
 
-def scale_boxes_about_centre(boxes: torch.Tensor, factor: float) -> torch.Tensor:
-    """Boxes ``(N, 4)`` xyxy scaled by ``factor`` about their centres (the regression branch's enlarged RoI)."""
-    if factor == 1.0:
-        return boxes
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
-    return torch.cat([centre - half, centre + half], dim=1)
-
-
 POOLING_BACKENDS = ("auto", "gather", "torchvision")
 
 
@@ -69,14 +61,18 @@ class LevelPooler(nn.Module):
     `pool_batch` (same numbers to float32 rounding; on CPU 3.5× faster than torchvision's kernel with its backward),
     ``"torchvision"`` with torchvision's ``roi_align`` per level (the straightforward path the analyses' reference
     scoring and the benchmarks' baseline stand for), ``"auto"`` with the gather on CPU and torchvision's kernel
-    elsewhere or when ``sampling_ratio`` is adaptive (≤ 0, which the gather cannot do).
+    elsewhere. ``sampling_ratio`` ≤ 0 is adaptive and ``aligned`` the half-pixel RoIAlign, in both backends;
+    ``box_convention`` the size rule of the level mapping (`dhanalysis.model.conventions`).
     """
 
-    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int):
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, aligned: bool = False,
+                 box_convention: str = "continuous"):
         super().__init__()
         self.featmap_names = list(featmap_names)
         self.output_size = (output_size, output_size)
         self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.box_convention = box_convention
 
     def scales(self, features: list[torch.Tensor], image_shapes: list[tuple[int, int]]) -> list[float]:
         """The spatial scale of each level (feature size over the largest image height)."""
@@ -90,7 +86,7 @@ class LevelPooler(nn.Module):
             raise ValueError(f"pooling backend must be one of {', '.join(POOLING_BACKENDS)}, got {backend!r}")
         if backend != "auto":
             return backend
-        return "gather" if device.type == "cpu" and self.sampling_ratio > 0 else "torchvision"
+        return "gather" if device.type == "cpu" else "torchvision"
 
     def forward(
         self,
@@ -104,21 +100,22 @@ class LevelPooler(nn.Module):
         of the matching box of ``level_boxes`` (default: itself)."""
         features = [x[k] for k in self.featmap_names]
         scales = self.scales(features, image_shapes)
-        levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales)
+        levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales, self.box_convention)
         flat = torch.cat(boxes)
         batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device) for i, b in
                                enumerate(boxes)])
         rois = torch.cat([batch_idx, flat], dim=1)
         first = features[0]
         if self.resolve_backend(backend, first.device) == "gather":
-            return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio)
+            return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio, self.aligned)
         if len(features) == 1:
-            return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio)
+            return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio, self.aligned)
         out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         for level, (feat, scale) in enumerate(zip(features, scales)):
             idx = torch.where(levels == level)[0]
             if len(idx):
-                out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio).to(out.dtype)
+                out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio,
+                                     self.aligned).to(out.dtype)
         return out
 
 
@@ -131,6 +128,8 @@ class DoubleHeadRoIHeads(RoIHeads):
             its task (the authors' code enlarges the conv-head's input; the paper pools the RoI itself, 1.0).
         mode: the inference mode used by ``forward`` in eval (see `dhanalysis.model.variants.parse_mode`).
         smooth_l1_beta: β of the regression loss (torchvision uses 1/9; the authors' code 1.0).
+        box_convention, box_filter: the source's box size convention and small-box rule, which clipping, NMS, the
+            enlarged RoI and the detections' filter read (`dhanalysis.model.conventions`).
     """
 
     def __init__(
@@ -148,6 +147,8 @@ class DoubleHeadRoIHeads(RoIHeads):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
+        box_convention: str = "continuous",
+        box_filter: str = "torchvision",
     ):
         super().__init__(
             box_roi_pool=pooler,
@@ -169,6 +170,8 @@ class DoubleHeadRoIHeads(RoIHeads):
         self.conv_roi_scale = conv_roi_scale
         self.smooth_l1_beta = smooth_l1_beta
         self.mode = mode
+        self.box_convention = box_convention
+        self.detection_size_rule = BOX_FILTERS[box_filter].detections
 
     # --- shared forward pieces ----------------------------------------------------------------------------
     @property
@@ -199,7 +202,7 @@ class DoubleHeadRoIHeads(RoIHeads):
         if set(self.branches) - enlarged_names:
             pooled["plain"] = self.box_roi_pool(features, boxes, image_shapes, backend=backend)
         if enlarged_names:
-            enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale) for b in boxes]
+            enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale, self.box_convention) for b in boxes]
             pooled["enlarged"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes,
                                                    backend=backend)
         return pooled
@@ -289,14 +292,14 @@ class DoubleHeadRoIHeads(RoIHeads):
         pred_boxes = self.box_coder.decode(deltas, proposals)
         results = []
         for boxes, probs, shape in zip(pred_boxes.split(counts), scores.split(counts), image_shapes):
-            boxes = box_ops.clip_boxes_to_image(boxes, shape)
+            boxes = clip_to_image(boxes, shape, self.box_convention)
             labels = torch.arange(num_classes, device=probs.device).view(1, -1).expand_as(probs)
             boxes, probs, labels = boxes[:, 1:].reshape(-1, 4), probs[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
             keep = torch.where(probs > self.score_thresh)[0]
             boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
-            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            keep = keep_sized(boxes, self.detection_size_rule, self.box_convention)
             boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
-            keep = box_ops.batched_nms(boxes, probs, labels, self.nms_thresh)[: self.detections_per_img]
+            keep = batched_nms(boxes, probs, labels, self.nms_thresh, self.box_convention)[: self.detections_per_img]
             results.append({"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]})
         return results
 
@@ -324,15 +327,17 @@ class DoubleHeadRoIHeads(RoIHeads):
         """Raw per-head outputs for boxes we choose (no threshold, no NMS): what the analyses of §3 need.
 
         Returns {head type: {"scores": (N, C+1) probabilities, "boxes": (N, C+1, 4) decoded xyxy}}, each key present
-        only when that head has the task. ``backend``: the RoIAlign implementation, see `LevelPooler`.
+        only when that head has the task. ``backend``: the RoIAlign implementation, see `LevelPooler`. ``boxes`` and
+        the decoded boxes are in the continuous frame whatever the model's box convention (`to_convention`).
         """
+        boxes = [to_convention(b, self.box_convention) for b in boxes]
         heads = self.head_outputs(self.branch_outputs(features, boxes, image_shapes, backend))
         out: dict[str, dict[str, torch.Tensor]] = {}
         for head, tasks in heads.items():
             if "cls" in tasks:
                 out.setdefault(head, {})["scores"] = tasks["cls"].float().softmax(-1)
             if "reg" in tasks:
-                decoded = self.box_coder.decode(tasks["reg"].float(), boxes)
+                decoded = from_convention(self.box_coder.decode(tasks["reg"].float(), boxes), self.box_convention)
                 out.setdefault(head, {})["boxes"] = decoded
         return out
 

@@ -47,6 +47,12 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.pixel_mean=[103.53,116.28,123.675]",
         "model.pixel_std=[1.0,1.0,1.0]",
         "model.rpn.anchor_style=unrounded",
+        "model.rpn.anchor_strides=[4,8,16,32,64]",
+        "model.resize_rule=round",
+        "model.exif_orientation=true",
+        "model.box_filter=nonempty",
+        "model.head.aligned=true",
+        "model.head.sampling_ratio=0",
         "model.loss.smooth_l1_beta=0.0",
         *background_last_settings(slots, reg),
     ]

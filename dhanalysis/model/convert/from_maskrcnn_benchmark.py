@@ -85,6 +85,10 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.pixel_mean=[102.9801,115.9465,122.7717]",
         "model.pixel_std=[1.0,1.0,1.0]",
         "model.rpn.anchor_style=legacy",
+        "model.rpn.anchor_strides=[4,8,16,32,64]",
+        "model.resize_rule=maskrcnn_benchmark",
+        "model.box_convention=plus_one",
+        "model.box_filter=none",
         f"model.num_classes={slots - 1}",
         f"model.reg_layout={'agnostic' if reg == 8 else 'per_slot'}",
     ]

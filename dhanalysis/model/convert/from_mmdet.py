@@ -1,14 +1,22 @@
-"""mmdetection's Double-Head (``dh_faster_rcnn_r50_fpn_1x_coco``): the fc-head classifies, the conv-head regresses.
+"""mmdetection's Double-Head (``dh_faster_rcnn_r50_fpn_1x_coco``) and plain FPN Faster R-CNN (``faster-rcnn_r50_fpn``).
 
+Double-Head: the fc-head classifies, the conv-head regresses.
 mmdetection's conv-head is a residual block and four bottlenecks (K = 5, no non-local blocks), pooling the RoI
 enlarged 1.3× (``reg_roi_scale_factor``); its predictors are ``fc_cls`` on the fc-head and ``fc_reg`` on the
 conv-head only, so the model is our ``double-head`` with λ = 1. The classifier puts the background last and the
 regressor has no background rows (or 4 rows with ``reg_class_agnostic``). Its "pytorch"-style ResNet and RGB
 mean/std input are torchvision's; its anchors are not rounded.
+
+Faster R-CNN's ``Shared2FCBBoxHead`` (``shared_fcs.0/1``, then ``fc_cls`` and ``fc_reg``) is the FPN baseline: our
+Single-FC, whose fc-head flattens the pooled (C, 7, 7) features in the same order.
+
+Both: RoIAlign ``aligned=True`` with an adaptive sampling ratio, fixed anchor strides, sizes rounded int(x + 0.5),
+dw/dh clamped on both sides, detections rescaled to the original image before NMS, no small-box filters.
 """
 
 from __future__ import annotations
 
+from dhanalysis.errors import DHError
 from dhanalysis.model.convert import Conversion
 from dhanalysis.model.convert.common import (apply_rules, background_last_settings, drop, keep, resnet_depth, shape,
                                             state_dict_of, strip_prefix)
@@ -39,6 +47,15 @@ RULES = [
          lambda m: f"{CONV}{int(m.group(1)) + 1}.conv{m.group(2)}.1.{m.group(3)}"),
     drop(r"roi_head\.mask_head\..*", "mask head (boxes only)"),
 ]
+SHARED_2FC = [
+    *RULES[:6],
+    keep(HEAD + r"shared_fcs\.([01])\.(weight|bias)", lambda m: f"roi_heads.branches.fc.head.fc{6 + int(m.group(1))}."
+                                                               f"{m.group(2)}"),
+    keep(HEAD + r"fc_(cls|reg)\.(weight|bias)",
+         lambda m: f"roi_heads.branches.fc.predictor.{'cls_score' if m.group(1) == 'cls' else 'bbox_pred'}."
+                   f"{m.group(2)}"),
+    RULES[-1],
+]
 
 
 def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
@@ -46,26 +63,47 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     state = strip_prefix(state, "module.")
     slots = shape(state, "roi_head.bbox_head.fc_cls.weight", path)[0]
     reg = shape(state, "roi_head.bbox_head.fc_reg.weight", path)[0]
+    depth = resnet_depth(state, r"backbone\.layer3\.(\d+)\.conv1\.weight", path)
+    common = [
+        f"model.backbone.name={depth}",
+        f"model.backbone.fpn_channels={shape(state, 'neck.fpn_convs.0.conv.weight', path)[0]}",
+        "model.rpn.anchor_style=unrounded",
+        "model.rpn.anchor_strides=[4,8,16,32,64]",
+        "model.resize_rule=round",
+        "model.box_filter=nonempty",
+        "model.box_clamp=both",
+        "model.head.aligned=true",
+        "model.head.sampling_ratio=0",
+        *background_last_settings(slots, reg),
+    ]
+    if any(k.startswith("roi_head.bbox_head.shared_fcs.") for k in state):
+        if any(k.startswith(("roi_head.bbox_head.shared_convs.", "roi_head.bbox_head.cls_", "roi_head.bbox_head.reg_"))
+               for k in state):
+            raise DHError(f"source weights {path}: a ConvFCBBoxHead with convs or separate cls/reg layers has no "
+                          "counterpart here; only Shared2FCBBoxHead (shared_fcs.0/1) converts")
+        settings = ["model.variant=single-fc",
+                    f"model.head.fc_dim={shape(state, 'roi_head.bbox_head.shared_fcs.0.weight', path)[0]}", *common]
+        mapped, more = apply_rules(state, SHARED_2FC, path)
+        return Conversion(settings, mapped, {**dropped, **more})
+    if not any(k.startswith("roi_head.bbox_head.res_block.") for k in state):
+        raise DHError(f"source weights {path}: the box head is neither a Double-Head (res_block, conv_branch, "
+                      "fc_branch) nor a Shared2FCBBoxHead (shared_fcs); no other mmdetection head converts")
     res = shape(state, "roi_head.bbox_head.res_block.conv2.conv.weight", path)
     bottleneck = shape(state, "roi_head.bbox_head.conv_branch.0.conv1.conv.weight"
                        if "roi_head.bbox_head.conv_branch.0.conv1.conv.weight" in state
                        else "roi_head.bbox_head.conv_branch.0.conv1.weight", path)[0]
     blocks = len({k.split(".")[3] for k in state if k.startswith("roi_head.bbox_head.conv_branch.")})
-    depth = resnet_depth(state, r"backbone\.layer3\.(\d+)\.conv1\.weight", path)
     settings = [
         "model.variant=double-head",
         "model.loss.lambda_fc=1.0",
         "model.loss.lambda_conv=1.0",
-        f"model.backbone.name={depth}",
-        f"model.backbone.fpn_channels={shape(state, 'neck.fpn_convs.0.conv.weight', path)[0]}",
         f"model.head.fc_dim={shape(state, 'roi_head.bbox_head.fc_branch.0.weight', path)[0]}",
         f"model.head.conv_dim={res[0]}",
         f"model.head.bottleneck_dim={bottleneck}",
         f"model.head.num_blocks={1 + blocks}",
         "model.head.non_local=false",
         "model.head.conv_roi_scale=1.3",
-        "model.rpn.anchor_style=unrounded",
-        *background_last_settings(slots, reg),
+        *common,
     ]
     mapped, more = apply_rules(state, RULES, path)
     return Conversion(settings, mapped, {**dropped, **more})
