@@ -1,0 +1,138 @@
+"""Does a detection's score track how well its box is localised? Score–IoU alignment and calibration of any detector.
+
+The paper's Fig. 3 (right, "NMS") and Fig. 2 (top) asked of detections read from a results file: for each score
+field (the detection score, or any other per-detection score such as each head's), Pearson, Spearman and Kendall
+(tau-b) correlation of score and IoU overall, per size group and per class, with bootstrap intervals over images;
+the mean and std of the score per IoU bin; a 20 × 20 histogram of (IoU, score).
+
+Calibration asks the other half: is a detection with score s a true positive with probability s? Detection expected
+calibration error (Küppers et al., 2020) with equal-count score bins: ECE = Σ_b (n_b / N) |mean score_b −
+precision_b|, precision = the fraction of COCOeval's true positives at that IoU among its evaluated, not ignored,
+detections.
+
+Inputs are the per-detection table of `dhanalysis.analysis.detections` (columns image_id, category_id, size, iou,
+tp_50, … and the score fields); everything here is numpy, pandas and scipy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from dhanalysis.analysis.bootstrap import interval, replicate_counts
+from dhanalysis.vocab import SIZE_GROUPS
+
+NUM_BINS = 20  # IoU bins of width 0.05, as the sliding-window statistics
+HIST_BINS = 20  # score bins of the 2-D histogram
+CALIBRATION_BINS = 10
+DEFAULT_REPLICATES = 100
+CORRELATIONS = ("pearson", "spearman", "kendall")
+ALIGNMENT_COLUMNS = ("score_field", "grouping", "group", "n", *(f"{c}{s}" for c in CORRELATIONS
+                                                                for s in ("", "_lo", "_hi")))
+BIN_COLUMNS = ("score_field", "size", "bin", "iou_lo", "iou_hi", "n", "score_mean", "score_std")
+HIST_COLUMNS = ("score_field", "iou_bin", "score_bin", "iou_lo", "iou_hi", "score_lo", "score_hi", "count")
+CALIBRATION_COLUMNS = ("iou", "bin", "n", "score_lo", "score_hi", "score_mean", "precision")
+
+
+def correlations(x: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    """Pearson, Spearman and Kendall tau-b of ``x`` and ``s`` (scipy's); NaN when fewer than 3 points or either is
+    constant."""
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(s) == 0:
+        return dict.fromkeys(CORRELATIONS, float("nan"))
+    return {"pearson": float(stats.pearsonr(x, s)[0]), "spearman": float(stats.spearmanr(x, s)[0]),
+            "kendall": float(stats.kendalltau(x, s)[0])}
+
+
+def _groups(table: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """(grouping, group, row mask): all, each size group, each class (by its name)."""
+    out = [("all", "all", np.ones(len(table), dtype=bool))]
+    out += [("size", g, (table["size"] == g).to_numpy()) for g in SIZE_GROUPS]
+    out += [("class", str(name), (table["category"] == name).to_numpy()) for name in sorted(table["category"].unique())]
+    return out
+
+
+def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou",
+                    replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> pd.DataFrame:
+    """One row per (score field, grouping, group): n and each correlation of IoU and score with its 95% bootstrap
+    interval over images (``replicates`` resamples of the images with replacement, each recomputing the statistic
+    from every detection of the drawn images; 0: no intervals)."""
+    images, image_pos = np.unique(table["image_id"].to_numpy(), return_inverse=True)
+    counts = replicate_counts(len(images), replicates, seed) if replicates > 0 else np.zeros((0, len(images)))
+    x_all = table[iou].to_numpy(np.float64)
+    rows = []
+    for field in score_fields:
+        s_all = table[field].to_numpy(np.float64)
+        for grouping, group, mask in _groups(table):
+            x, s, pos = x_all[mask], s_all[mask], image_pos[mask]
+            row = {"score_field": field, "grouping": grouping, "group": group, "n": int(mask.sum()),
+                   **correlations(x, s)}
+            draws = {c: np.full(len(counts), np.nan) for c in CORRELATIONS}
+            for b, weights in enumerate(counts):
+                idx = np.repeat(np.arange(len(x)), weights[pos].astype(np.int64))
+                for c, v in correlations(x[idx], s[idx]).items():
+                    draws[c][b] = v
+            for c in CORRELATIONS:
+                row[f"{c}_lo"], row[f"{c}_hi"] = interval(draws[c]) if len(counts) else (np.nan, np.nan)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS))
+
+
+def iou_bins(iou: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
+    """Bin index of each IoU in [0, 1]: width 1 / num_bins, IoU 1 in the last bin."""
+    return np.minimum((np.asarray(iou) * num_bins).astype(np.int64), num_bins - 1)
+
+
+def bin_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou") -> pd.DataFrame:
+    """Mean and std (ddof 0) of each score field per IoU bin, for all detections and per size group (Fig. 2 top)."""
+    b = iou_bins(table[iou].to_numpy())
+    rows = []
+    for field in score_fields:
+        for size in ("all", *SIZE_GROUPS):
+            part = table if size == "all" else table[table["size"] == size]
+            pb = b if size == "all" else b[(table["size"] == size).to_numpy()]
+            grouped = pd.Series(part[field].to_numpy(np.float64)).groupby(pb)
+            for k, values in grouped:
+                rows.append({"score_field": field, "size": size, "bin": int(k), "iou_lo": k / NUM_BINS,
+                             "iou_hi": (k + 1) / NUM_BINS, "n": len(values), "score_mean": values.mean(),
+                             "score_std": values.std(ddof=0)})
+    return pd.DataFrame(rows, columns=list(BIN_COLUMNS))
+
+
+def histogram_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou") -> pd.DataFrame:
+    """Counts of detections per (IoU bin, score bin) cell, 20 × 20 over [0, 1]², every cell listed."""
+    rows = []
+    edges = np.linspace(0, 1, HIST_BINS + 1)
+    for field in score_fields:
+        s = np.clip(table[field].to_numpy(np.float64), 0, 1)
+        counts, _, _ = np.histogram2d(table[iou].to_numpy(np.float64), s, bins=[edges, edges])
+        i, j = np.meshgrid(np.arange(HIST_BINS), np.arange(HIST_BINS), indexing="ij")
+        rows.append(pd.DataFrame({"score_field": field, "iou_bin": i.ravel(), "score_bin": j.ravel(),
+                                  "iou_lo": edges[i.ravel()], "iou_hi": edges[i.ravel() + 1],
+                                  "score_lo": edges[j.ravel()], "score_hi": edges[j.ravel() + 1],
+                                  "count": counts.ravel().astype(np.int64)}))
+    return pd.concat(rows, ignore_index=True)[list(HIST_COLUMNS)]
+
+
+def calibration_table(table: pd.DataFrame, thresholds: Sequence[int] = (50, 75),
+                      num_bins: int = CALIBRATION_BINS) -> tuple[pd.DataFrame, dict[str, float]]:
+    """(reliability table: per IoU threshold and equal-count score bin, n, score range, mean score and precision;
+    {"ece_50": …, "ece_75": …}). Detections COCOeval ignores or did not evaluate are left out."""
+    rows, ece = [], {}
+    for t in thresholds:
+        keep = table[f"ignored_{t}"].eq(False).to_numpy() & table["evaluated"].to_numpy(bool)
+        s = table["score"].to_numpy(np.float64)[keep]
+        tp = table[f"tp_{t}"].to_numpy(bool)[keep]
+        order = np.argsort(s, kind="stable")
+        total, gap = len(s), 0.0
+        for k, idx in enumerate(np.array_split(order, min(num_bins, max(total, 1)))):
+            if len(idx) == 0:
+                continue
+            mean, precision = float(s[idx].mean()), float(tp[idx].mean())
+            gap += len(idx) / total * abs(mean - precision)
+            rows.append({"iou": t / 100, "bin": k, "n": len(idx), "score_lo": float(s[idx].min()),
+                         "score_hi": float(s[idx].max()), "score_mean": mean, "precision": precision})
+        ece[f"ece_{t}"] = gap if total else float("nan")
+    return pd.DataFrame(rows, columns=list(CALIBRATION_COLUMNS)), ece
