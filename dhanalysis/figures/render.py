@@ -31,14 +31,18 @@ from matplotlib.figure import Figure
 from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
 from dhanalysis.analysis.pcc import pcc_table
 from dhanalysis.analysis.stats import bin_summary
-from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
+from dhanalysis.figures import ablation, architecture, correlation, detections, qualitative, sliding_window
 from dhanalysis.figures.style import head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
-from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, EVAL_CSV, HEAD_TYPES, PCC_CSV, PER_CLASS_AP_CSV,
+from dhanalysis.vocab import (ARCHITECTURE_CSV, CONFIG_JSON, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV,
+                              DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV,
+                              DETECTIONS_CALIBRATION_CSV, DETECTIONS_SUMMARY_JSON, DETECTIONS_TIDE_CSV, EVAL_CSV,
+                              HEAD_TYPES, PCC_CSV, PER_CLASS_AP_CSV,
                               PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, SLIDING_WINDOW_STATS_CSV,
                               SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_NPZ, SWEEP_RESULTS_CSV, VARIANTS)
 
-MODEL_FILES = (CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, EVAL_CSV, SLIDING_WINDOW_STATS_CSV, PCC_CSV, SPATIAL_CORR_NPZ)
+MODEL_FILES = (CONFIG_JSON, SLIDING_WINDOW_SUMMARY_JSON, EVAL_CSV, SLIDING_WINDOW_STATS_CSV, PCC_CSV, SPATIAL_CORR_NPZ,
+               DETECTIONS_SUMMARY_JSON)
 HeadRef = tuple[str, str]  # (model name, head type)
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -511,6 +515,16 @@ def _qualitative(res: Results, case: str) -> Figure | str:
             "dhanalysis reproduce)")
 
 
+def _detections(res: Results, draw: Callable[[Callable[[str], pd.DataFrame], dict], Figure],
+                *files: str) -> Figure | str:
+    """A figure of `dhanalysis detections` from the first model folder holding its tables."""
+    for m in res.models.values():
+        if m.path(DETECTIONS_SUMMARY_JSON) and all(m.path(f) for f in files):
+            summary = json.loads(m.path(DETECTIONS_SUMMARY_JSON).read_text())
+            return draw(lambda f, m=m: pd.read_csv(m.path(f)), summary)
+    return f"needs {', '.join(files)} (dhanalysis detections)"
+
+
 FIGURES: dict[str, tuple[str, Builder]] = {
     "fig2": ("Fig. 2", _fig2),
     "fig3": ("Fig. 3", _fig3),
@@ -524,6 +538,19 @@ FIGURES: dict[str, tuple[str, Builder]] = {
     "figA3": ("Fig. A.3", _figA3),
     "figA4": ("Fig. A.4", lambda res: _qualitative(res, "A.4")),
     "figA5": ("Fig. A.5", lambda res: _qualitative(res, "A.5")),
+    "det-alignment": ("Detections: score vs IoU", lambda res: _detections(
+        res, lambda read, s: detections.plot_alignment(read(DETECTIONS_ALIGNMENT_HIST_CSV),
+                                                       read(DETECTIONS_ALIGNMENT_BINS_CSV),
+                                                       read(DETECTIONS_ALIGNMENT_CSV)),
+        DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV)),
+    "det-analyze": ("Detections: COCO analyze()", lambda res: _detections(
+        res, lambda read, s: detections.plot_analyze(read(DETECTIONS_ANALYZE_PR_CSV), read(DETECTIONS_ANALYZE_CSV)),
+        DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_ANALYZE_CSV)),
+    "det-tide": ("Detections: TIDE", lambda res: _detections(
+        res, lambda read, s: detections.plot_tide(read(DETECTIONS_TIDE_CSV), s.get("tide_ap50")), DETECTIONS_TIDE_CSV)),
+    "det-reliability": ("Detections: reliability", lambda res: _detections(
+        res, lambda read, s: detections.plot_reliability(read(DETECTIONS_CALIBRATION_CSV), s),
+        DETECTIONS_CALIBRATION_CSV)),
 }
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
