@@ -40,7 +40,7 @@ CALIBRATION_COLUMNS = ("iou", "bin", "n", "score_lo", "score_hi", "score_mean", 
 def correlations(x: np.ndarray, s: np.ndarray) -> dict[str, float]:
     """Pearson, Spearman and Kendall tau-b of ``x`` and ``s`` (scipy's); NaN when fewer than 3 points or either is
     constant."""
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(s) == 0:
+    if len(x) < 3 or np.ptp(x) < 1e-9 or np.ptp(s) < 1e-9:  # constant up to rounding (perfect boxes: IoU 1 - 1e-16)
         return dict.fromkeys(CORRELATIONS, float("nan"))
     return {"pearson": float(stats.pearsonr(x, s)[0]), "spearman": float(stats.spearmanr(x, s)[0]),
             "kendall": float(stats.kendalltau(x, s)[0])}

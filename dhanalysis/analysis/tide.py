@@ -177,7 +177,7 @@ def tide_match(dets: pd.DataFrame, gt: dict) -> TideMatch:
 def interpolated_ap(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     """COCO's 101-point interpolated AP of one class (a fraction): scores sorted descending (stable), the precision
     envelope read at recall 0, 0.01, …, 1. 0 when the class has no positives."""
-    if num_gt <= 0:
+    if num_gt <= 0 or len(scores) == 0:
         return 0.0
     order = np.argsort(-scores, kind="stable")
     hits = tp[order].astype(np.float64)
