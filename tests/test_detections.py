@@ -428,3 +428,17 @@ def test_figures_draw_from_the_folder(mixed, tmp_path):
 def test_alignment_correlations_helper_is_nan_when_constant():
     assert np.isnan(alignment.correlations(np.ones(5), np.arange(5.0))["pearson"])
     assert pd.isna(alignment.correlations(np.arange(2.0), np.arange(2.0))["kendall"])
+
+
+def test_weighted_replicates_equal_scipy_on_resampled_arrays():
+    """Pearson and Spearman of a resample, computed from weights, equal scipy's on the repeated arrays (ties too)."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, 200) / 5.0  # many ties, as IoU 0 is for background detections
+    s = rng.integers(0, 9, 200) / 8.0
+    w = rng.multinomial(200, np.full(200, 1 / 200), size=4).astype(float)
+    got = alignment._replicates(x, s, w)
+    for b in range(4):
+        idx = np.repeat(np.arange(200), w[b].astype(int))
+        assert got["pearson"][b] == pytest.approx(stats.pearsonr(x[idx], s[idx])[0], abs=1e-10)
+        assert got["spearman"][b] == pytest.approx(stats.spearmanr(x[idx], s[idx])[0], abs=1e-10)
+        assert got["kendall"][b] == pytest.approx(stats.kendalltau(x[idx], s[idx])[0], abs=1e-12)

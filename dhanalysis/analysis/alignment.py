@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from dhanalysis.analysis.bootstrap import interval, replicate_counts
+from dhanalysis.analysis.stats import pcc_from_moments
 from dhanalysis.vocab import SIZE_GROUPS
 
 NUM_BINS = 20  # IoU bins of width 0.05, as the sliding-window statistics
@@ -54,11 +55,49 @@ def _groups(table: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
+def _weighted_pearson(x: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(B,)`` Pearson's r of a resample in which item i appears ``w[b, i]`` times; x, s: (N,) or (B, N)."""
+    return pcc_from_moments(w.sum(axis=1), (w * x).sum(axis=1), (w * x * x).sum(axis=1), (w * s).sum(axis=1),
+                            (w * s * s).sum(axis=1), (w * x * s).sum(axis=1))
+
+
+def _weighted_midranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(B, N)`` the average rank (scipy's ``rankdata``, 1-based, ties averaged) of each item within each resample
+    where item i appears ``w[b, i]`` times: the weight of the smaller values plus (weight of its tie group + 1) / 2."""
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(v)]))
+    tied = np.add.reduceat(w[:, order], starts, axis=1)  # (B, groups)
+    below = np.cumsum(tied, axis=1) - tied
+    ranks = np.empty_like(w)
+    ranks[:, order] = (below + (tied + 1) / 2)[:, group]
+    return ranks
+
+
+def _replicates(x: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Each correlation of every resample ``w`` (B, N): Pearson and Spearman from weighted sums (exactly the
+    statistic of the resampled arrays, without building them), Kendall's tau-b by scipy on the resampled arrays."""
+    xc, sc = x - x.mean(), s - s.mean()  # centred: the moments then lose no digits
+    out = {"pearson": _weighted_pearson(xc, sc, w), "kendall": np.full(len(w), np.nan)}
+    rx, rs = _weighted_midranks(x, w), _weighted_midranks(s, w)
+    mean = (w.sum(axis=1, keepdims=True) + 1) / 2
+    out["spearman"] = _weighted_pearson(rx - mean, rs - mean, w)
+    for b, weights in enumerate(w):
+        idx = np.repeat(np.arange(len(x)), weights.astype(np.int64))
+        if len(idx) >= 3 and np.ptp(x[idx]) >= 1e-9 and np.ptp(s[idx]) >= 1e-9:
+            out["kendall"][b] = stats.kendalltau(x[idx], s[idx])[0]
+    out["pearson"][~np.isfinite(out["kendall"])] = np.nan  # the same rule as `correlations` (constant: NaN)
+    out["spearman"][~np.isfinite(out["kendall"])] = np.nan
+    return out
+
+
 def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou",
-                    replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> pd.DataFrame:
+                    replicates: int = DEFAULT_REPLICATES, seed: int = 0, chunk: int = 8) -> pd.DataFrame:
     """One row per (score field, grouping, group): n and each correlation of IoU and score with its 95% bootstrap
     interval over images (``replicates`` resamples of the images with replacement, each recomputing the statistic
-    from every detection of the drawn images; 0: no intervals)."""
+    from every detection of the drawn images, ``chunk`` resamples at a time; 0: no intervals). Groups with fewer
+    than 3 detections or a constant score or IoU get NaN."""
     images, image_pos = np.unique(table["image_id"].to_numpy(), return_inverse=True)
     counts = replicate_counts(len(images), replicates, seed) if replicates > 0 else np.zeros((0, len(images)))
     x_all = table[iou].to_numpy(np.float64)
@@ -69,13 +108,13 @@ def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",
             x, s, pos = x_all[mask], s_all[mask], image_pos[mask]
             row = {"score_field": field, "grouping": grouping, "group": group, "n": int(mask.sum()),
                    **correlations(x, s)}
-            draws = {c: np.full(len(counts), np.nan) for c in CORRELATIONS}
-            for b, weights in enumerate(counts):
-                idx = np.repeat(np.arange(len(x)), weights[pos].astype(np.int64))
-                for c, v in correlations(x[idx], s[idx]).items():
-                    draws[c][b] = v
+            draws = {c: [] for c in CORRELATIONS}
+            for start in range(0, len(counts), chunk):
+                for c, v in _replicates(x, s, counts[start:start + chunk][:, pos]).items():
+                    draws[c].append(v)
             for c in CORRELATIONS:
-                row[f"{c}_lo"], row[f"{c}_hi"] = interval(draws[c]) if len(counts) else (np.nan, np.nan)
+                row[f"{c}_lo"], row[f"{c}_hi"] = interval(np.concatenate(draws[c])) if len(counts) else (np.nan,
+                                                                                                          np.nan)
             rows.append(row)
     return pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS))
 
