@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int]) -> list[dict]:
-    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids."""
+    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids, and each head's
+    class score (``fc_score``, ``conv_score``: extra fields that `dhanalysis detections --score-field` reads)."""
     boxes = dets["boxes"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     scores = dets["scores"].detach().cpu().tolist()
     labels = dets["labels"].detach().cpu().tolist()
+    extra = {k: v.detach().cpu().tolist() for k, v in dets.items() if k.endswith("_score")}
     return [
         {"image_id": int(image_id), "category_id": int(label_to_cat_id[lab]), "bbox": [round(v, 3) for v in box],
-         "score": round(float(s), 6)}
-        for box, s, lab in zip(xywh, scores, labels)
+         "score": round(float(s), 6), **{k: round(float(v[i]), 6) for k, v in extra.items()}}
+        for i, (box, s, lab) in enumerate(zip(xywh, scores, labels))
     ]
 
 
