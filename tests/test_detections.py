@@ -442,3 +442,51 @@ def test_weighted_replicates_equal_scipy_on_resampled_arrays():
         assert got["pearson"][b] == pytest.approx(stats.pearsonr(x[idx], s[idx])[0], abs=1e-10)
         assert got["spearman"][b] == pytest.approx(stats.spearmanr(x[idx], s[idx])[0], abs=1e-10)
         assert got["kendall"][b] == pytest.approx(stats.kendalltau(x[idx], s[idx])[0], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_a_trained_models_detections(tmp_path):
+    """A model trained here writes its detections with each head's score (eval); on them TIDE equals tidecv and the
+    per-head fields are analysed beside the score."""
+    from helpers import tiny_config
+
+    from dhanalysis.data.coco import CocoDataset
+    from dhanalysis.data.synth import make_synth_dataset
+    from dhanalysis.engine.evaluate import evaluate
+    from dhanalysis.engine.train import train
+    from dhanalysis.model.checkpoint import load_checkpoint
+
+    root = tmp_path / "synth"
+    make_synth_dataset(root, num_train=6, num_val=6, image_size=96, seed=3)
+    cfg = tiny_config("double-head-ext", f"data.root={root}", "data.num_workers=0", "model.num_classes=0",
+                      "train.iterations=6", "train.ims_per_batch=2", "train.checkpoint_period=6",
+                      "train.log_period=1", "train.warmup_iters=2", "train.steps=[5]", "model.score_thresh=0.0")
+    model = load_checkpoint(train(cfg, tmp_path / "run", progress=False))
+    evaluate(model, CocoDataset(root, "val"), modes=["complementary"], out=tmp_path / "ev", progress=False)
+    gt = json.loads((root / "annotations" / "instances_val.json").read_text())
+    for a in gt["annotations"]:  # tidecv reads every ground truth's segmentation: give it the box polygon
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    det_path = tmp_path / "ev" / "detections_complementary.json"
+    dets = json.loads(det_path.read_text())
+    assert len(dets) > 20 and {"fc_score", "conv_score"} <= set(dets[0])
+    expected, ap = tidecv_errors(gt_path, det_path)
+    done = detections.compute_detections(gt_path, det_path, tmp_path / "out", score_fields=["fc_score", "conv_score"],
+                                         replicates=10, progress=lambda s: None)
+    ours = done.tables["det_tide.csv"].set_index("error")["delta_ap"] * 100
+    assert done.summary["tide_ap50"] * 100 == pytest.approx(ap, abs=0.1)
+    for error, value in expected.items():
+        assert ours[error] == pytest.approx(value, abs=0.1), error
+    corr = done.tables["det_alignment.csv"]
+    assert set(corr["score_field"]) == {"score", "fc_score", "conv_score"}
+
+
+def test_groups_too_small_for_a_correlation(tmp_path):
+    """A size group without detections (or with two) is a NaN row, not an error."""
+    gt = make_gt(2)
+    dets = [d for d in make_dets(gt, 2) if d["bbox"][2] * d["bbox"][3] < 32 ** 2][:2]
+    table = detections.compute_detections(*write(tmp_path, gt, dets), replicates=5,
+                                          progress=lambda s: None).tables["det_alignment.csv"]
+    assert table[["pearson", "kendall_lo"]].isna().all().all() and (table["n"] <= 2).all()

@@ -78,6 +78,8 @@ def _weighted_midranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
 def _replicates(x: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Each correlation of every resample ``w`` (B, N): Pearson and Spearman from weighted sums (exactly the
     statistic of the resampled arrays, without building them), Kendall's tau-b by scipy on the resampled arrays."""
+    if len(x) < 3:
+        return {c: np.full(len(w), np.nan) for c in CORRELATIONS}
     xc, sc = x - x.mean(), s - s.mean()  # centred: the moments then lose no digits
     out = {"pearson": _weighted_pearson(xc, sc, w), "kendall": np.full(len(w), np.nan)}
     rx, rs = _weighted_midranks(x, w), _weighted_midranks(s, w)
