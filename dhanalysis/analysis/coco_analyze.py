@@ -16,7 +16,7 @@ detections per image and class):
 An object is made "ignored" by giving its copy a negative area, outside COCOeval's area range "all": COCOeval then
 ignores it with the ordinary IoU (marking it crowd would change the overlap to crowd-IoU). The per-class curves of
 Sim and Oth come from one COCOeval run each, whose ground truth holds, in every image, copies only for the classes
-detected there. Classes without ground truth get no curve; "all" is the mean over the others.
+with a detection the IoU-0.1 matching left unmatched there (elsewhere a copy cannot change anything). Classes without ground truth get no curve; "all" is the mean over the others.
 """
 
 from __future__ import annotations
@@ -75,11 +75,25 @@ def _with_ignored_copies(gt: dict, detected: dict[int, set[int]], siblings: dict
     return coco
 
 
-def analyze_breakdown(gt: dict, coco_gt, coco_dt, main_eval, dets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _unmatched_at(ev, t: int, area: int) -> dict[int, set[int]]:
+    """image -> the classes with a detection COCOeval leaves unmatched (and not ignored) at threshold index ``t``:
+    the only (image, class) pairs whose curves ignored copies can change, since COCOeval matches a detection to an
+    ignored ground truth only when no other is left for it."""
+    p = ev.params
+    n_area, n_img = len(p.areaRng), len(p.imgIds)
+    out: dict[int, set[int]] = {}
+    for k, cat in enumerate(p.catIds):
+        for e in ev.evalImgs[(k * n_area + area) * n_img:(k * n_area + area + 1) * n_img]:
+            if e is not None and len(e["dtIds"]) and ((e["dtMatches"][t] == 0) & (e["dtIgnore"][t] == 0)).any():
+                out.setdefault(e["image_id"], set()).add(cat)
+    return out
+
+
+def analyze_breakdown(gt: dict, coco_dt, main_eval) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(AP of each curve per class and over classes; the curves themselves, 101 recall points each).
 
-    ``main_eval``: the accumulated COCOeval of the detections whose iouThrs include 0.75, 0.5 and 0.1;
-    ``dets``: the results table (image_id, category_id), to know which classes each image's copies need.
+    ``gt``: the ground-truth dataset dict; ``coco_dt``: the loaded detections; ``main_eval``: their accumulated
+    COCOeval, whose iouThrs include 0.75, 0.5 and 0.1.
     """
     p = main_eval.params
     thr = np.asarray(p.iouThrs)
@@ -88,7 +102,7 @@ def analyze_breakdown(gt: dict, coco_gt, coco_dt, main_eval, dets: pd.DataFrame)
     index = {t: int(np.flatnonzero(np.isclose(thr, t))[0]) for t in (0.75, 0.5, 0.1)}
     cat_ids = list(p.catIds)
     curves = {"C75": prec[index[0.75]], "C50": prec[index[0.5]], "Loc": prec[index[0.1]]}
-    detected = dets.groupby("image_id")["category_id"].agg(lambda c: set(c.tolist())).to_dict()
+    detected = _unmatched_at(main_eval, index[0.1], area)
     all_cats = {c["id"] for c in gt["categories"]}
     others = {k: all_cats - {k} for k in cat_ids}
     variants = {"Oth": others}

@@ -372,7 +372,7 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     tables[DETECTIONS_TIDE_CSV] = tide_table
     progress("COCO analyze() breakdown")
     tables[DETECTIONS_ANALYZE_CSV], tables[DETECTIONS_ANALYZE_PR_CSV] = coco_analyze.analyze_breakdown(
-        inputs.gt, inputs.coco_gt, coco_dt, ev, inputs.results)
+        inputs.gt, coco_dt, ev)
     tables[DETECTIONS_CALIBRATION_CSV], ece = alignment.calibration_table(table)
     summary = {
         "images": len(image_ids), "ground_truths": sum(not a["iscrowd"] for a in inputs.gt["annotations"]),
