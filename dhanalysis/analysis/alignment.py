@@ -75,22 +75,78 @@ def _weighted_midranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _replicates(x: np.ndarray, s: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-    """Each correlation of every resample ``w`` (B, N): Pearson and Spearman from weighted sums (exactly the
-    statistic of the resampled arrays, without building them), Kendall's tau-b by scipy on the resampled arrays."""
+def _tie_pairs(keys: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """``(B,)`` number of pairs of a resample tied in every one of ``keys`` (each (N,)): Σ_g T_g (T_g − 1) / 2 over
+    the tie groups, T_g the group's weight."""
+    order = np.lexsort(keys[::-1])
+    stacked = np.stack([k[order] for k in keys])
+    starts = np.flatnonzero(np.r_[True, (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)])
+    t = np.add.reduceat(w[:, order], starts, axis=1)
+    return (t * (t - 1) / 2).sum(axis=1)
+
+
+class KendallPlan:
+    """Kendall's tau-b of many resamples of the same points, from weights: the weighted count of discordant pairs by
+    bottom-up merge levels (Knight's algorithm), whose orderings depend on the points only and are built once.
+
+    With the points sorted by (x, s), a pair is discordant exactly when the earlier one has the larger s; at each
+    level every element of a block's right half adds the weight of its left half with larger s (a segmented cumulative
+    sum read at precomputed positions). tau-b = (n0 − n1 − n2 + n3 − 2 D) / sqrt((n0 − n1)(n0 − n2)), as scipy.
+    """
+
+    def __init__(self, x: np.ndarray, s: np.ndarray):
+        self.x, self.s = x, s
+        self.order = np.lexsort((s, x))
+        rank = np.unique(s[self.order], return_inverse=True)[1].astype(np.int64)
+        top = int(rank.max(initial=0)) + 1
+        n, width, self.levels = len(x), 1, []
+        pos = np.arange(n)
+        while width < n:
+            block = pos // (2 * width)
+            is_left = pos % (2 * width) < width
+            left, right = pos[is_left], pos[~is_left]
+            perm = left[np.lexsort((rank[left], block[left]))]
+            keys = block[perm] * top + rank[perm]
+            upto = np.searchsorted(keys, block[right] * top + rank[right], side="right")
+            end = np.searchsorted(keys, block[right] * top + (top - 1), side="right")
+            self.levels.append((perm, right, upto, end))
+            width *= 2
+
+    def tau_b(self, w: np.ndarray) -> np.ndarray:
+        """``(B,)`` tau-b of each resample (item i appearing ``w[b, i]`` times)."""
+        wo = w[:, self.order]
+        discordant = np.zeros(len(w))
+        for perm, right, upto, end in self.levels:
+            c = np.concatenate([np.zeros((len(w), 1)), np.cumsum(wo[:, perm], axis=1)], axis=1)
+            discordant += (wo[:, right] * (c[:, end] - c[:, upto])).sum(axis=1)
+        total = w.sum(axis=1)
+        n0 = total * (total - 1) / 2
+        n1, n2 = _tie_pairs([self.x], w), _tie_pairs([self.s], w)
+        n3 = _tie_pairs([self.x, self.s], w)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tau = (n0 - n1 - n2 + n3 - 2 * discordant) / np.sqrt((n0 - n1) * (n0 - n2))
+        return np.clip(tau, -1.0, 1.0)
+
+
+def _replicates(x: np.ndarray, s: np.ndarray, w: np.ndarray, plan: KendallPlan | None = None
+                ) -> dict[str, np.ndarray]:
+    """Each correlation of every resample ``w`` (B, N), exactly the statistic of the resampled arrays without building
+    them: Pearson from weighted sums, Spearman from weighted mid-ranks, Kendall's tau-b from weighted pair counts
+    (``plan``: `KendallPlan` of x, s, built once for many calls)."""
     if len(x) < 3:
         return {c: np.full(len(w), np.nan) for c in CORRELATIONS}
     xc, sc = x - x.mean(), s - s.mean()  # centred: the moments then lose no digits
-    out = {"pearson": _weighted_pearson(xc, sc, w), "kendall": np.full(len(w), np.nan)}
+    out = {"pearson": _weighted_pearson(xc, sc, w)}
     rx, rs = _weighted_midranks(x, w), _weighted_midranks(s, w)
     mean = (w.sum(axis=1, keepdims=True) + 1) / 2
     out["spearman"] = _weighted_pearson(rx - mean, rs - mean, w)
-    for b, weights in enumerate(w):
-        idx = np.repeat(np.arange(len(x)), weights.astype(np.int64))
-        if len(idx) >= 3 and np.ptp(x[idx]) >= 1e-9 and np.ptp(s[idx]) >= 1e-9:
-            out["kendall"][b] = stats.kendalltau(x[idx], s[idx])[0]
-    out["pearson"][~np.isfinite(out["kendall"])] = np.nan  # the same rule as `correlations` (constant: NaN)
-    out["spearman"][~np.isfinite(out["kendall"])] = np.nan
+    out["kendall"] = (plan or KendallPlan(x, s)).tau_b(w)
+    # the rule of `correlations`: a resample whose IoU or score is constant (up to rounding) has NaN
+    present = w > 0
+    spread = lambda v: np.where(present, v, -np.inf).max(axis=1) - np.where(present, v, np.inf).min(axis=1)  # noqa
+    degenerate = (w.sum(axis=1) < 3) | (spread(x) < 1e-9) | (spread(s) < 1e-9)
+    for c in CORRELATIONS:
+        out[c][degenerate] = np.nan
     return out
 
 
@@ -111,8 +167,9 @@ def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",
             row = {"score_field": field, "grouping": grouping, "group": group, "n": int(mask.sum()),
                    **correlations(x, s)}
             draws = {c: [] for c in CORRELATIONS}
+            plan = KendallPlan(x, s) if len(counts) and len(x) >= 3 else None
             for start in range(0, len(counts), chunk):
-                for c, v in _replicates(x, s, counts[start:start + chunk][:, pos]).items():
+                for c, v in _replicates(x, s, counts[start:start + chunk][:, pos], plan).items():
                     draws[c].append(v)
             for c in CORRELATIONS:
                 row[f"{c}_lo"], row[f"{c}_hi"] = interval(np.concatenate(draws[c])) if len(counts) else (np.nan,
