@@ -275,6 +275,17 @@ def test_tide_equals_tidecv(tmp_path, scenario):
     assert max(expected.values()) > 0.5  # the scenario makes errors worth fixing
 
 
+def test_tide_of_perfect_detections_equals_tidecv(tmp_path):
+    gt = make_gt(8)
+    gt_path, det_path = write(tmp_path, gt, perfect(gt))
+    expected, ap = tidecv_errors(gt_path, det_path)
+    done = detections.compute_detections(gt_path, det_path, replicates=0, progress=lambda s: None)
+    ours = done.tables["det_tide.csv"].set_index("error")["delta_ap"] * 100
+    assert ap == pytest.approx(100.0) and done.summary["tide_ap50"] == pytest.approx(1.0)
+    for error, value in expected.items():
+        assert ours[error] == pytest.approx(value, abs=0.1) and value == pytest.approx(0.0, abs=1e-9), error
+
+
 def test_tide_error_types_match_their_scenario(tmp_path):
     gt = make_gt(7, crowd=0)
     done = detections.compute_detections(*write(tmp_path, gt, make_dets(gt, 7, **SCENARIOS["swapped"])),
@@ -362,6 +373,9 @@ BAD = {
     "negative box": (lambda d: _entry(d, 0, bbox=[1.0, 2.0, -3.0, 4.0]), "negative width"),
     "short box": (lambda d: _entry(d, 0, bbox=[1.0, 2.0]), "not four numbers"),
     "score above 1": (lambda d: _entry(d, 6, score=1.5), "entry 6 has score 1.5"),
+    "negative score": (lambda d: _entry(d, 2, score=-0.1), "entry 2 has score -0.1, not a number in [0, 1]"),
+    "nan score": (lambda d: _entry(d, 2, score=float("nan")), "entry 2 has score nan"),
+    "text score": (lambda d: _entry(d, 5, score="high"), "entry 5 has score 'high'"),
     "empty": (lambda d: [], "holds no detections"),
     "not a list": (lambda d: {"annotations": d}, "not a list"),
 }
