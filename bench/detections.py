@@ -42,7 +42,6 @@ def coco_like(images: int, dets_per_image: int, seed: int = 0) -> tuple[dict, li
         x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
         cls = cat_ids[rng.integers(0, 80, n)]
         crowd = rng.random(n) < 0.01
-        first = len(anns)
         for j in range(n):
             box = [float(x[j]), float(y[j]), float(w[j]), float(h[j])]
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(cls[j]), "bbox": box,
@@ -66,7 +65,6 @@ def coco_like(images: int, dets_per_image: int, seed: int = 0) -> tuple[dict, li
         scores = np.r_[bs, rng.beta(1, 8, m)].round(5)
         dets += [{"image_id": i + 1, "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
                  for b, c, s in zip(boxes, classes, scores)]
-        del first
     return {"images": imgs, "annotations": anns, "categories": cats}, dets
 
 

@@ -91,7 +91,8 @@ class KendallPlan:
 
     With the points sorted by (x, s), a pair is discordant exactly when the earlier one has the larger s; at each
     level every element of a block's right half adds the weight of its left half with larger s (a segmented cumulative
-    sum read at precomputed positions). tau-b = (n0 − n1 − n2 + n3 − 2 D) / sqrt((n0 − n1)(n0 − n2)), as scipy.
+    sum read at precomputed positions). tau-b = (n0 − n1 − n2 + n3 − 2 D) / sqrt((n0 − n1)(n0 − n2)), as
+    scipy.
     """
 
     def __init__(self, x: np.ndarray, s: np.ndarray):

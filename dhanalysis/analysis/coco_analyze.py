@@ -16,7 +16,8 @@ detections per image and class):
 An object is made "ignored" by giving its copy a negative area, outside COCOeval's area range "all": COCOeval then
 ignores it with the ordinary IoU (marking it crowd would change the overlap to crowd-IoU). The per-class curves of
 Sim and Oth come from one COCOeval run each, whose ground truth holds, in every image, copies only for the classes
-with a detection the IoU-0.1 matching left unmatched there (elsewhere a copy cannot change anything). Classes without ground truth get no curve; "all" is the mean over the others.
+with a detection the IoU-0.1 matching left unmatched there (elsewhere a copy cannot change anything). Classes
+without ground truth get no curve; "all" is the mean over the others.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def analyze_breakdown(gt: dict, coco_dt, main_eval) -> tuple[pd.DataFrame, pd.Da
         for k, cat in enumerate(cat_ids):
             if no_gt[k]:
                 continue
-            ap_rows.append({"category_id": cat, "category": names[cat], "curve": curve, "AP": float(values[:, k].mean())})
+            ap_rows.append({"category_id": cat, "category": names[cat], "curve": curve,
+                            "AP": float(values[:, k].mean())})
             pr_rows.append(pd.DataFrame({"category_id": cat, "category": names[cat], "curve": curve, "recall": recall,
                                          "precision": values[:, k]}))
         mean_curve = np.nanmean(values, axis=1) if (~no_gt).any() else np.full(len(recall), np.nan)

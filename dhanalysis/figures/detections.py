@@ -59,7 +59,7 @@ def plot_analyze(pr: pd.DataFrame, ap: pd.DataFrame, category: str = "all") -> F
         ax = axes[0][0]
         for curve in reversed(curves):  # the outermost (FN) first, so the inner bands paint over it
             c = part[part["curve"] == curve]
-            ax.fill_between(c["recall"], 0, c["precision"], color=ANALYZE_COLORS[curve], step=None,
+            ax.fill_between(c["recall"], 0, c["precision"], color=ANALYZE_COLORS[curve],
                             label=f"[{aps.get(curve, np.nan):.3f}] {curve}", edgecolor="#333333", linewidth=0.4)
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], labels[::-1], loc="lower left")
