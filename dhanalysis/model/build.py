@@ -209,13 +209,14 @@ class DoubleHeadRCNN(GeneralizedRCNN):
 
     @torch.no_grad()
     def predict_modes(self, images: list[torch.Tensor], modes: list[str]) -> dict[str, list[dict[str, torch.Tensor]]]:
-        """Detections of several inference modes from one pass of backbone, RPN and heads (Table 3, Fig. 8)."""
+        """Detections of several inference modes from one pass of backbone, RPN and heads (Table 3, Fig. 8); each
+        detection also carries every classifying head's score of its class (``fc_score``, ``conv_score``)."""
         for mode in modes:
             check_mode(self.config.model.variant, self.config.model.loss, mode)
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         image_list, feats, _ = self.features(images)
         proposals, _ = self.rpn(image_list, feats)
-        by_mode = self.roi_heads.detect(feats, proposals, image_list.image_sizes, modes)
+        by_mode = self.roi_heads.detect(feats, proposals, image_list.image_sizes, modes, with_head_scores=True)
         return {m: self.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in by_mode.items()}
 
 

@@ -305,11 +305,14 @@ class DoubleHeadRoIHeads(RoIHeads):
         proposals: list[torch.Tensor],
         image_shapes: list[tuple[int, int]],
         modes: list[str],
+        with_head_scores: bool = False,
     ) -> dict[str, list[dict[str, torch.Tensor]]]:
         """Detections for several inference modes from one pass of the branches: mode -> per-image dicts
-        (``boxes``, ``scores``, ``labels`` and each classifying head's ``<head>_score`` of the detected class)."""
+        (``boxes``, ``scores``, ``labels``: torchvision's format; with ``with_head_scores`` also each classifying
+        head's ``<head>_score`` of the detected class, what evaluation writes into its results files)."""
         heads = self.head_outputs(self.branch_outputs(features, proposals, image_shapes))
-        head_scores = {h: tasks["cls"].float().softmax(-1) for h, tasks in heads.items() if "cls" in tasks}
+        head_scores = ({h: tasks["cls"].float().softmax(-1) for h, tasks in heads.items() if "cls" in tasks}
+                       if with_head_scores else None)
         return {
             mode: self.postprocess_probabilities(*self.mode_scores_and_deltas(heads, mode), proposals, image_shapes,
                                                  head_scores)
