@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, EVAL_CSV, PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV,
+from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, DETECTIONS_SUMMARY_JSON, DETECTIONS_TABLES,
+                              EVAL_CSV, PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV,
                               PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
                               RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_STATS_CSV,
                               SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ,
@@ -63,6 +64,9 @@ RESULTS: dict[str, Outputs] = {
         Outputs("qualitative", (QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV), what="qualitative results"),
         Outputs("architecture", (ARCHITECTURE_CSV,), what="the conv-head's layer table", shipped=(ARCHITECTURE_CSV,),
                 marks_model=False),
+        # `dhanalysis detections`: any detector's results file (the per-detection table may be large: not shipped)
+        Outputs("detections", (*(f for t in DETECTIONS_TABLES for f in table_files(t)), DETECTIONS_SUMMARY_JSON),
+                summary=DETECTIONS_SUMMARY_JSON, what="detection results"),
     )
 }
 

@@ -231,6 +231,21 @@ SPATIAL_SUMMARY_JSON = "spatial_summary.json"
 QUALITATIVE_CSV = "qualitative.csv"  # detections where the heads disagree (Figs. A.4, A.5)
 QUALITATIVE_IMAGES_CSV = "qualitative_images.csv"
 ARCHITECTURE_CSV = "architecture.csv"  # the head blocks drawn in Fig. 5
+# detections (any detector's results file): the per-detection table and what follows from it
+DETECTIONS_CSV = "detections.csv"  # one row per detection: matches, IoUs, size, TIDE error
+DETECTIONS_ALIGNMENT_CSV = "det_alignment.csv"  # score-IoU correlations with bootstrap intervals
+DETECTIONS_ALIGNMENT_BINS_CSV = "det_alignment_bins.csv"  # score mean / std per IoU bin
+DETECTIONS_ALIGNMENT_HIST_CSV = "det_alignment_hist.csv"  # (IoU, score) 2-D histogram
+DETECTIONS_ORACLE_CSV = "det_oracle_ap.csv"  # AP with real, IoU and score x IoU scores
+DETECTIONS_TIDE_CSV = "det_tide.csv"  # TIDE's error breakdown
+DETECTIONS_ANALYZE_CSV = "det_analyze.csv"  # COCO analyze(): AP of each curve per class
+DETECTIONS_ANALYZE_PR_CSV = "det_analyze_pr.csv"  # COCO analyze(): the curves
+DETECTIONS_CALIBRATION_CSV = "det_calibration.csv"  # reliability per score bin at IoU 0.5 / 0.75
+# every table `dhanalysis detections` writes (each as CSV, and Parquet where pyarrow is present)
+DETECTIONS_TABLES = (DETECTIONS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_BINS_CSV,
+                     DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TIDE_CSV, DETECTIONS_ANALYZE_CSV,
+                     DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV)
+DETECTIONS_SUMMARY_JSON = "detections_summary.json"
 # the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
 CHUNKS_DIR = "chunks"
 SLIDING_WINDOW_CHUNKS, PCC_CHUNKS, SPATIAL_CORR_CHUNKS = "sliding_window", "pcc", "spatial_corr"

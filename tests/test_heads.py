@@ -231,6 +231,31 @@ def test_each_mode_scores_and_regresses_with_the_heads_its_row_names(mode):
     assert torch.equal(deltas, heads[row.reg]["reg"].float())
     other = [h for h in heads if h != row.reg]
     assert not torch.equal(deltas, heads[other[0]]["reg"].float())
+
+
+def test_detections_carry_each_heads_score_of_the_same_proposal():
+    """Every detection's fc_score / conv_score are the heads' probabilities of its class for its own proposal: the
+    complementary fusion of the two gives its score back, and a head's own mode scores equal its field."""
+    from helpers import tiny_config, two_images
+
+    from dhanalysis.engine.evaluate import to_coco_results
+    from dhanalysis.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("double-head-ext", "model.score_thresh=0.0", "model.detections_per_img=50")).eval()
+    images, _ = two_images()
+    with torch.no_grad():
+        by_mode = model.predict_modes(images, ["complementary", "fc-cls+conv-reg"])
+    for det in by_mode["complementary"]:
+        assert len(det["scores"]) > 0
+        refused = fuse_scores(det["fc_score"], det["conv_score"], "complementary")
+        torch.testing.assert_close(refused, det["scores"], rtol=0, atol=1e-6)
+    for det in by_mode["fc-cls+conv-reg"]:
+        torch.testing.assert_close(det["fc_score"], det["scores"], rtol=0, atol=0)
+    record = to_coco_results(by_mode["complementary"][0], 7, {i: i for i in range(10)})[0]
+    assert set(record) == {"image_id", "category_id", "bbox", "score", "fc_score", "conv_score"}
+
+
 TRAINABLE = {
     "K=3, non-local dot": lambda: ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2),
     "K=3, non-local gaussian": lambda: ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2,

@@ -9,6 +9,8 @@ Modules, from the boxes up:
 - `sliding_window`: the sliding-window analysis of one model, from windows to ``sliding_window_stats.csv``;
 - `pcc`: PCC definitions for predefined, RPN and detected boxes (§3.2, Fig. 3), the ``pcc.csv`` table, the analysis;
 - `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4), the analysis;
+- `detections`, `alignment`, `tide`, `coco_analyze`: any detector's COCO results file (no model): COCOeval's
+  matches, score-IoU alignment, oracle AP, calibration, TIDE's and COCO analyze()'s error breakdowns;
 - `runner`: loading models and claiming their results folders, streaming over a dataset in resumable chunks,
   sharded over torchrun ranks.
 
@@ -56,6 +58,12 @@ _EXPORTS = {
     "compute_pcc": "pcc",
     "compute_spatial_corr": "spatial",
     "compute_sliding_window": "sliding_window",
+    "compute_detections": "detections",
+    "read_inputs": "detections",
+    "tide_match": "tide",
+    "tide_breakdown": "tide",
+    "analyze_breakdown": "coco_analyze",
+    "alignment_table": "alignment",
     "RunOptions": "runner",
     "ModelRun": "runner",
     "load_models": "runner",

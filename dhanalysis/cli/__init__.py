@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sliding-window": ("sliding_window", "score ~14k sliding-window proposals per box (paper §3.1)"),
     "pcc": ("pcc", "Pearson correlation of IoU and classification score (paper §3.2)"),
     "spatial-corr": ("spatial_corr", "spatial correlation of head outputs and fc6 weights (paper §3.4)"),
+    "detections": ("detections", "any detector's results file: score-IoU alignment, TIDE and COCO error breakdowns"),
     "sweep": ("sweep", "the paper's ablation sweeps (Tables 1-3, Fig. 8)"),
     "figures": ("figures", "render the paper's figures and tables from result files (no model is run)"),
     "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: tiny models)"),

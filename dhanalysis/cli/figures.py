@@ -8,7 +8,8 @@ Reads every model folder under --results (config.json / summary.json / eval.csv 
 pcc.csv / spatial_corr.npz / architecture.csv; the variant comes from config.json's model.variant, else the folder
 name) and the sweeps' results.csv (--sweeps, default RESULTS/sweeps). Writes, as far as the results allow:
 fig2, fig3, fig4, fig5, fig6, fig7, fig8, figA1, figA2, figA3 (.png and .pdf) and table1, table2, table3, table5
-(.md and .csv). Each figure or table whose inputs are missing is skipped with one line naming the results it needs.
+(.md and .csv), and from a `dhanalysis detections` folder det-alignment, det-analyze, det-tide, det-reliability.
+Each figure or table whose inputs are missing is skipped with one line naming the results it needs.
 By default Figs. 2-4, A.1 and A.2 compare Single-FC's fc-head with Single-Conv's conv-head (the paper's setting),
 else the two heads of one Double-Head(-Ext) model; --fc-head / --conv-head MODEL[:HEAD] choose others. A figure drawn
 from any head but the paper's says so in a red title and prints one "WARNING: Fig. N: Substitute: ..." line.

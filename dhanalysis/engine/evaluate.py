@@ -27,16 +27,18 @@ log = logging.getLogger(__name__)
 
 
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_id: dict[int, int]) -> list[dict]:
-    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids. The model's boxes
-    are continuous whatever its box convention (`dhanalysis.model.conventions.from_convention`)."""
+    """One image's detections as COCO result records: bbox [x, y, w, h], original category ids, and each head's
+    class score (``fc_score``, ``conv_score``: extra fields that `dhanalysis detections --score-field` reads). The
+    model's boxes are continuous whatever its box convention (`dhanalysis.model.conventions.from_convention`)."""
     boxes = dets["boxes"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     scores = dets["scores"].detach().cpu().tolist()
     labels = dets["labels"].detach().cpu().tolist()
+    extra = {k: v.detach().cpu().tolist() for k, v in dets.items() if k.endswith("_score")}
     return [
         {"image_id": int(image_id), "category_id": int(label_to_cat_id[lab]), "bbox": [round(v, 3) for v in box],
-         "score": round(float(s), 6)}
-        for box, s, lab in zip(xywh, scores, labels)
+         "score": round(float(s), 6), **{k: round(float(v[i]), 6) for k, v in extra.items()}}
+        for i, (box, s, lab) in enumerate(zip(xywh, scores, labels))
     ]
 
 
@@ -117,15 +119,8 @@ def collect_detections_together(
         model.eval()
     for images, targets in loader:
         images = [img.to(device) for img in images]
-        if len(models) == 1:
-            outputs = [lead.predict_modes(images, modes[0])]
-        else:
-            original_sizes = [tuple(img.shape[-2:]) for img in images]
-            image_list, feats, _ = lead.features(images)
-            proposals, _ = lead.rpn(image_list, feats)
-            outputs = [{m: lead.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in
-                        model.roi_heads.detect(feats, proposals, image_list.image_sizes, ms).items()}
-                       for model, ms in zip(models, modes)]
+        trunk = lead.trunk_pass(images)
+        outputs = [model.detect_modes(trunk, ms) for model, ms in zip(models, modes)]
         for by_mode, res in zip(outputs, results):
             for mode, dets in by_mode.items():
                 for det, target in zip(dets, targets):

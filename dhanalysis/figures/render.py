@@ -17,6 +17,7 @@ draw the tidy tables handed to them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -25,12 +26,15 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
+from dhanalysis.figures import ablation, architecture, correlation, detections, qualitative, sliding_window
 from dhanalysis.figures.style import head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
 from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, ResultsTree, spatial_frame
 from dhanalysis.results import ModelResults, discover_models, variant_from_name  # noqa: F401 - the reader, as before
-from dhanalysis.vocab import HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, VARIANTS
+from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
+                              DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
+                              DETECTIONS_SUMMARY_JSON, DETECTIONS_TIDE_CSV, HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV,
+                              QUALITATIVE_IMAGES_CSV, VARIANTS)
 
 HeadRef = tuple[str, str]  # (model name, head type)
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -320,6 +324,17 @@ def _qualitative(res: Results, case: str) -> tuple[Figure, pd.DataFrame] | str:
             "dhanalysis reproduce)")
 
 
+def _detections(res: Results, draw: Callable[[Callable[[str], pd.DataFrame], dict], Figure],
+                *files: str) -> tuple[Figure, pd.DataFrame] | str:
+    """A figure of `dhanalysis detections` from the first model folder holding its tables, with the first of
+    them (what it draws, as the analysis wrote it)."""
+    for m in res.models.values():
+        if m.path(DETECTIONS_SUMMARY_JSON) and all(m.path(f) for f in files):
+            summary = json.loads(m.path(DETECTIONS_SUMMARY_JSON).read_text())
+            return draw(lambda f, m=m: pd.read_csv(m.path(f)), summary), pd.read_csv(m.path(files[0]))
+    return f"needs {', '.join(files)} (dhanalysis detections)"
+
+
 FIGURES: dict[str, tuple[str, Builder]] = {
     "fig2": ("Fig. 2", _fig2),
     "fig3": ("Fig. 3", _fig3),
@@ -333,6 +348,19 @@ FIGURES: dict[str, tuple[str, Builder]] = {
     "figA3": ("Fig. A.3", _figA3),
     "figA4": ("Fig. A.4", lambda res: _qualitative(res, "A.4")),
     "figA5": ("Fig. A.5", lambda res: _qualitative(res, "A.5")),
+    "det-alignment": ("Detections: score vs IoU", lambda res: _detections(
+        res, lambda read, s: detections.plot_alignment(read(DETECTIONS_ALIGNMENT_HIST_CSV),
+                                                       read(DETECTIONS_ALIGNMENT_BINS_CSV),
+                                                       read(DETECTIONS_ALIGNMENT_CSV)),
+        DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV)),
+    "det-analyze": ("Detections: COCO analyze()", lambda res: _detections(
+        res, lambda read, s: detections.plot_analyze(read(DETECTIONS_ANALYZE_PR_CSV), read(DETECTIONS_ANALYZE_CSV)),
+        DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_ANALYZE_CSV)),
+    "det-tide": ("Detections: TIDE", lambda res: _detections(
+        res, lambda read, s: detections.plot_tide(read(DETECTIONS_TIDE_CSV), s.get("tide_ap50")), DETECTIONS_TIDE_CSV)),
+    "det-reliability": ("Detections: reliability", lambda res: _detections(
+        res, lambda read, s: detections.plot_reliability(read(DETECTIONS_CALIBRATION_CSV), s),
+        DETECTIONS_CALIBRATION_CSV)),
 }
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)

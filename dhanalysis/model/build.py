@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -271,14 +272,36 @@ class DoubleHeadRCNN(GeneralizedRCNN):
 
     @torch.no_grad()
     def predict_modes(self, images: list[torch.Tensor], modes: list[str]) -> dict[str, list[dict[str, torch.Tensor]]]:
-        """Detections of several inference modes from one pass of backbone, RPN and heads (Table 3, Fig. 8)."""
-        for mode in modes:
-            check_mode(self.config.model.variant, self.config.model.loss, mode)
+        """Detections of several inference modes from one pass of backbone, RPN and heads (Table 3, Fig. 8); each
+        detection also carries every classifying head's score of its class (``fc_score``, ``conv_score``)."""
+        return self.detect_modes(self.trunk_pass(images), modes)
+
+    @torch.no_grad()
+    def trunk_pass(self, images: list[torch.Tensor]) -> TrunkPass:
+        """Transform, backbone + FPN and RPN of a batch: what every set of RoI heads on this trunk detects from."""
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         image_list, feats, _ = self.features(images)
         proposals, _ = self.rpn(image_list, feats)
-        by_mode = self.roi_heads.detect(feats, proposals, image_list.image_sizes, modes)
-        return {m: self.transform.postprocess(d, image_list.image_sizes, original_sizes) for m, d in by_mode.items()}
+        return TrunkPass(image_list.image_sizes, feats, proposals, original_sizes)
+
+    @torch.no_grad()
+    def detect_modes(self, trunk: TrunkPass, modes: list[str]) -> dict[str, list[dict[str, torch.Tensor]]]:
+        """This model's RoI heads on a `trunk_pass` (its own, or that of a model sharing its trunk): detections per
+        mode, in the input images' coordinates."""
+        for mode in modes:
+            check_mode(self.config.model.variant, self.config.model.loss, mode)
+        by_mode = self.roi_heads.detect(trunk.features, trunk.proposals, trunk.image_sizes, modes,
+                                        with_head_scores=True)
+        return {m: self.transform.postprocess(d, trunk.image_sizes, trunk.original_sizes) for m, d in by_mode.items()}
+
+
+class TrunkPass(NamedTuple):
+    """One batch through transform, backbone + FPN and RPN (`DoubleHeadRCNN.trunk_pass`)."""
+
+    image_sizes: list[tuple[int, int]]
+    features: dict[str, torch.Tensor]
+    proposals: list[torch.Tensor]
+    original_sizes: list[tuple[int, int]]
 
 
 def build_model(config: Config, num_classes: int | None = None, pretrained: bool = True,

@@ -281,26 +281,35 @@ class DoubleHeadRoIHeads(RoIHeads):
         deltas: torch.Tensor,
         proposals: list[torch.Tensor],
         image_shapes: list[tuple[int, int]],
+        head_scores: dict[str, torch.Tensor] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Score threshold, per-class NMS and top-k on *probabilities*.
 
         torchvision's `postprocess_detections` applies a softmax to logits, which would renormalise fused scores
         that no longer come from one softmax; here the given scores reach the detections unchanged.
+        ``head_scores``: {head type: (N, C+1) probabilities}; each detection then also carries ``<head>_score``, that
+        head's probability of the detected class for the same proposal (so heads compare on the same detections).
         """
         num_classes = scores.shape[-1]
         counts = [len(p) for p in proposals]
         pred_boxes = self.box_coder.decode(deltas, proposals)
         results = []
-        for boxes, probs, shape in zip(pred_boxes.split(counts), scores.split(counts), image_shapes):
+        per_head = {h: p.split(counts) for h, p in (head_scores or {}).items()}
+        for i, (boxes, probs, shape) in enumerate(zip(pred_boxes.split(counts), scores.split(counts), image_shapes)):
             boxes = clip_to_image(boxes, shape, self.box_convention)
             labels = torch.arange(num_classes, device=probs.device).view(1, -1).expand_as(probs)
+            rows = torch.arange(len(probs), device=probs.device).view(-1, 1).expand_as(probs)
             boxes, probs, labels = boxes[:, 1:].reshape(-1, 4), probs[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            rows = rows[:, 1:].reshape(-1)
             keep = torch.where(probs > self.score_thresh)[0]
-            boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
+            boxes, probs, labels, rows = boxes[keep], probs[keep], labels[keep], rows[keep]
             keep = keep_sized(boxes, self.detection_size_rule, self.box_convention)
-            boxes, probs, labels = boxes[keep], probs[keep], labels[keep]
+            boxes, probs, labels, rows = boxes[keep], probs[keep], labels[keep], rows[keep]
             keep = batched_nms(boxes, probs, labels, self.nms_thresh, self.box_convention)[: self.detections_per_img]
-            results.append({"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]})
+            result = {"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]}
+            for head, parts in per_head.items():
+                result[f"{head}_score"] = parts[i][rows[keep], labels[keep]]
+            results.append(result)
         return results
 
     def detect(
@@ -309,11 +318,17 @@ class DoubleHeadRoIHeads(RoIHeads):
         proposals: list[torch.Tensor],
         image_shapes: list[tuple[int, int]],
         modes: list[str],
+        with_head_scores: bool = False,
     ) -> dict[str, list[dict[str, torch.Tensor]]]:
-        """Detections for several inference modes from one pass of the branches: mode -> per-image dicts."""
+        """Detections for several inference modes from one pass of the branches: mode -> per-image dicts
+        (``boxes``, ``scores``, ``labels``: torchvision's format; with ``with_head_scores`` also each classifying
+        head's ``<head>_score`` of the detected class, what evaluation writes into its results files)."""
         heads = self.head_outputs(self.branch_outputs(features, proposals, image_shapes))
+        head_scores = ({h: tasks["cls"].float().softmax(-1) for h, tasks in heads.items() if "cls" in tasks}
+                       if with_head_scores else None)
         return {
-            mode: self.postprocess_probabilities(*self.mode_scores_and_deltas(heads, mode), proposals, image_shapes)
+            mode: self.postprocess_probabilities(*self.mode_scores_and_deltas(heads, mode), proposals, image_shapes,
+                                                 head_scores)
             for mode in modes
         }
 

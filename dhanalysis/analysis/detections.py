@@ -1,0 +1,425 @@
+"""Any detector's detections, from a COCO results file: per-detection table, score–IoU alignment, oracle rescoring,
+TIDE's and COCO analyze()'s error breakdowns, calibration (``dhanalysis detections``).
+
+The paper asks whether a detector's classification score tracks how well its box is localised (§3.2, Fig. 3 right:
+detections after NMS). This module asks it of any detector: its input is a COCO ground-truth json and a COCO results
+json (``image_id``, ``category_id``, ``bbox`` xywh, ``score`` in [0, 1], optional extra per-detection score fields),
+no model.
+
+- **Matching is COCOeval's.** One COCOeval run (IoU 0.5:0.95 plus 0.1 for analyze's Loc curve; areas all / small /
+  medium / large; 100 detections per image and class) gives the real AP, and its ``evalImgs`` (``dtMatches``,
+  ``dtIgnore`` of area "all") give each detection's matched ground truth and true-positive flag at IoU 0.5 and 0.75:
+  its greedy matching by score, its crowd and area rules, nothing re-implemented.
+- **IoU of a detection** (alignment, oracle): with the best-overlapping non-crowd ground truth of its own class, 0
+  when none; ``iou_any`` / ``gt_any``: the same over every class. **Size** (its group): the COCO area group of that
+  best same-class ground truth when it overlaps one, else of its own box (the rule of `dhanalysis pcc`).
+- **Alignment** (`dhanalysis.analysis.alignment`): every detection of the file, grouped overall, by size, by class.
+- **Oracle rescoring**: COCOeval again with each detection's score replaced by its IoU, and by score × IoU; the
+  matching is redone, since COCOeval matches in score order.
+- **TIDE** (`dhanalysis.analysis.tide`) and **analyze()** (`dhanalysis.analysis.coco_analyze`) by their own
+  definitions.
+
+Bad input (a missing file, a results file with a missing key, an unknown image or category id, a NaN or negative-size
+box, a score outside [0, 1], an empty list) is a `DHError` naming the first bad entry and how many there are, before
+anything is written. The results folder is claimed like every analysis's (`dhanalysis.folders.claim`): the same
+inputs and settings again find the finished outputs and return them; other inputs are refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dhanalysis.analysis import alignment, coco_analyze, tide
+from dhanalysis.errors import DHError
+from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
+from dhanalysis.results import RESULTS
+from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
+                              DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
+                              DETECTIONS_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES, DETECTIONS_TIDE_CSV,
+                              LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA)
+
+REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
+COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))  # COCOeval's thresholds
+EXTRA_IOU = 0.1  # analyze()'s Loc, Sim and Oth curves
+MATCH_IOUS = (50, 75)  # the thresholds the per-detection table reports (in hundredths)
+ORACLES = ("score", "iou", "score_x_iou")
+
+_TABLES = DETECTIONS_TABLES
+OUTPUTS = RESULTS["detections"]  # the tables of _TABLES, each as CSV (+ Parquet), and the summary
+
+PROTOCOL = {
+    "detections": "every detection of the results file; COCOeval keeps the 100 best per image and class",
+    "iou": "IoU with the best-overlapping non-crowd ground truth of the detected class (0 when none)",
+    "size": "COCO area group of that ground truth when the detection overlaps one, else of the detection's box",
+    "matching": "COCOeval's (greedy by score, crowd and area rules), area 'all', 100 detections per image and class",
+    "bootstrap": "percentile intervals (95%) over images resampled with replacement",
+    "tide": "tidecv 1.0.1 definitions at IoU 0.5, background 0.1, 100 detections per image over all classes",
+}
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+@dataclass
+class DetectionInputs:
+    """A ground truth and a results file, checked. ``results`` has one row per entry of the file, in its order:
+    image_id, category_id, score, x, y, w, h and every extra score field."""
+
+    gt: dict
+    coco_gt: object
+    results: pd.DataFrame
+    score_fields: tuple[str, ...]
+    gt_path: Path
+    results_path: Path
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise DHError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DHError(f"{what} {path} is not valid JSON ({exc})") from None
+
+
+def read_ground_truth(path: str | Path) -> tuple[dict, object]:
+    """The ground-truth dataset dict (``area`` and ``iscrowd`` filled where absent) and its pycocotools COCO."""
+    from pycocotools.coco import COCO
+
+    path = Path(path)
+    data = _read_json(path, "ground-truth file")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict)
+               or not isinstance(data.get(k), list)]
+    if missing:
+        raise DHError(f"ground-truth file {path} has no '{missing[0]}' list; give a COCO instances json")
+    if not data["categories"] or not data["images"]:
+        raise DHError(f"ground-truth file {path} has no {'categories' if not data['categories'] else 'images'}")
+    anns = []
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        anns.append({**a, "area": a.get("area", w * h), "iscrowd": int(a.get("iscrowd", 0) or 0)})
+    data = {**data, "annotations": anns}
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return data, coco
+
+
+def _first_bad(bad: np.ndarray, path: Path, problem) -> None:
+    """Raise naming the first entry where ``bad`` holds and how many entries it holds for."""
+    hits = np.flatnonzero(bad)
+    if len(hits):
+        n = len(hits)
+        more = f"; {n} entries like it" if n > 1 else ""
+        raise DHError(f"results file {path}: entry {hits[0]} {problem(hits[0])}{more}; fix or remove them")
+
+
+def read_results(path: str | Path, gt: dict, score_fields: Sequence[str] = ()) -> pd.DataFrame:
+    """The results file as a table, every entry checked (see the module's docstring)."""
+    path = Path(path)
+    records = _read_json(path, "results file")
+    if not isinstance(records, list):
+        raise DHError(f"results file {path} is not a list of detections (COCO results format)")
+    if not records:
+        raise DHError(f"results file {path} holds no detections; nothing to analyse")
+    _first_bad(np.array([not isinstance(r, dict) for r in records]), path, lambda i: "is not an object")
+    for key in (*REQUIRED_KEYS, *score_fields):
+        _first_bad(np.array([key not in r for r in records]), path, lambda i, key=key: f"has no '{key}'")
+    frame = pd.DataFrame({k: [r[k] for r in records] for k in ("image_id", "category_id", "score", *score_fields)})
+    images = {im["id"] for im in gt["images"]}
+    cats = {c["id"] for c in gt["categories"]}
+    for key, known in (("image_id", images), ("category_id", cats)):
+        values = frame[key].to_numpy(dtype=object)
+        _first_bad(~frame[key].isin(known).to_numpy(), path,
+                   lambda i, key=key, values=values: f"has {key} {values[i]!r}, which the ground truth does not have")
+    boxes = [r["bbox"] for r in records]
+    shape_bad = np.array([not (isinstance(b, (list, tuple)) and len(b) == 4
+                               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b))
+                          for b in boxes])
+    _first_bad(shape_bad, path, lambda i: f"has bbox {boxes[i]!r}, not four numbers [x, y, w, h]")
+    xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    _first_bad(~np.isfinite(xywh).all(axis=1) | (xywh[:, 2] < 0) | (xywh[:, 3] < 0), path,
+               lambda i: f"has bbox {boxes[i]!r} (NaN, infinite or negative width / height)")
+    for field in ("score", *score_fields):
+        values = pd.to_numeric(frame[field], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1) if field == "score" else ~np.isfinite(values)
+        raw = frame[field].to_numpy(dtype=object)
+        _first_bad(bad, path, lambda i, f=field, raw=raw: f"has {f} {raw[i]!r}, "
+                   + ("not a number in [0, 1]" if f == "score" else "not a finite number"))
+        frame[field] = values
+    frame[["x", "y", "w", "h"]] = xywh
+    frame["image_id"] = frame["image_id"].astype(np.int64)
+    frame["category_id"] = frame["category_id"].astype(np.int64)
+    return frame
+
+
+def read_inputs(gt_path: str | Path, results_path: str | Path, score_fields: Sequence[str] = ()) -> DetectionInputs:
+    reserved = {"iou", "score_x_iou"} | set(REQUIRED_KEYS)
+    clash = [f for f in score_fields if f in reserved or f in ("x", "y", "w", "h")]
+    if clash:
+        raise DHError(f"score field '{clash[0]}' is a reserved name; name another per-detection field")
+    gt, coco = read_ground_truth(gt_path)
+    results = read_results(results_path, gt, score_fields)
+    return DetectionInputs(gt, coco, results, tuple(score_fields), Path(gt_path), Path(results_path))
+
+
+# ---------------------------------------------------------------------------------------------------- COCOeval
+def coco_eval(coco_gt, results: pd.DataFrame, scores: np.ndarray, image_ids: Sequence[int],
+              iou_thresholds: Sequence[float] = COCO_IOUS, area_all_only: bool = False):
+    """An evaluated and accumulated COCOeval of the results with the given scores; detection id i + 1 is row i."""
+    from pycocotools.cocoeval import COCOeval
+
+    records = [{"image_id": int(i), "category_id": int(c), "bbox": [x, y, w, h], "score": float(s)}
+               for i, c, x, y, w, h, s in zip(results["image_id"], results["category_id"], results["x"],
+                                               results["y"], results["w"], results["h"], scores)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(records)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = sorted(int(i) for i in image_ids)
+        ev.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
+        if area_all_only:
+            ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
+        ev.evaluate()
+        ev.accumulate()
+    return ev, coco_dt
+
+
+def ap_metrics(ev) -> dict[str, float]:
+    """AP (IoU 0.5:0.95), AP50, AP75 and, when evaluated, APs / APm / APl, as COCOeval's summarize computes them,
+    from the precision of its standard thresholds only (an extra threshold such as 0.1 is left out)."""
+    p = ev.params
+    thr = np.asarray(p.iouThrs)
+    standard = np.array([np.isclose(thr, t).any() for t in COCO_IOUS]).all()
+    keep = np.array([np.isclose(COCO_IOUS, t).any() for t in thr]) if standard else np.ones(len(thr), bool)
+    prec = ev.eval["precision"]  # (T, R, K, A, M)
+
+    def mean(x: np.ndarray) -> float:
+        x = x[x > -1]
+        return float(x.mean()) if x.size else float("nan")
+
+    out = {"AP": mean(prec[keep][..., 0, -1])}
+    for name, t in (("AP50", 0.5), ("AP75", 0.75)):
+        hit = np.flatnonzero(np.isclose(thr, t))
+        out[name] = mean(prec[hit[0], :, :, 0, -1]) if len(hit) else float("nan")
+    for name, label in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
+        if label in p.areaRngLbl:
+            out[name] = mean(prec[keep][..., p.areaRngLbl.index(label), -1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the table
+def _best_overlaps(inputs: DetectionInputs) -> dict[str, np.ndarray]:
+    """Per detection: IoU with and id of the best non-crowd ground truth of its class and of any class."""
+    from pycocotools import mask as mask_utils
+
+    res = inputs.results
+    n = len(res)
+    out = {"iou": np.zeros(n), "gt": np.full(n, -1, np.int64), "iou_any": np.zeros(n),
+           "gt_any": np.full(n, -1, np.int64)}
+    anns = [a for a in inputs.gt["annotations"] if not a["iscrowd"]]
+    by_image: dict[int, list[dict]] = {}
+    for a in anns:
+        by_image.setdefault(a["image_id"], []).append(a)
+    xywh = res[["x", "y", "w", "h"]].to_numpy(np.float64)
+    cls = res["category_id"].to_numpy()
+    for image, rows in pd.Series(np.arange(n)).groupby(res["image_id"].to_numpy()).indices.items():
+        gts = by_image.get(image)
+        if not gts:
+            continue
+        g_box = np.asarray([a["bbox"] for a in gts], dtype=np.float64)
+        g_id = np.asarray([a["id"] for a in gts])
+        g_cls = np.asarray([a["category_id"] for a in gts])
+        iou = np.asarray(mask_utils.iou(xywh[rows], g_box, [0] * len(gts)), dtype=np.float64).reshape(len(rows), -1)
+        j = iou.argmax(axis=1)
+        out["iou_any"][rows] = iou[np.arange(len(rows)), j]
+        out["gt_any"][rows] = np.where(out["iou_any"][rows] > 0, g_id[j], -1)
+        same = np.where(cls[rows][:, None] == g_cls[None, :], iou, -1.0)
+        j = same.argmax(axis=1)
+        best = same[np.arange(len(rows)), j]
+        out["iou"][rows] = np.maximum(best, 0.0)
+        out["gt"][rows] = np.where(best > 0, g_id[j], -1)
+    return out
+
+
+def _size_group(area: np.ndarray) -> np.ndarray:
+    return np.asarray(SIZE_GROUPS, dtype=object)[(area >= SMALL_MAX_AREA) * 1 + (area >= LARGE_MIN_AREA) * 1]
+
+
+def _coco_matches(ev, num_rows: int) -> dict[str, np.ndarray]:
+    """Per results row, from COCOeval's evalImgs of area "all": evaluated (within its 100 per image and class) and,
+    at IoU 0.5 and 0.75, the matched ground-truth id (-1 none), ignored and true-positive flags."""
+    p = ev.params
+    thr = np.asarray(p.iouThrs)
+    t_index = {t: int(np.flatnonzero(np.isclose(thr, t / 100))[0]) for t in MATCH_IOUS}
+    area = [list(a) for a in p.areaRng].index([0, 1e10])
+    n_area, n_img = len(p.areaRng), len(p.imgIds)
+    out = {"evaluated": np.zeros(num_rows, bool)}
+    for t in MATCH_IOUS:
+        out[f"gt_{t}"] = np.full(num_rows, -1, np.int64)
+        out[f"ignored_{t}"] = np.zeros(num_rows, dtype=object)
+        out[f"ignored_{t}"][:] = None
+    ids, matches, ignores = [], [], []
+    for k in range(len(p.catIds)):
+        for e in ev.evalImgs[(k * n_area + area) * n_img:(k * n_area + area + 1) * n_img]:
+            if e is None or not e["dtIds"]:
+                continue
+            ids.append(np.asarray(e["dtIds"], np.int64))
+            matches.append(np.asarray(e["dtMatches"])[[t_index[t] for t in MATCH_IOUS]])
+            ignores.append(np.asarray(e["dtIgnore"])[[t_index[t] for t in MATCH_IOUS]])
+    if ids:
+        rows = np.concatenate(ids) - 1  # loadRes numbers detections 1..N in file order
+        match, ignore = np.concatenate(matches, axis=1), np.concatenate(ignores, axis=1).astype(bool)
+        out["evaluated"][rows] = True
+        for j, t in enumerate(MATCH_IOUS):
+            out[f"gt_{t}"][rows] = np.where(match[j] > 0, match[j], -1).astype(np.int64)
+            out[f"ignored_{t}"][rows] = ignore[j]
+    for t in MATCH_IOUS:
+        out[f"tp_{t}"] = (out[f"gt_{t}"] >= 0) & (out[f"ignored_{t}"] == False)  # noqa: E712 (None stays False)
+    return out
+
+
+def detection_table(inputs: DetectionInputs, ev, tide_errors: np.ndarray) -> pd.DataFrame:
+    """One row per entry of the results file (``det`` = its position): image, class, scores, box, size group, the
+    best same-class and any-class overlaps, COCOeval's matches at IoU 0.5 / 0.75, TIDE's outcome."""
+    res = inputs.results
+    names = {c["id"]: c["name"] for c in inputs.gt["categories"]}
+    gt_area = {a["id"]: a["area"] for a in inputs.gt["annotations"]}
+    best = _best_overlaps(inputs)
+    matches = _coco_matches(ev, len(res))
+    own_area = (res["w"] * res["h"]).to_numpy()
+    area = np.where(best["gt"] >= 0, [gt_area.get(g, 0.0) for g in best["gt"]], own_area)
+    any_cat = {a["id"]: a["category_id"] for a in inputs.gt["annotations"]}
+    table = pd.DataFrame({
+        "det": np.arange(len(res)), "image_id": res["image_id"], "category_id": res["category_id"],
+        "category": res["category_id"].map(names), "score": res["score"],
+        **{f: res[f] for f in inputs.score_fields},
+        "x": res["x"], "y": res["y"], "w": res["w"], "h": res["h"], "area": own_area, "size": _size_group(area),
+        "iou": best["iou"], "gt": best["gt"], "iou_any": best["iou_any"], "gt_any": best["gt_any"],
+        "category_any": [any_cat.get(g, -1) for g in best["gt_any"]],
+        "evaluated": matches["evaluated"],
+        **{f"{k}_{t}": matches[f"{k}_{t}"] for t in MATCH_IOUS for k in ("gt", "tp", "ignored")},
+        "tide": tide_errors,
+    })
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------- the analysis
+def oracle_table(inputs: DetectionInputs, table: pd.DataFrame, real: dict[str, float]) -> pd.DataFrame:
+    """AP, AP50, AP75 with the real scores and with each detection's score replaced by its IoU and by score × IoU."""
+    image_ids = [im["id"] for im in inputs.gt["images"]]
+    rows = [{"scoring": "score", **{k: real[k] for k in ("AP", "AP50", "AP75")}}]
+    for name, scores in (("iou", table["iou"].to_numpy()), ("score_x_iou", (table["score"] * table["iou"]).to_numpy())):
+        ev, _ = coco_eval(inputs.coco_gt, inputs.results, scores, image_ids, area_all_only=True)
+        m = ap_metrics(ev)
+        rows.append({"scoring": name, **{k: m[k] for k in ("AP", "AP50", "AP75")}})
+    out = pd.DataFrame(rows)
+    out["gain"] = out["AP"] - real["AP"]
+    return out
+
+
+def file_identity(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "sha256": digest.hexdigest()}
+
+
+@dataclass
+class DetectionResults:
+    """What `analyse_detections` returns: the tables (also written when ``out`` was given) and the summary."""
+
+    tables: dict[str, pd.DataFrame]
+    summary: dict
+    paths: list[Path]
+
+
+def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFAULT_REPLICATES,
+                       seed: int = 0, progress=print) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Every table of the analysis (keyed by file name) and the summary's numbers, nothing written."""
+    start = time.perf_counter()
+    image_ids = [im["id"] for im in inputs.gt["images"]]
+    progress(f"COCOeval of {len(inputs.results)} detections on {len(image_ids)} images")
+    ev, coco_dt = coco_eval(inputs.coco_gt, inputs.results, inputs.results["score"].to_numpy(), image_ids,
+                            (*COCO_IOUS, EXTRA_IOU))
+    real = ap_metrics(ev)
+    progress("TIDE's error breakdown")
+    match = tide.tide_match(inputs.results, inputs.gt)
+    tide_table, tide_ap = tide.tide_breakdown(match)
+    table = detection_table(inputs, ev, tide.error_names(match, len(inputs.results)))
+    fields = ("score", *inputs.score_fields)
+    progress(f"score-IoU alignment ({replicates} bootstrap replicates)")
+    tables = {
+        DETECTIONS_CSV: table,
+        DETECTIONS_ALIGNMENT_CSV: alignment.alignment_table(table, fields, replicates=replicates, seed=seed),
+        DETECTIONS_ALIGNMENT_BINS_CSV: alignment.bin_table(table, fields),
+        DETECTIONS_ALIGNMENT_HIST_CSV: alignment.histogram_table(table, fields),
+    }
+    progress("oracle rescoring")
+    tables[DETECTIONS_ORACLE_CSV] = oracle_table(inputs, table, real)
+    tables[DETECTIONS_TIDE_CSV] = tide_table
+    progress("COCO analyze() breakdown")
+    tables[DETECTIONS_ANALYZE_CSV], tables[DETECTIONS_ANALYZE_PR_CSV] = coco_analyze.analyze_breakdown(
+        inputs.gt, coco_dt, ev)
+    tables[DETECTIONS_CALIBRATION_CSV], ece = alignment.calibration_table(table)
+    summary = {
+        "images": len(image_ids), "ground_truths": sum(not a["iscrowd"] for a in inputs.gt["annotations"]),
+        "detections": len(table), "evaluated": int(table["evaluated"].sum()), "score_fields": list(fields),
+        "coco": real, "tide_ap50": tide_ap, "tide_dropped": int(len(match.dropped)), **ece,
+        "supercategories": coco_analyze.has_supercategories(inputs.gt), "protocol": PROTOCOL,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return tables, summary
+
+
+def compute_detections(gt: str | Path, results: str | Path, out: str | Path | None = None,
+                       score_fields: Sequence[str] = (), replicates: int = alignment.DEFAULT_REPLICATES,
+                       seed: int = 0, overwrite: bool = False, progress=print) -> DetectionResults:
+    """Check the inputs, analyse them and (with ``out``) write every table and ``detections_summary.json`` last.
+
+    A folder already holding this analysis of the same files and settings is not recomputed: its tables are read.
+    """
+    inputs = read_inputs(gt, results, score_fields)  # every bad input fails here, before the folder is touched
+    if replicates < 0:
+        raise DHError(f"replicates must be >= 0, got {replicates}")
+    key = {"analysis": OUTPUTS.analysis, "gt": file_identity(inputs.gt_path),
+           "results": file_identity(inputs.results_path), "score_fields": list(score_fields),
+           "replicates": int(replicates), "seed": int(seed)}
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        summary_path = folder / OUTPUTS.summary
+        done = claim(folder, key, read_identity(summary_path), [folder / f for f in OUTPUTS.files],
+                     overwrite=overwrite, what=OUTPUTS.what)
+        if done and summary_path.is_file():
+            tables = {t: pd.read_csv(folder / t) for t in _TABLES if (folder / t).is_file()}
+            return DetectionResults(tables, json.loads(summary_path.read_text()), [])
+    tables, summary = analyse_detections(inputs, replicates, seed, progress)
+    summary = {"run": key, **summary}
+    paths: list[Path] = []
+    if folder is not None:
+        for name, frame in tables.items():
+            paths += write_table(frame, folder / name, parquet=name == DETECTIONS_CSV)
+        atomic_write_json(folder / OUTPUTS.summary, _finite(summary))
+        paths.append(folder / OUTPUTS.summary)
+    return DetectionResults(tables, summary, paths)
+
+
+def _finite(obj):
+    """JSON has no NaN: write null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,59 @@
+"""Analyse any detector's detections from a COCO results file (no model is run).
+
+  dhanalysis detections --gt annotations/instances_val2017.json --results dets.json --out results/my-detector
+  dhanalysis detections --gt GT.json --results eval/detections_fc.json --out results/x --score-field fc_score
+
+--results is a COCO results json: a list of {image_id, category_id, bbox [x, y, w, h], score in [0, 1]}, plus any
+per-detection score fields named by --score-field (each analysed for score-IoU alignment like the score). Writes to
+--out: detections.csv (+ .parquet with pyarrow; one row per detection: COCOeval's match and TP flag at IoU 0.5 and
+0.75, best same-class and any-class IoU, size group, TIDE's error type), det_alignment.csv (Pearson, Spearman,
+Kendall of score and IoU overall / per size / per class with bootstrap intervals over images), det_alignment_bins.csv,
+det_alignment_hist.csv, det_oracle_ap.csv (AP with score := IoU and score x IoU), det_tide.csv (TIDE's dAP),
+det_analyze.csv / det_analyze_pr.csv (COCO analyze(): C75, C50, Loc, Sim, Oth, BG, FN), det_calibration.csv and
+detections_summary.json (protocol, AP, ECE) last. 'dhanalysis figures --results OUT' draws them. The same inputs
+and settings again return the finished folder; other inputs in it are refused unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dhanalysis.analysis.alignment import DEFAULT_REPLICATES
+
+    parser.add_argument("--gt", required=True, metavar="GT.json", help="COCO ground-truth (instances) json")
+    parser.add_argument("--results", required=True, metavar="dets.json", help="COCO results json of any detector")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--score-field", action="append", default=[], metavar="NAME",
+                        help="another per-detection score to analyse beside 'score' (repeatable)")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_REPLICATES, metavar="B",
+                        help=f"bootstrap replicates over images for the correlation intervals (default "
+                             f"{DEFAULT_REPLICATES}; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results of other inputs in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from dhanalysis.analysis.detections import compute_detections
+    from dhanalysis.cli.common import check_at_least, print_written
+    from dhanalysis.errors import DHError
+    from dhanalysis.vocab import DETECTIONS_ORACLE_CSV, DETECTIONS_TIDE_CSV
+
+    check_at_least(args, bootstrap=0)
+    try:
+        done = compute_detections(args.gt, args.results, args.out, score_fields=args.score_field,
+                                  replicates=args.bootstrap, seed=args.seed, overwrite=args.overwrite)
+    except DHError as exc:  # the library names files by role; name the flags
+        text = str(exc).replace("ground-truth file ", "--gt ").replace("results file ", "--results ")
+        raise type(exc)(text) if type(exc) is DHError else exc from None
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
+        print(done.tables[DETECTIONS_ORACLE_CSV].to_string(index=False))
+        print(done.tables[DETECTIONS_TIDE_CSV].to_string(index=False))
+    if done.paths:
+        print_written(done.paths)
+    else:
+        print(f"{args.out} already holds this analysis of these files; nothing recomputed")
+    return 0
