@@ -102,6 +102,9 @@ def _pcc(m: pd.Series) -> float:
     return (n * sxs - sx * ss) / np.sqrt((n * sxx - sx * sx) * (n * sss - ss * ss))
 
 
+CSV_REL = 1e-5  # findings.csv keeps six significant digits (float_format %.6g): a relative error up to 5e-6
+
+
 def test_findings_equal_an_independent_recomputation_from_the_tables(study):
     """Estimates are the mean over seeds of per-seed differences: recomputed here from each replicate's
     sliding_window_stats.csv (PCC) and eval.csv (pycocotools' AP), and the Holm column from statsmodels."""
@@ -126,9 +129,9 @@ def test_findings_equal_an_independent_recomputation_from_the_tables(study):
                 pccs[model] = _pcc(stats[stats["head"] == head][list(MOMENTS)].sum())
             want.append(pccs["single-fc"] - pccs["single-conv"])
             got = per_seed.query("claim == 'pcc-windows-all' and trunk == @trunk.name and seed == @seed")["value"]
-            assert float(got.iloc[0]) == pytest.approx(want[-1], rel=1e-6, abs=1e-9)
+            assert float(got.iloc[0]) == pytest.approx(want[-1], rel=CSV_REL, abs=1e-9)
         row = findings.query("claim == 'pcc-windows-all' and trunk == @trunk.name").iloc[0]
-        assert row["ours"] == pytest.approx(np.mean(want), rel=1e-6, abs=1e-9)
+        assert row["ours"] == pytest.approx(np.mean(want), rel=CSV_REL, abs=1e-9)
     # an AP claim: 100 × (AP(Double-FC) − AP(Single-FC)) in each seed's eval.csv, averaged over seeds
     want = []
     for seed in TINY.seeds:
