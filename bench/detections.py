@@ -7,6 +7,7 @@ image with COCO's mix of sizes and 1% crowds; 100 detections per image: a jitter
 another class, duplicates, and the rest background boxes of low score) and times, on the same files:
 
 - ``pycocotools``: ``loadRes`` + ``COCOeval.evaluate()`` + ``accumulate()`` (what `dhanalysis eval` pays for AP);
+- ``coco_match``: the same evaluation by `dhanalysis.analysis.coco_match` (reading the results into arrays included);
 - ``tidecv``: loading both files + ``TIDE.evaluate()`` + its main and special errors;
 - ``ours``: `dhanalysis.analysis.detections.compute_detections` without writing (every table: COCOeval matching and
   AP, TIDE, oracle rescoring, analyze(), alignment with ``--bootstrap`` replicates, calibration), reading the files.
@@ -85,6 +86,21 @@ def time_pycocotools(gt_path: Path, det_path: Path) -> float:
     return time.perf_counter() - start
 
 
+def time_coco_match(gt_path: Path, det_path: Path) -> float:
+    """`coco_match.evaluate` (COCOeval vectorised) on the same files, timed like `time_pycocotools`: from the loaded
+    ground truth, including reading the results into arrays (loadRes's share)."""
+    from dhanalysis.analysis import coco_match
+
+    gt = json.loads(gt_path.read_text())
+    boxes = coco_match.ground_truth_boxes(gt)
+    start = time.perf_counter()
+    dets = json.loads(det_path.read_text())
+    dt = coco_match.detection_boxes([d["image_id"] for d in dets], [d["category_id"] for d in dets],
+                                    [d["bbox"] for d in dets], [d["score"] for d in dets])
+    coco_match.evaluate(boxes, dt, [im["id"] for im in gt["images"]], [c["id"] for c in gt["categories"]])
+    return time.perf_counter() - start
+
+
 def time_tidecv(gt_path: Path, det_path: Path) -> float:
     import tidecv
 
@@ -130,6 +146,10 @@ def main() -> None:
         out["pycocotools_s"] = time_pycocotools(gt_path, det_path)
         out["pycocotools_peak_mib"] = peak_mib()
         print(f"pycocotools evaluate + accumulate: {out['pycocotools_s']:.1f} s", flush=True)
+        out["coco_match_s"] = time_coco_match(gt_path, det_path)
+        out["coco_match_over_pycocotools"] = out["coco_match_s"] / out["pycocotools_s"]
+        print(f"coco_match evaluate + accumulate: {out['coco_match_s']:.1f} s "
+              f"({out['coco_match_over_pycocotools']:.3f} of pycocotools)", flush=True)
         out["ours_s"], out["ours"] = time_ours(gt_path, det_path, args.bootstrap)
         out["ours_peak_mib"] = peak_mib()
         print(f"dhanalysis detections (all tables): {out['ours_s']:.1f} s {out['ours']['steps_s']}", flush=True)

@@ -143,8 +143,7 @@ def test_matching_is_cocoeval_at_50_and_75(tmp_path, seed):
     gt = make_gt(seed, crowd=0.15)
     dets = make_dets(gt, seed)
     inputs = detections.read_inputs(*write(tmp_path, gt, dets))
-    ev, _ = detections.coco_eval(inputs.coco_gt, inputs.results, inputs.results["score"].to_numpy(),
-                                 [im["id"] for im in gt["images"]], (*detections.COCO_IOUS, detections.EXTRA_IOU))
+    ev = detections.coco_eval(inputs, inputs.results["score"].to_numpy(), (*detections.COCO_IOUS, detections.EXTRA_IOU))
     table = detections.detection_table(inputs, ev, np.full(len(dets), ""))
     ref = reference_eval(gt, dets)
     p = ref.params

@@ -1,7 +1,7 @@
 """COCO's ``analyze()`` breakdown (Hoiem-style, from the COCO API's Matlab ``analyze.m``) of one results file.
 
-Seven precision–recall curves per class, each forgiving one more kind of error, read off COCOeval (area all, 100
-detections per image and class):
+Seven precision–recall curves per class, each forgiving one more kind of error, read off COCOeval's evaluation
+(`dhanalysis.analysis.coco_match`; area all, 100 detections per image and class):
 
 - **C75**, **C50**: PR at IoU 0.75 and 0.5 (COCO's own curves: their AP is COCOeval's AP75 / AP50);
 - **Loc**: PR at IoU 0.1 — localisation errors forgiven, duplicates still false positives;
@@ -22,11 +22,10 @@ without ground truth get no curve; "all" is the mean over the others.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pandas as pd
+
+from dhanalysis.analysis import coco_match
 
 CURVES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 ANALYZE_COLUMNS = ("category_id", "category", "curve", "AP")
@@ -34,67 +33,50 @@ PR_COLUMNS = ("category_id", "category", "curve", "recall", "precision")
 ALL_CLASSES = -1  # category_id of the mean over classes
 
 
-def _quiet_eval(gt, dt, image_ids, iou_thresholds, area_all_only=True):
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.imgIds = list(image_ids)
-        ev.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
-        if area_all_only:
-            ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
-        ev.evaluate()
-        ev.accumulate()
-    return ev
-
-
 def has_supercategories(gt: dict) -> bool:
     return all(c.get("supercategory") for c in gt["categories"])
 
 
-def _with_ignored_copies(gt: dict, detected: dict[int, set[int]], siblings: dict[int, set[int]]):
-    """A COCO ground truth holding ``gt``'s objects plus, in every image, ignored copies relabelled k of its objects of
-    the classes in ``siblings[k]``, for each class k detected there."""
-    from pycocotools.coco import COCO
-
-    anns = list(gt["annotations"])
-    next_id = max((a["id"] for a in anns), default=0) + 1
-    by_image: dict[int, list[dict]] = {}
-    for a in gt["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
-    extra = []
+def _with_ignored_copies(gt: coco_match.Boxes, detected: dict[int, set[int]],
+                         siblings: dict[int, set[int]]) -> coco_match.Boxes:
+    """The ground truth ``gt`` plus, in every image, ignored copies relabelled k of its objects of the classes in
+    ``siblings[k]``, for each class k detected there (after the originals, in file order)."""
+    rows, labels = [], []
+    by_image: dict[int, list[int]] = {}
+    for i, image in enumerate(gt.image):
+        by_image.setdefault(int(image), []).append(i)
     for image, classes in detected.items():
-        for a in by_image.get(image, ()):
+        for i in by_image.get(image, ()):
             for k in classes:
-                if a["category_id"] in siblings[k]:
-                    extra.append({**a, "id": next_id, "category_id": k, "area": -1.0})
-                    next_id += 1
-    coco = COCO()
-    coco.dataset = {**gt, "annotations": anns + extra}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+                if int(gt.category[i]) in siblings[k]:
+                    rows.append(i)
+                    labels.append(k)
+    rows = np.asarray(rows, np.int64)
+    next_id = int(gt.ids.max(initial=0)) + 1
+    return coco_match.Boxes(image=np.r_[gt.image, gt.image[rows]], category=np.r_[gt.category, np.asarray(labels,
+                                                                                                          np.int64)],
+                            xywh=np.r_[gt.xywh, gt.xywh[rows]], area=np.r_[gt.area, np.full(len(rows), -1.0)],
+                            ids=np.r_[gt.ids, np.arange(next_id, next_id + len(rows), dtype=np.int64)],
+                            crowd=np.r_[gt.crowd, gt.crowd[rows]])
 
 
-def _unmatched_at(ev, t: int, area: int) -> dict[int, set[int]]:
+def _unmatched_at(ev: coco_match.Evaluation, dt: coco_match.Boxes, t: int, area: int) -> dict[int, set[int]]:
     """image -> the classes with a detection COCOeval leaves unmatched (and not ignored) at threshold index ``t``:
     the only (image, class) pairs whose curves ignored copies can change, since COCOeval matches a detection to an
     ignored ground truth only when no other is left for it."""
-    p = ev.params
-    n_area, n_img = len(p.areaRng), len(p.imgIds)
+    free = np.flatnonzero(ev.evaluated & (ev.dt_match[area, t] == 0) & ~ev.dt_ignore[area, t])
     out: dict[int, set[int]] = {}
-    for k, cat in enumerate(p.catIds):
-        for e in ev.evalImgs[(k * n_area + area) * n_img:(k * n_area + area + 1) * n_img]:
-            if e is not None and len(e["dtIds"]) and ((e["dtMatches"][t] == 0) & (e["dtIgnore"][t] == 0)).any():
-                out.setdefault(e["image_id"], set()).add(cat)
+    for image, cat in zip(dt.image[free].tolist(), dt.category[free].tolist()):
+        out.setdefault(image, set()).add(cat)
     return out
 
 
-def analyze_breakdown(gt: dict, coco_dt, main_eval) -> tuple[pd.DataFrame, pd.DataFrame]:
+def analyze_breakdown(gt: dict, gt_boxes: coco_match.Boxes, dt: coco_match.Boxes,
+                      main_eval: coco_match.Evaluation) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(AP of each curve per class and over classes; the curves themselves, 101 recall points each).
 
-    ``gt``: the ground-truth dataset dict; ``coco_dt``: the loaded detections; ``main_eval``: their accumulated
-    COCOeval, whose iouThrs include 0.75, 0.5 and 0.1.
+    ``gt``: the ground-truth dataset dict and ``gt_boxes`` its annotations as arrays; ``dt``: the detections;
+    ``main_eval``: their evaluation (`coco_match.evaluate`), whose iouThrs include 0.75, 0.5 and 0.1.
     """
     p = main_eval.params
     thr = np.asarray(p.iouThrs)
@@ -103,7 +85,7 @@ def analyze_breakdown(gt: dict, coco_dt, main_eval) -> tuple[pd.DataFrame, pd.Da
     index = {t: int(np.flatnonzero(np.isclose(thr, t))[0]) for t in (0.75, 0.5, 0.1)}
     cat_ids = list(p.catIds)
     curves = {"C75": prec[index[0.75]], "C50": prec[index[0.5]], "Loc": prec[index[0.1]]}
-    detected = _unmatched_at(main_eval, index[0.1], area)
+    detected = _unmatched_at(main_eval, dt, index[0.1], area)
     all_cats = {c["id"] for c in gt["categories"]}
     others = {k: all_cats - {k} for k in cat_ids}
     variants = {"Oth": others}
@@ -111,7 +93,8 @@ def analyze_breakdown(gt: dict, coco_dt, main_eval) -> tuple[pd.DataFrame, pd.Da
         sup = {c["id"]: c["supercategory"] for c in gt["categories"]}
         variants = {"Sim": {k: {j for j in others[k] if sup[j] == sup[k]} for k in cat_ids}, **variants}
     for name, siblings in variants.items():
-        ev = _quiet_eval(_with_ignored_copies(gt, detected, siblings), coco_dt, p.imgIds, [0.1])
+        ev = coco_match.evaluate(_with_ignored_copies(gt_boxes, detected, siblings), dt, p.imgIds, p.catIds, [0.1],
+                                 coco_match.AREA_RANGES[:1], coco_match.AREA_LABELS[:1], (100,))
         curves[name] = ev.eval["precision"][0, :, :, 0, 0]
     no_gt = curves["C50"][0] < 0  # (K,) COCOeval's -1: no ground truth of the class
     curves["BG"] = (curves["Oth"] > 0).astype(np.float64)

@@ -6,16 +6,18 @@ detections after NMS). This module asks it of any detector: its input is a COCO 
 json (``image_id``, ``category_id``, ``bbox`` xywh, ``score`` in [0, 1], optional extra per-detection score fields),
 no model.
 
-- **Matching is COCOeval's.** One COCOeval run (IoU 0.5:0.95 plus 0.1 for analyze's Loc curve; areas all / small /
-  medium / large; 100 detections per image and class) gives the real AP, and its ``evalImgs`` (``dtMatches``,
-  ``dtIgnore`` of area "all") give each detection's matched ground truth and true-positive flag at IoU 0.5 and 0.75:
-  its greedy matching by score, its crowd and area rules, nothing re-implemented.
+- **Matching is COCOeval's.** One evaluation (IoU 0.5:0.95 plus 0.1 for analyze's Loc curve; areas all / small /
+  medium / large; 100 detections per image and class) gives the real AP and each detection's matched ground truth
+  and true-positive flag at IoU 0.5 and 0.75: COCOeval's greedy matching by score, its crowd and area rules. It runs
+  in `dhanalysis.analysis.coco_match`, COCOeval's evaluate + accumulate vectorised over every image and class, whose
+  arrays equal pycocotools' element for element (tests/test_coco_match.py): the analysis needs five evaluations,
+  and pycocotools' per-(image, class) loop made them the bulk of its time at COCO size.
 - **IoU of a detection** (alignment, oracle): with the best-overlapping non-crowd ground truth of its own class, 0
   when none; ``iou_any`` / ``gt_any``: the same over every class. **Size** (its group): the COCO area group of that
   best same-class ground truth when it overlaps one, else of its own box (the rule of `dhanalysis pcc`).
 - **Alignment** (`dhanalysis.analysis.alignment`): every detection of the file, grouped overall, by size, by class.
-- **Oracle rescoring**: COCOeval again with each detection's score replaced by its IoU, and by score × IoU; the
-  matching is redone, since COCOeval matches in score order.
+- **Oracle rescoring**: the evaluation again with each detection's score replaced by its IoU, and by score × IoU;
+  the matching is redone, since COCOeval matches in score order.
 - **TIDE** (`dhanalysis.analysis.tide`) and **analyze()** (`dhanalysis.analysis.coco_analyze`) by their own
   definitions.
 
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import alignment, coco_analyze, tide
+from dhanalysis.analysis import alignment, coco_analyze, coco_match, tide
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
 from dhanalysis.results import RESULTS
@@ -80,6 +82,17 @@ class DetectionInputs:
     score_fields: tuple[str, ...]
     gt_path: Path
     results_path: Path
+    gt_boxes: coco_match.Boxes | None = None  # the ground truth as arrays (`coco_match.ground_truth_boxes`)
+
+    def __post_init__(self):
+        if self.gt_boxes is None:
+            self.gt_boxes = coco_match.ground_truth_boxes(self.gt)
+
+    def detection_boxes(self, scores: np.ndarray) -> coco_match.Boxes:
+        """The results as `coco_match` boxes with these scores (row i is detection id i + 1, as loadRes numbers)."""
+        res = self.results
+        return coco_match.detection_boxes(res["image_id"].to_numpy(), res["category_id"].to_numpy(),
+                                          res[["x", "y", "w", "h"]].to_numpy(np.float64), scores)
 
 
 def _read_json(path: Path, what: str):
@@ -174,24 +187,15 @@ def read_inputs(gt_path: str | Path, results_path: str | Path, score_fields: Seq
 
 
 # ---------------------------------------------------------------------------------------------------- COCOeval
-def coco_eval(coco_gt, results: pd.DataFrame, scores: np.ndarray, image_ids: Sequence[int],
-              iou_thresholds: Sequence[float] = COCO_IOUS, area_all_only: bool = False):
-    """An evaluated and accumulated COCOeval of the results with the given scores; detection id i + 1 is row i."""
-    from pycocotools.cocoeval import COCOeval
-
-    records = [{"image_id": int(i), "category_id": int(c), "bbox": [x, y, w, h], "score": float(s)}
-               for i, c, x, y, w, h, s in zip(results["image_id"], results["category_id"], results["x"],
-                                               results["y"], results["w"], results["h"], scores)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(records)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = sorted(int(i) for i in image_ids)
-        ev.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
-        if area_all_only:
-            ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
-        ev.evaluate()
-        ev.accumulate()
-    return ev, coco_dt
+def coco_eval(inputs: DetectionInputs, scores: np.ndarray, iou_thresholds: Sequence[float] = COCO_IOUS,
+              area_all_only: bool = False) -> coco_match.Evaluation:
+    """COCOeval's evaluate + accumulate of the results with the given scores, on every image of the ground truth
+    (areas all / small / medium / large and 1 / 10 / 100 detections, or area "all" and 100 only)."""
+    areas, labels, max_dets = ((coco_match.AREA_RANGES[:1], coco_match.AREA_LABELS[:1], (100,)) if area_all_only
+                               else (coco_match.AREA_RANGES, coco_match.AREA_LABELS, coco_match.MAX_DETS))
+    return coco_match.evaluate(inputs.gt_boxes, inputs.detection_boxes(np.asarray(scores, np.float64)),
+                               [im["id"] for im in inputs.gt["images"]], [c["id"] for c in inputs.gt["categories"]],
+                               iou_thresholds, areas, labels, max_dets)
 
 
 def ap_metrics(ev) -> dict[str, float]:
@@ -255,36 +259,21 @@ def _size_group(area: np.ndarray) -> np.ndarray:
     return np.asarray(SIZE_GROUPS, dtype=object)[(area >= SMALL_MAX_AREA) * 1 + (area >= LARGE_MIN_AREA) * 1]
 
 
-def _coco_matches(ev, num_rows: int) -> dict[str, np.ndarray]:
-    """Per results row, from COCOeval's evalImgs of area "all": evaluated (within its 100 per image and class) and,
-    at IoU 0.5 and 0.75, the matched ground-truth id (-1 none), ignored and true-positive flags."""
+def _coco_matches(ev: coco_match.Evaluation, num_rows: int) -> dict[str, np.ndarray]:
+    """Per results row, area "all": evaluated (within its 100 per image and class) and, at IoU 0.5 and 0.75, the
+    matched ground-truth id (-1 none), ignored (None where not evaluated) and true-positive flags."""
     p = ev.params
     thr = np.asarray(p.iouThrs)
-    t_index = {t: int(np.flatnonzero(np.isclose(thr, t / 100))[0]) for t in MATCH_IOUS}
     area = [list(a) for a in p.areaRng].index([0, 1e10])
-    n_area, n_img = len(p.areaRng), len(p.imgIds)
-    out = {"evaluated": np.zeros(num_rows, bool)}
+    out = {"evaluated": ev.evaluated.copy()}
     for t in MATCH_IOUS:
-        out[f"gt_{t}"] = np.full(num_rows, -1, np.int64)
-        out[f"ignored_{t}"] = np.zeros(num_rows, dtype=object)
-        out[f"ignored_{t}"][:] = None
-    ids, matches, ignores = [], [], []
-    for k in range(len(p.catIds)):
-        for e in ev.evalImgs[(k * n_area + area) * n_img:(k * n_area + area + 1) * n_img]:
-            if e is None or not e["dtIds"]:
-                continue
-            ids.append(np.asarray(e["dtIds"], np.int64))
-            matches.append(np.asarray(e["dtMatches"])[[t_index[t] for t in MATCH_IOUS]])
-            ignores.append(np.asarray(e["dtIgnore"])[[t_index[t] for t in MATCH_IOUS]])
-    if ids:
-        rows = np.concatenate(ids) - 1  # loadRes numbers detections 1..N in file order
-        match, ignore = np.concatenate(matches, axis=1), np.concatenate(ignores, axis=1).astype(bool)
-        out["evaluated"][rows] = True
-        for j, t in enumerate(MATCH_IOUS):
-            out[f"gt_{t}"][rows] = np.where(match[j] > 0, match[j], -1).astype(np.int64)
-            out[f"ignored_{t}"][rows] = ignore[j]
-    for t in MATCH_IOUS:
-        out[f"tp_{t}"] = (out[f"gt_{t}"] >= 0) & (out[f"ignored_{t}"] == False)  # noqa: E712 (None stays False)
+        ti = int(np.flatnonzero(np.isclose(thr, t / 100))[0])
+        match = ev.dt_match[area, ti]
+        out[f"gt_{t}"] = np.where(ev.evaluated & (match > 0), match, -1).astype(np.int64)
+        ignored = np.full(num_rows, None, dtype=object)
+        ignored[ev.evaluated] = ev.dt_ignore[area, ti][ev.evaluated]
+        out[f"ignored_{t}"] = ignored
+        out[f"tp_{t}"] = (out[f"gt_{t}"] >= 0) & (ignored == False)  # noqa: E712 (None stays False)
     return out
 
 
@@ -316,10 +305,9 @@ def detection_table(inputs: DetectionInputs, ev, tide_errors: np.ndarray) -> pd.
 # ---------------------------------------------------------------------------------------------------- the analysis
 def oracle_table(inputs: DetectionInputs, table: pd.DataFrame, real: dict[str, float]) -> pd.DataFrame:
     """AP, AP50, AP75 with the real scores and with each detection's score replaced by its IoU and by score × IoU."""
-    image_ids = [im["id"] for im in inputs.gt["images"]]
     rows = [{"scoring": "score", **{k: real[k] for k in ("AP", "AP50", "AP75")}}]
     for name, scores in (("iou", table["iou"].to_numpy()), ("score_x_iou", (table["score"] * table["iou"]).to_numpy())):
-        ev, _ = coco_eval(inputs.coco_gt, inputs.results, scores, image_ids, area_all_only=True)
+        ev = coco_eval(inputs, scores, area_all_only=True)
         m = ap_metrics(ev)
         rows.append({"scoring": name, **{k: m[k] for k in ("AP", "AP50", "AP75")}})
     out = pd.DataFrame(rows)
@@ -349,9 +337,8 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     """Every table of the analysis (keyed by file name) and the summary's numbers, nothing written."""
     start = time.perf_counter()
     image_ids = [im["id"] for im in inputs.gt["images"]]
-    progress(f"COCOeval of {len(inputs.results)} detections on {len(image_ids)} images")
-    ev, coco_dt = coco_eval(inputs.coco_gt, inputs.results, inputs.results["score"].to_numpy(), image_ids,
-                            (*COCO_IOUS, EXTRA_IOU))
+    progress(f"COCO evaluation of {len(inputs.results)} detections on {len(image_ids)} images")
+    ev = coco_eval(inputs, inputs.results["score"].to_numpy(), (*COCO_IOUS, EXTRA_IOU))
     real = ap_metrics(ev)
     progress("TIDE's error breakdown")
     match = tide.tide_match(inputs.results, inputs.gt)
@@ -370,7 +357,7 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     tables[DETECTIONS_TIDE_CSV] = tide_table
     progress("COCO analyze() breakdown")
     tables[DETECTIONS_ANALYZE_CSV], tables[DETECTIONS_ANALYZE_PR_CSV] = coco_analyze.analyze_breakdown(
-        inputs.gt, coco_dt, ev)
+        inputs.gt, inputs.gt_boxes, inputs.detection_boxes(inputs.results["score"].to_numpy()), ev)
     tables[DETECTIONS_CALIBRATION_CSV], ece = alignment.calibration_table(table)
     summary = {
         "images": len(image_ids), "ground_truths": sum(not a["iscrowd"] for a in inputs.gt["annotations"]),
