@@ -11,7 +11,10 @@ Faster R-CNN's ``Shared2FCBBoxHead`` (``shared_fcs.0/1``, then ``fc_cls`` and ``
 Single-FC, whose fc-head flattens the pooled (C, 7, 7) features in the same order.
 
 Both: RoIAlign ``aligned=True`` with an adaptive sampling ratio, fixed anchor strides, sizes rounded int(x + 0.5),
-dw/dh clamped on both sides, detections rescaled to the original image before NMS, no small-box filters.
+dw/dh clamped on both sides, no small-box filters. One difference stays: mmdetection rescales the detections to
+the original image before its final NMS, we after it (torchvision's order). IoU is invariant to a common rescale of x
+and y, and the resize uses one factor for both axes up to the rounding of the resized size (1067 / 640 against
+800 / 480), so the kept set differs only where that sub-pixel difference moves an IoU across the NMS threshold.
 """
 
 from __future__ import annotations
