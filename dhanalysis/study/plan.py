@@ -83,8 +83,13 @@ TRUNK_SCHEDULE = {"train.iterations": 1500, "train.steps": [1100, 1400], "train.
 # The budget (≤ 3 hours from nothing on two cores) is set by the conv-heads' training: a K = 5 conv-head costs about
 # 13 GFLOP per iteration at 4 images × 128 RoIs (forward + backward), ~75x the fc-head, so the full plan samples 64
 # RoIs per image for the heads (the trunks keep the preset's 128), trains every seed's heads together (one sampling
-# and pooling for all) and keeps a 2 × 3 λ grid (the paper's (0.7, 0.8) and the vanilla (1, 1) among its pairs;
-# λ_conv < 1 at two values, so where the grid peaks can be located).
+# and pooling for all) and keeps a 2 × 2 λ grid (the paper's (0.7, 0.8) and the vanilla (1, 1) among its pairs).
+# Measured on two EPYC cores, the 2 × 3 grid (λ_conv 0.5 as well) with every test image analysed and 500 windows
+# per box came to about 160-215 minutes from nothing (trunks 19 + 22 min, each seed's heads 26-33 min, analyses
+# ~0.45 s per model and image): the λ_conv = 0.5 column (two conv-heads of thirteen per seed), a third of the test
+# images for the window analyses (100 of 300; AP is measured on all 300) and 300 windows per box (~5,000 windows
+# per IoU bin and model) are what the budget cut. Head iterations stay at 1,200: 800 cost 2.5 AP on val
+# (docs/recipe.md), and the Single-FC head reaches 0.522 on val at 1,200, against a 0.50 target.
 FULL = StudyPlan(
     data={"num_train": 600, "num_val": 100, "num_test": 300, "image_size": 320},
     pretrain={"iterations": 600, "crop_size": 48},
@@ -99,9 +104,10 @@ FULL = StudyPlan(
     heads={**HEAD_SCHEDULE, "model.box_batch_size_per_image": 64},
     seeds=(0, 1, 2),
     lambda_fc=(0.7, 1.0),
-    lambda_conv=(0.5, 0.8, 1.0),
-    proposals_per_gt=500,
+    lambda_conv=(0.8, 1.0),
+    proposals_per_gt=300,
     replicates=1000,
+    analysis_images=100,
 )
 TINY_MODEL = {"model.min_size": 96, "model.max_size": 96, "model.backbone.fpn_channels": 16, "model.head.fc_dim": 32,
               "model.head.conv_dim": 32, "model.head.bottleneck_dim": 8, "model.head.non_local_dim": 16,
