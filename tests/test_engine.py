@@ -164,6 +164,9 @@ def test_evaluate_all_modes_in_one_pass(synth, tmp_path):
     assert set(per_class["category_id"]) == set(ds.label_to_cat_id.values())
     detections = {m: json.loads((tmp_path / "ev" / f"detections_{m}.json").read_text()) for m in table["mode"]}
     assert len({json.dumps(d) for d in detections.values()}) > 1, "the modes' detections should differ"
+    # the COCO results format, nothing pycocotools' loadRes adds while the AP is computed
+    assert {k for d in detections.values() for r in d for k in r} == {"image_id", "category_id", "bbox", "score",
+                                                                       "fc_score", "conv_score"}
     for mode in table["mode"]:
         alone, _ = evaluate(model, ds, modes=[mode], out=tmp_path / mode, batch_size=2, progress=False)
         assert json.loads((tmp_path / mode / f"detections_{mode}.json").read_text()) == detections[mode], mode

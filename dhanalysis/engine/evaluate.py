@@ -55,7 +55,9 @@ def coco_ap(coco_gt, results: list[dict], image_ids: list[int]) -> tuple[dict[st
         return dict.fromkeys(METRICS, 0.0), {c: 0.0 if coco_gt.getAnnIds(catIds=[c], iscrowd=False) else float("nan")
                                               for c in cat_ids}
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
+        # loadRes adds segmentation, area, id and iscrowd to the dicts it is given: copies keep ``results`` (which
+        # is written as the detections file) as the COCO results format has it
+        coco_dt = coco_gt.loadRes([dict(r) for r in results])
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.imgIds = sorted(image_ids)
         ev.evaluate()
