@@ -38,3 +38,19 @@ def test_readme_findings_equal_the_shipped_findings_csv():
     assert section == findings_section(shipped)
     for r in shipped[shipped["verdict"] == "contradicted"].itertuples():
         assert f"- {r.section}: {r.statement}" in section
+
+
+def test_readme_checks_equal_the_shipped_summary():
+    """The "detectors that learned" paragraph is the one `reproduce --ship` writes from the shipped summary's quality
+    checks, never edited by hand."""
+    import json
+
+    import pytest
+
+    from dhanalysis.study.ship import CHECKS_END, CHECKS_START, checks_section, read_section
+
+    summary = json.loads((ROOT / "docs" / "reproduction" / "reproduction_summary.json").read_text())
+    if "replicates" not in summary.get("checks", {}):
+        pytest.skip("docs/reproduction holds a study from before the per-replicate checks; "
+                    "`dhanalysis reproduce --ship docs/reproduction` regenerates it")
+    assert read_section(ROOT / "README.md", CHECKS_START, CHECKS_END) == checks_section(summary)

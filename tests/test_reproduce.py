@@ -179,14 +179,16 @@ def test_two_trunk_table_and_frozen_trunk_claims(study):
 
 def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, tmp_path):
     from dhanalysis.study import ship
-    from dhanalysis.study.ship import README_END, README_START, findings_section, readme_findings
+    from dhanalysis.study.ship import (CHECKS_END, CHECKS_START, README_END, README_START, checks_section,
+                                       findings_section, read_section, readme_findings)
 
     layout, _, _ = study
     frame = pd.read_csv(layout.results / "findings.csv")
     outcome = Outcome(layout, layout.replicate_results(TINY.trunks[0], 0), frame, {}, 0.0)
     dest = tmp_path / "shipped"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{README_START}\nstale, hand-written\n{README_END}\nafter\n")
+    readme.write_text(f"# x\n\n{CHECKS_START}\nold numbers\n{CHECKS_END}\nbetween\n{README_START}\nstale, "
+                      f"hand-written\n{README_END}\nafter\n")
     ship(outcome, dest, readme)
     files = [p for p in dest.rglob("*") if p.is_file()]
     assert (dest / "findings.md").is_file() and (dest / "figures" / "fig2.png").is_file()
@@ -200,8 +202,37 @@ def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, 
     config = json.loads((dest / "single-fc" / "config.json").read_text())
     assert config["data"]["root"] == "data/synth-tiny"
     text = readme.read_text()
-    assert "stale" not in text and text.endswith(f"{README_END}\nafter\n")
+    assert "stale" not in text and "old numbers" not in text and text.endswith(f"{README_END}\nafter\n")
+    summary = json.loads((dest / "reproduction_summary.json").read_text())
+    assert read_section(readme, CHECKS_START, CHECKS_END) == checks_section(summary)
     assert readme_findings(readme) == findings_section(pd.read_csv(dest / "findings.csv"))
     contradicted = frame[(frame["verdict"] == "contradicted") & (frame["role"] != "component")]
     assert all(f"{r.section}: {r.statement}" in text for r in contradicted.itertuples())
 
+
+
+def test_quality_targets_are_read_at_the_worst_replicate(study):
+    """The README's quality checks take each target at its worst replicate and run: recomputed here from every
+    replicate's own Table 1 results.csv (default mode of each variant) and sliding-window statistics."""
+    from dhanalysis.study.checks import target_rows
+    from dhanalysis.vocab import DEFAULT_MODES
+
+    layout, _, _ = study
+    summary = json.loads((layout.results / "reproduction_summary.json").read_text())
+    rows = {r["name"]: r for r in target_rows(summary["checks"])}
+    ap50, sfc = [], []
+    for trunk, seed in TINY.replicates_of():
+        table = pd.read_csv(layout.replicate_results(trunk, seed) / "sweeps" / "table1" / "results.csv")
+        default = table[[DEFAULT_MODES[v] == m for v, m in zip(table["variant"], table["mode"])]]
+        ap50 += list(default["AP50"])
+        sfc += list(default.loc[default["run"] == "single-fc-w1", "AP"])
+    assert rows["default_mode_AP50"]["worst"] == pytest.approx(min(ap50), abs=1e-4)
+    assert rows["single_fc_AP"]["worst"] == pytest.approx(min(sfc), abs=1e-4)
+    assert rows["single_fc_AP"]["met"] == (min(sfc) >= 0.5)
+    lows = []
+    for stats in layout.results.glob("*-trunk/seed*/*/sliding_window_stats.csv"):
+        frame = pd.read_csv(stats)
+        low = frame[frame["bin"] < 6]  # 20 bins of 0.05: IoU < 0.3
+        for _, part in low.groupby("head"):
+            lows.append(float(part["sum_s"].sum() / part["n_s"].sum()))
+    assert lows and rows["score_iou_lo"]["worst"] == pytest.approx(max(lows), rel=1e-6)

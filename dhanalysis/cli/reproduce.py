@@ -59,6 +59,13 @@ def print_summary(outcome) -> None:
             hi, lo = s["iou>=0.9"], s["iou<0.3"]
             print(f"    {key:24s} mean score: IoU >= 0.9 {hi if hi is None else round(hi, 3)}, IoU < 0.3 "
                   f"{lo if lo is None else round(lo, 3)}")
+    from dhanalysis.study.checks import target_rows
+
+    print("\nquality targets (worst replicate):")
+    for r in target_rows(checks):
+        worst = "not measured" if r["worst"] is None else f"{r['worst']:.3f} ({r['where']})"
+        print(f"  {r['what']} {r['op']} {r['bound']:g}: {worst}" + ("" if r["met"] is None else
+                                                                   " met" if r["met"] else " NOT MET"))
     print("\nfindings (verdict / Holm):")
     for r in frame[frame["role"] != "component"].itertuples():
         ours = f"{r.ours:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" if r.ci_low == r.ci_low else f"{r.ours}"

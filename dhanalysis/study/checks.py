@@ -8,6 +8,14 @@ import pandas as pd
 
 from dhanalysis.vocab import DEFAULT_MODES, SLIDING_WINDOW_STATS_CSV, SWEEP_RESULTS_CSV
 
+# What "the detectors learned" means, on the study's split: a claim about how a head scores or regresses says little
+# about a detector that never learned to detect. (name, description, comparison, bound); each is read at its worst
+# replicate, run or head (`target_rows`).
+TARGETS = (("single_fc_AP", "Single-FC box AP", ">=", 0.50),
+           ("default_mode_AP50", "every Table 1 variant's default-mode AP50", ">=", 0.60),
+           ("score_iou_hi", "mean ground-truth-class score on windows with IoU ≥ 0.9", ">=", 0.5),
+           ("score_iou_lo", "mean ground-truth-class score on windows with IoU < 0.3", "<=", 0.2))
+
 
 def default_mode_ap(results: Path) -> pd.DataFrame:
     """Table 1's runs in their variant's default mode (`vocab.DEFAULT_MODES`), from the replicate's ``results.csv``."""
@@ -50,3 +58,26 @@ def replicate_checks(results: Path) -> dict:
                                    "AP50": round(float(sfc["AP50"].iloc[0]), 4)}
     checks["gt_class_score"] = gt_class_scores(results)
     return checks
+
+
+def target_rows(checks: dict) -> list[dict]:
+    """Each of `TARGETS` at its worst over every replicate (and run, or analysed model and head): ``{name, what, op,
+    bound, worst, where, met}``; ``worst`` is None where nothing was measured."""
+    values: dict[str, list[tuple[float, str]]] = {name: [] for name, *_ in TARGETS}
+    for rep, v in checks.get("replicates", {}).items():
+        if "single_fc" in v:
+            values["single_fc_AP"].append((v["single_fc"]["AP"], rep))
+        values["default_mode_AP50"] += [(ap50, f"{rep} {run}") for run, ap50 in v.get("default_mode_AP50", {}).items()]
+        for key, s in v.get("gt_class_score", {}).items():
+            if s.get("iou>=0.9") is not None:
+                values["score_iou_hi"].append((s["iou>=0.9"], f"{rep} {key}"))
+            if s.get("iou<0.3") is not None:
+                values["score_iou_lo"].append((s["iou<0.3"], f"{rep} {key}"))
+    rows = []
+    for name, what, op, bound in TARGETS:
+        row = {"name": name, "what": what, "op": op, "bound": bound, "worst": None, "where": "", "met": None}
+        if values[name]:
+            worst, where = (min if op == ">=" else max)(values[name])
+            row.update(worst=float(worst), where=where, met=bool(worst >= bound if op == ">=" else worst <= bound))
+        rows.append(row)
+    return rows
