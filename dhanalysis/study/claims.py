@@ -303,8 +303,10 @@ def fig8_peak(grid: pd.DataFrame, trunk: str, protocol: str, n_seeds: int) -> di
                       lambda *_: None)
     comp = grid[grid["mode"] == "complementary"]
     if comp.empty or comp["lambda_fc"].nunique() < 2 or comp["lambda_conv"].nunique() < 2:
-        return _row(claim, None, trunk, protocol, n_seeds, f"no peak to locate on {len(comp)} λ pair(s) with "
-                    "complementary fusion", role="descriptive", section="§5.2, Fig. 8 (d)")
+        pairs = comp[["lambda_fc", "lambda_conv"]].drop_duplicates()
+        return _row(claim, None, trunk, protocol, n_seeds, f"no peak to locate: complementary fusion (λ_conv < 1) "
+                    f"at {len(pairs)} λ pair(s), {pairs['lambda_conv'].nunique()} value(s) of λ_conv",
+                    role="descriptive", section="§5.2, Fig. 8 (d)")
     mean = comp.groupby(["lambda_fc", "lambda_conv"])["AP"].mean()
     (lf, lc), best = mean.idxmax(), mean.max()
     row = _row(claim, None, trunk, protocol, n_seeds, role="descriptive", section="§5.2, Fig. 8 (d)")

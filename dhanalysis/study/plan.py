@@ -89,7 +89,10 @@ TRUNK_SCHEDULE = {"train.iterations": 1500, "train.steps": [1100, 1400], "train.
 # ~0.45 s per model and image): the λ_conv = 0.5 column (two conv-heads of thirteen per seed), a third of the test
 # images for the window analyses (100 of 300; AP is measured on all 300) and 300 windows per box (~5,000 windows
 # per IoU bin and model) are what the budget cut. Head iterations stay at 1,200: 800 cost 2.5 AP on val
-# (docs/recipe.md), and the Single-FC head reaches 0.522 on val at 1,200, against a 0.50 target.
+# (docs/recipe.md), and the Single-FC head reaches 0.522 on val at 1,200, against a 0.50 target. The cost of the 2 × 2
+# grid: complementary fusion needs λ_conv < 1, so it exists at λ_conv = 0.8 only and the Fig. 8 peak cannot be
+# located (its row says so). 4,000 bootstrap replicates: a bootstrap p-value is at least 2 / (B + 1), and Holm's
+# first step over the ~45 claims needs p <= 0.05 / 45, so B >= 1,800 (with 1,000 no claim could pass Holm).
 FULL = StudyPlan(
     data={"num_train": 600, "num_val": 100, "num_test": 300, "image_size": 320},
     pretrain={"iterations": 600, "crop_size": 48},
@@ -106,7 +109,7 @@ FULL = StudyPlan(
     lambda_fc=(0.7, 1.0),
     lambda_conv=(0.8, 1.0),
     proposals_per_gt=300,
-    replicates=1000,
+    replicates=4000,
     analysis_images=100,
 )
 TINY_MODEL = {"model.min_size": 96, "model.max_size": 96, "model.backbone.fpn_channels": 16, "model.head.fc_dim": 32,

@@ -115,7 +115,8 @@ def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = 
     layout = Layout(Path(work), tag, plan.data_dir)
     device = str(resolve_device(device))
     reps = plan.replicates_of()
-    step = Steps(4 + 2 * len(plan.trunks) + 2 * len(reps))
+    step = Steps(4 + 2 * len(plan.trunks) + 3 * len(reps))  # data, pretraining, each trunk twice, each replicate
+    # thrice (heads, their evaluation, analyses), figures, findings
     started = time.perf_counter()
     prepare_data(plan, layout, step)
     trunks = {t.name: train_trunk(plan, layout, t, device, step) for t in plan.trunks}
