@@ -29,9 +29,7 @@ inputs and settings again find the finished outputs and return them; other input
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import math
 import time
@@ -77,7 +75,6 @@ class DetectionInputs:
     image_id, category_id, score, x, y, w, h and every extra score field."""
 
     gt: dict
-    coco_gt: object
     results: pd.DataFrame
     score_fields: tuple[str, ...]
     gt_path: Path
@@ -104,10 +101,8 @@ def _read_json(path: Path, what: str):
         raise DHError(f"{what} {path} is not valid JSON ({exc})") from None
 
 
-def read_ground_truth(path: str | Path) -> tuple[dict, object]:
-    """The ground-truth dataset dict (``area`` and ``iscrowd`` filled where absent) and its pycocotools COCO."""
-    from pycocotools.coco import COCO
-
+def read_ground_truth(path: str | Path) -> dict:
+    """The ground-truth dataset dict, ``area`` and ``iscrowd`` filled where absent (as pycocotools reads them)."""
     path = Path(path)
     data = _read_json(path, "ground-truth file")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict)
@@ -120,12 +115,7 @@ def read_ground_truth(path: str | Path) -> tuple[dict, object]:
     for a in data["annotations"]:
         x, y, w, h = a["bbox"]
         anns.append({**a, "area": a.get("area", w * h), "iscrowd": int(a.get("iscrowd", 0) or 0)})
-    data = {**data, "annotations": anns}
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return data, coco
+    return {**data, "annotations": anns}
 
 
 def _first_bad(bad: np.ndarray, path: Path, problem) -> None:
@@ -181,19 +171,21 @@ def read_inputs(gt_path: str | Path, results_path: str | Path, score_fields: Seq
     clash = [f for f in score_fields if f in reserved or f in ("x", "y", "w", "h")]
     if clash:
         raise DHError(f"score field '{clash[0]}' is a reserved name; name another per-detection field")
-    gt, coco = read_ground_truth(gt_path)
+    gt = read_ground_truth(gt_path)
     results = read_results(results_path, gt, score_fields)
-    return DetectionInputs(gt, coco, results, tuple(score_fields), Path(gt_path), Path(results_path))
+    return DetectionInputs(gt, results, tuple(score_fields), Path(gt_path), Path(results_path))
 
 
 # ---------------------------------------------------------------------------------------------------- COCOeval
-def coco_eval(inputs: DetectionInputs, scores: np.ndarray, iou_thresholds: Sequence[float] = COCO_IOUS,
-              area_all_only: bool = False) -> coco_match.Evaluation:
-    """COCOeval's evaluate + accumulate of the results with the given scores, on every image of the ground truth
-    (areas all / small / medium / large and 1 / 10 / 100 detections, or area "all" and 100 only)."""
+def coco_eval(inputs: DetectionInputs, scores: np.ndarray | coco_match.Boxes,
+              iou_thresholds: Sequence[float] = COCO_IOUS, area_all_only: bool = False) -> coco_match.Evaluation:
+    """COCOeval's evaluate + accumulate of the results with the given scores (or their boxes already built with them),
+    on every image of the ground truth (areas all / small / medium / large and 1 / 10 / 100 detections, or area "all"
+    and 100 only)."""
+    dets = scores if isinstance(scores, coco_match.Boxes) else inputs.detection_boxes(np.asarray(scores, np.float64))
     areas, labels, max_dets = ((coco_match.AREA_RANGES[:1], coco_match.AREA_LABELS[:1], (100,)) if area_all_only
                                else (coco_match.AREA_RANGES, coco_match.AREA_LABELS, coco_match.MAX_DETS))
-    return coco_match.evaluate(inputs.gt_boxes, inputs.detection_boxes(np.asarray(scores, np.float64)),
+    return coco_match.evaluate(inputs.gt_boxes, dets,
                                [im["id"] for im in inputs.gt["images"]], [c["id"] for c in inputs.gt["categories"]],
                                iou_thresholds, areas, labels, max_dets)
 
@@ -338,7 +330,8 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     start = time.perf_counter()
     image_ids = [im["id"] for im in inputs.gt["images"]]
     progress(f"COCO evaluation of {len(inputs.results)} detections on {len(image_ids)} images")
-    ev = coco_eval(inputs, inputs.results["score"].to_numpy(), (*COCO_IOUS, EXTRA_IOU))
+    dets = inputs.detection_boxes(inputs.results["score"].to_numpy(np.float64))
+    ev = coco_eval(inputs, dets, (*COCO_IOUS, EXTRA_IOU))
     real = ap_metrics(ev)
     progress("TIDE's error breakdown")
     match = tide.tide_match(inputs.results, inputs.gt)
@@ -357,7 +350,7 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     tables[DETECTIONS_TIDE_CSV] = tide_table
     progress("COCO analyze() breakdown")
     tables[DETECTIONS_ANALYZE_CSV], tables[DETECTIONS_ANALYZE_PR_CSV] = coco_analyze.analyze_breakdown(
-        inputs.gt, inputs.gt_boxes, inputs.detection_boxes(inputs.results["score"].to_numpy()), ev)
+        inputs.gt, inputs.gt_boxes, dets, ev)
     tables[DETECTIONS_CALIBRATION_CSV], ece = alignment.calibration_table(table)
     summary = {
         "images": len(image_ids), "ground_truths": sum(not a["iscrowd"] for a in inputs.gt["annotations"]),
