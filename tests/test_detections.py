@@ -456,12 +456,32 @@ def test_weighted_replicates_equal_scipy_on_resampled_arrays(n, levels):
     x = rng.integers(0, levels, n) / levels  # ties, as IoU 0 is for every background detection
     s = rng.integers(0, 9, n) / 8.0
     w = rng.multinomial(n, np.full(n, 1 / n), size=4).astype(float)
-    got = alignment._replicates(x, s, w)
+    got = alignment.ResamplePlan(x, s, np.arange(n)).replicates(w)
     for b in range(4):
         idx = np.repeat(np.arange(n), w[b].astype(int))
         assert got["pearson"][b] == pytest.approx(stats.pearsonr(x[idx], s[idx])[0], abs=1e-10)
         assert got["spearman"][b] == pytest.approx(stats.spearmanr(x[idx], s[idx])[0], abs=1e-10)
         assert got["kendall"][b] == pytest.approx(stats.kendalltau(x[idx], s[idx])[0], abs=1e-10)
+
+
+def test_image_resamples_equal_scipy_on_the_drawn_images():
+    """A resample of images (each drawn image brings all its points, some images twice, some not at all) has
+    scipy's correlations of the points of the drawn images; a resample whose points are all equal in IoU is NaN."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 30, 400)  # unsorted, uneven: 30 images of ~13 points
+    x = rng.integers(0, 20, 400) / 20
+    s = rng.random(400).round(2)
+    counts = rng.multinomial(30, np.full(30, 1 / 30), size=5).astype(float)
+    got = alignment.ResamplePlan(x, s, images, 30).replicates(counts)
+    for b in range(5):
+        idx = np.concatenate([np.flatnonzero(images == i).repeat(int(k)) for i, k in enumerate(counts[b])])
+        assert got["pearson"][b] == pytest.approx(stats.pearsonr(x[idx], s[idx])[0], abs=1e-10)
+        assert got["spearman"][b] == pytest.approx(stats.spearmanr(x[idx], s[idx])[0], abs=1e-10)
+        assert got["kendall"][b] == pytest.approx(stats.kendalltau(x[idx], s[idx])[0], abs=1e-10)
+    flat = np.where(images == 3, 0.5, x)  # image 3's points all at IoU 0.5: a resample of image 3 alone is constant
+    only = np.zeros((1, 30))
+    only[0, 3] = 30
+    assert all(np.isnan(v[0]) for v in alignment.ResamplePlan(flat, s, images, 30).replicates(only).values())
 
 
 @pytest.mark.slow

@@ -55,57 +55,82 @@ def _groups(table: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
-def _weighted_pearson(x: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``(B,)`` Pearson's r of a resample in which item i appears ``w[b, i]`` times; x, s: (N,) or (B, N)."""
-    return pcc_from_moments(w.sum(axis=1), (w * x).sum(axis=1), (w * x * x).sum(axis=1), (w * s).sum(axis=1),
-                            (w * s * s).sum(axis=1), (w * x * s).sum(axis=1))
+def _weighted_moments(x: np.ndarray, s: np.ndarray, pos: np.ndarray, num_images: int) -> np.ndarray:
+    """``(num_images, 6)`` per image: the count and Σx, Σx², Σs, Σs², Σxs of its items (``pos``: each item's image),
+    so that a resample's moments are its image counts times this matrix."""
+    columns = (np.ones_like(x), x, x * x, s, s * s, x * s)
+    return np.stack([np.bincount(pos, weights=c, minlength=num_images) for c in columns], axis=1)
 
 
-def _weighted_midranks(values: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``(B, N)`` the average rank (scipy's ``rankdata``, 1-based, ties averaged) of each item within each resample
-    where item i appears ``w[b, i]`` times: the weight of the smaller values plus (weight of its tie group + 1) / 2."""
-    order = np.argsort(values, kind="stable")
-    v = values[order]
-    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(v)]))
-    tied = np.add.reduceat(w[:, order], starts, axis=1)  # (B, groups)
-    below = np.cumsum(tied, axis=1) - tied
-    ranks = np.empty_like(w)
-    ranks[:, order] = (below + (tied + 1) / 2)[:, group]
-    return ranks
+class _TieGroups:
+    """Items grouped by equal values of ``keys`` (each (N,)), in sorted order: ``order`` sorts the items, ``starts``
+    is where each group begins in it, ``group`` is each sorted item's group."""
+
+    def __init__(self, keys: list[np.ndarray]):
+        self.order = np.lexsort(keys[::-1])
+        stacked = np.stack([k[self.order] for k in keys])
+        self.starts = np.flatnonzero(np.r_[True, (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)])
+        self.group = np.repeat(np.arange(len(self.starts)), np.diff(np.r_[self.starts, len(self.order)]))
+
+    def weights(self, w_sorted: np.ndarray) -> np.ndarray:
+        """``(B, groups)`` each group's weight, from the weights already in ``order``."""
+        return np.add.reduceat(w_sorted, self.starts, axis=1)
 
 
-def _tie_pairs(keys: list[np.ndarray], w: np.ndarray) -> np.ndarray:
-    """``(B,)`` number of pairs of a resample tied in every one of ``keys`` (each (N,)): Σ_g T_g (T_g − 1) / 2 over
-    the tie groups, T_g the group's weight."""
-    order = np.lexsort(keys[::-1])
-    stacked = np.stack([k[order] for k in keys])
-    starts = np.flatnonzero(np.r_[True, (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)])
-    t = np.add.reduceat(w[:, order], starts, axis=1)
+def _pairs(t: np.ndarray) -> np.ndarray:
+    """``(B,)`` pairs within groups of weights ``t`` (B, groups): Σ_g t_g (t_g − 1) / 2."""
     return (t * (t - 1) / 2).sum(axis=1)
 
 
-class KendallPlan:
-    """Kendall's tau-b of many resamples of the same points, from weights: the weighted count of discordant pairs by
-    bottom-up merge levels (Knight's algorithm), whose orderings depend on the points only and are built once.
+def _midranks(t: np.ndarray) -> np.ndarray:
+    """``(B, groups)`` scipy's average rank (1-based, ties averaged) of each group of weights ``t`` in value order:
+    the weight of the smaller values plus (the group's weight + 1) / 2."""
+    return np.cumsum(t, axis=1) - t + (t + 1) / 2
 
-    With the points sorted by (x, s), a pair is discordant exactly when the earlier one has the larger s; at each
-    level every element of a block's right half adds the weight of its left half with larger s (a segmented cumulative
-    sum read at precomputed positions). tau-b = (n0 − n1 − n2 + n3 − 2 D) / sqrt((n0 − n1)(n0 − n2)), as
-    scipy.
+
+class ResamplePlan:
+    """Pearson, Spearman and Kendall (tau-b) of many resamples of the same points, exactly the statistics of the
+    resampled arrays without building them; everything that depends on the points only is built once.
+
+    A resample is given by how often each image is drawn (``counts``, B × images; ``pos``: each point's image), and a
+    point appears as often as its image. Pearson then needs only each image's moment sums; Spearman the weights of the
+    tie groups of x and of s (their mid-ranks) and one weighted cross product; tau-b the weighted count of discordant
+    pairs by bottom-up merge levels (Knight's algorithm): with the points sorted by (x, s) a pair is discordant exactly
+    when the earlier one has the larger s, and at each level every element of a block's right half adds the weight of
+    its left half with larger s (a segmented cumulative sum read at precomputed positions). tau-b = (n0 − n1 − n2 +
+    n3 − 2 D) / sqrt((n0 − n1)(n0 − n2)), as scipy.
     """
 
-    def __init__(self, x: np.ndarray, s: np.ndarray):
-        self.x, self.s = x, s
-        self.order = np.lexsort((s, x))
-        rank = np.unique(s[self.order], return_inverse=True)[1].astype(np.int64)
+    def __init__(self, x: np.ndarray, s: np.ndarray, pos: np.ndarray, num_images: int | None = None):
+        self.n = len(x)
+        self.pos = np.asarray(pos, dtype=np.int64)
+        num_images = int(self.pos.max(initial=-1)) + 1 if num_images is None else num_images
+        xc, sc = x - x.mean(), s - s.mean()  # centred: the moments then lose no digits
+        self.moments = _weighted_moments(xc, sc, self.pos, num_images)
+        # per image: the range of x and s, for the rule of `correlations` (a constant resample is NaN)
+        self.ranges = []
+        for v in (x, s):
+            lo, hi = np.full(num_images, np.inf), np.full(num_images, -np.inf)
+            np.minimum.at(lo, self.pos, v)
+            np.maximum.at(hi, self.pos, v)
+            self.ranges.append((lo, hi))
+        self.xs = _TieGroups([x, s])  # sorted by (x, s): Knight's order, and the x groups are runs of it
+        self.x_starts = np.flatnonzero(np.r_[True, x[self.xs.order][1:] != x[self.xs.order][:-1]])
+        self.x_group = np.repeat(np.arange(len(self.x_starts)), np.diff(np.r_[self.x_starts, self.n]))
+        self.s_groups = _TieGroups([s])
+        # each point of the (x, s) order: its s group
+        s_group = np.empty(self.n, dtype=np.int64)
+        s_group[self.s_groups.order] = self.s_groups.group
+        self.s_group_xs = s_group[self.xs.order]
+        self.pos_xs, self.pos_s = self.pos[self.xs.order], self.pos[self.s_groups.order]
+        rank = np.unique(s[self.xs.order], return_inverse=True)[1].astype(np.int64)
         top = int(rank.max(initial=0)) + 1
-        n, width, self.levels = len(x), 1, []
-        pos = np.arange(n)
-        while width < n:
-            block = pos // (2 * width)
-            is_left = pos % (2 * width) < width
-            left, right = pos[is_left], pos[~is_left]
+        width, self.levels = 1, []
+        index = np.arange(self.n)
+        while width < self.n:
+            block = index // (2 * width)
+            is_left = index % (2 * width) < width
+            left, right = index[is_left], index[~is_left]
             perm = left[np.lexsort((rank[left], block[left]))]
             keys = block[perm] * top + rank[perm]
             upto = np.searchsorted(keys, block[right] * top + rank[right], side="right")
@@ -113,44 +138,42 @@ class KendallPlan:
             self.levels.append((perm, right, upto, end))
             width *= 2
 
-    def tau_b(self, w: np.ndarray) -> np.ndarray:
-        """``(B,)`` tau-b of each resample (item i appearing ``w[b, i]`` times; fewer than 2^24 items in all)."""
+    def replicates(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Each correlation of every resample: ``counts`` (B, images), how often each image is drawn."""
+        if self.n < 3:
+            return {c: np.full(len(counts), np.nan) for c in CORRELATIONS}
+        out = {"pearson": pcc_from_moments(*(counts @ self.moments).T)}
+        w = counts[:, self.pos_xs]  # (B, N) each point's weight, in the (x, s) order
+        total = w.sum(axis=1)
+        tx, txs = np.add.reduceat(w, self.x_starts, axis=1), self.xs.weights(w)
+        ts = self.s_groups.weights(counts[:, self.pos_s])
+        mean = (total[:, None] + 1) / 2
+        rx, rs = _midranks(tx) - mean, _midranks(ts) - mean  # centred mid-ranks: their weighted sums are 0
+        cross = (w * rx[:, self.x_group] * rs[:, self.s_group_xs]).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["spearman"] = np.clip(cross / np.sqrt((tx * rx * rx).sum(axis=1) * (ts * rs * rs).sum(axis=1)),
+                                      -1.0, 1.0)
+            out["kendall"] = self._tau_b(w, total, _pairs(tx), _pairs(ts), _pairs(txs))
+        present = counts > 0
+        degenerate = total < 3
+        for lo, hi in self.ranges:
+            spread = np.where(present, hi, -np.inf).max(axis=1) - np.where(present, lo, np.inf).min(axis=1)
+            degenerate |= spread < 1e-9
+        for c in CORRELATIONS:
+            out[c][degenerate] = np.nan
+        return out
+
+    def _tau_b(self, w: np.ndarray, total: np.ndarray, n1: np.ndarray, n2: np.ndarray, n3: np.ndarray) -> np.ndarray:
         # float32 is exact here (integer weights, partial sums below 2^24 points) and halves the memory traffic
-        wo = w[:, self.order].astype(np.float32)
+        wo = w.astype(np.float32)
         discordant = np.zeros(len(w))
         zero = np.zeros((len(w), 1), dtype=np.float32)
         for perm, right, upto, end in self.levels:
             c = np.concatenate([zero, np.cumsum(wo[:, perm], axis=1)], axis=1)
             discordant += (wo[:, right] * (c[:, end] - c[:, upto])).sum(axis=1, dtype=np.float64)
-        total = w.sum(axis=1)
         n0 = total * (total - 1) / 2
-        n1, n2 = _tie_pairs([self.x], w), _tie_pairs([self.s], w)
-        n3 = _tie_pairs([self.x, self.s], w)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tau = (n0 - n1 - n2 + n3 - 2 * discordant) / np.sqrt((n0 - n1) * (n0 - n2))
+        tau = (n0 - n1 - n2 + n3 - 2 * discordant) / np.sqrt((n0 - n1) * (n0 - n2))
         return np.clip(tau, -1.0, 1.0)
-
-
-def _replicates(x: np.ndarray, s: np.ndarray, w: np.ndarray, plan: KendallPlan | None = None
-                ) -> dict[str, np.ndarray]:
-    """Each correlation of every resample ``w`` (B, N), exactly the statistic of the resampled arrays without building
-    them: Pearson from weighted sums, Spearman from weighted mid-ranks, Kendall's tau-b from weighted pair counts
-    (``plan``: `KendallPlan` of x, s, built once for many calls)."""
-    if len(x) < 3:
-        return {c: np.full(len(w), np.nan) for c in CORRELATIONS}
-    xc, sc = x - x.mean(), s - s.mean()  # centred: the moments then lose no digits
-    out = {"pearson": _weighted_pearson(xc, sc, w)}
-    rx, rs = _weighted_midranks(x, w), _weighted_midranks(s, w)
-    mean = (w.sum(axis=1, keepdims=True) + 1) / 2
-    out["spearman"] = _weighted_pearson(rx - mean, rs - mean, w)
-    out["kendall"] = (plan or KendallPlan(x, s)).tau_b(w)
-    # the rule of `correlations`: a resample whose IoU or score is constant (up to rounding) has NaN
-    present = w > 0
-    spread = lambda v: np.where(present, v, -np.inf).max(axis=1) - np.where(present, v, np.inf).min(axis=1)  # noqa
-    degenerate = (w.sum(axis=1) < 3) | (spread(x) < 1e-9) | (spread(s) < 1e-9)
-    for c in CORRELATIONS:
-        out[c][degenerate] = np.nan
-    return out
 
 
 def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou",
@@ -170,13 +193,12 @@ def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",
             row = {"score_field": field, "grouping": grouping, "group": group, "n": int(mask.sum()),
                    **correlations(x, s)}
             draws = {c: [] for c in CORRELATIONS}
-            plan = KendallPlan(x, s) if len(counts) and len(x) >= 3 else None
-            for start in range(0, len(counts), chunk):
-                for c, v in _replicates(x, s, counts[start:start + chunk][:, pos], plan).items():
+            plan = ResamplePlan(x, s, pos, len(images)) if len(counts) and len(x) >= 3 else None
+            for start in range(0, len(counts) if plan else 0, chunk):
+                for c, v in plan.replicates(counts[start:start + chunk]).items():
                     draws[c].append(v)
             for c in CORRELATIONS:
-                row[f"{c}_lo"], row[f"{c}_hi"] = interval(np.concatenate(draws[c])) if len(counts) else (np.nan,
-                                                                                                          np.nan)
+                row[f"{c}_lo"], row[f"{c}_hi"] = interval(np.concatenate(draws[c])) if draws[c] else (np.nan, np.nan)
             rows.append(row)
     return pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS))
 
