@@ -128,6 +128,10 @@ class ModelConfig:
     # the test-time resize: "torchvision" (floor each side, resize the float image), "round" (detectron2, mmdet:
     # int(side·scale + 0.5)) or "maskrcnn_benchmark" (its own size rule); the last two resize the 8-bit image
     resize_rule: str = "torchvision"
+    # how the 8-bit resize interpolates (not read by "torchvision"): "float" (bilinear, rounded to levels),
+    # "opencv" (OpenCV's fixed-point INTER_LINEAR: mmdetection's imresize) or "pil" (Pillow's BILINEAR, antialiased
+    # when shrinking: detectron2, maskrcnn-benchmark)
+    resize_kernel: str = "float"
     # decode images with their EXIF orientation applied (detectron2's reader); off: the stored pixel grid, as
     # torchvision's and mmdetection's default pipelines read it
     exif_orientation: bool = False

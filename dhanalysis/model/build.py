@@ -24,8 +24,9 @@ from torchvision.ops import misc as misc_ops
 
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
-from dhanalysis.model.conventions import (BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, RESIZE_RULES, ConventionBoxCoder,
-                                          ConventionRPN, from_convention, resized_size)
+from dhanalysis.model.conventions import (BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, RESIZE_KERNELS, RESIZE_RULES,
+                                          ConventionBoxCoder, ConventionRPN, from_convention, resize_8bit,
+                                          resized_size)
 from dhanalysis.model.heads import REG_LAYOUTS, Branch, ClassLayout, ConvHead, FCHead, Predictor
 from dhanalysis.model.roi_heads import DoubleHeadRoIHeads, LevelPooler
 from dhanalysis.model.variants import branch_loss_weights, check_mode, default_mode, get_variant
@@ -124,10 +125,11 @@ class InputTransform(GeneralizedRCNNTransform):
     """
 
     def __init__(self, min_size: int, max_size: int, mean: list[float], std: list[float], input_format: str = "rgb",
-                 resize_rule: str = "torchvision", box_convention: str = "continuous"):
+                 resize_rule: str = "torchvision", box_convention: str = "continuous", resize_kernel: str = "float"):
         super().__init__(min_size, max_size, mean, std)
         self.input_format = input_format
         self.resize_rule = resize_rule
+        self.resize_kernel = resize_kernel
         self.box_convention = box_convention
 
     def postprocess(self, result: list[dict], image_shapes: list[tuple[int, int]],
@@ -158,8 +160,7 @@ class InputTransform(GeneralizedRCNNTransform):
         h, w = image.shape[-2:]
         size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
         out = resized_size(h, w, size, self.max_size, self.resize_rule)
-        image = torch.nn.functional.interpolate(image[None], size=out, mode="bilinear", align_corners=False)[0]
-        image = (image * 255.0).round().clamp(0, 255) / 255.0  # the 8-bit image the source resizes into
+        image = resize_8bit(image * 255.0, out, self.resize_kernel) / 255.0  # the 8-bit image the source resizes
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], (h, w), out)
         return self.to_network_input(image), target
@@ -234,7 +235,8 @@ def check_model_options(m) -> None:
                       f"({len(m.rpn.anchor_sizes)}), got {list(m.rpn.anchor_strides)}; [] keeps torchvision's rule")
     for key, value, choices in (("box_convention", m.box_convention, BOX_CONVENTIONS),
                                 ("box_filter", m.box_filter, tuple(BOX_FILTERS)),
-                                ("box_clamp", m.box_clamp, BOX_CLAMPS), ("resize_rule", m.resize_rule, RESIZE_RULES)):
+                                ("box_clamp", m.box_clamp, BOX_CLAMPS), ("resize_rule", m.resize_rule, RESIZE_RULES),
+                                ("resize_kernel", m.resize_kernel, RESIZE_KERNELS)):
         if value not in choices:
             raise DHError(f"model.{key} must be one of {', '.join(choices)}, got '{value}'")
     if m.reg_layout not in REG_LAYOUTS:
@@ -385,5 +387,5 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     )
     roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
     transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
-                               m.resize_rule, m.box_convention)
+                               m.resize_rule, m.box_convention, m.resize_kernel)
     return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)

@@ -21,6 +21,15 @@ maskrcnn-benchmark) or on both sides (``"both"``, mmdetection's delta coder).
 side (640×480 → 1066×800) and interpolates the normalised float image; detectron2 and mmdetection round each side,
 int(x + 0.5) (→ 1067×800); maskrcnn-benchmark fixes the short side (rounded when the long side caps it) and floors the
 long one. The three sources resize the 8-bit image (PIL, OpenCV), so their resized pixels are whole levels again.
+
+``resize_kernel`` (`RESIZE_KERNELS`): how those 8-bit pixels are interpolated. ``"float"`` interpolates bilinearly in
+float and rounds to the nearest level; ``"opencv"`` is OpenCV's ``INTER_LINEAR`` on 8-bit images (mmdetection's
+``mmcv.imresize``), whose fixed-point arithmetic lands a level off the float result on about one pixel in ten: taps
+weighted in 1/2048ths (the float32 weights rounded), the column pass exact, the row pass's products rounded down twice
+before the final rounding. A random network amplifies one level into different detections; this reproduces OpenCV's
+pixels exactly (test). ``"pil"`` is Pillow's ``BILINEAR`` resize (detectron2's and maskrcnn-benchmark's): a triangle
+filter widened by the scale when shrinking (so it antialiases), weights normalised per output pixel and rounded to
+2^-22, the horizontal pass first and rounded to 8 bits before the vertical one; reproduced exactly too (test).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ BOX_FILTERS = {
 
 
 RESIZE_RULES = ("torchvision", "round", "maskrcnn_benchmark")
+RESIZE_KERNELS = ("float", "opencv", "pil")
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int, rule: str = "torchvision") -> tuple[int, int]:
@@ -77,6 +87,85 @@ def resized_size(height: int, width: int, min_size: int, max_size: int, rule: st
     if rule == "torchvision":
         return math.floor(height * scale), math.floor(width * scale)
     raise ValueError(f"resize rule must be one of {', '.join(RESIZE_RULES)}, got {rule!r}")
+
+
+def _opencv_taps(n_out: int, n_in: int, clamp_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV's two bilinear taps per output index and their weights in 1/2048ths, computed as it does: the source
+    coordinate in float32, weights rounded half to even. Columns past either border take one tap at full weight
+    (``clamp_weight``); rows keep their fractional weights on the clamped rows."""
+    scale = 1.0 / (n_out / n_in)
+    f = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)
+    i = torch.floor(f)
+    frac = f - i
+    i = i.to(torch.int64)
+    outside = (i < 0) | (i >= n_in - 1)
+    if clamp_weight:
+        frac = torch.where(outside, torch.zeros_like(frac), frac)
+    i1 = (i + 1).clamp(0, n_in - 1)
+    i0 = i.clamp(0, n_in - 1)
+    if clamp_weight:
+        i1 = torch.where(outside, i0, i1)
+    w1 = torch.round(frac * 2048).to(torch.int32)
+    w0 = torch.round((1 - frac) * 2048).to(torch.int32)
+    return torch.stack([i0, i1]), w0, w1
+
+
+_PIL_BITS = 22  # Pillow's fixed-point precision for 8-bit images: 32 bits less 8 for the pixel and 2 for headroom
+
+
+def _pil_taps(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's bilinear taps for one axis: ``(n_out, k)`` source indices and integer weights (2^-22 units, zero for
+    unused taps). The triangle filter's support is one source pixel, widened by the scale when shrinking."""
+    scale = n_in / n_out
+    filter_scale = max(scale, 1.0)
+    support = filter_scale
+    centre = (torch.arange(n_out, dtype=torch.float64) + 0.5) * scale
+    lo = torch.trunc(centre - support + 0.5).clamp(min=0).to(torch.int64)  # C's (int) cast: toward zero
+    hi = torch.trunc(centre + support + 0.5).clamp(max=n_in).to(torch.int64)
+    k = int(math.ceil(support)) * 2 + 1
+    idx = lo[:, None] + torch.arange(k)[None]
+    valid = idx < hi[:, None]
+    w = (1 - ((idx.double() - centre[:, None] + 0.5) * (1.0 / filter_scale)).abs()).clamp(min=0) * valid
+    w = w / w.sum(1, keepdim=True)
+    fixed = torch.trunc(w * (1 << _PIL_BITS) + 0.5).to(torch.int64)  # weights are >= 0: round half up
+    return idx.clamp(max=n_in - 1), fixed
+
+
+def _pil_pass(image: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+    """One Pillow resampling pass of an int64 image along ``dim``, rounded back to 8-bit levels."""
+    idx, w = _pil_taps(n_out, image.shape[dim])
+    idx, w = idx.to(image.device), w.to(image.device)
+    shape = [1] * image.dim()
+    shape[dim] = n_out
+    acc = torch.full((), 1 << (_PIL_BITS - 1), dtype=torch.int64, device=image.device)
+    for t in range(idx.shape[1]):  # one tap at a time: memory of one image, whatever the scale
+        acc = acc + image.index_select(dim, idx[:, t]) * w[:, t].reshape(shape)
+    return (acc >> _PIL_BITS).clamp(0, 255)
+
+
+def resize_8bit(image: torch.Tensor, size: tuple[int, int], kernel: str = "float") -> torch.Tensor:
+    """An 8-bit image ``(C, H, W)`` (levels as floats, 0-255) resized bilinearly to ``size`` (H, W), as levels."""
+    if kernel == "float":
+        out = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        return out.round().clamp(0, 255)
+    if kernel == "pil":
+        out = image.round().to(torch.int64)
+        if size[1] != out.shape[-1]:
+            out = _pil_pass(out, size[1], -1)
+        if size[0] != out.shape[-2]:
+            out = _pil_pass(out, size[0], -2)
+        return out.to(image.dtype)
+    if kernel != "opencv":
+        raise ValueError(f"resize kernel must be one of {', '.join(RESIZE_KERNELS)}, got {kernel!r}")
+    h, w = image.shape[-2:]
+    (x0, x1), a0, a1 = _opencv_taps(size[1], w, clamp_weight=True)
+    (y0, y1), b0, b1 = _opencv_taps(size[0], h, clamp_weight=False)
+    dev = image.device
+    src = image.round().to(torch.int32)
+    cols = src[:, :, x0.to(dev)] * a0.to(dev) + src[:, :, x1.to(dev)] * a1.to(dev)  # exact, < 2^20
+    top, bottom = cols[:, y0.to(dev)] >> 4, cols[:, y1.to(dev)] >> 4
+    rows = ((top * b0.to(dev)[:, None]) >> 16) + ((bottom * b1.to(dev)[:, None]) >> 16)
+    return ((rows + 2) >> 2).clamp(0, 255).to(image.dtype)
 
 
 def extent(convention: str) -> float:

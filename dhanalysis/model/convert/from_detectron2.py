@@ -49,6 +49,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.rpn.anchor_style=unrounded",
         "model.rpn.anchor_strides=[4,8,16,32,64]",
         "model.resize_rule=round",
+        "model.resize_kernel=pil",
         "model.exif_orientation=true",
         "model.box_filter=nonempty",
         "model.head.aligned=true",

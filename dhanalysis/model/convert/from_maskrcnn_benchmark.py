@@ -87,6 +87,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.rpn.anchor_style=legacy",
         "model.rpn.anchor_strides=[4,8,16,32,64]",
         "model.resize_rule=maskrcnn_benchmark",
+        "model.resize_kernel=pil",
         "model.box_convention=plus_one",
         "model.box_filter=none",
         f"model.num_classes={slots - 1}",

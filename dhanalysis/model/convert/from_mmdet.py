@@ -73,6 +73,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.rpn.anchor_style=unrounded",
         "model.rpn.anchor_strides=[4,8,16,32,64]",
         "model.resize_rule=round",
+        "model.resize_kernel=opencv",
         "model.box_filter=nonempty",
         "model.box_clamp=both",
         "model.head.aligned=true",
