@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from dhanalysis.engine.host import retain_freed_memory
 from dhanalysis.errors import DHError
 
 DESCRIPTION = "Train, analyse and plot the head variants of Double-Head R-CNN (Wu et al., CVPR 2020)."
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
+    retain_freed_memory()  # every command's large tensors reuse freed memory (engine/host.py)
     try:
         return int(args._run(args) or 0)
     except DHError as exc:

@@ -30,6 +30,7 @@ from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
 from dhanalysis.engine.distributed import (all_gather_object, cpu_has_bf16, get_rank, get_world_size,
                                            init_distributed, is_main, resolve_device)
+from dhanalysis.engine.host import retain_freed_memory
 from dhanalysis.engine.trunk import (cache_identity, freeze, head_losses, hold_frozen_norms, load_trunk, shared_cache,
                                      trunk_frozen)
 from dhanalysis.errors import DHError
@@ -415,6 +416,7 @@ def _train_group(cfgs: list[Config], outs: list[Path], states: list[dict | None]
                  max_iterations: int | None, progress: bool) -> list[Path]:
     """Models resuming from the same iteration, trained in one loop; returns each one's latest checkpoint."""
     rank, t = get_rank(), cfgs[0].train
+    retain_freed_memory()  # the step's activations are reused, not faulted in anew (engine/host.py)
     torch.manual_seed(t.seed + rank)
     random.seed(t.seed + rank)
     dataset = build_dataset(cfgs[0].data, train=True)
