@@ -19,6 +19,7 @@ import torch
 
 from bench import conv_head, evaluate, mmdet, peak, sliding, together, train
 from bench.common import log
+from dhanalysis.engine.host import retain_freed_memory
 
 # (JSON key path, target, comparison, what it is): the targets of the performance issue
 TARGETS = [
@@ -29,7 +30,7 @@ TARGETS = [
     ("conv_head.efficiency", 0.60, ">=", "conv-head (K=5, NL) inference, of matmul peak"),
     ("conv_head_training.efficiency", 0.60, ">=", "conv-head (K=5, NL) training fwd+bwd, of matmul peak"),
     ("synth_head.k3.auto_over_modules", 1.0, "<=", "synth single-conv head-only step / stock modules (K=3)"),
-    ("sliding_window.single_fc.bf16_efficiency", 0.40, ">=", "sliding-window Single-FC, bf16, of bf16 peak"),
+    ("sliding_window.single_fc.bf16_efficiency", 0.45, ">=", "sliding-window Single-FC, bf16, of bf16 peak"),
     ("sliding_window.single_fc.bf16.max_bin_mean_diff_vs_fp32", 0.01, "<=", "bf16 per-bin means vs fp32"),
     ("train.single_fc_over_torchvision", 1.05, "<=", "training s/iter, ours / torchvision"),
     ("eval.all_modes_over_one_mode", 1.3, "<=", "evaluation, all modes / one mode (realistic)"),
@@ -123,14 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    retained = retain_freed_memory()  # as every dhanalysis command runs
     device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
-    results: dict = {"environment": environment(torch.get_num_threads())}
+    results: dict = {"environment": environment(torch.get_num_threads()) | {"freed_memory_retained": retained}}
     peaks = peak.run(device, repeats=args.repeats + 1)
     results.update(peaks)
     results["sliding_window"] = sliding.run(peaks, device, repeats=args.repeats, quick=args.quick)
     results["conv_head"] = conv_head.run(peaks, device, num_rois=16 if args.quick else 96, repeats=args.repeats + 1)
-    results["conv_head_training"] = conv_head.run_training(peaks, device, num_rois=4 if args.quick else 64,
+    results["conv_head_training"] = conv_head.run_training(peaks, device, num_rois=4 if args.quick else 512,
                                                            repeats=args.repeats + 1)
     results["synth_head"] = conv_head.run_synth(device, repeats=args.repeats + 1, quick=args.quick)
     results["mmdet"] = mmdet.run(device)

@@ -4,6 +4,8 @@ bf16 per-bin means stay within 0.01 of fp32."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -306,3 +308,25 @@ def test_cli_scoring_paths_and_precision(synth):
     assert summary["precision"] == "bf16" and summary["run"]["precision"] == "bf16"
     assert "precision" not in json.loads((base / "fast" / "summary.json").read_text())["run"]
     assert main(common + ["--out", str(base / "bad"), "--scoring", "reference", "--precision", "bf16"]) != 0
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_prepacked_bf16_linear_equals_addmm(relu):
+    """In bf16 on CPU a `FusedLinear` multiplies with oneDNN on a weight prepacked once (and applies the ReLU in the
+    same call); it must give what ``addmm`` gives on the same bf16 operands, to bf16 rounding of the fp32 sums."""
+    from dhanalysis.model.heads import FusedLinear
+
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(96, 300, generator=g), torch.randn(96, generator=g)
+    x = torch.randn(37, 300, generator=g).bfloat16()
+    layer = FusedLinear(weight, bias, torch.bfloat16)
+    if layer.packed is None:
+        pytest.skip("no oneDNN bf16 linear here")
+    got = layer(x, relu=relu).float()
+    plain = copy.copy(layer)
+    plain.packed = None
+    ref = torch.addmm(bias.bfloat16().float(), x.float(), weight.bfloat16().float().t())
+    ref = ref.relu() if relu else ref
+    assert torch.allclose(got, plain(x, relu=relu).float(), rtol=1e-2, atol=1e-2)
+    assert torch.allclose(got, ref, rtol=1e-2, atol=0.05)
+    assert (got >= 0).all() if relu else (got < 0).any()

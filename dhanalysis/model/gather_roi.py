@@ -71,7 +71,8 @@ def axis_taps(start: torch.Tensor, extent: torch.Tensor, length: torch.Tensor, b
 
 def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tensor, width: torch.Tensor,
                    output_size: int, sampling_ratio: int, row_offset: torch.Tensor | None = None,
-                   aligned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   aligned: bool = False, weight_dtype: torch.dtype | None = None,
+                   index_dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel indices and weights of every bin of every RoI on its own feature map.
 
     Args:
@@ -83,8 +84,10 @@ def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tenso
         aligned: the kernel's ``aligned=True``: the RoI moves by half a pixel (pixel centres at +0.5, detectron2's
             ``ROIAlignV2`` and mmcv's ``aligned``) and keeps its size; ``False`` forces RoIs of at least 1×1.
 
+        weight_dtype, index_dtype: the dtypes of the two outputs (the weights are computed in float32 and rounded
+            once, as they are stored; int32 indices halve the largest tensor when the table has < 2^31 rows).
     Returns:
-        ``index`` ``(N·S·S, T)`` int64 flat pixel index ``y·W + x`` on that map and ``weight`` ``(N·S·S, T)``, with
+        ``index`` ``(N·S·S, T)`` flat pixel index ``y·W + x`` on that map and ``weight`` ``(N·S·S, T)``, with
         T = 4·Ry·Rx taps per bin (Ry, Rx the largest sample counts of the RoIs; an RoI with fewer has zero-weight
         taps); bins are row-major (y then x), matching ``roi_align``'s output order.
     """
@@ -109,8 +112,13 @@ def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tenso
     # the kernel's division by the sample count (Ry·Rx), one factor per axis
     wy = torch.stack([wy_lo, wy_hi], dim=-1).reshape(n, s, ty) / ry.clamp(min=1).to(b.dtype)[:, None, None]
     wx = torch.stack([wx_lo, wx_hi], dim=-1).reshape(n, s, tx) / rx.clamp(min=1).to(b.dtype)[:, None, None]
-    index = rows[:, :, None, :, None] + cols[:, None, :, None, :]  # (N, Sy, Sx, 2Ry, 2Rx)
-    weight = wy[:, :, None, :, None] * wx[:, None, :, None, :]
+    # the two full-size outer products written once, in their final dtypes, (N, Sy, Sx, 2Ry·2Rx): each axis part
+    # spread over a bag's 2Ry·2Rx taps first (y repeated per x tap, x tiled per y tap), so the broadcast runs over
+    # whole bags, not over 2Rx-long inner rows
+    rows, cols = rows.to(index_dtype).repeat_interleave(tx, dim=2), cols.to(index_dtype).repeat(1, 1, ty)
+    index = torch.add(rows[:, :, None, :], cols[:, None, :, :])
+    weight = torch.empty((n, s, s, ty * tx), dtype=weight_dtype or b.dtype, device=b.device)
+    torch.mul(wy.repeat_interleave(tx, dim=2)[:, :, None, :], wx.repeat(1, 1, ty)[:, None, :, :], out=weight)
     return index.reshape(n * s * s, ty * tx), weight.reshape(n * s * s, ty * tx)
 
 
@@ -132,10 +140,17 @@ class FeatureTable:
     def from_features(cls, features: list[torch.Tensor], scales: list[float],
                       dtype: torch.dtype | None = None) -> FeatureTable:
         """Build from per-level maps ``(B, C, H, W)`` and their spatial scales (differentiable in the maps)."""
-        parts = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features]
-        rows = torch.cat(parts).to(dtype or features[0].dtype).contiguous()
+        counts = [f.shape[0] * f.shape[2] * f.shape[3] for f in features]
+        dtype = dtype or features[0].dtype
+        if torch.is_grad_enabled() and any(f.requires_grad for f in features):
+            parts = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features]
+            rows = torch.cat(parts).to(dtype).contiguous()
+        else:  # one pass: each level permuted and cast straight into its rows (analysis builds one per image)
+            rows = features[0].new_empty((sum(counts), features[0].shape[1]), dtype=dtype)
+            for f, part in zip(features, rows.split(counts)):
+                part.view(f.shape[0], f.shape[2], f.shape[3], f.shape[1]).copy_(f.permute(0, 2, 3, 1))
         device = rows.device
-        sizes = torch.tensor([p.shape[0] for p in parts], device=device)
+        sizes = torch.tensor(counts, device=device)
         offsets = torch.cumsum(sizes, 0) - sizes
         as_float = {"dtype": torch.float32, "device": device}
         return cls(rows, offsets, torch.tensor([float(f.shape[-2]) for f in features], **as_float),
@@ -174,9 +189,10 @@ def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, ou
     first_row = table.offsets[levels]
     if images is not None:
         first_row = first_row + images * (heights * widths).long()
+    small = len(table.rows) < 2**31 and not (torch.is_grad_enabled() and table.rows.requires_grad)
     index, weight = roi_align_taps(boxes, table.scales[levels], heights, widths, output_size, sampling_ratio,
-                                   first_row, aligned)
-    pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight.to(table.rows.dtype))
+                                   first_row, aligned, table.rows.dtype, torch.int32 if small else torch.int64)
+    pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight)
     return pooled.reshape(len(boxes), output_size * output_size, -1)
 
 
