@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,18 @@ def assert_same_statistics(a: pd.DataFrame, b: pd.DataFrame, keys: list[str] | N
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(a[MODEL_SUMS].to_numpy(float), b[MODEL_SUMS].to_numpy(float), rtol=FLOAT32_RTOL,
                                atol=FLOAT32_ATOL)
+
+
+@torch.no_grad()
+def randomise_norms(model: torch.nn.Module) -> None:
+    """Random BatchNorm statistics and affine parameters, in place (torchvision's and mmdetection's names), so that a
+    converter that drops, misplaces or mis-folds them changes the outputs."""
+    for name, t in model.state_dict().items():
+        if name.endswith("running_var"):
+            t.uniform_(0.5, 2.0)
+        elif name.endswith("running_mean"):
+            t.normal_(0.0, 0.2)
+        elif re.search(r"(\.bn\d?|downsample\.1)\.weight$", name):
+            t.uniform_(0.3, 0.8)
+        elif re.search(r"(\.bn\d?|downsample\.1)\.bias$", name):
+            t.normal_(0.0, 0.1)

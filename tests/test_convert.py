@@ -26,6 +26,8 @@ from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint
 from dhanalysis.model.convert import convert_source
 from dhanalysis.model.heads import ClassLayout
 
+from helpers import randomise_norms
+
 pytestmark = pytest.mark.slow  # full-size ResNet-50 conversions: seconds each, in the full run only
 
 PHOTO = Path(matplotlib_data := __import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -51,16 +53,8 @@ def random_torchvision_model(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=91, min_size=160, max_size=200, box_detections_per_img=1000)
+    randomise_norms(model)
     with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.uniform_(0.5, 2.0)
-            elif name.endswith("running_mean"):
-                t.normal_(0.0, 0.2)
-            elif re.search(r"(bn\d|downsample\.1)\.weight$", name):
-                t.uniform_(0.3, 0.8)
-            elif re.search(r"(bn\d|downsample\.1)\.bias$", name):
-                t.normal_(0.0, 0.1)
         model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
         model.roi_heads.box_predictor.bbox_pred.weight.mul_(5.0)
     return model.eval()

@@ -32,13 +32,13 @@ import argparse
 import importlib.util
 import json
 import logging
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: bench.mmdet's model dicts
 from bench.mmdet import model_dict  # noqa: E402
+from tests.helpers import randomise_norms  # noqa: E402
 
 PARITY_BEGIN, PARITY_END = "<!-- mmdet-parity:begin -->", "<!-- mmdet-parity:end -->"
 BOX_TOL, SCORE_TOL = 0.01, 1e-4
@@ -54,16 +54,8 @@ def random_mmdet_model(double_head: bool, seed: int = 0):
     torch.manual_seed(seed)
     model = MODELS.build(ConfigDict(model_dict(double_head)))
     model.init_weights()
+    randomise_norms(model)
     with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.uniform_(0.5, 2.0)
-            elif name.endswith("running_mean"):
-                t.normal_(0.0, 0.2)
-            elif re.search(r"(\.bn\d?|downsample\.1)\.weight$", name):
-                t.uniform_(0.3, 0.8)
-            elif re.search(r"(\.bn\d?|downsample\.1)\.bias$", name):
-                t.normal_(0.0, 0.1)
         head = model.roi_head.bbox_head
         for layer, scale in ((head.fc_cls, 40.0), (head.fc_reg, 5.0), (model.rpn_head.rpn_cls, 10.0),
                              (model.rpn_head.rpn_reg, 1.0)):
