@@ -83,9 +83,9 @@ def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tenso
             RoI and axis (detectron2's and mmdetection's setting).
         aligned: the kernel's ``aligned=True``: the RoI moves by half a pixel (pixel centres at +0.5, detectron2's
             ``ROIAlignV2`` and mmcv's ``aligned``) and keeps its size; ``False`` forces RoIs of at least 1×1.
-
         weight_dtype, index_dtype: the dtypes of the two outputs (the weights are computed in float32 and rounded
             once, as they are stored; int32 indices halve the largest tensor when the table has < 2^31 rows).
+
     Returns:
         ``index`` ``(N·S·S, T)`` flat pixel index ``y·W + x`` on that map and ``weight`` ``(N·S·S, T)``, with
         T = 4·Ry·Rx taps per bin (Ry, Rx the largest sample counts of the RoIs; an RoI with fewer has zero-weight
@@ -141,14 +141,14 @@ class FeatureTable:
                       dtype: torch.dtype | None = None) -> FeatureTable:
         """Build from per-level maps ``(B, C, H, W)`` and their spatial scales (differentiable in the maps)."""
         counts = [f.shape[0] * f.shape[2] * f.shape[3] for f in features]
-        dtype = dtype or features[0].dtype
-        if torch.is_grad_enabled() and any(f.requires_grad for f in features):
-            parts = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features]
-            rows = torch.cat(parts).to(dtype).contiguous()
-        else:  # one pass: each level permuted and cast straight into its rows (analysis builds one per image)
-            rows = features[0].new_empty((sum(counts), features[0].shape[1]), dtype=dtype)
-            for f, part in zip(features, rows.split(counts)):
-                part.view(f.shape[0], f.shape[2], f.shape[3], f.shape[1]).copy_(f.permute(0, 2, 3, 1))
+        # one pass: each level permuted and cast straight into its rows (autograd's copy into a view carries the
+        # gradient back to the maps)
+        rows = features[0].new_empty((sum(counts), features[0].shape[1]), dtype=dtype or features[0].dtype)
+        start = 0
+        for f, count in zip(features, counts):
+            rows.narrow(0, start, count).view(f.shape[0], f.shape[2], f.shape[3], f.shape[1]).copy_(
+                f.permute(0, 2, 3, 1))
+            start += count
         device = rows.device
         sizes = torch.tensor(counts, device=device)
         offsets = torch.cumsum(sizes, 0) - sizes
@@ -189,9 +189,9 @@ def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, ou
     first_row = table.offsets[levels]
     if images is not None:
         first_row = first_row + images * (heights * widths).long()
-    small = len(table.rows) < 2**31 and not (torch.is_grad_enabled() and table.rows.requires_grad)
+    index_dtype = torch.int32 if len(table.rows) < 2**31 else torch.int64
     index, weight = roi_align_taps(boxes, table.scales[levels], heights, widths, output_size, sampling_ratio,
-                                   first_row, aligned, table.rows.dtype, torch.int32 if small else torch.int64)
+                                   first_row, aligned, table.rows.dtype, index_dtype)
     pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight)
     return pooled.reshape(len(boxes), output_size * output_size, -1)
 
