@@ -16,10 +16,11 @@ float32 rounding; with adaptive ratios every RoI gets the largest count of its b
 from it.
 
 Two entry points: `pool_batch` (NCHW, a batch of images; `LevelPooler`'s ``"gather"`` backend) and `pool_rows`
-(channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (the
-backward of ``embedding_bag`` is a vectorised scatter-add), which is why `LevelPooler` uses it for training on CPU:
-torchvision's CPU ``roi_align`` backward is a serial loop and took ~20% of a training step of the synthetic presets,
-3.5× the gather's forward + backward for the same RoIs.
+(channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (its backward
+is the transposed gather, `weighted_gather`), which is why `LevelPooler` uses it for training on CPU: torchvision's
+CPU ``roi_align`` backward is a serial loop and took ~20% of a training step of the synthetic presets, 3.5× the
+gather's forward + backward for the same RoIs. With adaptive ratios the zero-weight taps that pad every bag to the
+batch's largest sample count are dropped before the gather.
 """
 
 from __future__ import annotations
@@ -192,8 +193,57 @@ def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, ou
     index_dtype = torch.int32 if len(table.rows) < 2**31 else torch.int64
     index, weight = roi_align_taps(boxes, table.scales[levels], heights, widths, output_size, sampling_ratio,
                                    first_row, aligned, table.rows.dtype, index_dtype)
-    pooled = F.embedding_bag(index, table.rows, mode="sum", per_sample_weights=weight)
+    if sampling_ratio <= 0:
+        # adaptive ratios pad every RoI's bags to the batch's largest sample counts: in a training step of a
+        # mmdetection-style model (ratio 0) 91-93% of the taps had weight 0; keep only the others, as bags of
+        # varying length (a zero-weight tap adds an exact 0, so the sums are unchanged)
+        keep = weight != 0
+        counts = keep.sum(dim=1)
+        pooled = weighted_gather(table.rows, index[keep], weight[keep], (torch.cumsum(counts, 0) - counts).to(
+            index_dtype))
+    else:
+        taps = index.shape[1]
+        offsets = torch.arange(0, index.numel(), taps, dtype=index_dtype, device=index.device)
+        pooled = weighted_gather(table.rows, index.reshape(-1), weight.reshape(-1), offsets)
     return pooled.reshape(len(boxes), output_size * output_size, -1)
+
+
+class _WeightedGather(torch.autograd.Function):
+    """``embedding_bag(mode="sum", per_sample_weights=...)`` whose backward is the transposed gather.
+
+    The gradient of a table row is the weighted sum of the output rows of every bag that reads it: the same kind of
+    gather with the roles swapped, so the backward sorts the taps by row once and runs ``embedding_bag`` again, bags
+    now being table rows. PyTorch's own backward of ``embedding_bag`` on CPU accumulates tap by tap and measured ~14×
+    its forward per tap (1.6 of a 10.9 s Double-Head training step); this one 2.5× faster than that after compaction.
+    The stable sort keeps each row's taps in their original order, so the sums are bitwise reproducible.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
+                offsets: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index, weight, offsets)
+        ctx.num_rows = rows.shape[0]
+        return F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        index, weight, offsets = ctx.saved_tensors
+        lengths = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
+        bag = torch.repeat_interleave(torch.arange(len(offsets), dtype=index.dtype, device=index.device), lengths)
+        by_row, order = torch.sort(index, stable=True)
+        counts = torch.bincount(by_row, minlength=ctx.num_rows)
+        starts = (torch.cumsum(counts, 0) - counts).to(index.dtype)
+        grad_rows = F.embedding_bag(bag[order], grad.contiguous(), starts, mode="sum", per_sample_weights=weight[order])
+        return grad_rows, None, None, None
+
+
+def weighted_gather(rows: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
+                    offsets: torch.Tensor) -> torch.Tensor:
+    """Bag b of the output is ``Σ weight[t] · rows[index[t]]`` over its taps ``offsets[b] <= t < offsets[b + 1]``:
+    ``(len(offsets), C)``. Differentiable in ``rows`` (with `_WeightedGather`'s backward), not in the weights."""
+    if torch.is_grad_enabled() and rows.requires_grad and not weight.requires_grad:
+        return _WeightedGather.apply(rows, index, weight, offsets)
+    return F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weight)
 
 
 def _as_nchw(rows: torch.Tensor, output_size: int) -> torch.Tensor:
@@ -210,4 +260,4 @@ def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Te
     return _as_nchw(rows, output_size)
 
 
-__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "pool_batch"]
+__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "pool_batch", "weighted_gather"]
