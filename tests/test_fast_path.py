@@ -24,6 +24,7 @@ from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.errors import DHError
 from dhanalysis.model import build_model, save_checkpoint
+from dhanalysis.model.heads import modules_in_eval
 from dhanalysis.model.variants import VARIANTS
 
 from helpers import tiny_config
@@ -206,7 +207,7 @@ def test_fast_heads_equal_the_modules(variant, mode, conv_roi_scale):
     randomise_batchnorm(model, torch.Generator().manual_seed(4))
     roi_heads = model.roi_heads
     pooled = {"plain": torch.randn(9, 16, 7, 7), "enlarged": torch.randn(9, 16, 7, 7)}
-    with torch.inference_mode():
+    with torch.inference_mode(), modules_in_eval(model):
         ref = roi_heads.head_outputs({name: branch(roi_heads.branch_input(pooled, name))
                                       for name, branch in roi_heads.branches.items()})
         fast = FastHeads(roi_heads)
@@ -268,7 +269,8 @@ def test_fast_scorer_equals_score_boxes(synth):
     windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 300)
     args = (ctx.features, ctx.image_size, windows, ctx.labels[owner], ctx.boxes[owner])
     with torch.inference_mode():
-        ref = score_boxes(model, *args, AdaptiveBatch(64))
+        with modules_in_eval(model):
+            ref = score_boxes(model, *args, AdaptiveBatch(64))
         ours = FastScorer(model).score(*args, AdaptiveBatch(41))
     assert {h: set(p) for h, p in ours.items()} == {h: set(p) for h, p in ref.items()}
     for head, parts in ref.items():
@@ -291,7 +293,8 @@ def test_fast_scorer_equals_score_boxes_with_an_enlarged_conv_head_roi(synth):
     windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 300)
     args = (ctx.features, ctx.image_size, windows, ctx.labels[owner], ctx.boxes[owner])
     with torch.inference_mode():
-        ref = score_boxes(model, *args, AdaptiveBatch(64))
+        with modules_in_eval(model):
+            ref = score_boxes(model, *args, AdaptiveBatch(64))
         ours = FastScorer(model).score(*args, AdaptiveBatch(41))
         plain = score_boxes(synth["model"], *args, AdaptiveBatch(64))
     for head, parts in ref.items():

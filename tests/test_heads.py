@@ -125,7 +125,8 @@ def test_inference_form_of_each_block_equals_the_module(name):
     before = {k: v.clone() for k, v in module.state_dict().items()}
     with torch.no_grad():
         fused = module.inference_form()
-        ref = module(x)
+        # a ConvHead in eval without gradients runs its inference form itself: the reference is its modules
+        ref = module.forward_as("modules", x) if isinstance(module, ConvHead) else module(x)
         ours = fused(x_nhwc)
     # a block maps channels-last to channels-last; a head returns (N, dim) either way
     torch.testing.assert_close(ours.permute(0, 3, 1, 2) if ref.dim() == 4 else ours, ref, rtol=1e-4, atol=1e-5)
@@ -136,6 +137,39 @@ def test_inference_form_of_each_block_equals_the_module(name):
         for param in module.parameters():
             param.add_(1.0)
         torch.testing.assert_close(fused(x_nhwc), ours, rtol=0, atol=0)
+
+
+def test_conv_head_evaluates_in_its_inference_form_of_the_current_weights():
+    """In eval without gradients a ConvHead computes its modules' function through the inference form, and a change
+    of its weights (an optimiser step, ``load_state_dict``, in place) or statistics is seen at the next call; with
+    gradients it runs the modules, which autograd can differentiate."""
+    torch.manual_seed(0)
+    head = open_batchnorm(ConvHead(6, 16, 4, num_blocks=3, non_local_dim=8, non_local_groups=2), seed=2)
+    x = torch.randn(4, 6, 5, 5)
+    calls = []
+    original = ConvHead.inference_form
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ConvHead, "inference_form", lambda self, *a: calls.append(1) or original(self, *a))
+        with torch.no_grad():
+            first = head(x)
+            torch.testing.assert_close(first, head.forward_as("modules", x), rtol=1e-4, atol=1e-5)
+            assert torch.equal(head(x), first) and len(calls) == 1  # built once, reused
+            head.blocks[0].conv1[0].weight.mul_(1.5)
+            changed = head(x)
+            torch.testing.assert_close(changed, head.forward_as("modules", x), rtol=1e-4, atol=1e-5)
+            assert not torch.allclose(changed, first) and len(calls) == 2
+            state = copy.deepcopy(head.state_dict())
+            state["blocks.2.conv2.1.running_mean"].add_(0.7)
+            head.load_state_dict(state)
+            torch.testing.assert_close(head(x), head.forward_as("modules", x), rtol=1e-4, atol=1e-5)
+            assert len(calls) == 3
+            with heads.modules_in_eval(head):  # the references' arithmetic: the modules, no inference form
+                assert torch.equal(head(x), head.forward_as("modules", x)) and len(calls) == 3
+            head(x)
+            assert len(calls) == 3  # and the form is back, still current
+    out = head(x.requires_grad_())
+    assert out.grad_fn is not None  # with gradients: the modules
+    torch.autograd.grad(out.sum(), x)
 
 
 def test_flops_of_the_inference_form_count_every_layer():

@@ -261,3 +261,55 @@ def test_a_head_module_passed_in_replaces_the_configs():
         build_model(cfg, heads={"fc_cls": mine})
     with pytest.raises(DHError, match=r"heads\['fc'\] has no integer out_dim"):
         build_model(cfg, heads={"fc": torch.nn.Flatten()})
+
+
+def test_the_model_computes_channels_last_and_keeps_its_function_and_state_dict():
+    """Where oneDNN or cuDNN is installed the conv weights, hence the feature maps, are channels-last
+    (`conv_memory_format`); the same weights in the default format compute the same backbone features and gradients,
+    training losses and detections to float32 rounding, and the state dict carries the same values under the same
+    keys."""
+    from dhanalysis.model.build import conv_memory_format
+    from dhanalysis.model.heads import modules_in_eval
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("double-head-ext"))
+    plain = build_model(tiny_config("double-head-ext")).to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(model.state_dict())
+    assert list(plain.state_dict()) == list(model.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
+    if torch.backends.mkldnn.is_available():
+        assert conv_memory_format() == torch.channels_last
+        assert model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not plain.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    # the backbone + FPN as a function: features and parameter gradients for one upstream gradient
+    x = torch.rand(2, 3, 64, 96)
+    outputs = []
+    for m in (model, plain):
+        feats = m.train().backbone(x)
+        upstream = torch.Generator().manual_seed(2)
+        loss = sum((f * torch.randn(f.shape, generator=upstream)).sum() for f in feats.values())
+        params = [p for p in m.backbone.parameters() if p.requires_grad]
+        outputs.append(({k: f.detach() for k, f in feats.items()}, torch.autograd.grad(loss, params)))
+    if torch.backends.mkldnn.is_available():
+        assert all(f.is_contiguous(memory_format=torch.channels_last) for f in outputs[0][0].values())
+    for key in outputs[0][0]:
+        ref = outputs[1][0][key].detach()
+        torch.testing.assert_close(outputs[0][0][key], ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))
+    # the whole model: losses of one training step (same proposal sampling) and detections
+    images, targets = two_images()
+    losses = []
+    for m in (model, plain):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            losses.append(m.train()(images, targets))
+    for key in losses[0]:
+        torch.testing.assert_close(losses[0][key], losses[1][key], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        ours = model.eval()(images)
+        with modules_in_eval(plain):
+            ref = plain.eval()(images)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)

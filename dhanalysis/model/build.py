@@ -388,4 +388,20 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
     transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
                                m.resize_rule, m.box_convention, m.resize_kernel)
-    return DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)
+    model = DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)
+    return model.to(memory_format=conv_memory_format())
+
+
+def conv_memory_format() -> torch.memory_format:
+    """The memory format of the model's conv weights, hence of every feature map: channels-last where a
+    convolution library with channels-last kernels is installed (oneDNN on CPU, cuDNN on CUDA), else the default.
+
+    Measured on the mmdetection-sized Double-Head model (BENCHMARKS.md): the ResNet-50-FPN of one 800 × 1088 image
+    0.70-0.77 → 0.58-0.63 s and a 2 × 512² training step ~10% faster on CPU; cuDNN's tensor cores want NHWC under
+    AMP. The maps reach RoIAlign's feature table already in its row order. A rule from what is installed, as
+    `detected_training_form`, so every process of a run computes the same arithmetic. State-dict values and keys are
+    unchanged: checkpoints load either way.
+    """
+    if torch.backends.mkldnn.is_available() or torch.backends.cudnn.is_available():
+        return torch.channels_last
+    return torch.contiguous_format

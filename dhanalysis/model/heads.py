@@ -12,7 +12,9 @@ measured twice as fast as im2col + matmul on CPU, BENCHMARKS.md), θ, φ and g o
 residual add riding on ``addmm``. The form sits beside its module so that changing a block changes both;
 `FusedLinear.flops_per_row` and the ``flops_per_roi`` methods count 2·MACs from the layer shapes. Weights are copied
 (optionally cast to bf16), so building the form never changes the model; build it again after its weights change.
-(The name is not "fuse": `fuse_scores` is the paper's classifier fusion, something else entirely.)
+(The name is not "fuse": `fuse_scores` is the paper's classifier fusion, something else entirely.) A `ConvHead` in
+eval without gradients runs its own inference form, rebuilt whenever its weights or statistics change (evaluation
+and the reference scorer get the folded arithmetic; `modules_in_eval` keeps the modules for references).
 
 Training form: every conv-head block also has ``forward_channels_last(x, rows)``, the module's own training
 arithmetic on channels-last maps ``(N, S, S, C)``, differentiated by autograd: every conv and every BatchNorm is the
@@ -27,8 +29,10 @@ forms, and the benchmark reports both (BENCHMARKS.md, with the profile that chos
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -412,9 +416,25 @@ class ConvHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, S, S) -> (N, dim)``. In training, one of `TRAINING_FORMS` (``training_form``: "auto" by the
-        `detected_training_form` rule, "measure" the fastest when timed once per shape, or a form by name); in eval,
-        the modules."""
-        return self.forward_as(self._form_for(x) if self.training else "modules", x)
+        `detected_training_form` rule, "measure" the fastest when timed once per shape, or a form by name); in eval
+        without gradients, the inference form (BatchNorm folded, `inference_form`), kept while the parameters and
+        statistics stay the same; in eval with gradients, the modules."""
+        if self.training:
+            return self.forward_as(self._form_for(x), x)
+        if torch.is_grad_enabled() or self.__dict__.get("_eval_in_modules"):
+            return self.forward_as("modules", x)
+        return self._current_inference_form()(x.permute(0, 2, 3, 1).contiguous())
+
+    def _current_inference_form(self) -> FusedConvHead:
+        """The fp32 inference form of the current weights: rebuilt when any parameter or buffer was replaced (a move
+        to another device) or changed in place (an optimiser step, ``load_state_dict``), which bumps its version."""
+        state = tuple((t.device, t.data_ptr(), 0 if t.is_inference() else t._version)
+                      for t in (*self.parameters(), *self.buffers()))
+        cached = self.__dict__.get("_inference_cache")
+        if cached is None or cached[0] != state:
+            cached = (state, self.inference_form())
+            self.__dict__["_inference_cache"] = cached
+        return cached[1]
 
     def _form_for(self, x: torch.Tensor) -> str:
         if self.training_form == "auto":
@@ -433,6 +453,20 @@ class ConvHead(nn.Module):
     def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedConvHead:
         """The inference form: every block's ``inference_form``."""
         return FusedConvHead([block.inference_form(dtype) for block in self.blocks])
+
+
+@contextlib.contextmanager
+def modules_in_eval(model: nn.Module) -> Iterator[None]:
+    """Within the block, every `ConvHead` of ``model`` evaluates with its NCHW modules instead of its inference
+    form: the straightforward arithmetic that references (tests, benchmark baselines) compare the fast forms with."""
+    heads = [m for m in model.modules() if isinstance(m, ConvHead)]
+    for head in heads:
+        head.__dict__["_eval_in_modules"] = True
+    try:
+        yield
+    finally:
+        for head in heads:
+            head.__dict__.pop("_eval_in_modules", None)
 
 
 # How a training step of the conv-head is computed; every form runs the same modules' parameters and statistics.
