@@ -33,8 +33,8 @@ def run(peak: dict, device: str = "cpu", num_rois: int = 96, repeats: int = 3) -
     nchw = rows.permute(0, 3, 1, 2).contiguous()
     peak_fn, probe_flops = probe(device)
     with torch.inference_mode():
-        t = interleaved({"fast": lambda: fast(rows), "module": lambda: module.forward_as("modules", nchw), "peak_probe": peak_fn},
-                        repeats=repeats)
+        t = interleaved({"fast": lambda: fast(rows), "module": lambda: module.forward_as("modules", nchw),
+                         "peak_probe": peak_fn}, repeats=repeats)
     flops = fast.flops_per_roi(7) * num_rois
     local_peak = probe_flops / t["peak_probe"]["best"] / 1e9
     peak = {"matmul_gflops": max(peak["matmul_gflops"], local_peak)}
