@@ -269,8 +269,7 @@ def test_fast_scorer_equals_score_boxes(synth):
     windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 300)
     args = (ctx.features, ctx.image_size, windows, ctx.labels[owner], ctx.boxes[owner])
     with torch.inference_mode():
-        with modules_in_eval(model):
-            ref = score_boxes(model, *args, AdaptiveBatch(64))
+        ref = score_boxes(model, *args, AdaptiveBatch(64))
         ours = FastScorer(model).score(*args, AdaptiveBatch(41))
     assert {h: set(p) for h, p in ours.items()} == {h: set(p) for h, p in ref.items()}
     for head, parts in ref.items():
@@ -293,8 +292,7 @@ def test_fast_scorer_equals_score_boxes_with_an_enlarged_conv_head_roi(synth):
     windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, 300)
     args = (ctx.features, ctx.image_size, windows, ctx.labels[owner], ctx.boxes[owner])
     with torch.inference_mode():
-        with modules_in_eval(model):
-            ref = score_boxes(model, *args, AdaptiveBatch(64))
+        ref = score_boxes(model, *args, AdaptiveBatch(64))
         ours = FastScorer(model).score(*args, AdaptiveBatch(41))
         plain = score_boxes(synth["model"], *args, AdaptiveBatch(64))
     for head, parts in ref.items():

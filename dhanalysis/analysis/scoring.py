@@ -32,6 +32,7 @@ from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
+from dhanalysis.model.heads import modules_in_eval
 from dhanalysis.model.conventions import from_convention, scale_boxes_about_centre, to_convention
 from dhanalysis.vocab import HEAD_TYPES
 
@@ -120,7 +121,8 @@ def score_boxes(
     height, width = image_size
 
     def run(start: int, stop: int) -> dict[str, dict[str, torch.Tensor]]:
-        out = roi_heads.probe(features, [boxes[start:stop]], [image_size], backend="torchvision")
+        with modules_in_eval(model):  # the straightforward arithmetic: torchvision's RoIAlign, the NCHW modules
+            out = roi_heads.probe(features, [boxes[start:stop]], [image_size], backend="torchvision")
         rows = torch.arange(stop - start, device=boxes.device)
         lab = labels[start:stop]
         result: dict[str, dict[str, torch.Tensor]] = {}
