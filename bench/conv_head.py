@@ -29,11 +29,12 @@ def run(peak: dict, device: str = "cpu", num_rois: int = 96, repeats: int = 3) -
     module = model.roi_heads.branches["conv"].head
     with torch.no_grad():
         fast = module.inference_form(torch.float32)
+    stock = copy.deepcopy(module).to(memory_format=torch.contiguous_format)  # the stock NCHW modules
     rows = torch.randn(num_rois, 7, 7, 256, device=device)  # channels-last, as the fast RoIAlign gives them
     nchw = rows.permute(0, 3, 1, 2).contiguous()
     peak_fn, probe_flops = probe(device)
     with torch.inference_mode():
-        t = interleaved({"fast": lambda: fast(rows), "module": lambda: module.forward_as("modules", nchw),
+        t = interleaved({"fast": lambda: fast(rows), "module": lambda: stock.forward_as("modules", nchw),
                          "peak_probe": peak_fn}, repeats=repeats)
     flops = fast.flops_per_roi(7) * num_rois
     local_peak = probe_flops / t["peak_probe"]["best"] / 1e9
@@ -77,8 +78,11 @@ def run_training(peak: dict, device: str = "cpu", num_rois: int = 64, repeats: i
     x = torch.randn(num_rois, 256, 7, 7, device=device)
     flops = training_flops(head, x)
     peak_fn, probe_flops = probe(device)
-    t = interleaved({**{form: training_step(head, x, form) for form in TRAINING_FORMS}, "peak_probe": peak_fn},
-                    repeats=repeats)
+    # "modules" is the stock NCHW arithmetic: a copy in the default memory format (the model's conv weights are
+    # channels-last, `conv_memory_format`, which would make oneDNN run even the NCHW modules channels-last)
+    stock = copy.deepcopy(head).to(memory_format=torch.contiguous_format)
+    t = interleaved({**{form: training_step(stock if form == "modules" else head, x, form) for form in TRAINING_FORMS},
+                     "peak_probe": peak_fn}, repeats=repeats)
     local_peak = probe_flops / t["peak_probe"]["best"] / 1e9
     peak_used = max(peak["matmul_gflops"], local_peak)
     detected = detected_training_form(torch.device(device))
@@ -118,12 +122,15 @@ def run_synth(device: str = "cpu", repeats: int = 3, quick: bool = False) -> dic
     out: dict = {"rois": rois}
     for k in (3, 5):
         branch, x, labels = synth_head_step(k, device, rois)
-        opt = torch.optim.SGD(branch.parameters(), lr=1e-3, momentum=0.9)
+        stock = copy.deepcopy(branch).to(memory_format=torch.contiguous_format)  # the stock NCHW modules
+        opts = {id(b): torch.optim.SGD(b.parameters(), lr=1e-3, momentum=0.9) for b in (branch, stock)}
 
         def step(form: str):
             def run() -> None:
-                branch.train().head.training_form = form
-                logits, deltas = branch(x)
+                model = stock if form == "modules" else branch
+                opt = opts[id(model)]
+                model.train().head.training_form = form
+                logits, deltas = model(x)
                 loss = F.cross_entropy(logits, labels) + deltas.square().mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

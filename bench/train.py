@@ -87,6 +87,7 @@ def run(device: str = "cpu", repeats: int = 3, ext_box_batch: int = 64) -> dict:
     ext = build_model(small_config("double-head-ext", ext_box_batch)).to(device)
     ext_stock = copy.deepcopy(ext)  # the same model whose conv-head trains as the NCHW modules
     ext_stock.roi_heads.branches["conv"].head.training_form = "modules"
+    ext_stock.roi_heads.branches["conv"].head.to(memory_format=torch.contiguous_format)  # NCHW weights too
     t = interleaved({"single_fc": step_fn(fc_small, images, targets), "ext": step_fn(ext, images, targets),
                      "ext_stock": step_fn(ext_stock, images, targets)}, repeats=min(3, repeats))
     out.update({"ext_box_batch_size_per_image": ext_box_batch, "ext_single_fc_s_per_iter": t["single_fc"]["best"],
