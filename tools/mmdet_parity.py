@@ -131,6 +131,7 @@ def compare(mm, ours) -> dict:
     if len(mp) and len(op):
         d = torch.cdist(op.double(), mp.double(), p=float("inf"))
         row["proposal_max_px"] = float(max(d.min(1).values.max(), d.min(0).values.max()))
+        row["proposals_apart"] = int((d.min(1).values > BOX_TOL).sum())  # ours with no mmdetection box within 0.01 px
         row["proposals_in_order_max_px"] = (float((op - mp).abs().max()) if len(op) == len(mp) else None)
     box_diff, score_diff, unmatched = 0.0, 0.0, 0
     if len(mb) and len(ob):
@@ -215,7 +216,8 @@ def main() -> int:
                 row = {"model": name, "image": label, "resized": not at_800,
                        **compare(mmdet_outputs(mm, pipeline, path), our_outputs(ours, path))}
                 rows.append(row)
-                print(f"{name:26s} {label:34s} proposals {row['proposals']} ({row.get('proposal_max_px', 0):.2g} px)"
+                print(f"{name:26s} {label:34s} proposals {row['proposals']} ({row.get('proposal_max_px', 0):.2g} px, "
+                      f"{row.get('proposals_apart', 0)} apart)"
                       f"  detections {row['detections']}  box {row['box_max_px']:.2g} px  score "
                       f"{row['score_max']:.2g}  {'ok' if passes(row) else 'DIFFERS'}", flush=True)
     versions = f"mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, torch {torch.__version__}"
