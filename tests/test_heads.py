@@ -167,6 +167,9 @@ def test_conv_head_evaluates_in_its_inference_form_of_the_current_weights():
                 assert torch.equal(head(x), head.forward_as("modules", x)) and len(calls) == 3
             head(x)
             assert len(calls) == 3  # and the form is back, still current
+    wide = copy.deepcopy(head).double()  # the form follows the parameters' dtype
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x.double()), wide.forward_as("modules", x.double()))
     out = head(x.requires_grad_())
     assert out.grad_fn is not None  # with gradients: the modules
     torch.autograd.grad(out.sum(), x)

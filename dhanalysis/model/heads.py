@@ -426,13 +426,14 @@ class ConvHead(nn.Module):
         return self._current_inference_form()(x.permute(0, 2, 3, 1).contiguous())
 
     def _current_inference_form(self) -> FusedConvHead:
-        """The fp32 inference form of the current weights: rebuilt when any parameter or buffer was replaced (a move
-        to another device) or changed in place (an optimiser step, ``load_state_dict``), which bumps its version."""
-        state = tuple((t.device, t.data_ptr(), 0 if t.is_inference() else t._version)
-                      for t in (*self.parameters(), *self.buffers()))
+        """The inference form of the current weights, in their dtype: rebuilt when any parameter or buffer was
+        replaced (a move to another device or dtype) or changed in place (an optimiser step, ``load_state_dict``),
+        which bumps its version."""
+        tensors = (*self.parameters(), *self.buffers())
+        state = tuple((t.device, t.dtype, t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
         cached = self.__dict__.get("_inference_cache")
         if cached is None or cached[0] != state:
-            cached = (state, self.inference_form())
+            cached = (state, self.inference_form(next(self.parameters()).dtype))
             self.__dict__["_inference_cache"] = cached
         return cached[1]
 
