@@ -123,12 +123,11 @@ def run_synth(device: str = "cpu", repeats: int = 3, quick: bool = False) -> dic
     for k in (3, 5):
         branch, x, labels = synth_head_step(k, device, rois)
         stock = copy.deepcopy(branch).to(memory_format=torch.contiguous_format)  # the stock NCHW modules
-        opts = {id(b): torch.optim.SGD(b.parameters(), lr=1e-3, momentum=0.9) for b in (branch, stock)}
 
-        def step(form: str):
+        def step(model: Branch, form: str):
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
             def run() -> None:
-                model = stock if form == "modules" else branch
-                opt = opts[id(model)]
                 model.train().head.training_form = form
                 logits, deltas = model(x)
                 loss = F.cross_entropy(logits, labels) + deltas.square().mean()
@@ -136,7 +135,7 @@ def run_synth(device: str = "cpu", repeats: int = 3, quick: bool = False) -> dic
                 loss.backward()
                 opt.step()
             return run
-        t = interleaved({"modules": step("modules"), "auto": step("auto")}, repeats=repeats)
+        t = interleaved({"modules": step(stock, "modules"), "auto": step(branch, "auto")}, repeats=repeats)
         out[f"k{k}"] = {"modules_s": t["modules"]["best"], "auto_s": t["auto"]["best"],
                         "auto_over_modules": paired_ratio(t, "auto", "modules")}
         log(f"synth head-only step K={k}: modules {t['modules']['best']:.3f} s, "

@@ -31,9 +31,9 @@ from dhanalysis.analysis.fast_heads import FastHeads
 from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory
+from dhanalysis.model.conventions import from_convention, scale_boxes_about_centre, to_convention
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
 from dhanalysis.model.heads import modules_in_eval
-from dhanalysis.model.conventions import from_convention, scale_boxes_about_centre, to_convention
 from dhanalysis.vocab import HEAD_TYPES
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ float32 rounding; with adaptive ratios every RoI gets the largest count of its b
 from it.
 
 Two entry points: `pool_batch` (NCHW, a batch of images; `LevelPooler`'s ``"gather"`` backend) and `pool_rows`
-(channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (its backward
-is the transposed gather, `weighted_gather`), which is why `LevelPooler` uses it for training on CPU: torchvision's
-CPU ``roi_align`` backward is a serial loop and took ~20% of a training step of the synthetic presets, 3.5× the
-gather's forward + backward for the same RoIs. With adaptive ratios the zero-weight taps that pad every bag to the
+(channels-last rows of one table, what the fast scorer feeds its matmul heads). The gather is differentiable (its
+backward is the transposed gather, `weighted_gather`), which is why `LevelPooler` uses it for training on CPU:
+torchvision's CPU ``roi_align`` backward is a serial loop and took ~20% of a training step of the synthetic presets,
+3.5× the gather's forward + backward for the same RoIs. With adaptive ratios the zero-weight taps that pad every bag to the
 batch's largest sample count are dropped before the gather.
 """
 
@@ -123,6 +123,12 @@ def roi_align_taps(boxes: torch.Tensor, scale: torch.Tensor, height: torch.Tenso
     return index.reshape(n * s * s, ty * tx), weight.reshape(n * s * s, ty * tx)
 
 
+def run_starts(lengths: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """The first index of each of consecutive runs of ``lengths`` items: a level's first row in the `FeatureTable`, a
+    bag's first tap (``embedding_bag``'s ``offsets``)."""
+    return (torch.cumsum(lengths, 0) - lengths).to(dtype)
+
+
 @dataclass
 class FeatureTable:
     """Every FPN level of a batch of images as channels-last rows stacked in one ``(Σ B·H·W, C)`` table.
@@ -151,8 +157,7 @@ class FeatureTable:
                 f.permute(0, 2, 3, 1))
             start += count
         device = rows.device
-        sizes = torch.tensor(counts, device=device)
-        offsets = torch.cumsum(sizes, 0) - sizes
+        offsets = run_starts(torch.tensor(counts, device=device))
         as_float = {"dtype": torch.float32, "device": device}
         return cls(rows, offsets, torch.tensor([float(f.shape[-2]) for f in features], **as_float),
                    torch.tensor([float(f.shape[-1]) for f in features], **as_float), torch.tensor(scales, **as_float))
@@ -198,9 +203,7 @@ def pool_rows(table: FeatureTable, boxes: torch.Tensor, levels: torch.Tensor, ou
         # mmdetection-style model (ratio 0) 91-93% of the taps had weight 0; keep only the others, as bags of
         # varying length (a zero-weight tap adds an exact 0, so the sums are unchanged)
         keep = weight != 0
-        counts = keep.sum(dim=1)
-        pooled = weighted_gather(table.rows, index[keep], weight[keep], (torch.cumsum(counts, 0) - counts).to(
-            index_dtype))
+        pooled = weighted_gather(table.rows, index[keep], weight[keep], run_starts(keep.sum(dim=1), index_dtype))
     else:
         taps = index.shape[1]
         offsets = torch.arange(0, index.numel(), taps, dtype=index_dtype, device=index.device)
@@ -231,8 +234,7 @@ class _WeightedGather(torch.autograd.Function):
         lengths = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
         bag = torch.repeat_interleave(torch.arange(len(offsets), dtype=index.dtype, device=index.device), lengths)
         by_row, order = torch.sort(index, stable=True)
-        counts = torch.bincount(by_row, minlength=ctx.num_rows)
-        starts = (torch.cumsum(counts, 0) - counts).to(index.dtype)
+        starts = run_starts(torch.bincount(by_row, minlength=ctx.num_rows), index.dtype)
         grad_rows = F.embedding_bag(bag[order], grad.contiguous(), starts, mode="sum", per_sample_weights=weight[order])
         return grad_rows, None, None, None
 
