@@ -125,6 +125,11 @@ class ModelConfig:
     box_convention: str = "continuous"
     box_filter: str = "torchvision"
     box_clamp: str = "max"
+    # the conv weights' memory format, hence the feature maps': "auto" (channels-last where oneDNN or cuDNN is
+    # installed: faster; conv-heads evaluate BatchNorm-folded) or "contiguous" (the default NCHW layout and the
+    # conv-heads' own modules: the arithmetic torchvision, detectron2 and mmdet run; oneDNN's channels-last kernels
+    # round differently on some CPUs, so check a converted model against its source with this)
+    conv_memory_format: str = "auto"
     # the test-time resize: "torchvision" (floor each side, resize the float image), "round" (detectron2, mmdet:
     # int(side·scale + 0.5)) or "maskrcnn_benchmark" (its own size rule); the last two resize the 8-bit image
     resize_rule: str = "torchvision"
@@ -179,6 +184,149 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------- value ranges
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric config key accepts; for a list key, what each item accepts (and whether it may be
+    empty). Floats must also be finite: a NaN learning rate passes every comparison it meets and fails iterations
+    later, far from the setting that caused it."""
+
+    kind: type  # int or float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False  # high itself excluded
+    non_empty: bool = False
+
+    def holds(self, value: Any) -> bool:
+        """Whether one scalar value lies in the range."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if self.kind is float and value in (float("inf"), float("-inf")):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, plural: bool = False) -> str:
+        """``an integer >= 1``, ``a number in [0, 1)``, ``finite numbers > 0`` (``plural``: a list's items)."""
+        noun = ("integers" if plural else "an integer") if self.kind is int else (
+            ("finite numbers" if plural else "a finite number") if self.high is None or self.low is None
+            else ("numbers" if plural else "a number"))
+        low, high = _shown(self.low), _shown(self.high)
+        if self.low is not None and self.high is not None:
+            if self.kind is int:
+                return f"{noun} from {low} to {high}"
+            return f"{noun} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{noun} {'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{noun} {'<' if self.high_open else '<='} {high}"
+        return noun
+
+
+def _ints(low: int, high: int | None = None, non_empty: bool = False) -> Bounds:
+    return Bounds(int, low, high, non_empty=non_empty)
+
+
+def _reals(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+           non_empty: bool = False) -> Bounds:
+    return Bounds(float, low, high, low_open, high_open, non_empty)
+
+
+POSITIVE, COUNT, FRACTION, WEIGHT = _ints(1), _ints(0), _reals(0.0, 1.0), _reals(0.0)
+
+# Every numeric key of `Config`, with the values it accepts (a test keeps the table and the dataclasses in step).
+# Zero is allowed only where the key gives it a meaning: num_classes 0 (from the dataset), sampling_ratio 0
+# (adaptive), num_slots 0 (num_classes + 1), a loss weight or clip_grad_norm 0 (off), warmup_iters 0 (none).
+RANGES: dict[str, Bounds] = {
+    "model.num_classes": COUNT,
+    "model.backbone.trainable_layers": _ints(0, 5),  # ResNet stages, counted from the top
+    "model.backbone.fpn_channels": POSITIVE,
+    "model.head.roi_size": POSITIVE,
+    "model.head.sampling_ratio": COUNT,
+    "model.head.fc_dim": POSITIVE,
+    "model.head.conv_dim": POSITIVE,
+    "model.head.bottleneck_dim": POSITIVE,
+    "model.head.num_blocks": POSITIVE,  # the conv-head has at least one block (K = 0 of Table 2 is a Single-FC)
+    "model.head.non_local_dim": POSITIVE,
+    "model.head.non_local_groups": POSITIVE,
+    "model.head.conv_roi_scale": _reals(0.0, low_open=True),
+    "model.loss.w_fc": WEIGHT,
+    "model.loss.w_conv": WEIGHT,
+    "model.loss.lambda_fc": FRACTION,  # Eq. 2-3 weigh the focused task by λ and the other by 1 − λ
+    "model.loss.lambda_conv": FRACTION,
+    "model.loss.smooth_l1_beta": WEIGHT,  # 0 is the L1 loss
+    "model.rpn.anchor_sizes": _ints(1, non_empty=True),
+    "model.rpn.aspect_ratios": _reals(0.0, low_open=True, non_empty=True),
+    "model.rpn.pre_nms_top_n_train": POSITIVE,
+    "model.rpn.pre_nms_top_n_test": POSITIVE,
+    "model.rpn.post_nms_top_n_train": POSITIVE,
+    "model.rpn.post_nms_top_n_test": POSITIVE,
+    "model.rpn.nms_thresh": FRACTION,
+    "model.rpn.batch_size_per_image": POSITIVE,
+    "model.rpn.positive_fraction": FRACTION,
+    "model.rpn.anchor_strides": POSITIVE,  # [] keeps torchvision's rule
+    "model.min_size": POSITIVE,
+    "model.max_size": POSITIVE,
+    "model.box_batch_size_per_image": POSITIVE,
+    "model.box_positive_fraction": FRACTION,
+    "model.score_thresh": FRACTION,
+    "model.nms_thresh": FRACTION,
+    "model.detections_per_img": POSITIVE,
+    "model.pixel_mean": _reals(non_empty=True),
+    "model.pixel_std": _reals(0.0, low_open=True, non_empty=True),
+    "model.num_slots": COUNT,
+    "model.class_slots": COUNT,
+    "data.hflip_prob": FRACTION,
+    "data.num_workers": COUNT,
+    "train.iterations": POSITIVE,
+    "train.ims_per_batch": POSITIVE,
+    "train.lr": _reals(0.0, low_open=True),
+    "train.momentum": _reals(0.0, 1.0, high_open=True),
+    "train.weight_decay": WEIGHT,
+    "train.steps": POSITIVE,
+    "train.gamma": _reals(0.0, 1.0, low_open=True),
+    "train.warmup_iters": COUNT,
+    "train.warmup_factor": FRACTION,
+    "train.clip_grad_norm": WEIGHT,
+    "train.trunk_cache_gb": WEIGHT,
+    "train.checkpoint_period": POSITIVE,
+    "train.log_period": POSITIVE,
+    "train.seed": _ints(0, 2**32 - 1),  # what every seeded generator (torch, numpy, Python) accepts
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as the user reads it: lists as lists, whole-number floats of a range without their ``.0``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_ranges(cfg: Config) -> Config:
+    """Refuse a config with a numeric value out of its key's range (`RANGES`), in one line naming the key, the value,
+    the range and how to set it. Run whenever a config is built, so a bad value stops a command before it writes
+    anything, instead of hanging a sampler or dividing by zero hours later. Returns ``cfg``."""
+    for key, bounds in RANGES.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if isinstance(value, tuple):
+            ok = all(bounds.holds(v) for v in value) and (bool(value) or not bounds.non_empty)
+            wanted = f"{'a non-empty' if bounds.non_empty else 'a'} list of {bounds.describe(plural=True)}"
+        else:
+            ok, wanted = bounds.holds(value), bounds.describe()
+        if not ok:
+            raise DHError(f"config key '{key}' must be {wanted}, got {_shown(value)}; change it in the config file or "
+                          f"with --set {key}=VALUE")
+    return cfg
 
 
 def _resolve_type(annotation: Any) -> Any:
@@ -266,8 +414,8 @@ def migrate(data: dict) -> dict:
 
 
 def config_from_dict(data: dict) -> Config:
-    """Build a Config from nested plain data (YAML or a checkpoint's stored config)."""
-    return _from_dict(Config, migrate(data))
+    """Build a Config from nested plain data (YAML or a checkpoint's stored config), its values range-checked."""
+    return check_ranges(_from_dict(Config, migrate(data)))
 
 
 def config_to_dict(cfg: Config) -> dict:

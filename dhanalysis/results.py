@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, DETECTIONS_SUMMARY_JSON, DETECTIONS_TABLES,
-                              EVAL_CSV, PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV,
+                              EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV,
                               PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
                               RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_STATS_CSV,
                               SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ,
@@ -48,8 +48,8 @@ RESULTS: dict[str, Outputs] = {
     o.analysis: o
     for o in (
         Outputs("model", (CONFIG_JSON,), summary=CONFIG_JSON, what="a model's results", shipped=(CONFIG_JSON,)),
-        Outputs("eval", (EVAL_CSV, PER_CLASS_AP_CSV, detections_file("*")), what="evaluation results",
-                shipped=(EVAL_CSV, PER_CLASS_AP_CSV)),
+        Outputs("eval", (EVAL_CSV, PER_CLASS_AP_CSV, EVALUATED_IMAGES_JSON, detections_file("*")),
+                what="evaluation results", shipped=(EVAL_CSV, PER_CLASS_AP_CSV)),
         Outputs("sliding-window",
                 (*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),
                 summary=SLIDING_WINDOW_SUMMARY_JSON, chunks=SLIDING_WINDOW_CHUNKS, what="sliding-window results",

@@ -219,6 +219,7 @@ def split_paths(root: str | PurePath, split: str) -> tuple[Path, Path]:
 CONFIG_JSON = "config.json"  # the model's config: whose results the folder holds
 EVAL_CSV = "eval.csv"  # eval: one row per inference mode, `METRICS`
 PER_CLASS_AP_CSV = "per_class_ap.csv"  # eval: AP per class and mode (ranks class difficulty)
+EVALUATED_IMAGES_JSON = "evaluated_images.json"  # eval: the image ids AP was measured on, whatever was detected
 SLIDING_WINDOW_STATS_CSV = "sliding_window_stats.csv"  # sliding-window: sufficient statistics per bin
 SLIDING_WINDOW_SUMMARY_JSON = "summary.json"  # sliding-window: what produced the statistics, counts
 RAW_SAMPLE_CSV = "raw_sample.csv"  # sliding-window: a sample of raw (proposal, head) rows

@@ -79,23 +79,83 @@ def torchvision_pair(synth, tmp_path_factory):
     return tv, ours, dropped, src
 
 
-def test_torchvision_detections_equal_torchvision(synth, torchvision_pair):
-    """Boxes, scores and labels of every image equal torchvision's detections of the dataset's categories."""
+def matched_detections(expected: dict, got: dict, ids: tuple[int, ...]) -> tuple[int, int, int, float]:
+    """(torchvision's detections of the dataset's categories, ours, ours within 0.01 px of a torchvision detection
+    of the same label, the largest score difference of those) — matched box to box, so that a detection whose score
+    ties with another's cannot pair with the wrong one."""
+    keep = torch.isin(expected["labels"], torch.tensor(ids))
+    labels = torch.tensor([ids.index(int(c)) + 1 for c in expected["labels"][keep]], dtype=torch.int64)
+    boxes, scores = expected["boxes"][keep].double(), expected["scores"][keep].double()
+    if not len(got["boxes"]) or not len(boxes):
+        return len(boxes), len(got["boxes"]), 0, 0.0
+    dist = torch.cdist(got["boxes"].double(), boxes, p=float("inf"))
+    dist[got["labels"][:, None] != labels[None, :]] = float("inf")
+    nearest, index = dist.min(dim=1)
+    close = nearest <= 0.01
+    score_gap = (got["scores"].double()[close] - scores[index[close]]).abs()
+    return len(boxes), len(got["boxes"]), int(close.sum()), float(score_gap.max()) if len(score_gap) else 0.0
+
+
+# The two conv memory formats against torchvision's NCHW arithmetic. "contiguous" is that arithmetic: every detection
+# within 0.01 px, scores within 1e-5, on every CPU kind. "auto" (channels-last where oneDNN is installed) rounds in
+# another order; on an AVX2-only EPYC an uncalibrated ResNet-50 on a real photograph kept 885 of 898 detections
+# within 0.01 px and scores within 2.9e-4: its stated tolerance is 97 % of detections within 0.01 px, scores of
+# those within 1e-3, and counts within 3 %.
+FORMAT_TOLERANCE = {"contiguous": (1.0, 1e-5, 0.0), "auto": (0.97, 1e-3, 0.03)}
+
+
+@pytest.mark.parametrize("memory_format", list(FORMAT_TOLERANCE))
+def test_torchvision_detections_equal_torchvision(synth, torchvision_pair, memory_format):
+    """Boxes, scores and labels of every image equal torchvision's detections of the dataset's categories: exactly
+    (to float32 rounding) in the contiguous form, to the stated tolerance in channels-last."""
     tv, ours, _, _ = torchvision_pair
+    ours = ours_in(ours, memory_format)
     ids = category_ids(synth)
-    images = test_images(synth)
     with torch.no_grad():
-        expected, got = tv(images), ours(images)
+        expected, got = tv(test_images(synth)), ours(test_images(synth))
+    assert_matches(expected, got, ids, memory_format)
+
+
+@pytest.mark.parametrize("memory_format", list(FORMAT_TOLERANCE))
+def test_torchvision_detections_on_a_photograph_at_full_size(memory_format, tmp_path):
+    """The same at torchvision's default test size (short side 800) on a real photograph, where a random ResNet-50's
+    activations are large enough to carry kernel rounding into boxes: the case an AVX2-only CPU failed."""
+    torch.manual_seed(3)
+    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                                                              box_detections_per_img=1000)
+    randomise_norms(tv)
+    with torch.no_grad():
+        tv.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
+        tv.roi_heads.box_predictor.bbox_pred.weight.mul_(5.0)
+    tv.eval()
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    ids = tuple(range(1, 91))
+    ours, _ = convert_source("torchvision", tmp_path / "tv.pth", ids,
+                             ["model.detections_per_img=1000", f"model.conv_memory_format={memory_format}"])
+    photo = pil_to_tensor(Image.open(PHOTO).convert("RGB")).float() / 255
+    with torch.no_grad():
+        expected, got = tv([photo]), ours.eval()([photo])
+    assert_matches(expected, got, ids, memory_format)
+
+
+def ours_in(model: torch.nn.Module, memory_format: str) -> torch.nn.Module:
+    """The converted model rebuilt with ``model.conv_memory_format`` set, same weights."""
+    from dhanalysis.config import replace
+
+    rebuilt = build_model(replace(model.config, [f"model.conv_memory_format={memory_format}"]), pretrained=False)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.eval()
+
+
+def assert_matches(expected: list[dict], got: list[dict], ids: tuple[int, ...], memory_format: str) -> None:
+    share, score_tol, count_tol = FORMAT_TOLERANCE[memory_format]
     total = 0
     for exp, out in zip(expected, got):
-        keep = torch.isin(exp["labels"], torch.tensor(ids))
-        labels = torch.tensor([ids.index(int(c)) + 1 for c in exp["labels"][keep]], dtype=torch.int64)
-        order_e, order_o = exp["scores"][keep].argsort(descending=True), out["scores"].argsort(descending=True)
-        assert len(order_e) == len(order_o)
-        torch.testing.assert_close(out["scores"][order_o], exp["scores"][keep][order_e], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(out["boxes"][order_o], exp["boxes"][keep][order_e], rtol=1e-4, atol=1e-3)
-        assert torch.equal(out["labels"][order_o], labels[order_e])
-        total += len(order_o)
+        n_exp, n_out, close, score_gap = matched_detections(exp, out, ids)
+        assert abs(n_out - n_exp) <= count_tol * n_exp, (memory_format, n_out, n_exp)
+        assert close >= share * n_out, f"{memory_format}: {close} of {n_out} detections within 0.01 px"
+        assert score_gap <= score_tol, f"{memory_format}: scores {score_gap:.2e} apart"
+        total += n_out
     assert total > 0, "no detections to compare: the random classifier is too flat"
 
 

@@ -313,3 +313,32 @@ def test_the_model_computes_channels_last_and_keeps_its_function_and_state_dict(
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_contiguous_memory_format_is_the_nchw_modules_arithmetic():
+    """``model.conv_memory_format=contiguous`` gives NCHW conv weights and feature maps, and conv-heads that evaluate
+    in their own modules: detections bitwise equal to the same weights run as NCHW modules by hand, in one process;
+    `modules_in_eval` leaves the setting as it found it. A bad value is a one-line error."""
+    from dhanalysis.model.heads import ConvHead, modules_in_eval
+
+    torch.manual_seed(0)
+    auto = build_model(tiny_config("double-head-ext"))
+    plain = build_model(tiny_config("double-head-ext", "model.conv_memory_format=contiguous"))
+    plain.load_state_dict(auto.state_dict())
+    assert plain.backbone.body.conv1.weight.is_contiguous()
+    assert not plain.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    heads = [m for m in plain.modules() if isinstance(m, ConvHead)]
+    assert heads and all(h.__dict__.get("_eval_in_modules") for h in heads)
+    images, _ = two_images()
+    reference = auto.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        got = plain.eval()(images)
+        with modules_in_eval(reference):
+            want = reference.eval()(images)
+        with modules_in_eval(plain):
+            pass  # entering and leaving must not clear the model's own setting
+    assert all(h.__dict__.get("_eval_in_modules") for h in heads)
+    for a, b in zip(got, want):
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    with pytest.raises(DHError, match="model.conv_memory_format must be one of auto, contiguous"):
+        build_model(tiny_config("double-head-ext", "model.conv_memory_format=nhwc"))

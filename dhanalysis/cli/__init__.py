@@ -36,10 +36,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with the house's error form: a bad flag is one line, ``dhanalysis: error: ...`` naming the
+    command's ``--help``, and exit code 2 (argparse alone prints the whole usage block first)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        print(f"dhanalysis: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (all of them when None, e.g. for docs and tests)."""
-    parser = argparse.ArgumentParser(prog="dhanalysis", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from dhanalysis import __version__
+
+    parser = Parser(prog="dhanalysis", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"dhanalysis {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         if command is not None and name != command:
             sub.add_parser(name, help=help_text)
@@ -100,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already printed as one line)
+        return int(exc.code or 0)
+    if args.command is None:  # `dhanalysis` alone: what there is to run
+        parser.print_help()
+        return 0
     retain_freed_memory()  # every command's large tensors reuse freed memory (engine/host.py)
     try:
         return int(args._run(args) or 0)

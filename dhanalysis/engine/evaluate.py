@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 
 from dhanalysis.data.coco import CocoDataset, collate_fn
 from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
-from dhanalysis.folders import atomic_write_text, write_table
-from dhanalysis.vocab import EVAL_CSV, METRICS, PER_CLASS_AP_CSV, detections_file
+from dhanalysis.folders import atomic_write_json, atomic_write_text, write_table
+from dhanalysis.vocab import EVAL_CSV, EVALUATED_IMAGES_JSON, METRICS, PER_CLASS_AP_CSV, detections_file
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ def score_detections(per_rank: list[dict[str, list[dict]]], image_ids: list[int]
             atomic_write_text(Path(out) / detections_file(mode), json.dumps(merged))
     table, per_class_table = pd.DataFrame(rows), pd.DataFrame(class_rows)
     if out is not None:
+        # the images AP covers, recorded apart from the detections: a weak model may detect nothing on them
+        atomic_write_json(Path(out) / EVALUATED_IMAGES_JSON, {"image_ids": sorted(image_ids)})
         # eval.csv last: its presence means the whole evaluation is on disk (the demo skips a step on it)
         write_table(per_class_table, Path(out) / PER_CLASS_AP_CSV, parquet=False)
         write_table(table, Path(out) / EVAL_CSV, parquet=False)

@@ -241,6 +241,7 @@ def check_model_options(m) -> None:
             raise DHError(f"model.{key} must be one of {', '.join(choices)}, got '{value}'")
     if m.reg_layout not in REG_LAYOUTS:
         raise DHError(f"model.reg_layout must be one of {', '.join(REG_LAYOUTS)}, got '{m.reg_layout}'")
+    conv_memory_format(m.conv_memory_format)
 
 
 def class_layout(m, classes: int) -> ClassLayout:
@@ -389,12 +390,26 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
                                m.resize_rule, m.box_convention, m.resize_kernel)
     model = DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)
-    return model.to(memory_format=conv_memory_format())
+    if m.conv_memory_format == "contiguous":  # the source's arithmetic: conv-heads evaluate in their NCHW modules too
+        for module in model.modules():
+            if isinstance(module, ConvHead):
+                module.__dict__["_eval_in_modules"] = True
+    return model.to(memory_format=conv_memory_format(m.conv_memory_format))
 
 
-def conv_memory_format() -> torch.memory_format:
-    """The memory format of the model's conv weights, hence of every feature map: channels-last where a
-    convolution library with channels-last kernels is installed (oneDNN on CPU, cuDNN on CUDA), else the default.
+CONV_MEMORY_FORMATS = ("auto", "contiguous")  # model.conv_memory_format
+
+
+def conv_memory_format(option: str = "auto") -> torch.memory_format:
+    """The memory format of the model's conv weights, hence of every feature map, for ``model.conv_memory_format``:
+    ``"contiguous"`` is the default NCHW layout, the arithmetic of the libraries checkpoints are converted from;
+    ``"auto"`` is channels-last where a convolution library with channels-last kernels is installed (oneDNN on CPU,
+    cuDNN on CUDA), else the default.
+
+    Why "contiguous" exists: oneDNN's channels-last kernels accumulate in another order than its NCHW ones, and on
+    an AVX2-only CPU an uncalibrated ResNet-50's large activations carry that rounding into boxes (885 of 898
+    detections of a converted torchvision model within 0.01 px, against 898 of 898 in NCHW); a user who checks a
+    conversion against its source needs the source's arithmetic.
 
     Measured on the mmdetection-sized Double-Head model (BENCHMARKS.md): the ResNet-50-FPN of one 800 × 1088 image
     0.70-0.77 → 0.58-0.63 s and a 2 × 512² training step ~10% faster on CPU; cuDNN's tensor cores want NHWC under
@@ -402,6 +417,8 @@ def conv_memory_format() -> torch.memory_format:
     `detected_training_form`, so every process of a run computes the same arithmetic. State-dict values and keys are
     unchanged: checkpoints load either way.
     """
-    if torch.backends.mkldnn.is_available() or torch.backends.cudnn.is_available():
+    if option not in CONV_MEMORY_FORMATS:
+        raise DHError(f"model.conv_memory_format must be one of {', '.join(CONV_MEMORY_FORMATS)}, got '{option}'")
+    if option == "auto" and (torch.backends.mkldnn.is_available() or torch.backends.cudnn.is_available()):
         return torch.channels_last
     return torch.contiguous_format

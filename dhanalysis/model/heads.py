@@ -461,13 +461,14 @@ def modules_in_eval(model: nn.Module) -> Iterator[None]:
     """Within the block, every `ConvHead` of ``model`` evaluates with its NCHW modules instead of its inference
     form: the straightforward arithmetic that references (tests, benchmark baselines) compare the fast forms with."""
     heads = [m for m in model.modules() if isinstance(m, ConvHead)]
+    before = [head.__dict__.get("_eval_in_modules", False) for head in heads]
     for head in heads:
         head.__dict__["_eval_in_modules"] = True
     try:
         yield
     finally:
-        for head in heads:
-            head.__dict__.pop("_eval_in_modules", None)
+        for head, was in zip(heads, before):
+            head.__dict__["_eval_in_modules"] = was
 
 
 # How a training step of the conv-head is computed; every form runs the same modules' parameters and statistics.
