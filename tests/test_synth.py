@@ -15,6 +15,7 @@ import pytest
 from dhanalysis.data.coco import CocoDataset, size_group
 from dhanalysis.data.synth import CLASSES, SynthParams, make_synth_dataset, render_synth_image
 from dhanalysis.errors import DHError
+from dhanalysis.folders import FolderTaken
 
 TINY = dict(num_train=10, num_val=5, image_size=128, seed=0)
 
@@ -126,7 +127,9 @@ def test_existing_dataset_is_reused_unless_params_change_or_overwrite(tmp_path):
     assert make_synth_dataset(root, **small).reused is True
     assert (root / "annotations" / "instances_train.json").stat().st_mtime_ns == stamp
     assert make_synth_dataset(root, **small, overwrite=True).reused is False
-    fewer = make_synth_dataset(root, **{**small, "num_train": 2})
+    with pytest.raises(FolderTaken, match=r"of other parameters \(the train split's num_train: 3 vs 2\)"):
+        make_synth_dataset(root, **{**small, "num_train": 2})  # other parameters: only with overwrite
+    fewer = make_synth_dataset(root, **{**small, "num_train": 2}, overwrite=True)
     assert fewer.reused is False and sorted(p.name for p in (root / "train").iterdir()) == ["000001.jpg", "000002.jpg"]
     (root / "val" / "000001.jpg").unlink()  # an incomplete folder is regenerated
     assert make_synth_dataset(root, **{**small, "num_train": 2}).reused is False

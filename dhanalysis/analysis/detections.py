@@ -20,10 +20,16 @@ no model.
   the matching is redone, since COCOeval matches in score order.
 - **TIDE** (`dhanalysis.analysis.tide`) and **analyze()** (`dhanalysis.analysis.coco_analyze`) by their own
   definitions.
+- **Average recall, precision / recall / F1 at a score threshold, confusion matrix**
+  (`dhanalysis.analysis.threshold_metrics`): COCO's AR from the same evaluation, the threshold metrics from its
+  matching, the confusion matrix by ultralytics' counting.
 
 Bad input (a missing file, a results file with a missing key, an unknown image or category id, a NaN or negative-size
 box, a score outside [0, 1], an empty list) is a `DHError` naming the first bad entry and how many there are, before
-anything is written. The results folder is claimed like every analysis's (`dhanalysis.folders.claim`): the same
+anything is written. The ground truth is checked as strictly, since a bad one moves AP as surely: every image,
+category and annotation an object with its fields of the right type and range, ids unique, annotations of known
+images and categories, boxes finite with positive width and height (a zero-area box is refused, not ignored:
+COCOeval counts it as a miss that no detection can match). The results folder is claimed like every analysis's (`dhanalysis.folders.claim`): the same
 inputs and settings again find the finished outputs and return them; other inputs are refused unless ``overwrite``.
 """
 
@@ -40,14 +46,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import alignment, coco_analyze, coco_match, tide
+from dhanalysis.analysis import alignment, coco_analyze, coco_match, measures, threshold_metrics, tide
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
 from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
                               DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
-                              DETECTIONS_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES, DETECTIONS_TIDE_CSV,
-                              LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA)
+                              DETECTIONS_CSV, DETECTIONS_MEASURES_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES,
+                              DETECTIONS_TIDE_CSV, LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA)
 
 REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))  # COCOeval's thresholds
@@ -101,30 +107,114 @@ def _read_json(path: Path, what: str):
         raise DHError(f"{what} {path} is not valid JSON ({exc})") from None
 
 
+GT_FILE = "ground-truth file"  # how errors name the ground truth (the CLI turns it into --gt)
+GT_LISTS = ("images", "annotations", "categories")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_box(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(map(_is_number, value))
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``repr`` cut short, so a huge bad value still leaves a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# the fields of each ground-truth list: (key, required, accepts, what it must be); a field that is present is checked
+# even when optional, since COCOeval reads it (area, iscrowd) or the tables print it (name)
+GT_FIELDS: dict[str, tuple[tuple[str, bool, object, str], ...]] = {
+    "categories": (
+        ("id", True, _is_int, "not an integer"),
+        ("name", True, lambda v: isinstance(v, str) and v.strip() != "", "not a non-empty string"),
+        ("supercategory", False, lambda v: isinstance(v, str), "not a string"),
+    ),
+    "images": (
+        ("id", True, _is_int, "not an integer"),
+        ("width", False, lambda v: _is_number(v) and math.isfinite(v) and v > 0, "not a positive number"),
+        ("height", False, lambda v: _is_number(v) and math.isfinite(v) and v > 0, "not a positive number"),
+    ),
+    "annotations": (
+        ("id", True, _is_int, "not an integer"),
+        ("image_id", True, _is_int, "not an integer"),
+        ("category_id", True, _is_int, "not an integer"),
+        ("bbox", True, _is_box, "not four numbers [x, y, w, h]"),
+        ("area", False, lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "not a finite number >= 0"),
+        ("iscrowd", False, lambda v: isinstance(v, (int, bool)) and v in (0, 1), "not 0 or 1"),
+    ),
+}
+
+
+def _check_gt_list(entries: list, name: str, path: Path) -> None:
+    """Every entry of one ground-truth list an object with its required fields, each field of the right type and
+    range, and no id given twice: what the evaluation would otherwise crash on or silently count wrong."""
+    where = {"what": GT_FILE, "entry": f"'{name}' entry"}
+    _first_bad(np.array([not isinstance(e, dict) for e in entries]), path, lambda i: "is not an object", **where)
+    for key, required, accepts, wanted in GT_FIELDS[name]:
+        if required:
+            _first_bad(np.array([key not in e for e in entries]), path, lambda i, key=key: f"has no '{key}'", **where)
+        _first_bad(np.array([key in e and not accepts(e[key]) for e in entries]), path,
+                   lambda i, key=key, wanted=wanted: f"has {key} {_shown(entries[i][key])}, {wanted}", **where)
+    first: dict[int, int] = {}
+    again = np.array([first.setdefault(e["id"], i) != i for i, e in enumerate(entries)])
+    _first_bad(again, path, lambda i: f"has id {entries[i]['id']}, as entry {first[entries[i]['id']]} does "
+               "(ids must be unique)", **where)
+
+
 def read_ground_truth(path: str | Path) -> dict:
-    """The ground-truth dataset dict, ``area`` and ``iscrowd`` filled where absent (as pycocotools reads them)."""
+    """The ground-truth dataset dict, every entry checked as strictly as a results file (a bad ground truth moves
+    AP as surely as a bad detection), ``area`` and ``iscrowd`` filled where absent (as pycocotools reads them)."""
     path = Path(path)
-    data = _read_json(path, "ground-truth file")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict)
-               or not isinstance(data.get(k), list)]
+    data = _read_json(path, GT_FILE)
+    if not isinstance(data, dict):
+        raise DHError(f"{GT_FILE} {path} is not a JSON object; give a COCO instances json with "
+                      f"{', '.join(repr(k) for k in GT_LISTS)} lists")
+    missing = [k for k in GT_LISTS if not isinstance(data.get(k), list)]
     if missing:
-        raise DHError(f"ground-truth file {path} has no '{missing[0]}' list; give a COCO instances json")
-    if not data["categories"] or not data["images"]:
-        raise DHError(f"ground-truth file {path} has no {'categories' if not data['categories'] else 'images'}")
-    anns = []
-    for a in data["annotations"]:
-        x, y, w, h = a["bbox"]
-        anns.append({**a, "area": a.get("area", w * h), "iscrowd": int(a.get("iscrowd", 0) or 0)})
-    return {**data, "annotations": anns}
+        raise DHError(f"{GT_FILE} {path} has no '{missing[0]}' list; give a COCO instances json")
+    empty = [k for k in GT_LISTS if not data[k]]
+    if empty:
+        raise DHError(f"{GT_FILE} {path} has an empty '{empty[0]}' list; a ground truth needs at least one image, "
+                      "one category and one annotated box to score detections against")
+    for name in ("categories", "images", "annotations"):
+        _check_gt_list(data[name], name, path)
+    anns = data["annotations"]
+    where = {"what": GT_FILE, "entry": "'annotations' entry"}
+    for key, section in (("image_id", "images"), ("category_id", "categories")):
+        known = {e["id"] for e in data[section]}
+        _first_bad(np.array([a[key] not in known for a in anns]), path,
+                   lambda i, key=key, section=section: f"has {key} {anns[i][key]}, which no '{section}' entry has",
+                   **where)
+    xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        broken = ~np.isfinite(xywh).all(axis=1) | (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
+        empty_box = ~broken & ((xywh[:, 2] == 0) | (xywh[:, 3] == 0))
+    _first_bad(broken, path, lambda i: f"has bbox {_shown(anns[i]['bbox'])} (NaN, infinite or negative width / "
+               "height)", **where)
+    # COCOeval does not ignore a zero-area box: nothing can overlap it, so it stays a miss and lowers AP
+    _first_bad(empty_box, path, lambda i: f"has bbox {_shown(anns[i]['bbox'])} of zero width or height, which no "
+               "detection can match (COCOeval counts it as a miss)", **where)
+    filled = [{**a, "area": a.get("area", float(w * h)), "iscrowd": int(a.get("iscrowd", 0))}
+              for a, (_, _, w, h) in zip(anns, xywh)]
+    return {**data, "annotations": filled}
 
 
-def _first_bad(bad: np.ndarray, path: Path, problem) -> None:
-    """Raise naming the first entry where ``bad`` holds and how many entries it holds for."""
+def _first_bad(bad: np.ndarray, path: Path, problem, what: str = "results file", entry: str = "entry") -> None:
+    """Raise naming the first entry where ``bad`` holds and how many entries it holds for; ``what`` names the file's
+    role, ``entry`` the list the index counts in."""
     hits = np.flatnonzero(bad)
     if len(hits):
         n = len(hits)
         more = f"; {n} entries like it" if n > 1 else ""
-        raise DHError(f"results file {path}: entry {hits[0]} {problem(hits[0])}{more}; fix or remove them")
+        raise DHError(f"{what} {path}: {entry} {hits[0]} {problem(hits[0])}{more}; fix or remove them")
 
 
 def read_results(path: str | Path, gt: dict, score_fields: Sequence[str] = ()) -> pd.DataFrame:
@@ -325,8 +415,15 @@ class DetectionResults:
 
 
 def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFAULT_REPLICATES,
-                       seed: int = 0, progress=print) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Every table of the analysis (keyed by file name) and the summary's numbers, nothing written."""
+                       seed: int = 0, progress=print,
+                       score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
+                       confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
+                       positive_iou: float = measures.DEFAULT_POSITIVE_IOU,
+                       ) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Every table of the analysis (keyed by file name) and the summary's numbers, nothing written.
+    ``score_threshold``: the detections precision / recall / F1 and the confusion matrix keep (score >= it);
+    ``confusion_iou``: the IoU a confusion-matrix pair must exceed; ``positive_iou``: the positives of the alignment
+    measures (`measures`), one table of them per score field."""
     start = time.perf_counter()
     image_ids = [im["id"] for im in inputs.gt["images"]]
     progress(f"COCO evaluation of {len(inputs.results)} detections on {len(image_ids)} images")
@@ -352,11 +449,20 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     tables[DETECTIONS_ANALYZE_CSV], tables[DETECTIONS_ANALYZE_PR_CSV] = coco_analyze.analyze_breakdown(
         inputs.gt, inputs.gt_boxes, dets, ev)
     tables[DETECTIONS_CALIBRATION_CSV], ece = alignment.calibration_table(table)
+    progress(f"alignment measures ({replicates} bootstrap replicates)")
+    tables[DETECTIONS_MEASURES_CSV] = measures.results_measures(table, fields, positive_iou=positive_iou,
+                                                                replicates=replicates, seed=seed)
+    progress(f"average recall, precision / recall / F1 and confusion matrix at score >= {score_threshold:g}")
+    names = {c["id"]: c["name"] for c in inputs.gt["categories"]}
+    metrics, recall = threshold_metrics.metric_tables(ev, inputs.gt_boxes, dets, names, score_threshold, confusion_iou)
+    tables.update(metrics)
     summary = {
         "images": len(image_ids), "ground_truths": sum(not a["iscrowd"] for a in inputs.gt["annotations"]),
         "detections": len(table), "evaluated": int(table["evaluated"].sum()), "score_fields": list(fields),
-        "coco": real, "tide_ap50": tide_ap, "tide_dropped": int(len(match.dropped)), **ece,
-        "supercategories": coco_analyze.has_supercategories(inputs.gt), "protocol": PROTOCOL,
+        "coco": {**real, **recall}, "tide_ap50": tide_ap, "tide_dropped": int(len(match.dropped)), **ece,
+        "score_threshold": float(score_threshold), "confusion_iou": float(confusion_iou),
+        "supercategories": coco_analyze.has_supercategories(inputs.gt),
+        "protocol": {**PROTOCOL, **threshold_metrics.PROTOCOL},
         "seconds": round(time.perf_counter() - start, 2),
     }
     return tables, summary
@@ -364,26 +470,36 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
 
 def compute_detections(gt: str | Path, results: str | Path, out: str | Path | None = None,
                        score_fields: Sequence[str] = (), replicates: int = alignment.DEFAULT_REPLICATES,
-                       seed: int = 0, overwrite: bool = False, progress=print) -> DetectionResults:
+                       seed: int = 0, overwrite: bool = False, progress=print,
+                       score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
+                       confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
+                       positive_iou: float = measures.DEFAULT_POSITIVE_IOU) -> DetectionResults:
     """Check the inputs, analyse them and (with ``out``) write every table and ``detections_summary.json`` last.
 
-    A folder already holding this analysis of the same files and settings is not recomputed: its tables are read.
+    A folder already holding this analysis of the same files and settings is not recomputed: its tables are read;
+    one written before the alignment measures is refused unless ``overwrite``.
     """
     inputs = read_inputs(gt, results, score_fields)  # every bad input fails here, before the folder is touched
     if replicates < 0:
         raise DHError(f"replicates must be >= 0, got {replicates}")
+    threshold_metrics.check_thresholds(score_threshold, confusion_iou)
     key = {"analysis": OUTPUTS.analysis, "gt": file_identity(inputs.gt_path),
            "results": file_identity(inputs.results_path), "score_fields": list(score_fields),
-           "replicates": int(replicates), "seed": int(seed)}
+           "replicates": int(replicates), "seed": int(seed), "score_threshold": float(score_threshold),
+           "confusion_iou": float(confusion_iou), "positive_iou": float(positive_iou)}
+    measures.positive_bin(positive_iou)
     folder = Path(out) if out is not None else None
     if folder is not None:
         summary_path = folder / OUTPUTS.summary
+        if not overwrite:
+            measures.check_measure_format(read_identity(summary_path), folder, OUTPUTS.what)
         done = claim(folder, key, read_identity(summary_path), [folder / f for f in OUTPUTS.files],
                      overwrite=overwrite, what=OUTPUTS.what)
         if done and summary_path.is_file():
             tables = {t: pd.read_csv(folder / t) for t in _TABLES if (folder / t).is_file()}
             return DetectionResults(tables, json.loads(summary_path.read_text()), [])
-    tables, summary = analyse_detections(inputs, replicates, seed, progress)
+    tables, summary = analyse_detections(inputs, replicates, seed, progress, score_threshold=score_threshold,
+                                         confusion_iou=confusion_iou, positive_iou=positive_iou)
     summary = {"run": key, **summary}
     paths: list[Path] = []
     if folder is not None:

@@ -8,6 +8,7 @@ per-class AP of a reference model and split into terciles, so a new reference ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from dhanalysis.vocab import DIFFICULTY_GROUPS, SIZE_GROUPS, size_index
 PER_CLASS_COLUMNS = ("model", "mode", "category_id", "category", "AP")
 
 __all__ = ["SIZE_GROUPS", "DIFFICULTY_GROUPS", "size_index", "difficulty_from_ap", "load_difficulty",
-           "assign_difficulty"]
+           "check_difficulty_classes", "assign_difficulty"]
 
 
 def difficulty_from_ap(per_class: pd.DataFrame) -> dict[int, str]:
@@ -66,7 +67,40 @@ def load_difficulty(path: str | Path, model: str | None = None, mode: str | None
             raise DHError(f"{path} holds several {column}s ({', '.join(values)}); pick one ({column}=...)")
     if table.empty:
         raise DHError(f"per-class AP table {path} has no per-class AP rows")
+    ids = pd.to_numeric(table["category_id"], errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DHError(f"per-class AP table {path}: line {table.index[line] + 2} has category_id "
+                      f"{table['category_id'].iloc[line]!r}, not an integer id; fix the file or re-run dhanalysis eval")
+    ap = pd.to_numeric(table["AP"], errors="coerce")
+    bad = ap.isna() & table["AP"].notna()
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DHError(f"per-class AP table {path}: line {table.index[line] + 2} has AP {table['AP'].iloc[line]!r}, "
+                      "not a number; fix the file or re-run dhanalysis eval")
+    table = table.assign(category_id=ids.astype(np.int64), AP=ap)
+    if ap.isna().all():
+        raise DHError(f"per-class AP table {path} has no class with an AP (every AP is empty), so it ranks no class; "
+                      "evaluate the reference model on a split with ground-truth boxes")
     return difficulty_from_ap(table)
+
+
+def check_difficulty_classes(difficulty: dict[int, str], category_ids: Sequence[int], source: str | Path,
+                             dataset: str | Path) -> None:
+    """Refuse a ranking that names none of the dataset's classes: every row would be unranked and the difficulty
+    groups would vanish from the tables without a word."""
+    if set(difficulty) & {int(c) for c in category_ids}:
+        return
+    ranked, present = _few(sorted(difficulty)), _few(sorted(category_ids))
+    raise DHError(f"{source} ranks category ids {ranked} but {dataset} has {present}; none match, so there would be "
+                  "no difficulty group: give the per_class_ap.csv of a model evaluated on this dataset")
+
+
+def _few(ids: Sequence[int], shown: int = 5) -> str:
+    """A short list of ids for a one-line message."""
+    head = ", ".join(str(i) for i in ids[:shown])
+    return f"{head}, ... ({len(ids)} in all)" if len(ids) > shown else head
 
 
 def assign_difficulty(stats: pd.DataFrame, difficulty: dict[int, str]) -> pd.DataFrame:

@@ -139,12 +139,13 @@ def match_image(boxes: np.ndarray, classes: np.ndarray, gt_boxes: np.ndarray, gt
 
 def tide_match(dets: pd.DataFrame, gt: dict) -> TideMatch:
     """TIDE's matching of a results table (columns image_id, category_id, score, x, y, w, h) against a COCO
-    ground-truth dataset dict, image by image in the ground truth's image order."""
-    anns = pd.DataFrame(gt["annotations"])
-    crowd = anns["iscrowd"].fillna(0).astype(bool).to_numpy() if "iscrowd" in anns else np.zeros(len(anns), bool)
-    gt_xywh = np.asarray(anns["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
-    gt_img = anns["image_id"].to_numpy()
-    gt_cls = anns["category_id"].to_numpy()
+    ground-truth dataset dict, image by image in the ground truth's image order. The annotations are read field by
+    field, so a ground truth without boxes (every detection is then a Bkg error) is read like any other."""
+    anns = gt["annotations"]
+    crowd = np.asarray([bool(a.get("iscrowd") or 0) for a in anns], dtype=bool)
+    gt_xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    gt_img = np.asarray([a["image_id"] for a in anns], dtype=np.int64)
+    gt_cls = np.asarray([a["category_id"] for a in anns], dtype=np.int64)
     gt_rows = pd.Series(np.arange(len(anns))).groupby(gt_img).indices
     order = np.lexsort((np.arange(len(dets)), -dets["score"].to_numpy()))  # stable descending score
     det_img = dets["image_id"].to_numpy()[order]

@@ -108,6 +108,32 @@ def _skip_images_remedy(args: argparse.Namespace | None) -> str:
     return ""
 
 
+# What a command interrupted by Ctrl-C needs to go on, since that differs: train resumes only with --resume, eval and
+# pretrain start over, the analyses resume chunk by chunk, sweeps and studies skip what is finished. Commands not
+# listed resume by being rerun.
+ON_INTERRUPT: dict[str, str] = {
+    "train": "rerun it with --resume (without --overwrite) to continue from the last checkpoint in --out",
+    "eval": "rerun the same command to evaluate again (evaluation does not resume; it starts over)",
+    "pretrain": "rerun the same command to pretrain again (pretraining does not resume; it starts over)",
+    "sliding-window": "rerun the same command to resume after the last finished chunk",
+    "pcc": "rerun the same command to resume after the last finished chunk",
+    "spatial-corr": "rerun the same command to resume after the last finished chunk",
+    "sweep": "rerun the same command to resume: finished runs are skipped and the interrupted one continues from its "
+             "last checkpoint",
+    "reproduce": "rerun the same command to resume: finished steps are skipped and training continues from its last "
+                 "checkpoint",
+    "demo": "rerun the same command to resume: finished steps are skipped and training continues from its last "
+            "checkpoint",
+    "data": "rerun the same command to write the dataset again (an incomplete one is replaced)",
+    "convert": "rerun the same command to convert again",
+}
+
+
+def interrupted_remedy(command: str) -> str:
+    """How to go on after Ctrl-C stopped ``command``: true for that command, so following it is never refused."""
+    return ON_INTERRUPT.get(command, "rerun the same command to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -126,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dhanalysis: error: {in_flags(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dhanalysis: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"dhanalysis: interrupted; {interrupted_remedy(args.command)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`dhanalysis sweep --list | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not raise again
+        return 0
 
 
 if __name__ == "__main__":

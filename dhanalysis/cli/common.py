@@ -16,6 +16,63 @@ from dhanalysis.errors import DHError
 TRAIN_HINT = "dhanalysis train --config configs/synth/single-fc.yaml --out checkpoints/synth-single-fc"
 
 
+# ------------------------------------------------------------------------------------------------ flag types
+# argparse ``type=`` converters that refuse a value out of range while the command line is parsed, before any work:
+# argparse words the refusal as one line naming the flag (``argument --iterations: must be an integer >= 1, got 0``).
+def _integer(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got '{text}'") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+    return value
+
+
+def _number(text: str, low: float, low_open: bool, high: float | None = None) -> float:
+    import math
+
+    wanted = (f"a number in [{low:g}, {high:g}]" if high is not None
+              else f"a finite number {'>' if low_open else '>='} {low:g}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got '{text}'") from None
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and (high is None or value <= high)):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (iterations, images, batch sizes, processes)."""
+    return _integer(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """A count where 0 means none or off (workers, depth)."""
+    return _integer(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (a learning rate)."""
+    return _number(text, 0.0, low_open=True)
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] (a probability, a threshold)."""
+    return _number(text, 0.0, low_open=False, high=1.0)
+
+
+def at_least(low: int):
+    """A type for an integer flag with its own floor (e.g. a batch that needs several images)."""
+
+    def convert(text: str) -> int:
+        return _integer(text, low)
+
+    return convert
+
+
 # ------------------------------------------------------------------------------------------------ flags
 def add_model_arguments(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
     """Which models, on which data, into which folder. With ``workspace``, --ckpt may be left out: the command then
@@ -73,6 +130,17 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scoring", choices=("fast", "reference"), default="fast",
                         help="fast: gather RoIAlign + matmul heads (default); reference: the model's own probe "
                              "(torchvision RoIAlign, NCHW heads), fp32 only. Both give the same statistics")
+    add_positive_iou_argument(parser)
+
+
+def add_positive_iou_argument(parser: argparse.ArgumentParser) -> None:
+    """--positive-iou: the boxes the localisation measures rank (sliding-window, pcc, detections)."""
+    from dhanalysis.analysis.measures import DEFAULT_POSITIVE_IOU
+
+    parser.add_argument("--positive-iou", type=float, default=DEFAULT_POSITIVE_IOU, metavar="T",
+                        help=f"boxes with IoU >= T are the positives of the alignment measures (PCC among positives, "
+                             f"rank correlation within each object, the NMS gap); a multiple of 0.05 (default "
+                             f"{DEFAULT_POSITIVE_IOU})")
 
 
 # ------------------------------------------------------------------------------------------------ flags -> values
@@ -100,8 +168,12 @@ def window_values(args: argparse.Namespace) -> dict:
     flag_error("--grid", check_grid_kind, args.grid)
     if args.scoring == "reference" and args.precision != "fp32":
         raise DHError("--scoring reference runs in fp32 only; drop --precision bf16 or use --scoring fast")
+    from dhanalysis.analysis.measures import positive_bin
+
+    flag_error("--positive-iou", positive_bin, args.positive_iou)
     return {"proposals_per_gt": args.proposals_per_gt, "raw_sample": args.raw_sample, "seed": args.seed,
-            "precision": args.precision, "scoring": args.scoring, "grid": args.grid}
+            "precision": args.precision, "scoring": args.scoring, "grid": args.grid,
+            "positive_iou": args.positive_iou}
 
 
 def run_options(args: argparse.Namespace):

@@ -49,8 +49,10 @@ def read_category_ids(path: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from dhanalysis.errors import DHError
+    from dhanalysis.folders import check_writable_file
     from dhanalysis.model.convert import SOURCES, convert_file
 
+    check_writable_file(args.out, example="model.pth")
     if args.source not in SOURCES:
         raise DHError(f"unknown --from '{args.source}'; choose one of: {', '.join(SOURCES)}")
     out = Path(args.out)

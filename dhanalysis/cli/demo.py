@@ -3,7 +3,7 @@
   dhanalysis demo            # about a quarter of an hour on two cores
   dhanalysis demo --quick    # tiny data and models, for tests and a first look (a minute)
 
-The same study as `dhanalysis reproduce` (`dhanalysis.study`'s DEMO and QUICK plans), smaller: make data/synth;
+The same study as `dhanalysis reproduce` (`dhanalysis.study`'s DEMO and QUICK plans), smaller: make data/synth-demo;
 pretrain a ResNet-18 on its box crops (the local stand-in for ImageNet weights); train a Single-FC end to end as the
 shared trunk; train Single-FC, Single-Conv, Double-FC, Double-Conv (weight 1.0), Double-Head (ω 2.0 / 2.5) and two
 runs of Fig. 8's λ grid, Double-Head-Ext (λ_fc, λ_conv) = (0.7, 0.8) and (1, 1), together on the frozen trunk;
@@ -26,9 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dhanalysis.cli.reproduce import print_summary
+    from dhanalysis.cli.reproduce import check_workdir, print_summary
+    from dhanalysis.engine.distributed import resolve_device
     from dhanalysis.study import DEMO, QUICK, run_study
 
+    check_workdir(args.workdir)  # every flag checked before the first step
+    resolve_device(args.device)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     plan, tag = (QUICK, "demo-quick") if args.quick else (DEMO, "demo")
     outcome = run_study(plan, Path(args.workdir), tag, args.device)

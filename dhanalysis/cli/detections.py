@@ -9,8 +9,13 @@ per-detection score fields named by --score-field (each analysed for score-IoU a
 0.75, best same-class and any-class IoU, size group, TIDE's error type), det_alignment.csv (Pearson, Spearman,
 Kendall of score and IoU overall / per size / per class with bootstrap intervals over images), det_alignment_bins.csv,
 det_alignment_hist.csv, det_oracle_ap.csv (AP with score := IoU and score x IoU), det_tide.csv (TIDE's dAP),
-det_analyze.csv / det_analyze_pr.csv (COCO analyze(): C75, C50, Loc, Sim, Oth, BG, FN), det_calibration.csv and
-detections_summary.json (protocol, AP, ECE) last. 'dhanalysis figures --results OUT' draws them. The same inputs
+det_measures.csv (every alignment measure of pcc.csv per score field: pooled and positives-only PCC, rank
+correlation among each object's detections with IoU >= --positive-iou, the NMS gap, the pooled PCC's decomposition;
+bootstrap intervals over images), det_analyze.csv / det_analyze_pr.csv (COCO analyze(): C75, C50, Loc, Sim, Oth,
+BG, FN), det_calibration.csv, det_recall.csv (COCO's AR), det_thresholds.csv (precision / recall / F1 at
+--score-threshold and at the F1-optimal threshold, IoU 0.5 and 0.75, COCOeval's matching), det_f1_curve.csv,
+det_confusion.csv (ultralytics' counting at --confusion-iou and --score-threshold) and detections_summary.json
+(protocol, AP, AR, ECE) last. 'dhanalysis figures --results OUT' draws them. The same inputs
 and settings again return the finished folder; other inputs in it are refused unless --overwrite.
 """
 
@@ -21,6 +26,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.analysis.alignment import DEFAULT_REPLICATES
+    from dhanalysis.analysis.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
+    from dhanalysis.cli.common import fraction
 
     parser.add_argument("--gt", required=True, metavar="GT.json", help="COCO ground-truth (instances) json")
     parser.add_argument("--results", required=True, metavar="dets.json", help="COCO results json of any detector")
@@ -31,6 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"bootstrap replicates over images for the correlation intervals (default "
                              f"{DEFAULT_REPLICATES}; 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--score-threshold", type=fraction, default=DEFAULT_SCORE_THRESHOLD, metavar="S",
+                        help=f"detections with score >= S make the precision / recall / F1 of det_thresholds.csv and "
+                             f"the confusion matrix (default {DEFAULT_SCORE_THRESHOLD})")
+    parser.add_argument("--confusion-iou", type=fraction, default=DEFAULT_CONFUSION_IOU, metavar="T",
+                        help=f"a detection and a ground truth pair in the confusion matrix when their IoU > T "
+                             f"(default {DEFAULT_CONFUSION_IOU})")
+    from dhanalysis.cli.common import add_positive_iou_argument
+
+    add_positive_iou_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace results of other inputs in --out")
 
 
@@ -40,18 +56,24 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.analysis.detections import compute_detections
     from dhanalysis.cli.common import check_at_least, print_written
     from dhanalysis.errors import DHError
-    from dhanalysis.vocab import DETECTIONS_ORACLE_CSV, DETECTIONS_TIDE_CSV
+    from dhanalysis.folders import check_writable_folder
+    from dhanalysis.vocab import DETECTIONS_ORACLE_CSV, DETECTIONS_THRESHOLDS_CSV, DETECTIONS_TIDE_CSV
 
+    check_writable_folder(args.out)
     check_at_least(args, bootstrap=0)
     try:
         done = compute_detections(args.gt, args.results, args.out, score_fields=args.score_field,
-                                  replicates=args.bootstrap, seed=args.seed, overwrite=args.overwrite)
+                                  replicates=args.bootstrap, seed=args.seed, overwrite=args.overwrite,
+                                  positive_iou=args.positive_iou, score_threshold=args.score_threshold,
+                                  confusion_iou=args.confusion_iou)
     except DHError as exc:  # the library names files by role; name the flags
         text = str(exc).replace("ground-truth file ", "--gt ").replace("results file ", "--results ")
         raise type(exc)(text) if type(exc) is DHError else exc from None
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
         print(done.tables[DETECTIONS_ORACLE_CSV].to_string(index=False))
         print(done.tables[DETECTIONS_TIDE_CSV].to_string(index=False))
+        thresholds = done.tables[DETECTIONS_THRESHOLDS_CSV]
+        print(thresholds[thresholds["category"] == "all"].to_string(index=False))
     if done.paths:
         print_written(done.paths)
     else:

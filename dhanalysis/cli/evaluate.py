@@ -32,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.engine.evaluate import evaluate
     from dhanalysis.model.variants import check_mode
     from dhanalysis.vocab import EVAL_CSV, PER_CLASS_AP_CSV
+    from dhanalysis.folders import check_writable_folder
+    from dhanalysis.model.checkpoint import check_model_names
 
+    check_writable_folder(args.out or "results")  # before any model runs: results go under it
+    check_model_names(args.ckpt, args.name)
     check_at_least(args, batch_size=1)
     modes = None if args.modes == "all" else [m.strip() for m in args.modes.split(",") if m.strip()]
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 
+from dhanalysis.cli.common import non_negative_int, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config whose model to count")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--table2", action="store_true", help="compute Table 2's parameter column from the code")
-    parser.add_argument("--depth", type=int, default=4, help="module depth of the table (default 4)")
-    parser.add_argument("--num-classes", type=int, default=80, help="classes when the config leaves them open")
+    parser.add_argument("--depth", type=non_negative_int, default=4,
+                        help="module depth of the table (default 4; 0: the total only)")
+    parser.add_argument("--num-classes", type=positive_int, default=80,
+                        help="classes when the config leaves them open")
 
 
 def run(args: argparse.Namespace) -> int:

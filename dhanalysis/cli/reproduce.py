@@ -4,6 +4,8 @@
   dhanalysis reproduce --ship docs/reproduction # ... then ship its small results there and regenerate README.md's
                                                 #     findings section from them
   dhanalysis reproduce --tiny                   # a minutes-long version with tiny models (what the tests run)
+  dhanalysis reproduce --regime                 # the regime pilot on val: each compared head at its schedule and at
+                                                #     longer ones, Single-FC at several fc widths against Single-Conv
 
 The study itself is `dhanalysis.study` (plan, runner, claims, findings, shipping); this command parses flags and
 prints. Protocol (every result says which): per trunk, one detector trained end to end — the paper's protocol — whose
@@ -17,6 +19,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from dhanalysis.cli.common import at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=".", help="where data/, checkpoints/, results/ and figures/ go")
@@ -24,23 +28,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
     parser.add_argument("--ship", metavar="DIR", help="afterwards, copy the small results (tables, figures, findings) "
                         "to DIR, e.g. docs/reproduction, and regenerate the findings section of --readme")
-    parser.add_argument("--readme", default="README.md", help="the README whose findings section --ship regenerates "
-                        "(default: %(default)s; 'none' to leave it)")
-    parser.add_argument("--replicates", type=int, help="bootstrap replicates of the findings (default 1000)")
+    parser.add_argument("--readme", help="with --ship, the README whose findings section it regenerates (default: "
+                        "README.md; 'none' to leave it)")
+    parser.add_argument("--regime", action="store_true", help="only the regime pilot on the val split (the study's "
+                        "trunk, then each compared head at its schedule and longer ones, Single-FC at several fc "
+                        "widths): results/<study>/regime/regime*.csv")
+    parser.add_argument("--replicates", type=at_least(2), help="bootstrap replicates of the findings, at least 2 (an "
+                        "interval needs two; default: the study's, 4000, or 50 with --tiny)")
 
 
 def run(args: argparse.Namespace) -> int:
     from dhanalysis.study import FULL, TINY, run_study, ship
 
+    readme = preflight(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     plan = TINY if args.tiny else FULL
     tag = "reproduction-tiny" if args.tiny else "reproduction"
+    if args.regime:
+        return run_regime_pilot(plan, Path(args.workdir), tag, args)
     outcome = run_study(plan, Path(args.workdir), tag, args.device, args.replicates)
     print_summary(outcome)
     if args.ship:
-        readme = None if args.readme == "none" else Path(args.readme)
-        ship(outcome, Path(args.ship), readme if readme is not None and readme.is_file() else None)
+        ship(outcome, Path(args.ship), readme)
     return 0
+
+
+def run_regime_pilot(plan, workdir: Path, tag: str, args: argparse.Namespace) -> int:
+    """`study.regime.run_regime` in the study's work folder (it shares the study's data and trunk), then its
+    tables."""
+    import pandas as pd
+
+    from dhanalysis.engine.distributed import resolve_device
+    from dhanalysis.study.regime import REGIME, TINY_REGIME, run_regime
+    from dhanalysis.study.runner import Layout
+
+    layout = Layout(workdir, tag, plan.data_dir)
+    frame = run_regime(plan, layout, TINY_REGIME if args.tiny else REGIME, str(resolve_device(args.device)))
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print(frame.to_string(index=False))
+    print(f"wrote {layout.results / 'regime'}")
+    return 0
+
+
+def check_workdir(workdir: str) -> None:
+    """--workdir may be missing (it is made) but must be a folder this user can make or write: otherwise found out
+    only when data/ is first written."""
+    from dhanalysis.folders import check_writable_folder
+
+    check_writable_folder(workdir, "--workdir")
+
+
+def preflight(args: argparse.Namespace) -> Path | None:
+    """Check every flag before the study starts, since it runs for hours and --ship acts only at its end: a README
+    that cannot take the findings would fail after all of it. Returns the README --ship regenerates (None: none).
+    Nothing is written here."""
+    from dhanalysis.engine.distributed import resolve_device
+    from dhanalysis.errors import DHError
+    from dhanalysis.folders import check_writable_folder
+    from dhanalysis.study.ship import README_END, README_START
+
+    check_workdir(args.workdir)
+    if args.regime and args.ship:
+        raise DHError("--regime runs the regime pilot only, which ships nothing; drop --ship, or drop --regime to "
+                      "run the study")
+    if args.readme is not None and not args.ship:
+        raise DHError("--readme names the README that --ship regenerates; give --ship DIR too, or drop --readme")
+    readme = None
+    if args.ship:
+        check_writable_folder(args.ship, "--ship")
+        if args.readme != "none":
+            readme = Path(args.readme or "README.md")
+            if not readme.is_file():
+                raise DHError(f"--readme {readme} does not exist, and --ship regenerates its findings section; give "
+                              "--readme PATH of the README to update, or --readme none to leave every README alone")
+            text = readme.read_text(errors="replace")
+            missing = next((m for m in (README_START, README_END) if m not in text), None)
+            if missing is not None:
+                raise DHError(f"--readme {readme} has no findings section for --ship to regenerate (no line "
+                              f"{missing}); add the lines {README_START} and {README_END} where the findings go, "
+                              "or pass --readme none")
+    resolve_device(args.device)
+    return readme
 
 
 def print_summary(outcome) -> None:

@@ -18,6 +18,10 @@ Writes to OUT (several models: OUT/<model name>/; default results/<model name>):
   sliding_window_stats.csv  one row per (model, head, category, size, IoU bin) with n, n_s, n_r and the sums
                             sum_x, sum_x2, sum_s, sum_s2, sum_xs, sum_r, sum_r2, sum_xr (x = window IoU,
                             s = score, r = regressed IoU); means, stds and PCCs follow exactly from them
+  sliding_window_objects.csv  one row per (object, head with a classifier): its windows' moments, and among its
+                            windows with IoU >= --positive-iou (default 0.5) Spearman's rho, Kendall's tau-b, the
+                            IoU of the top-scored window and the best IoU (the alignment measures of
+                            'dhanalysis pcc'; docs/analysis.md)
   summary.json              images, boxes, windows, windows per box, the grid, per-bin counts, time, device
   config.json               the model's config
   raw_sample.csv            with --raw-sample K: K random windows per box (model, head, image_id, box, category_id,
@@ -49,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dhanalysis.analysis.sliding_window import compute_sliding_window
+    from dhanalysis.folders import check_writable_folder
+    from dhanalysis.model.checkpoint import check_model_names
 
+    check_writable_folder(args.out or "results")  # before any model runs: results go under it
+    check_model_names(args.ckpt, args.name)
     check_at_least(args, batch_size=1)
     values, options = window_values(args), run_options(args)  # bad flags fail before any model is loaded
     for model_run in models(args):

@@ -34,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dhanalysis.analysis.spatial import compute_spatial_corr
+    from dhanalysis.folders import check_writable_folder
+    from dhanalysis.model.checkpoint import check_model_names
 
+    check_writable_folder(args.out or "results")  # before any model runs: results go under it
+    check_model_names(args.ckpt, args.name)
     check_at_least(args, batch_size=1)
     options = run_options(args)
     for model_run in models(args):

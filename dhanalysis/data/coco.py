@@ -17,13 +17,14 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dhanalysis.config import DataConfig
 from dhanalysis.errors import BadImages, DHError
@@ -127,6 +128,31 @@ def _try_decode(path: Path) -> str | None:
     return None
 
 
+_JPEG_END, _PNG_END = b"\xff\xd9", b"IEND\xaeB`\x82"  # the last bytes of a whole JPEG and of a whole PNG
+
+
+def _quick_check(path: Path) -> str | None:
+    """None when ``path`` looks like a whole image, else why not: its header must name a format, and a JPEG must end
+    with its end-of-image marker, a PNG with its IEND chunk (what a cut-off download or copy loses). A file that
+    fails the ending test, or of another format, is decoded (`_try_decode`) before it is called bad, so a valid file
+    with bytes after its end is never refused. Costs one open and two small reads per image."""
+    try:
+        with open(path, "rb") as f, Image.open(f) as im:
+            fmt = im.format
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64))
+            tail = f.read().rstrip(b"\0\r\n\t ")
+    except FileNotFoundError:
+        return "missing"
+    except UnidentifiedImageError:
+        return f"cannot identify image file {str(path)!r}"  # as `_try_decode` words it, not the file object's repr
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if (fmt == "JPEG" and tail.endswith(_JPEG_END)) or (fmt == "PNG" and tail.endswith(_PNG_END)):
+        return None
+    return _try_decode(path)
+
+
 @dataclass
 class _Annotations:
     """All kept boxes of a split in flat arrays sorted by image (cheap to share with DataLoader workers)."""
@@ -152,6 +178,10 @@ class CocoDataset(torch.utils.data.Dataset):
             ``skipped_images`` (takes precedence over ``strict``); without it a missing file is an error here.
         skip_ids: image ids to leave out, e.g. from an earlier ``check_images()``, without checking again.
         exif_orientation: apply each file's EXIF orientation when decoding (``model.exif_orientation``: detectron2).
+        verify_images: check every image's header and ending up front (`_quick_check`: a garbage or cut-off file
+            is an error naming it, at the cost of one open per image). Default: when ``train``, so that training
+            stops before it starts, not at the first bad image with a checkpoint written; evaluation and the analyses
+            meet a bad image as they read it, or skip it with ``skip_bad_images``.
 
     ``dataset[i]`` is ``(image, target)``: image (3, H, W) float in [0, 1]; target ``boxes`` (N, 4) float32 xyxy
     absolute pixels, ``labels`` (N,) int64 in 1..C, ``image_id`` int, ``area`` (N,) float32, ``iscrowd`` (N,) int64,
@@ -168,6 +198,7 @@ class CocoDataset(torch.utils.data.Dataset):
         skip_bad_images: bool = False,
         skip_ids: Iterable[int] | None = None,
         exif_orientation: bool = False,
+        verify_images: bool | None = None,
     ) -> None:
         self.root = Path(root)
         self.exif_orientation = exif_orientation
@@ -191,11 +222,12 @@ class CocoDataset(torch.utils.data.Dataset):
                 f"split '{split}' has no images ({self.ann_file} lists {len(self._all_ids)}, {len(skip)} skipped); "
                 "point data.root/split at a dataset with images"
             )
-        self._check_images_up_front(strict, skip_bad_images)
+        self._check_images_up_front(strict, skip_bad_images, train if verify_images is None else verify_images)
 
     # ----------------------------------------------------------------------------------------------- construction
-    def _check_images_up_front(self, strict: bool, skip_bad_images: bool) -> None:
-        """Missing files are always caught here (one directory listing); decoding every image only when asked."""
+    def _check_images_up_front(self, strict: bool, skip_bad_images: bool, verify: bool = False) -> None:
+        """Missing files are always caught here (one directory listing); decoding every image only when asked, and
+        checking every header and ending when ``verify`` (and neither asked for a full decode)."""
         missing = self._missing_ids()
         if missing and not skip_bad_images:
             first = self.image_dir / self._images[missing[0]][0]
@@ -219,6 +251,14 @@ class CocoDataset(torch.utils.data.Dataset):
                 raise BadImages.with_fixes(
                     f"{len(bad_images)} of {len(self.ids)} images in {self.image_dir} cannot be decoded (first: "
                     f"{b.path}: {b.reason}); replace them or remove them from the annotation file")
+        elif verify:
+            bad_images = self.check_images(quick=True)
+            if bad_images:
+                b = bad_images[0]
+                more = (f"; {len(bad_images) - 1} more of the {len(self.ids)} images in {self.image_dir} cannot "
+                        "either" if len(bad_images) > 1 else "")
+                raise BadImages.with_fixes(f"image {b.path} cannot be decoded ({b.reason}{more}); replace it or "
+                                           "remove it from the annotation file")
 
     def _check_layout(self) -> None:
         if not self.root.is_dir():
@@ -399,12 +439,14 @@ class CocoDataset(torch.utils.data.Dataset):
             image, target = self.transforms(image, target)
         return image, target
 
-    def check_images(self) -> list[BadImage]:
-        """Decode every image of the split; return the missing or undecodable ones (a full pass: slow on COCO)."""
+    def check_images(self, quick: bool = False) -> list[BadImage]:
+        """Decode every image of the split; return the missing or undecodable ones (a full pass: slow on COCO).
+        ``quick``: check headers and endings instead (`_quick_check`), a few times cheaper."""
+        check = _quick_check if quick else _try_decode
         bad = []
         for image_id in self.ids:
             path = self.image_dir / self._images[image_id][0]
-            reason = _try_decode(path)
+            reason = check(path)
             if reason is not None:
                 bad.append(BadImage(image_id, path, reason))
         return bad

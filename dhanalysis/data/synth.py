@@ -18,7 +18,15 @@ The ``test`` split is for measuring what was tuned elsewhere: choose schedules, 
 and its image ids start at `TEST_ID_OFFSET`, so none can be mistaken for a training or validation image.
 
 Everything follows from the parameters: the same parameters give byte-identical files, and a folder that already holds
-a complete dataset with the same parameters (stored in the json's ``info``) is reused instead of regenerated.
+a complete dataset with the same parameters (stored in ``synth.json`` and in each json's ``info``) is reused instead of
+regenerated.
+
+The folder is owned like a results folder (`dhanalysis.folders`): ``synth.json`` is written before any image, so a
+killed run is recognised and finished by the same call. A folder holding anything this generator did not write (another
+COCO dataset, a stray file) or a split of other parameters is refused with `FolderTaken` unless ``overwrite``, which
+deletes only the generator's own files: ``synth.json``, ``annotations/instances_<split>.json`` and the
+``<split>/NNNNNN.<ext>`` images of the train, val and test splits. A split's identity leaves out the other splits'
+sizes, so a test split can be added to a folder (or left out of a request) without touching train and val.
 """
 
 from __future__ import annotations
@@ -33,22 +41,26 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from dhanalysis.errors import DHError
-from dhanalysis.folders import atomic_write_bytes, claim
+from dhanalysis.folders import (TEMP_FILE, FolderTaken, atomic_write_bytes, differences, remove_paths,
+                                remove_temp_files)
 from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, size_group, split_paths
 
 log = logging.getLogger(__name__)
 
-SYNTH_VERSION = 1  # bump when the drawing changes, so old folders are regenerated instead of reused
+SYNTH_VERSION = 1  # bump when the drawing changes, so an old folder is not taken for the new drawing
 SPLITS = ("train", "val", "test")
 TEST_ID_OFFSET = 1_000_000  # test image ids are TEST_ID_OFFSET + 1, + 2, ...: disjoint from train's and val's 1..N
 SMALL_MAX_SIDE, LARGE_MIN_SIDE = math.sqrt(SMALL_MAX_AREA), math.sqrt(LARGE_MIN_AREA)  # COCO size groups by side
 _FILE_RE = re.compile(r"^\d{6}\.(png|jpg)$")
+_JSON_RE = re.compile(r"^instances_(?P<split>train|val|test)\.json$")
+MARKER = "synth.json"  # the folder's identity record, written before any image
+CONTRIBUTOR = "dhanalysis.data.synth"  # the jsons' ``info.contributor``: which annotation files are this generator's
 
 Polygons = list[tuple[np.ndarray, bool]]  # (K, 2) vertices in a unit frame, True = fill, False = cut a hole
 Region = tuple[slice, slice]  # (rows, cols) of a patch in the image
@@ -503,7 +515,7 @@ def _params_dict(params: SynthParams) -> dict[str, Any]:
 
 
 def _read_split(ann_file: Path) -> dict | None:
-    """A split's annotation json, None when it is absent or unreadable (the split is then written again)."""
+    """A split's annotation json, None when it is absent or unreadable."""
     try:
         data = json.loads(ann_file.read_text())
     except (OSError, ValueError):
@@ -511,32 +523,132 @@ def _read_split(ann_file: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _holds(out: Path, params: SynthParams, overwrite: bool) -> bool:
-    """True when ``out`` already holds this dataset, whole: every split's json records these parameters (its
-    ``info.params``, the folder's identity) and all of the split's images are present.
+def _recorded_params(record: Any, key: str) -> dict | None:
+    """The parameters a record of this generator holds under ``key`` (a json's ``info``, the marker itself), None
+    when it is not one of this generator's records."""
+    if not isinstance(record, dict):
+        return None
+    holder = record.get(key) if key else record
+    if not isinstance(holder, dict) or holder.get("contributor") != CONTRIBUTOR:
+        return None
+    params = holder.get("params")
+    return params if isinstance(params, dict) else None
 
-    The folder is claimed like every output folder (`dhanalysis.folders.claim`), except that a dataset of other
-    parameters is replaced without asking: it follows from its parameters alone. Its jsons go first, so a run
-    stopped half-way never leaves a json that vouches for mixed images.
-    """
-    ann_files = {s: split_paths(out, s)[1] for s in params.splits}
-    records = {s: _read_split(f) for s, f in ann_files.items()}
-    stored = None
-    if any(r is not None for r in records.values()):
-        stored = {s: (r.get("info") or {}).get("params") if r is not None else None for s, r in records.items()}
-    wanted = {s: _params_dict(params) for s in params.splits}
-    if not claim(out, wanted, stored, list(ann_files.values()), overwrite=True, restart=overwrite,
-                 what="a synthetic dataset"):
+
+_COUNTS = {"train": "num_train", "val": "num_val", "test": "num_test"}  # the parameter giving each split's size
+
+
+def _split_identity(params: dict, split: str) -> dict:
+    """What determines one split's files: every parameter but the other splits' sizes (each split is drawn from its
+    own seeds, so adding or dropping the test split leaves train and val as they are)."""
+    return {k: v for k, v in params.items() if k not in _COUNTS.values() or k == _COUNTS[split]}
+
+
+class _Survey(NamedTuple):
+    """What an output folder holds, as this generator sees it."""
+
+    foreign: list[str]  # entries it did not write (paths relative to the folder), sorted
+    marker: dict | None  # the parameters ``synth.json`` holds: the last run's, finished or not
+    records: dict[str, dict]  # split -> this generator's json of that split
+    images: dict[str, list[Path]]  # split -> the ``NNNNNN.ext`` files in its folder
+
+
+def _survey(out: Path) -> _Survey:
+    """Sort the folder's entries into the generator's own (marker, split jsons, ``NNNNNN.ext`` images, temporary
+    files of killed writes) and everything else. Images that neither the marker nor their split's json vouches for
+    count as foreign: a folder of another dataset may name its files the same way."""
+    foreign: list[str] = []
+    records: dict[str, dict] = {}
+    images: dict[str, list[Path]] = {}
+    marker = None
+    try:
+        entries = sorted(os.listdir(out))
+    except (FileNotFoundError, NotADirectoryError):
+        entries = []
+    for entry in entries:
+        path = out / entry
+        if entry == MARKER and path.is_file():
+            marker = _recorded_params(_read_split(path), "")
+            if marker is None:
+                foreign.append(entry)
+        elif entry == "annotations" and path.is_dir():
+            for name in sorted(os.listdir(path)):
+                match, file = _JSON_RE.match(name), path / name
+                record = _read_split(file) if match and file.is_file() else None
+                if _recorded_params(record, "info") is not None:
+                    records[match["split"]] = record  # type: ignore[index,assignment]
+                elif not (TEMP_FILE.match(name) and file.is_file()):
+                    foreign.append(f"annotations/{name}")
+        elif entry in SPLITS and path.is_dir():
+            for name in sorted(os.listdir(path)):
+                if _FILE_RE.match(name) and (path / name).is_file():
+                    images.setdefault(entry, []).append(path / name)
+                elif not (TEMP_FILE.match(name) and (path / name).is_file()):
+                    foreign.append(f"{entry}/{name}")
+        elif not (TEMP_FILE.match(entry) and path.is_file()):
+            foreign.append(entry)
+    if marker is None:
+        foreign += [str(files[0].relative_to(out)) for split, files in images.items() if split not in records]
+    return _Survey(sorted(foreign), marker, records, images)
+
+
+def _owned(out: Path, survey: _Survey, splits: Sequence[str]) -> list[Path]:
+    """The generator's files of ``splits``: the jsons first, so a stopped deletion leaves no json that vouches for
+    images it lost."""
+    jsons = [split_paths(out, s)[1] for s in splits if s in survey.records]
+    return jsons + [p for s in splits for p in survey.images.get(s, [])]
+
+
+def _split_complete(split: str, survey: _Survey, wanted: dict, num_images: int) -> bool:
+    """The split's json records these parameters and every image it lists is there."""
+    data = survey.records.get(split)
+    if data is None or differences(_split_identity(_recorded_params(data, "info") or {}, split), wanted):
         return False
-    for split, data in records.items():
-        try:
-            present = set(os.listdir(out / split))
-            names = [img["file_name"] for img in data["images"]]
-        except (OSError, KeyError, TypeError):
-            return False
-        if len(names) != params.num_images(split) or any(n not in present for n in names):
-            return False
-    return True
+    try:
+        present = {p.name for p in survey.images.get(split, [])}
+        names = [img["file_name"] for img in data["images"]]
+    except (KeyError, TypeError):
+        return False
+    return len(names) == num_images and all(n in present for n in names)
+
+
+def _claim_dataset_folder(out: Path, params: SynthParams, overwrite: bool) -> list[str]:
+    """Make ``out`` this dataset's folder; returns the splits to write (none: the whole dataset is there).
+
+    Refused with `FolderTaken` unless ``overwrite``: anything this generator did not write, or a split of other
+    parameters (its json's, else, for a run killed before the json, the marker's). Splits the request does not
+    include (a test split) are left as they are. Otherwise the folder is the generator's: leftovers of killed writes
+    go, the marker records the new parameters before anything is deleted or drawn, and the splits to write lose
+    their old files, jsons first, so a run killed at any point is finished by the same call. ``overwrite`` deletes
+    all of the generator's files first, images named like its own included, and writes every split again.
+    """
+    survey = _survey(out)
+    if survey.foreign and not overwrite:
+        more = f" and {len(survey.foreign) - 1} more" if len(survey.foreign) > 1 else ""
+        raise FolderTaken(out, f"{out} holds files the synthetic dataset did not write ({survey.foreign[0]}{more})")
+    params_dict = _params_dict(params)
+    wanted = {split: _split_identity(params_dict, split) for split in params.splits}
+    for split in params.splits:
+        stored = _recorded_params(survey.records[split], "info") if split in survey.records else (
+            survey.marker if survey.images.get(split) else None)
+        diff = differences(_split_identity(stored, split), wanted[split]) if stored is not None else []
+        if diff and not overwrite:
+            more = f" and {len(diff) - 1} more" if len(diff) > 1 else ""
+            raise FolderTaken(out, f"{out} holds a synthetic dataset of other parameters (the {split} split's "
+                                   f"{diff[0]}{more})")
+    for folder in (out, out / "annotations", *(out / s for s in SPLITS)):
+        remove_temp_files(folder)
+    todo = [s for s in params.splits
+            if overwrite or not _split_complete(s, survey, wanted[s], params.num_images(s))]
+    if not todo:
+        return []
+    try:
+        atomic_write_bytes(out / MARKER, json.dumps({"contributor": CONTRIBUTOR, "params": params_dict},
+                                                    indent=2).encode())
+    except OSError as exc:
+        raise DHError(f"cannot write {out / MARKER} ({exc.strerror}); choose another output folder") from None
+    remove_paths(_owned(out, survey, SPLITS if overwrite else todo))
+    return todo
 
 
 class SynthResult(NamedTuple):
@@ -557,6 +669,10 @@ def make_synth_dataset(
 ) -> SynthResult:
     """Write the synthetic dataset to ``out`` (layout in the module docstring), or reuse it if already there.
 
+    Only the splits that are not already there whole are written. A folder holding anything else, or splits of other
+    parameters, is refused with `FolderTaken` unless ``overwrite`` (which also regenerates a complete dataset of the
+    same parameters); it never deletes a file the generator did not write.
+
     ``kwargs`` are the other `SynthParams` fields (``min_objects``, ``max_objects``, ``min_object_size``,
     ``max_object_size``, ``max_occlusion``, ``max_rotation``, ``noise``, ``clutter``, ``image_format``). The defaults
     write 700 images (~30 MB) with about 2,100 training boxes in all three COCO size groups, in about 10 ms per image
@@ -570,18 +686,15 @@ def make_synth_dataset(
     params.validate()
     out = Path(out)
     ann_files = {s: split_paths(out, s)[1] for s in params.splits}
-    if _holds(out, params, overwrite):
+    todo = _claim_dataset_folder(out, params, overwrite)
+    if not todo:
         log.info("reusing the synthetic dataset in %s (same parameters)", out)
         return SynthResult(out, ann_files, True)
-
     try:
         (out / "annotations").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DHError(f"cannot create {out}/annotations ({exc.strerror}); choose another output folder") from None
-    # Remove the old jsons first: a run stopped half-way must not leave a json that vouches for mixed images.
-    for split in SPLITS:
-        split_paths(out, split)[1].unlink(missing_ok=True)
-    for split in params.splits:
+    for split in todo:
         _write_split(out, split, params)
     return SynthResult(out, ann_files, False)
 
@@ -603,17 +716,12 @@ def _write_split(out: Path, split: str, params: SynthParams) -> None:
     if pending and params.num_images(split):
         log.warning("synthetic split '%s' has no %s objects; use more images", split, " or ".join(pending))
 
-    keep = {img["file_name"] for img in images}
-    for stale in os.listdir(image_dir):  # only files this generator names, never anything else in the folder
-        if _FILE_RE.match(stale) and stale not in keep:
-            (image_dir / stale).unlink()
-
     data = {
         "info": {
             "description": "dhanalysis synthetic shapes",
             "version": str(SYNTH_VERSION),
             "year": 2020,
-            "contributor": "dhanalysis.data.synth",
+            "contributor": CONTRIBUTOR,
             "date_created": "",
             "params": _params_dict(params),
         },

@@ -4,6 +4,11 @@ Input: ``JPEGImages/``, ``Annotations/*.xml`` and ``ImageSets/Main/<split>.txt``
 goes into one split named ``all``). Output: ``out/<split>/`` with the images hard-linked (copied across file systems)
 and ``out/annotations/instances_<split>.json``.
 
+The output folder is owned like every output folder (`dhanalysis.folders`): converting the same VOC folder again
+replaces its own files, but a folder holding anything else (another dataset, a conversion of another VOC folder, a
+stray file) is refused with `FolderTaken` unless ``overwrite``, which replaces only the files the conversion writes.
+A converted image is recognised as the conversion's own by being the VOC file itself (a hard link) or a copy of it.
+
 VOC boxes are 1-based and inclusive, so ``x = xmin - 1`` and ``w = xmax - xmin + 1``. ``difficult`` objects are kept
 as ``iscrowd=1``: COCOeval then ignores detections on them instead of counting misses or false positives, close to
 VOC's own rule, and the training dataset skips them like COCO's crowd boxes.
@@ -13,18 +18,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Sequence
 
 from dhanalysis.errors import DHError
-from dhanalysis.folders import atomic_write_bytes, atomic_write_text
+from dhanalysis.folders import TEMP_FILE, FolderTaken, atomic_write_bytes, atomic_write_text, remove_temp_files
 from dhanalysis.vocab import split_paths
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
+CONTRIBUTOR = "dhanalysis.data.voc"  # the jsons' ``info.contributor``, with ``info.source`` the VOC folder converted
+_DESCRIPTION = "Pascal VOC converted from "
+_JSON_RE = re.compile(r"^instances_(?P<split>.+)\.json$")
 
 
 def _text(node: ET.Element | None, tag: str, xml_file: Path, default: str | None = None) -> str:
@@ -117,21 +126,80 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         atomic_write_bytes(dst, src.read_bytes())
 
 
+def _converted_from(ann_file: Path) -> Path | None:
+    """The VOC folder an annotation file was converted from (resolved), None when this converter did not write it."""
+    try:
+        info = json.loads(ann_file.read_text()).get("info")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if info.get("contributor") == CONTRIBUTOR and isinstance(info.get("source"), str):
+        return Path(info["source"])
+    description = info.get("description")
+    if isinstance(description, str) and description.startswith(_DESCRIPTION):  # written before the source was kept
+        return Path(description[len(_DESCRIPTION):]).resolve()
+    return None
+
+
+def _is_converted_image(path: Path, jpeg_dir: Path) -> bool:
+    """True when ``path`` is a VOC image itself (a hard link) or a copy of one (same name and size)."""
+    src = jpeg_dir / path.name
+    if not (path.is_file() and src.is_file()):
+        return False
+    return os.path.samefile(src, path) or src.stat().st_size == path.stat().st_size
+
+
+def _claim_out_folder(voc_root: Path, out: Path, splits: Sequence[str], overwrite: bool) -> None:
+    """Refuse (unless ``overwrite``) an output folder holding anything but this VOC folder's conversion: its
+    annotation files, image folders of its splits holding its images, and temporary files of killed writes, which
+    go. Nothing is written before this check, so a refused folder is left as it was."""
+    source = voc_root.resolve()
+    jpeg_dir = voc_root / "JPEGImages"
+    own_splits = set(splits)
+    foreign: list[str] = []
+    annotations = out / "annotations"
+    if annotations.is_dir():
+        for name in sorted(os.listdir(annotations)):
+            match, file = _JSON_RE.match(name), annotations / name
+            if match and file.is_file() and _converted_from(file) == source:
+                own_splits.add(match["split"])
+            elif not (TEMP_FILE.match(name) and file.is_file()):
+                foreign.append(f"annotations/{name}")
+    for entry in sorted(os.listdir(out)) if out.is_dir() else []:
+        path = out / entry
+        if (entry == "annotations" and path.is_dir()) or (TEMP_FILE.match(entry) and path.is_file()):
+            continue
+        if entry in own_splits and path.is_dir():
+            foreign += [f"{entry}/{p.name}" for p in sorted(path.iterdir())
+                        if not ((TEMP_FILE.match(p.name) and p.is_file()) or _is_converted_image(p, jpeg_dir))]
+        else:
+            foreign.append(entry)
+    if foreign and not overwrite:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise FolderTaken(out, f"{out} holds files the conversion of {voc_root} did not write ({foreign[0]}{more})")
+    for folder in (out, annotations, *(out / s for s in splits)):
+        remove_temp_files(folder)
+
+
 def voc_to_coco(
     voc_root: str | Path,
     out: str | Path,
     splits: Sequence[str] = ("trainval", "test"),
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Convert ``voc_root`` to the COCO layout under ``out``; returns ``{split: instances json}``.
 
     Categories are the 20 VOC classes in the standard order when every name found is one of them, else the sorted
-    names found (the same list for every split, so labels agree between train and test).
+    names found (the same list for every split, so labels agree between train and test). ``out`` may hold an earlier
+    conversion of the same folder; anything else there is refused with `FolderTaken` unless ``overwrite``.
     """
     voc_root, out = Path(voc_root), Path(out)
     for sub in ("Annotations", "JPEGImages"):
         if not (voc_root / sub).is_dir():
             raise DHError(f"{voc_root / sub} not found; {voc_root} must be a VOC folder such as VOCdevkit/VOC2007")
     ids = _split_ids(voc_root, splits)
+    _claim_out_folder(voc_root, out, list(ids), overwrite)
     parsed: dict[str, list[dict[str, Any]]] = {}
     for split, names in ids.items():
         records = []
@@ -173,7 +241,8 @@ def voc_to_coco(
                     "iscrowd": int(obj["difficult"]),
                 })
         data = {
-            "info": {"description": f"Pascal VOC converted from {voc_root}", "version": "1", "split": split},
+            "info": {"description": f"{_DESCRIPTION}{voc_root}", "version": "1", "split": split,
+                     "contributor": CONTRIBUTOR, "source": str(voc_root.resolve())},
             "licenses": [],
             "images": images,
             "annotations": annotations,

@@ -7,6 +7,7 @@ CPUs. Without it everything degrades to a single process, so the same code runs 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import torch
@@ -56,6 +57,8 @@ def resolve_device(name: str | None) -> torch.device:
     if name is None or name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
+        if name != "cuda" and not re.fullmatch(r"cuda:\d+", name):
+            raise DHError(f"unknown device '{name}'; use cpu, cuda or cuda:N with N a GPU index")
         if not torch.cuda.is_available():
             raise DeviceUnavailable(name, f"device '{name}' was asked for but no CUDA GPU is visible; use 'cpu'")
         if name == "cuda" and dist.is_initialized():

@@ -26,7 +26,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dhanalysis.config import Config, config_from_dict, config_to_dict
+from dhanalysis.config import Config, check_ranges, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
 from dhanalysis.engine.distributed import (all_gather_object, cpu_has_bf16, get_rank, get_world_size,
                                            init_distributed, is_main, resolve_device)
@@ -45,8 +45,11 @@ FINAL = "model_final.pth"
 
 
 def scale_schedule(cfg: Config, ims_per_batch: int) -> Config:
-    """The linear scaling rule: LR × (new batch / reference batch), iterations and steps × the inverse."""
+    """The linear scaling rule: LR × (new batch / reference batch), iterations and steps × the inverse. The scaled
+    schedule stays in range: at least one iteration, and no decay step rounded down to iteration 0."""
     t = cfg.train
+    if isinstance(ims_per_batch, bool) or not isinstance(ims_per_batch, int) or ims_per_batch < 1:
+        raise DHError(f"the total batch must be a whole number of images, at least 1, got {ims_per_batch!r}")
     if ims_per_batch == t.ims_per_batch:
         return cfg
     factor = ims_per_batch / t.ims_per_batch
@@ -55,7 +58,7 @@ def scale_schedule(cfg: Config, ims_per_batch: int) -> Config:
         ims_per_batch=ims_per_batch,
         lr=t.lr * factor,
         iterations=max(1, round(t.iterations / factor)),
-        steps=tuple(round(s / factor) for s in t.steps),
+        steps=tuple(max(1, round(s / factor)) for s in t.steps),
         warmup_iters=round(t.warmup_iters / factor),
     )
     return replace(cfg, train=train)
@@ -93,6 +96,8 @@ class _ResumableBatches(torch.utils.data.Sampler):
     def __init__(self, sampler: DistributedSampler, batch_size: int, seed: int, start: int, end: int):
         self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
         self.start, self.end = start, end
+        if batch_size < 1:  # a batch of no images never ends an epoch: the loop below would spin forever
+            raise DHError(f"a batch needs at least one image per process, got {batch_size}; raise train.ims_per_batch")
         self.per_epoch = len(sampler) // batch_size
         if self.per_epoch == 0:
             raise DHError(f"the training split has fewer images ({len(sampler)} per rank) than one batch "
@@ -350,6 +355,10 @@ def train_together(
     sampling); the others see the same images and RoIs (common random numbers: comparisons between them are
     paired), and each starts from its own head initialisation, that of `train` with its seed.
     """
+    if resume and overwrite:
+        raise DHError("resume=True continues the run in the folder and overwrite=True discards it; pass one of them")
+    for cfg in cfgs:  # configs built in code (dataclasses.replace) skip config_from_dict's range checks
+        check_ranges(cfg)
     dev = resolve_device(device)
     init_distributed(dev.type)
     outs = [Path(o) for o in outs]

@@ -17,6 +17,7 @@ draw the tidy tables handed to them.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
@@ -26,15 +27,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dhanalysis.errors import DHError
 from dhanalysis.figures import ablation, architecture, correlation, detections, qualitative, sliding_window
-from dhanalysis.figures.style import head_label, save_figure, variant_label
+from dhanalysis.figures.style import RC, head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
 from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, ResultsTree, spatial_frame
 from dhanalysis.results import ModelResults, discover_models, variant_from_name  # noqa: F401 - the reader, as before
 from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
                               DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
-                              DETECTIONS_SUMMARY_JSON, DETECTIONS_TIDE_CSV, HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV,
-                              QUALITATIVE_IMAGES_CSV, VARIANTS)
+                              DETECTIONS_CONFUSION_CSV, DETECTIONS_SUMMARY_JSON, DETECTIONS_TIDE_CSV, HEAD_TYPES,
+                              PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, VARIANTS)
+from dhanalysis.vocab import EVAL_CSV, METRICS, PER_CLASS_AP_CSV
 
 HeadRef = tuple[str, str]  # (model name, head type)
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -83,6 +86,80 @@ class Results(ResultsTree):
     def difficulty(self) -> tuple[dict[int, str], str] | None:
         """(category_id -> difficulty, reference model): `dhanalysis.analysis.figure_tables.class_difficulty`."""
         return _tables().class_difficulty(self)
+
+
+# ---------------------------------------------------------------------------------------------- input checks
+SKIPPED = " skipped: "  # what every skip line holds between the item's name and what it needs
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The figure formats, lower-cased and without repeats, each one matplotlib writes here: checked by saving a tiny
+    figure with text in each, so a format that needs what this machine lacks (pgf: a TeX install) is refused before
+    any file is written rather than after half the figures. None at all is allowed (only the tables are written)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    wanted = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in formats if f.strip()))
+    known = FigureCanvasBase.get_supported_filetypes()
+    unknown = [f for f in wanted if f not in known]
+    if unknown:
+        raise DHError(f"'{unknown[0]}' is not a figure format matplotlib writes; choose from "
+                      f"{', '.join(sorted(known))}")
+    for fmt in wanted:
+        probe = Figure(figsize=(1, 1))
+        probe.text(0.5, 0.5, "x")
+        try:
+            with plt.rc_context(RC):
+                probe.savefig(io.BytesIO(), format=fmt)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend lacks, the format cannot be written here
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DHError(f"figures cannot be written as {fmt} on this machine ({reason}); choose another format") \
+                from None
+    return wanted
+
+
+def _read_checked(model: ModelResults, filename: str, read: Callable[[], pd.DataFrame | None]) -> pd.DataFrame | None:
+    """A model's table through the tree's reader, a file that is not a readable CSV refused by name."""
+    try:
+        return read()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DHError(f"{model.folder / filename} is not a readable CSV ({type(exc).__name__}); re-create it with "
+                      "dhanalysis eval") from None
+
+
+def _numbers(table: pd.DataFrame, path: Path, column: str, empty_ok: bool) -> None:
+    """Refuse the first cell of ``column`` that is not a number (an empty cell too, unless ``empty_ok``)."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & (table[column].notna() | (not empty_ok))
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        cell = table[column].iloc[row]
+        shown = "an empty cell" if pd.isna(cell) else repr(cell)
+        raise DHError(f"{path}: column {column} has {shown} on line {row + 2}, not a number; fix the file or re-run "
+                      "dhanalysis eval")
+
+
+def check_inputs(res: Results) -> None:
+    """Every model's eval.csv and per_class_ap.csv readable, with the columns the tables read and numbers in them:
+    a bad cell is refused naming the file, the column and the line, before any figure is drawn."""
+    for name, model in res.models.items():
+        path = model.path(EVAL_CSV)
+        evals = _read_checked(model, EVAL_CSV, lambda name=name: res.eval(name)) if path else None
+        if evals is not None:
+            missing = [c for c in ("mode", "AP") if c not in evals.columns]
+            if missing:
+                raise DHError(f"{path} has no column {missing[0]}; expected model, mode, {', '.join(METRICS)} (written "
+                              "by dhanalysis eval)")
+            for column in (c for c in METRICS if c in evals.columns):
+                _numbers(evals, path, column, empty_ok=column != "AP")
+        path = model.path(PER_CLASS_AP_CSV)
+        per_class = _read_checked(model, PER_CLASS_AP_CSV, lambda name=name: res.per_class_ap(name)) if path else None
+        if per_class is not None:
+            missing = [c for c in ("category_id", "AP") if c not in per_class.columns]
+            if missing:
+                raise DHError(f"{path} has no column {missing[0]}; expected model, mode, category_id, category, AP "
+                              "(written by dhanalysis eval)")
+            _numbers(per_class, path, "category_id", empty_ok=False)
+            _numbers(per_class, path, "AP", empty_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- substitutes
@@ -361,6 +438,8 @@ FIGURES: dict[str, tuple[str, Builder]] = {
     "det-reliability": ("Detections: reliability", lambda res: _detections(
         res, lambda read, s: detections.plot_reliability(read(DETECTIONS_CALIBRATION_CSV), s),
         DETECTIONS_CALIBRATION_CSV)),
+    "det-confusion": ("Detections: confusion matrix", lambda res: _detections(
+        res, lambda read, s: detections.plot_confusion(read(DETECTIONS_CONFUSION_CSV)), DETECTIONS_CONFUSION_CSV)),
 }
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
@@ -398,7 +477,7 @@ def figure_and_table(res: Results, key: str, log: Callable[[str], None] = print
     name, build = FIGURES[key]
     out = build(res)
     if isinstance(out, str):
-        log(f"{name} skipped: {out}")
+        log(f"{name}{SKIPPED}{out}")
         return None
     note = SUBSTITUTE_NOTES[key](res) if key in SUBSTITUTE_NOTES else None
     if note:
@@ -430,11 +509,13 @@ def render_all(
     it as ``<key>.csv``. ``close=False`` leaves the figures
     open (a notebook then shows them). Skipped items log one line each.
     """
+    formats = check_formats(formats)
     res = results if isinstance(results, Results) else Results(results, models, sweeps, fc_head, conv_head)
     keys = list(only) if only else [*FIGURES, *TABLE_CAPTIONS]
     unknown = [k for k in keys if k not in FIGURES and k not in TABLE_CAPTIONS]
     if unknown:
         raise ValueError(f"unknown figure or table {unknown}; choose from {', '.join([*FIGURES, *TABLE_CAPTIONS])}")
+    check_inputs(res)
     written: list[Path] = []
     for key in keys:
         if key in FIGURES:
@@ -448,7 +529,7 @@ def render_all(
         else:
             tab = table(res, key)
             if isinstance(tab, str):
-                log(f"{key.replace('table', 'Table ')} skipped: {tab}")
+                log(f"{key.replace('table', 'Table ')}{SKIPPED}{tab}")
                 continue
             paths = write_table(tab, Path(out) / key, f"{TABLE_CAPTIONS[key]}\n\n{ablation.markdown_table(tab)}",
                                 parquet=False)

@@ -9,6 +9,7 @@ colour, since each is "the" fc-head or conv-head of the analysis). When a figure
 from __future__ import annotations
 
 import contextlib
+import io
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -134,13 +135,26 @@ def head_color(head: str) -> str:
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Write ``fig`` as ``out_dir/stem.<fmt>`` for every format; returns the paths written."""
+    """Write ``fig`` as ``out_dir/stem.<fmt>`` for every format; returns the paths written.
+
+    Each file is rendered in memory and written atomically, so a kill or a failed render never leaves half a figure
+    where the previous one was; a folder that cannot be made is a one-line `DHError` (the commands check theirs up
+    front, this catches the library's other callers).
+    """
+    from dhanalysis.errors import DHError
+    from dhanalysis.folders import atomic_write_bytes
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise DHError(f"cannot write figures to {out_dir} ({exc.strerror}); choose another output folder") from None
     paths = []
     with plt.rc_context(RC):
         for fmt in formats:
             path = out_dir / f"{stem}.{fmt}"
-            fig.savefig(path, format=fmt)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt)
+            atomic_write_bytes(path, buffer.getvalue())
             paths.append(path)
     return paths

@@ -9,6 +9,7 @@ for training, ``optimizer``, ``scheduler``, ``iteration`` and RNG states. It is 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,62 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise DHError(f"checkpoint {path} is truncated or not a PyTorch file ({type(exc).__name__}); re-create it") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
+        if _looks_like_torchvision(state):
+            raise DHError(f"checkpoint {path} looks like a torchvision state dict (keys such as backbone.body.*, "
+                          "roi_heads.box_head.*), not a dhanalysis checkpoint; convert it first: dhanalysis convert "
+                          f"--from torchvision {path} --out CKPT.pth, then pass CKPT.pth")
         raise DHError(f"checkpoint {path} was not written by dhanalysis (no '{FORMAT}' marker)")
     return state
+
+
+def _looks_like_torchvision(state: Any) -> bool:
+    """True for the weights of torchvision's Faster R-CNN, bare or under a 'model' key (its reference training
+    script's form): the commonest file given by mistake, which 'dhanalysis convert' turns into a checkpoint."""
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        return False
+    keys = [k for k in state if isinstance(k, str)]
+    return (any(k.startswith("backbone.body.") for k in keys)
+            and any(k.startswith(("roi_heads.box_head.", "roi_heads.box_predictor.")) for k in keys))
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """The model name a checkpoint's config holds (what names its results folder), read without loading the
+    weights where the file allows (memory-mapped); a bad file is the one-line `DHError` `read_checkpoint` gives."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not mappable (an old format) or not a checkpoint: read it the full way
+        state = None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        state = read_checkpoint(path)
+    try:
+        return config_from_dict(state["config"]).name
+    except DHError as exc:
+        raise DHError(f"checkpoint {path} holds a config this version cannot read: {exc}") from None
+
+
+def check_model_names(ckpts: Sequence[str | Path], names: Sequence[str] = (), flag: str = "--name") -> list[str]:
+    """The name of each checkpoint's model (``names`` when given, else each config's), checked before any model runs:
+    every model writes its own results folder, so a name that cannot name a folder or that two checkpoints share
+    would otherwise stop a multi-model command after the first model's results are written. ``flag``: the option
+    that gives names, for the remedy. Returns the names (none for a lone checkpoint without ``names``, which is not
+    read); ``names`` of another count than ``ckpts`` are left to the caller's own check."""
+    if names and len(names) != len(ckpts):
+        return list(names)
+    if len(ckpts) < 2 and not names:
+        return []  # one model: its name is checked as it loads, before anything is written
+    found = list(names) if names else [checkpoint_name(c) for c in ckpts]
+    first: dict[str, str] = {}
+    for ckpt, name in zip(map(str, ckpts), found):
+        if not name or "/" in name or name in (".", ".."):
+            raise DHError(f"model name '{name}' of {ckpt} cannot name a folder; give it another with {flag}")
+        if name in first:
+            clash = (f"{first[name]} and {ckpt} are both given the name '{name}'" if names else
+                     f"checkpoints {first[name]} and {ckpt} both hold a model named '{name}'")
+            raise DHError(f"{clash} and each model needs its own results folder; give each checkpoint its own {flag}")
+        first[name] = ckpt
+    return found
 
 
 def _is_raw_pickle(path: Path) -> bool:

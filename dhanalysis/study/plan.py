@@ -91,8 +91,10 @@ TRUNK_SCHEDULE = {"train.iterations": 1500, "train.steps": [1100, 1400], "train.
 # per IoU bin and model) are what the budget cut. Head iterations stay at 1,200: 800 cost 2.5 AP on val
 # (docs/recipe.md), and the Single-FC head reaches 0.522 on val at 1,200, against a 0.50 target. The cost of the 2 × 2
 # grid: complementary fusion needs λ_conv < 1, so it exists at λ_conv = 0.8 only and the Fig. 8 peak cannot be
-# located (its row says so). 4,000 bootstrap replicates: a bootstrap p-value is at least 2 / (B + 1), and Holm's
-# first step over the ~45 claims needs p <= 0.05 / 45, so B >= 1,800 (with 1,000 no claim could pass Holm).
+# located (its row says so). 4,000 bootstrap replicates: the p-values come from the intervals' t
+# (`bootstrap.seed_image_t`), so Holm's first step over the ~45 claims (p <= 0.05 / 45) is not bounded by B; B sets
+# how well the image variance is known (relative error about sqrt(2 / B), 2%), and AP recomputed per replicate
+# and seed is what it costs.
 FULL = StudyPlan(
     data={"num_train": 600, "num_val": 100, "num_test": 300, "image_size": 320},
     pretrain={"iterations": 600, "crop_size": 48},
@@ -153,6 +155,7 @@ DEMO = replace(
     replicates=300,
     table1=DEMO_TABLE1,
     fig8_pairs=((0.7, 0.8), (1.0, 1.0)),  # Ext and the vanilla Double-Head: what the demo's claims compare
+    data_dir="synth-demo",  # its test split is smaller than the study's: a folder of its own, so both fit one workdir
 )
 QUICK = replace(TINY, trunks=TINY.trunks[:1], seeds=(0,), table1=DEMO_TABLE1, fig8_pairs=DEMO.fig8_pairs,
                 data_dir="synth-quick")
