@@ -32,6 +32,7 @@ TARGETS = [
     ("synth_head.k3.auto_over_modules", 1.0, "<=", "synth single-conv head-only step / stock modules (K=3)"),
     ("sliding_window.single_fc.bf16_efficiency", 0.45, ">=", "sliding-window Single-FC, bf16, of bf16 peak"),
     ("sliding_window.single_fc.bf16.max_bin_mean_diff_vs_fp32", 0.01, "<=", "bf16 per-bin means vs fp32"),
+    ("sliding_window.measures.overhead", 0.10, "<=", "alignment measures' cost over the sliding-window analysis"),
     ("train.single_fc_over_torchvision", 1.05, "<=", "training s/iter, ours / torchvision"),
     ("eval.all_modes_over_one_mode", 1.3, "<=", "evaluation, all modes / one mode (realistic)"),
 ]

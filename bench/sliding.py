@@ -1,4 +1,5 @@
-"""Sliding-window throughput: the fast path the command uses vs the straightforward path, on a real-sized image.
+"""Sliding-window throughput: the fast path the command uses vs the straightforward path, on a real-sized image;
+and what the alignment measures' object rows add to it (`measures_cost`, also ``python -m bench.sliding``).
 
 One timed unit is `SlidingWindowTask.process` on one image whose FPN features are already computed (the backbone
 runs once per image for every analysis, so it is not part of this cost): proposal generation, RoIAlign, heads,
@@ -168,4 +169,56 @@ def run(peak: dict, device: str = "cpu", repeats: int = 2, quick: bool = False, 
     log(f"  fast {ext['fast']['proposals_per_s']:.1f}/s vs baseline {ext['baseline']['proposals_per_s']:.1f}/s, "
         f"efficiency {ext['efficiency']:.2f}, speedup {ext['speedup_vs_baseline']:.2f}x")
     out["double_head_ext"] = ext
+    del model
+    log("sliding-window alignment measures: Single-FC with and without its object rows")
+    measures = measures_cost(device, 300 if quick else DEFAULT_PROPOSALS_PER_GT, repeats=1 if quick else repeats)
+    log(f"  {measures['windows']} windows, {measures['positives_per_object']:.0f} positives per object: overhead "
+        f"{100 * measures['overhead']:.1f}% paired, object rows alone {100 * measures['measures_share']:.1f}%")
+    out["measures"] = measures
     return out
+
+
+def measures_cost(device: str = "cpu", proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT, repeats: int = 2,
+                  measure_repeats: int = 5) -> dict:
+    """What the alignment measures add to the sliding-window analysis (Single-FC, `GT_BOXES`, ``proposals_per_gt``
+    windows per box): the task with and without its object rows, side by side in the same rounds
+    (``overhead``: paired median of with / without − 1), and the object rows alone on the same scored windows
+    (``measures_share``: their best time / the best time of the task without them)."""
+    from dhanalysis.analysis.scoring import AdaptiveBatch
+    from dhanalysis.boxes import matched_iou
+
+    model = build("single-fc", device)
+    ctx = real_image_context(model, device)
+    with_rows = SlidingWindowTask(model, NUM_CLASSES, DEFAULT_BATCH_SIZE, proposals_per_gt)
+    without = SlidingWindowTask(model, NUM_CLASSES, DEFAULT_BATCH_SIZE, proposals_per_gt, object_measures=False)
+    with torch.inference_mode():
+        windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, grid=with_rows.grid)
+        labels, x = ctx.labels[owner], matched_iou(windows, ctx.boxes[owner])
+        scored = with_rows.scorer.score(ctx.features, ctx.image_size, windows, labels, ctx.boxes[owner],
+                                        AdaptiveBatch(DEFAULT_BATCH_SIZE))
+        state = with_rows.new_state()
+        alone = interleaved({"rows": lambda: with_rows._object_rows(ctx, owner, labels, x, scored, state)},
+                            repeats=measure_repeats, warmup=1)["rows"]
+        small = SlidingWindowTask(model, NUM_CLASSES, DEFAULT_BATCH_SIZE, 16)
+        small.process(ctx, small.new_state())  # warm up thread pools and first-call dispatch on a few windows
+        t = interleaved({"without": lambda: without.process(ctx, without.new_state()),
+                         "with": lambda: with_rows.process(ctx, with_rows.new_state())}, repeats=repeats, warmup=0)
+    positives = int((x >= 0.5).sum())
+    return {"proposals_per_gt": proposals_per_gt, "windows": len(windows), "objects": len(ctx.boxes),
+            "positives_per_object": positives / len(ctx.boxes), "seconds_without": t["without"]["best"],
+            "seconds_with": t["with"]["best"], "seconds_measures_alone": alone["best"],
+            "overhead": paired_ratio(t, "with", "without") - 1,
+            "measures_share": alone["best"] / t["without"]["best"]}
+
+
+if __name__ == "__main__":  # the measures' cost alone: python -m bench.sliding [--quick]
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=measures_cost.__doc__)
+    parser.add_argument("--quick", action="store_true", help="300 windows per box: a smoke test, not numbers")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    cli = parser.parse_args()
+    found = measures_cost(cli.device, 300 if cli.quick else DEFAULT_PROPOSALS_PER_GT, cli.repeats)
+    print(json.dumps(found, indent=1))

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, DETECTIONS_SUMMARY_JSON, DETECTIONS_TABLES,
-                              EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_STATS_CSV,
+                              EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV,
                               PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
-                              RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_STATS_CSV,
-                              SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ,
-                              SPATIAL_SUMMARY_JSON, SWEEP_RESULTS_CSV, VARIANTS, detections_file, table_files)
+                              RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_OBJECTS_CSV,
+                              SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS,
+                              SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, SWEEP_RESULTS_CSV, VARIANTS, detections_file, table_files)
 
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")  # of several two-head models, whose results come first
 
@@ -51,10 +51,12 @@ RESULTS: dict[str, Outputs] = {
         Outputs("eval", (EVAL_CSV, PER_CLASS_AP_CSV, EVALUATED_IMAGES_JSON, detections_file("*")),
                 what="evaluation results", shipped=(EVAL_CSV, PER_CLASS_AP_CSV)),
         Outputs("sliding-window",
-                (*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),
+                (*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(SLIDING_WINDOW_OBJECTS_CSV),
+                 *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),
                 summary=SLIDING_WINDOW_SUMMARY_JSON, chunks=SLIDING_WINDOW_CHUNKS, what="sliding-window results",
                 shipped=(SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON)),
-        Outputs("pcc", (*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), PCC_SUMMARY_JSON),
+        Outputs("pcc", (*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), *table_files(PCC_OBJECTS_CSV),
+                        PCC_SUMMARY_JSON),
                 summary=PCC_SUMMARY_JSON, chunks=PCC_CHUNKS, what="PCC results",
                 shipped=(PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON)),
         Outputs("spatial-corr", (SPATIAL_CORR_NPZ, *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON),
@@ -214,6 +216,10 @@ class ResultsTree:
     def stats(self, model: str) -> pd.DataFrame | None:
         """The sliding-window statistics table of ``model``, with its ``variant``."""
         return self._model_table("stats", SLIDING_WINDOW_STATS_CSV, model)
+
+    def objects(self, model: str) -> pd.DataFrame | None:
+        """The sliding-window object rows of ``model`` (per-object alignment values), with its ``variant``."""
+        return self._model_table("objects", SLIDING_WINDOW_OBJECTS_CSV, model)
 
     def pcc(self, model: str) -> pd.DataFrame | None:
         """``model``'s pcc.csv, with its ``variant``."""

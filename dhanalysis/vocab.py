@@ -200,6 +200,17 @@ DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 PREDEFINED, RPN_PROPOSALS, DETECTIONS = "predefined", "rpn", "detections"
 PROPOSAL_SETS = (PREDEFINED, RPN_PROPOSALS, DETECTIONS)
 MODEL_PROPOSAL_SETS = (RPN_PROPOSALS, DETECTIONS)
+# What pcc.csv's ``measure`` column holds (`dhanalysis.analysis.measures` defines each), the paper's pooled PCC first:
+# its positives-only form, rank correlation within each object, the IoU NMS loses by the ranking, and the pooled PCC's
+# decomposition over IoU bins. A table without the column holds the pooled PCC alone.
+ALIGNMENT_MEASURES = ("pooled_pcc", "positive_pcc", "object_spearman", "object_kendall", "nms_gap", "nms_near_best",
+                      "curve_pcc", "explained_share", "within_bin")
+ALIGNMENT_MEASURE_LABELS = {
+    "pooled_pcc": "PCC, all boxes (paper)", "positive_pcc": "PCC, positives only",
+    "object_spearman": "Spearman within objects", "object_kendall": "Kendall within objects",
+    "nms_gap": "NMS: best − top-scored IoU", "nms_near_best": "NMS: top-scored within 0.05 of best",
+    "curve_pcc": "corr(IoU, bin-mean score)", "explained_share": "score variance explained by IoU bin",
+    "within_bin": "within-bin rest"}
 
 # ------------------------------------------------------------------------------------------------ metrics
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's stats[0:6], stored as fractions
@@ -223,8 +234,10 @@ EVALUATED_IMAGES_JSON = "evaluated_images.json"  # eval: the image ids AP was me
 SLIDING_WINDOW_STATS_CSV = "sliding_window_stats.csv"  # sliding-window: sufficient statistics per bin
 SLIDING_WINDOW_SUMMARY_JSON = "summary.json"  # sliding-window: what produced the statistics, counts
 RAW_SAMPLE_CSV = "raw_sample.csv"  # sliding-window: a sample of raw (proposal, head) rows
+SLIDING_WINDOW_OBJECTS_CSV = "sliding_window_objects.csv"  # sliding-window: one row per (object, head)
 PCC_CSV = "pcc.csv"  # pcc: one PCC per (head, proposal set, group)
 PCC_STATS_CSV = "pcc_stats.csv"  # pcc: the moments behind pcc.csv
+PCC_OBJECTS_CSV = "pcc_objects.csv"  # pcc: one row per (object, head, rpn / detection set)
 PCC_SUMMARY_JSON = "pcc_summary.json"
 SPATIAL_CORR_NPZ = "spatial_corr.npz"  # spatial-corr: the (S², S²) maps of Fig. 4
 SPATIAL_CORR_CSV = "spatial_corr.csv"  # spatial-corr: the same maps as a tidy table
@@ -242,10 +255,17 @@ DETECTIONS_TIDE_CSV = "det_tide.csv"  # TIDE's error breakdown
 DETECTIONS_ANALYZE_CSV = "det_analyze.csv"  # COCO analyze(): AP of each curve per class
 DETECTIONS_ANALYZE_PR_CSV = "det_analyze_pr.csv"  # COCO analyze(): the curves
 DETECTIONS_CALIBRATION_CSV = "det_calibration.csv"  # reliability per score bin at IoU 0.5 / 0.75
+DETECTIONS_MEASURES_CSV = "det_measures.csv"  # every alignment measure per score field, as pcc.csv
+DETECTIONS_RECALL_CSV = "det_recall.csv"  # COCO's average recall per area range and max detections, per class
+DETECTIONS_THRESHOLDS_CSV = "det_thresholds.csv"  # precision / recall / F1 at the score threshold and the best-F1 one
+DETECTIONS_F1_CURVE_CSV = "det_f1_curve.csv"  # precision / recall / F1 against the score threshold
+DETECTIONS_CONFUSION_CSV = "det_confusion.csv"  # classes x classes plus background (ultralytics' counting)
 # every table `dhanalysis detections` writes (each as CSV, and Parquet where pyarrow is present)
 DETECTIONS_TABLES = (DETECTIONS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_BINS_CSV,
                      DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TIDE_CSV, DETECTIONS_ANALYZE_CSV,
-                     DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV)
+                     DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV, DETECTIONS_MEASURES_CSV,
+                     DETECTIONS_RECALL_CSV, DETECTIONS_THRESHOLDS_CSV, DETECTIONS_F1_CURVE_CSV,
+                     DETECTIONS_CONFUSION_CSV)
 DETECTIONS_SUMMARY_JSON = "detections_summary.json"
 # the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
 CHUNKS_DIR = "chunks"

@@ -97,10 +97,14 @@ def fake_pcc_stats(model: str, variant: str, heads: dict[str, tuple[bool, bool]]
                 n = 400
                 x = rng.beta(2, 2, n) if which == "rpn" else rng.beta(5, 2, n)
                 s = np.clip(amp / (1 + np.exp(-k * (x - c))) + rng.normal(0, spread, n), 0, 1)
-                rows.append({"model": model, "head": head, "proposal_set": which,
-                             "mode": head if which == "detections" else "", "size": size, "n": n,
-                             "sum_x": x.sum(), "sum_x2": (x * x).sum(), "sum_s": s.sum(), "sum_s2": (s * s).sum(),
-                             "sum_xs": (x * s).sum()})
+                b = np.minimum((x * 20).astype(int), 19)
+                for k in np.unique(b):
+                    xb, sb = x[b == k], s[b == k]
+                    rows.append({"model": model, "head": head, "proposal_set": which,
+                                 "mode": head if which == "detections" else "", "category_id": 1,
+                                 "category": CATEGORIES[0], "size": size, "bin": int(k), "n": len(xb),
+                                 "sum_x": xb.sum(), "sum_x2": (xb * xb).sum(), "sum_s": sb.sum(),
+                                 "sum_s2": (sb * sb).sum(), "sum_xs": (xb * sb).sum()})
     return pd.DataFrame(rows)
 
 
@@ -155,7 +159,8 @@ def write_model(folder: Path, variant: str, heads: dict[str, tuple[bool, bool]],
             folder / "eval.csv", index=False)
         per_class.to_csv(folder / "per_class_ap.csv", index=False)
     if "pcc" in parts:
-        pcc_table(stats, fake_pcc_stats(model, variant, heads, rng)).to_csv(folder / "pcc.csv", index=False)
+        pcc_table(stats, fake_pcc_stats(model, variant, heads, rng), replicates=0).to_csv(folder / "pcc.csv",
+                                                                                          index=False)
     if "spatial" in parts:
         np.savez(folder / "spatial_corr.npz", **fake_spatial(list(heads), rng))
 

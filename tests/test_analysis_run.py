@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.stats import pearsonr
+from scipy.stats import kendalltau, pearsonr, spearmanr
 from torchvision.ops import box_iou, clip_boxes_to_image
 
 from dhanalysis.analysis.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS
+from dhanalysis.analysis.measures import MEASURES
 from dhanalysis.analysis.proposals import sliding_window_proposals
 from dhanalysis.analysis.runner import RunOptions, image_context, merge_chunks, process_shard, selected_indices, shard
 from dhanalysis.analysis.scoring import AdaptiveBatch, score_boxes
@@ -128,6 +129,21 @@ def test_statistics_table_equals_the_raw_values(full_run):
 
     pcc = pcc_from_stats(stats, ["head"]).set_index("head")
     np.testing.assert_allclose(pcc.loc["fc", "pcc"], pearsonr(raw["iou"], raw["score"])[0], rtol=1e-9)
+    # the object rows: each object's rank measures over its positive windows are scipy's on the raw windows
+    objects = pd.read_csv(full_run / "sliding_window_objects.csv").set_index(["image_id", "box"])
+    assert len(objects) == raw.groupby(["image_id", "box"]).ngroups
+    checked = 0
+    for (image, box), part in raw.groupby(["image_id", "box"]):
+        pos = part[(part["iou"].to_numpy(np.float32) * np.float32(20)).astype(int) >= 10]
+        row = objects.loc[(image, box)]
+        assert row["n"] == len(part) and row["n_pos"] == len(pos)
+        if len(pos) >= 2:
+            np.testing.assert_allclose(row["spearman"], spearmanr(pos["iou"], pos["score"])[0], rtol=1e-9)
+            np.testing.assert_allclose(row["kendall"], kendalltau(pos["iou"], pos["score"])[0], rtol=1e-9)
+            assert row["best_iou"] == pytest.approx(pos["iou"].max(), rel=1e-12)
+            assert row["top_iou"] == pytest.approx(pos.loc[pos["score"] == pos["score"].max(), "iou"].mean())
+            checked += 1
+    assert checked > 0
     raw["bin"] = np.minimum((raw["iou"].to_numpy() * 20).astype(int), 19)
     summary_bins = bin_summary(stats, ["head", "size"]).set_index(["size", "bin"])
     for (size, b), part in raw.groupby(["size", "bin"]):
@@ -205,12 +221,17 @@ def test_pcc_reuses_the_sliding_window_result_and_groups_by_difficulty(setup, fu
     assert list(table.columns) == list(PCC_COLUMNS)
     assert set(table["proposal_set"]) == {"predefined", "rpn", "detections"}
     predefined = table[table["proposal_set"] == "predefined"]
-    assert {"all", "size", "difficulty"} == set(predefined["grouping"])
+    assert {"all", "size", "class", "difficulty"} == set(predefined["grouping"])
+    assert set(table["measure"]) == set(MEASURES) and table.loc[table["grouping"] == "all", "ci_low"].notna().any()
     assert set(predefined.loc[predefined["grouping"] == "difficulty", "group"]) <= {"easy", "medium", "hard"}
     assert (table.loc[table["proposal_set"] == "detections", "mode"] == "fc").all()
     stats = pd.read_csv(full_run / "sliding_window_stats.csv")
-    overall = predefined[predefined["grouping"] == "all"].iloc[0]
-    assert overall["n"] == stats["n"].sum()
+    overall = predefined[predefined["grouping"] == "all"].set_index("measure")
+    assert overall.loc["pooled_pcc", "n"] == stats["n"].sum()
+    assert overall.loc["positive_pcc", "n"] == stats.loc[stats["bin"] >= 10, "n"].sum()
+    objects = pd.read_csv(full_run / "sliding_window_objects.csv")
+    assert objects["n"].sum() == stats["n"].sum() and set(objects["proposal_set"]) == {"predefined"}
+    assert overall.loc["object_kendall", "n"] == objects["kendall"].notna().sum() > 0
     assert list(pd.read_csv(full_run / "pcc_stats.csv").columns) == list(PCC_STATS_COLUMNS)
 
 

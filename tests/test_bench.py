@@ -30,3 +30,15 @@ def test_the_benchmark_runs_to_its_table(tmp_path):
     # the matmul floor of the sliding-window section ran (it is what broke unseen before)
     assert results["sliding_window"]["single_fc"]["head_matmul_seconds"] > 0
     assert results["together"]["together_speedup"] > 0 and "heads on one frozen trunk" in run.stdout
+
+
+def test_the_measures_cost_runs_quick():
+    """``python -m bench.sliding --quick``: the alignment measures' cost beside the sliding-window task."""
+    run = subprocess.run([sys.executable, "-m", "bench.sliding", "--quick", "--repeats", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout[run.stdout.index("{"):])
+    assert found["windows"] > 0 and found["positives_per_object"] > 0
+    for key in ("overhead", "measures_share", "seconds_with", "seconds_without", "seconds_measures_alone"):
+        assert found[key] == found[key] and abs(found[key]) < float("inf"), key
+    assert found["seconds_measures_alone"] > 0

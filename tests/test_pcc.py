@@ -13,6 +13,8 @@ from scipy.stats import pearsonr
 from torchvision.ops import box_iou
 
 from dhanalysis.analysis.pcc import ProposalPCCTask, pcc_table
+from dhanalysis.analysis.measures import MEASURES, object_frame
+from dhanalysis.vocab import MODEL_PROPOSAL_SETS
 from dhanalysis.analysis.runner import image_context
 from dhanalysis.analysis.scoring import AdaptiveBatch, score_boxes
 from dhanalysis.cli import main
@@ -75,11 +77,24 @@ def test_drop_leaves_out_exactly_the_proposals_that_overlap_nothing(tiny):
     assert d["sum_s"] < k["sum_s"] and d["sum_s2"] < k["sum_s2"]
     # the drop PCC is Pearson's r of the overlapping pairs
     x, s = torch.cat(xs).numpy(), torch.cat(ss).numpy()
-    table = pcc_table(pcc_stats=drop).set_index(["proposal_set", "grouping"])
+    pooled = "measure == 'pooled_pcc'"
+    table = pcc_table(pcc_stats=drop).query(pooled).set_index(["proposal_set", "grouping"])
     assert table.loc[("rpn", "all"), "n"] == len(x) == d["n"]
     np.testing.assert_allclose(table.loc[("rpn", "all"), "pcc"], pearsonr(x, s)[0], rtol=1e-5)
-    assert table.loc[("rpn", "all"), "pcc"] != pcc_table(pcc_stats=keep).set_index(
+    assert table.loc[("rpn", "all"), "pcc"] != pcc_table(pcc_stats=keep).query(pooled).set_index(
         ["proposal_set", "grouping"]).loc[("rpn", "all"), "pcc"]
+    # the object rows hold the same boxes as the sums: their moments add up to them, per set
+    for task, state, sums in ((tasks["keep"], states["keep"], keep), (tasks["drop"], states["drop"], drop)):
+        rows = object_frame(torch.cat(state.rows["objects"]).numpy(), task.heads, MODEL_PROPOSAL_SETS, "m",
+                            list(range(1, 7)), [str(c) for c in range(1, 7)])
+        for which in MODEL_PROPOSAL_SETS:
+            got = rows[rows["proposal_set"] == which][["n", "sum_x", "sum_s", "sum_xs"]].sum().to_numpy(float)
+            want = sums[sums["proposal_set"] == which][["n", "sum_x", "sum_s", "sum_xs"]].sum().to_numpy(float)
+            np.testing.assert_allclose(got, want, rtol=1e-9)
+        on_objects = rows[rows["box"] >= 0]
+        assert (on_objects["sum_x"] > 0).all() and (rows.loc[rows["box"] < 0, "sum_x"] == 0).all()
+        with_objects = pcc_table(pcc_stats=sums, objects=rows.assign(mode=""), replicates=20)
+        assert set(with_objects["measure"]) == set(MEASURES)
     # detections do not depend on the choice
     dets = ["n", "sum_x", "sum_s"]
     np.testing.assert_allclose(keep[keep["proposal_set"] == "detections"][dets].to_numpy(float),
@@ -95,7 +110,7 @@ def test_rpn_background_flag_reaches_the_task_and_the_run_identity(tiny, capsys)
     assert summary["rpn_background"] == "drop" and summary["run"]["rpn_background"] == "drop"
     assert summary["grid"] == "spiral" and summary["rpn_background_dropped"] > 0
     table = pd.read_csv(out / "pcc.csv", keep_default_na=False)
-    rpn = table[(table["proposal_set"] == "rpn") & (table["grouping"] == "all")]
+    rpn = table[(table["proposal_set"] == "rpn") & (table["grouping"] == "all") & (table["measure"] == "pooled_pcc")]
     assert int(rpn["n"].iloc[0]) == summary["rpn_proposals"] - summary["rpn_background_dropped"]
 
     capsys.readouterr()

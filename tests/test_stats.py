@@ -121,21 +121,27 @@ def test_rpn_detection_pcc_from_streaming_sums_equals_scipy():
         s = np.clip(x + rng.normal(0, 0.2, 300), 0, 1)
         raw[(head, which, size)] = (x, s)
         mode = "fc" if which == "detections" else ""
-        rows.append(["m", head, which, mode, size, len(x), x.sum(), (x * x).sum(), s.sum(), (s * s).sum(),
-                     (x * s).sum()])
+        b = np.minimum((x * 20).astype(int), 19)
+        for k in np.unique(b):
+            xb, sb = x[b == k], s[b == k]
+            rows.append(["m", head, which, mode, 1, "a", size, k, len(xb), xb.sum(), (xb * xb).sum(), sb.sum(),
+                         (sb * sb).sum(), (xb * sb).sum()])
     pcc_stats = pd.DataFrame(rows, columns=list(PCC_STATS_COLUMNS))
     table = pcc_table(None, pcc_stats)
     assert list(table.columns) == list(PCC_COLUMNS)
-    rpn_all = table[(table["proposal_set"] == "rpn") & (table["grouping"] == "all")].iloc[0]
+    rpn = table[(table["proposal_set"] == "rpn") & (table["grouping"] == "all")].set_index("measure")
     x = np.concatenate([raw[("fc", "rpn", "small")][0], raw[("fc", "rpn", "large")][0]])
     s = np.concatenate([raw[("fc", "rpn", "small")][1], raw[("fc", "rpn", "large")][1]])
-    np.testing.assert_allclose(rpn_all["pcc"], pearsonr(x, s)[0], rtol=RTOL)
-    assert rpn_all["n"] == 600
+    np.testing.assert_allclose(rpn.loc["pooled_pcc", "pcc"], pearsonr(x, s)[0], rtol=RTOL)
+    assert rpn.loc["pooled_pcc", "n"] == 600
+    pos = x >= 0.5
+    np.testing.assert_allclose(rpn.loc["positive_pcc", "pcc"], pearsonr(x[pos], s[pos])[0], rtol=RTOL)
     det = table[(table["proposal_set"] == "detections") & (table["grouping"] == "size")].iloc[0]
     assert det["group"] == "small" and det["mode"] == "fc"
+    assert set(table["grouping"]) == {"all", "size", "class"}
     # shards of the sums table merge by addition
     doubled = merge_stats(pcc_stats, pcc_stats)
-    assert len(doubled) == 3 and (doubled["n"] == 600).all()
+    assert len(doubled) == len(pcc_stats) and doubled["n"].sum() == 1800
     assert doubled["sum_x"].sum() == pytest.approx(2 * pcc_stats["sum_x"].sum())
 
 

@@ -8,6 +8,8 @@ Modules, from the boxes up:
 - `groups`: size groups (COCO areas) and difficulty groups (terciles of per-class AP, App. A.1);
 - `sliding_window`: the sliding-window analysis of one model, from windows to ``sliding_window_stats.csv``;
 - `pcc`: PCC definitions for predefined, RPN and detected boxes (§3.2, Fig. 3), the ``pcc.csv`` table, the analysis;
+- `measures`: the score-IoU alignment measures every box set gets (pooled and positives-only PCC, rank correlation
+  within each object, the IoU lost at NMS, the pooled PCC's decomposition), with bootstrap intervals over images;
 - `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4), the analysis;
 - `detections`, `alignment`, `tide`, `coco_analyze`: any detector's COCO results file (no model): COCOeval's
   matches, score-IoU alignment, oracle AP, calibration, TIDE's and COCO analyze()'s error breakdowns;

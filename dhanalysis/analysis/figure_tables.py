@@ -63,22 +63,29 @@ def curves(res: ResultsTree, refs: Iterable[HeadRef], group: str | None = None,
 
 def pcc_rows(res: ResultsTree, refs: Iterable[HeadRef], difficulty: dict[int, str] | None = None
              ) -> pd.DataFrame | None:
-    """PCC rows of the given heads: each model's ``pcc.csv`` as written, plus the predefined-proposal groupings it
-    lacks computed from its sliding-window statistics; with ``difficulty``, the difficulty rows are computed with
-    that ranking (the one Fig. A.1 uses) whenever the statistics are there."""
+    """PCC rows of the given heads: each model's ``pcc.csv`` as written, plus the predefined-proposal rows it lacks
+    (a grouping or a measure) computed from its sliding-window statistics and object rows; with ``difficulty``, the
+    difficulty rows are computed with that ranking (the one Fig. A.1 uses) whenever the statistics are there. A
+    ``pcc.csv`` written before the alignment measures holds the pooled PCC alone (``measure`` pooled_pcc). Values
+    only: figures draw no intervals, so none are drawn here."""
     parts = []
     for model, head in refs:
-        stats, stored = res.stats(model), res.pcc(model)
+        stats, stored, objects = res.stats(model), res.pcc(model), res.objects(model)
         stored = stored[stored["head"] == head] if stored is not None else None
+        if stored is not None and "measure" not in stored.columns:
+            stored = stored.assign(measure="pooled_pcc")
         rows = []
         if stats is not None and head in set(stats["head"]):
-            table = pcc_table(stats[stats["head"] == head], difficulty=difficulty)
+            own = objects[objects["head"] == head].drop(columns="variant") if objects is not None else None
+            table = pcc_table(stats[stats["head"] == head], difficulty=difficulty, objects=own, replicates=0)
             table = table.assign(variant=res.models[model].variant or "")
             if stored is not None:
-                have = stored[stored["proposal_set"] == PREDEFINED]["grouping"].unique()
-                keep = ~table["grouping"].isin(have) | ((table["grouping"] == "difficulty") & (difficulty is not None))
-                stored = stored[~((stored["proposal_set"] == PREDEFINED) & stored["grouping"].isin(
-                    table.loc[keep, "grouping"].unique()))]
+                redo = (table["grouping"] == "difficulty") & (difficulty is not None)
+                have = stored.loc[stored["proposal_set"] == PREDEFINED, ["grouping", "measure"]].drop_duplicates()
+                known = table[["grouping", "measure"]].merge(have.assign(_have=True), how="left")["_have"]
+                keep = redo | known.isna().to_numpy()
+                redone = set(table.loc[redo, "grouping"])
+                stored = stored[~((stored["proposal_set"] == PREDEFINED) & stored["grouping"].isin(redone))]
                 table = table[keep]
             rows.append(table)
         if stored is not None:

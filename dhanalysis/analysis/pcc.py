@@ -22,7 +22,10 @@ box's group (annotation area); a box that overlaps none takes the group of its o
 Crowd boxes are ignored, and images without a non-crowd box contribute nothing (there is no class to read).
 
 Like the sliding-window statistics, rpn / detection PCCs are kept as streaming sums n, Σx, Σx², Σs, Σs², Σxs per
-(head, set, size), so shards and chunks merge by addition (`stats.merge_stats`).
+(head, set, class, size, IoU bin), so shards and chunks merge by addition (`stats.merge_stats`); the class is the one
+whose score is read. Beside the sums, one object row per (ground truth, head, set) (`measures.object_values`) holds
+what is measured among the boxes matched to that object; boxes that overlap no object go to one row per (class,
+size) with ``box`` -1. Every set gets every alignment measure of `measures` in ``pcc.csv`` (column ``measure``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.analysis.groups import assign_difficulty, size_index
-from dhanalysis.analysis.stats import PCC_MOMENTS, pcc_from_moments, pcc_from_stats
+from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, DEFAULT_REPLICATES, MEASURE_COLUMNS, MEASURES,
+                                          check_measure_format, measure_table, object_frame, object_row_tensor,
+                                          object_values, positive_bin, score_bins)
+from dhanalysis.analysis.stats import NUM_BINS, PCC_MOMENTS
 from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
                               RPN_PROPOSALS, SIZE_GROUPS, find_mode)
@@ -45,9 +51,10 @@ if TYPE_CHECKING:  # the model side imports torch where it is used: pcc_table wo
 
 RPN_BACKGROUND = ("keep", "drop")  # what the rpn set does with proposals that overlap no ground truth
 DEFAULT_RPN_BACKGROUND = "keep"
-GROUPINGS = ("all", "size", "difficulty")
-PCC_STATS_COLUMNS = ("model", "head", "proposal_set", "mode", "size") + PCC_MOMENTS
-PCC_COLUMNS = ("model", "head", "proposal_set", "grouping", "group", "mode", "n", "pcc")
+GROUPINGS = ("all", "size", "class", "difficulty")
+PCC_STATS_COLUMNS = ("model", "head", "proposal_set", "mode", "category_id", "category", "size", "bin") + PCC_MOMENTS
+PCC_KEYS = ("model", "head", "proposal_set", "grouping", "group", "mode")
+PCC_COLUMNS = (*PCC_KEYS, *MEASURE_COLUMNS)
 
 
 def detection_mode(model, head: str) -> str | None:
@@ -97,13 +104,6 @@ def match_size(iou: torch.Tensor, best: torch.Tensor, gt_size: torch.Tensor, box
     return torch.where(iou > 0, gt_size[best], own)
 
 
-def _moments(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    x, s = x.double(), s.double()
-    return torch.stack([torch.ones_like(x), x, x * x, s, s * s, x * s], dim=1)
-
-
 def check_rpn_background(rpn_background: str) -> str:
     """``rpn_background`` when it is ``"keep"`` or ``"drop"``; else a one-line `DHError`."""
     if rpn_background not in RPN_BACKGROUND:
@@ -115,16 +115,19 @@ def check_rpn_background(rpn_background: str) -> str:
 
 
 class ProposalPCCTask:
-    """Streaming PCC sums of RPN proposals and final detections per head with a classifier (§3.2, Fig. 3 right).
+    """Streaming sums and object rows of RPN proposals and final detections per head with a classifier (§3.2, Fig. 3
+    right).
 
     ``rpn_background``: ``"keep"`` (default) puts RPN proposals that overlap no ground truth in the rpn set with
-    x = 0; ``"drop"`` leaves them out (counted in ``rpn_background_dropped``).
+    x = 0; ``"drop"`` leaves them out (counted in ``rpn_background_dropped``). ``positive_iou``: the positives of the
+    object rows. ``num_classes``: default the model config's.
     """
 
     name = "pcc"
     unit = "proposals"
 
-    def __init__(self, model, batch_size: int, rpn_background: str = DEFAULT_RPN_BACKGROUND):
+    def __init__(self, model, batch_size: int, rpn_background: str = DEFAULT_RPN_BACKGROUND,
+                 num_classes: int | None = None, positive_iou: float = DEFAULT_POSITIVE_IOU):
         from dhanalysis.analysis.scoring import AdaptiveBatch, head_tasks
 
         self.rpn_background = check_rpn_background(rpn_background)
@@ -133,20 +136,45 @@ class ProposalPCCTask:
         self.heads = [h for h, t in head_tasks(model).items() if t["cls"]]
         self.modes = {h: detection_mode(model, h) for h in self.heads}
         self.batcher = AdaptiveBatch(batch_size)
+        self.num_classes = num_classes or model.config.model.num_classes
+        self.first_positive = positive_bin(positive_iou)
 
     def new_state(self) -> TaskState:
         import torch
 
         from dhanalysis.analysis.runner import TaskState
 
-        sums = torch.zeros(len(self.heads), len(MODEL_PROPOSAL_SETS) * len(SIZE_GROUPS), len(PCC_MOMENTS),
-                           dtype=torch.float64, device=self.device)
-        return TaskState(sums={"pcc": sums}, counts={"rpn_proposals": 0, "rpn_background_dropped": 0, "detections": 0})
+        cells = len(MODEL_PROPOSAL_SETS) * self.num_classes * len(SIZE_GROUPS) * NUM_BINS
+        sums = torch.zeros(len(self.heads), cells, len(PCC_MOMENTS), dtype=torch.float64, device=self.device)
+        return TaskState(sums={"pcc": sums}, rows={"objects": []},
+                         counts={"rpn_proposals": 0, "rpn_background_dropped": 0, "detections": 0})
 
-    def _add(self, state: TaskState, head: str, which: str, size: torch.Tensor, x: torch.Tensor,
-             s: torch.Tensor) -> None:
-        cell = MODEL_PROPOSAL_SETS.index(which) * len(SIZE_GROUPS) + size
-        state.sums["pcc"][self.heads.index(head)].index_add_(0, cell, _moments(x, s))
+    def _add(self, state: TaskState, ctx: ImageContext, head: str, which: str, iou: torch.Tensor, best: torch.Tensor,
+             labels: torch.Tensor, size: torch.Tensor, s: torch.Tensor) -> None:
+        """Add boxes ``(R,)`` to the sums and the object rows: ``best`` their matched ground truth (used where
+        ``iou`` > 0), ``labels`` the class whose score ``s`` is, ``size`` their size index."""
+        import torch
+
+        from dhanalysis.analysis.measures import moment_sums
+        from dhanalysis.analysis.stats import iou_bin
+
+        h, k = self.heads.index(head), MODEL_PROPOSAL_SETS.index(which)
+        groups = len(SIZE_GROUPS)
+        b = iou_bin(iou)
+        cell = ((k * self.num_classes + labels - 1) * groups + size) * NUM_BINS + b
+        state.sums["pcc"][h] += moment_sums(cell, iou, s, state.sums["pcc"].shape[1])
+        # object rows: the matched ground truths, then one background row per (class, size)
+        objects = len(ctx.boxes)
+        group = torch.where(iou > 0, best, objects + (labels - 1) * groups + size)
+        count = objects + self.num_classes * groups
+        values = object_values(group, iou, s, b >= self.first_positive, count)
+        rest = torch.arange(self.num_classes * groups, device=iou.device)
+        box = torch.cat([ctx.box_index, torch.full_like(rest, -1)])
+        label = torch.cat([ctx.labels, rest // groups + 1])
+        own = torch.cat([size_index(ctx.areas).long(), rest % groups])
+        keep = values[:, 0] > 0
+        state.rows["objects"].append(object_row_tensor(h, k, ctx.image_id, box[keep], label[keep], own[keep],
+                                                       values[keep]))
 
     def process(self, ctx: ImageContext, state: TaskState) -> int:
         from dhanalysis.analysis.scoring import score_boxes
@@ -173,7 +201,7 @@ class ProposalPCCTask:
             scored = score_boxes(self.model, ctx.features, ctx.image_size, rpn, ctx.labels[best], ctx.boxes[best],
                                  self.batcher)
             for head in self.heads:
-                self._add(state, head, RPN_PROPOSALS, size, iou, scored[head]["score"])
+                self._add(state, ctx, head, RPN_PROPOSALS, iou, best, ctx.labels[best], size, scored[head]["score"])
         state.count("rpn_proposals", len(proposals))
 
         modes = sorted({m for m in self.modes.values() if m})
@@ -185,71 +213,106 @@ class ProposalPCCTask:
             d = dict(dets[mode][0], boxes=from_convention(dets[mode][0]["boxes"], convention))
             iou_d, best_d = match_same_class(d["boxes"], d["labels"], ctx.boxes, ctx.labels)
             size_d = match_size(iou_d, best_d, gt_size, d["boxes"], area_scale)
-            self._add(state, head, DETECTIONS, size_d, iou_d, d["scores"])
+            self._add(state, ctx, head, DETECTIONS, iou_d, best_d, d["labels"], size_d, d["scores"])
             state.count("detections", len(d["boxes"]))
         return len(proposals)
 
-    def frame(self, state: TaskState, model_name: str) -> pd.DataFrame:
-        """The streaming-sum table (`PCC_STATS_COLUMNS`), one row per (head, set, size) with boxes."""
+    def frame(self, state: TaskState, model_name: str, category_ids: list[int] | None = None,
+              category_names: list[str] | None = None) -> pd.DataFrame:
+        """The streaming-sum table (`PCC_STATS_COLUMNS`), one row per (head, set, class, size, bin) with boxes.
+
+        ``category_ids[k]`` / ``category_names[k]`` describe class label k + 1 (default: the labels themselves).
+        """
+        category_ids = list(category_ids or range(1, self.num_classes + 1))
+        category_names = list(category_names or (str(c) for c in category_ids))
         sums = state.sums["pcc"].detach().cpu().numpy()
-        rows = []
-        for hi, head in enumerate(self.heads):
-            for si, which in enumerate(MODEL_PROPOSAL_SETS):
-                for gi, group in enumerate(SIZE_GROUPS):
-                    m = sums[hi, si * len(SIZE_GROUPS) + gi]
-                    if m[0] == 0:
-                        continue
-                    mode = self.modes[head] if which == DETECTIONS else ""
-                    rows.append([model_name, head, which, mode, group, int(round(m[0])), *m[1:]])
-        frame = pd.DataFrame(rows, columns=list(PCC_STATS_COLUMNS))
-        return frame.astype({"n": np.int64})
+        shape = (len(self.heads), len(MODEL_PROPOSAL_SETS), self.num_classes, len(SIZE_GROUPS), NUM_BINS)
+        flat = sums.reshape(-1, len(PCC_MOMENTS))
+        head_i, set_i, cat_i, size_i, bin_i = np.unravel_index(np.arange(len(flat)), shape)
+        keep = flat[:, 0] > 0
+        heads = np.asarray(self.heads, dtype=object)[head_i[keep]]
+        sets = np.asarray(MODEL_PROPOSAL_SETS, dtype=object)[set_i[keep]]
+        modes = [self.modes[h] or "" if s == DETECTIONS else "" for h, s in zip(heads, sets)]
+        frame = pd.DataFrame({
+            "model": model_name, "head": heads, "proposal_set": sets, "mode": np.asarray(modes, dtype=object),
+            "category_id": np.asarray(category_ids, dtype=np.int64)[cat_i[keep]],
+            "category": np.asarray(category_names, dtype=object)[cat_i[keep]],
+            "size": np.asarray(SIZE_GROUPS, dtype=object)[size_i[keep]], "bin": bin_i[keep].astype(np.int64)})
+        for j, name in enumerate(PCC_MOMENTS):
+            frame[name] = flat[keep, j]
+        frame["n"] = frame["n"].round().astype(np.int64)
+        return frame[list(PCC_STATS_COLUMNS)].reset_index(drop=True)
+
+    def objects(self, chunk_dir, model_name: str, category_ids: list[int],
+                category_names: list[str]) -> pd.DataFrame:
+        """The object rows of every finished chunk (`measures.OBJECT_COLUMNS` plus ``mode``)."""
+        from dhanalysis.analysis.runner import iter_rows
+
+        parts = [object_frame(rows.numpy(), self.heads, MODEL_PROPOSAL_SETS, model_name, category_ids, category_names)
+                 for rows in iter_rows(chunk_dir, self.name, "objects")]
+        empty = object_frame(np.zeros((0, 0)), self.heads, MODEL_PROPOSAL_SETS, model_name, category_ids,
+                             category_names)
+        frame = pd.concat(parts, ignore_index=True) if parts else empty
+        frame.insert(3, "mode", [self.modes[h] or "" if s == DETECTIONS else ""
+                                 for h, s in zip(frame["head"], frame["proposal_set"])])
+        return frame
 
 
-def _with_group(frame: pd.DataFrame, proposal_set: str, grouping: str, group_col: str | None) -> pd.DataFrame:
-    out = frame.rename(columns={group_col: "group"}) if group_col else frame.assign(group="all")
-    out = out.assign(proposal_set=proposal_set, grouping=grouping)
+def _keyed(table: pd.DataFrame | None, proposal_set: str | None = None) -> pd.DataFrame | None:
+    """A bins or objects table with the columns every grouping reads (``proposal_set``, ``mode``)."""
+    if table is None or not len(table):
+        return None
+    out = table.copy()
+    if proposal_set is not None:
+        out["proposal_set"] = proposal_set
     if "mode" not in out.columns:
         out["mode"] = ""
-    return out[list(PCC_COLUMNS)]
-
-
-def _streamed_pcc(pcc_stats: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    g = pcc_stats.groupby(by, sort=True, as_index=False)[list(PCC_MOMENTS)].sum()
-    g["pcc"] = pcc_from_moments(g["n"], g["sum_x"], g["sum_x2"], g["sum_s"], g["sum_s2"], g["sum_xs"])
-    return g[by + ["n", "pcc"]]
+    out["mode"] = out["mode"].fillna("")
+    return out
 
 
 def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None = None,
-              difficulty: dict[int, str] | None = None) -> pd.DataFrame:
-    """The ``pcc.csv`` table (`PCC_COLUMNS`): one row per (model, head, proposal set, grouping, group).
+              difficulty: dict[int, str] | None = None, objects: pd.DataFrame | None = None,
+              positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = DEFAULT_REPLICATES,
+              seed: int = 0) -> pd.DataFrame:
+    """The ``pcc.csv`` table (`PCC_COLUMNS`): one row per (model, head, proposal set, grouping, group, measure).
 
-    ``stats``: the sliding-window statistics table (predefined set; groups all, size and, with ``difficulty``
-    (category_id -> easy/medium/hard), difficulty). ``pcc_stats``: the rpn / detection sums (groups all, size).
+    ``stats``: the sliding-window statistics table (predefined set; groups all, size, class and, with
+    ``difficulty`` (category_id -> easy/medium/hard), difficulty). ``pcc_stats``: the rpn / detection sums (groups
+    all, size, class). ``objects``: the object rows of any sets (sliding_window_objects.csv, pcc_objects.csv): they
+    add the per-object measures and the bootstrap intervals (``replicates`` draws of the images, ``seed``); without
+    them only pooled, positive PCC and the decomposition are there. ``positive_iou`` must be the object rows'.
     """
-    parts = []
-    if stats is not None and len(stats):
-        parts.append(_with_group(pcc_from_stats(stats, ["model", "head"]), PREDEFINED, "all", None))
-        parts.append(_with_group(pcc_from_stats(stats, ["model", "head", "size"]), PREDEFINED, "size", "size"))
-        if difficulty is not None:
-            ranked = assign_difficulty(stats, difficulty)
-            by_difficulty = pcc_from_stats(ranked, ["model", "head", "difficulty"])
-            parts.append(_with_group(by_difficulty, PREDEFINED, "difficulty", "difficulty"))
-    if pcc_stats is not None and len(pcc_stats):
-        base = ["model", "head", "proposal_set", "mode"]
-        for grouping, by in (("all", base), ("size", base + ["size"])):
-            g = _streamed_pcc(pcc_stats.fillna({"mode": ""}), by)
-            g = g.rename(columns={"size": "group"}) if grouping == "size" else g.assign(group="all")
-            parts.append(g.assign(grouping=grouping)[list(PCC_COLUMNS)])
-    if not parts:
+    bins = [_keyed(score_bins(t), s) for t, s in ((stats, PREDEFINED), (pcc_stats, None)) if t is not None and len(t)]
+    bins = pd.concat(bins, ignore_index=True) if bins else None
+    objects = _keyed(objects)
+    if bins is None and objects is None:
         return pd.DataFrame(columns=list(PCC_COLUMNS))
-    table = pd.concat(parts, ignore_index=True)
-    order = {"all": ("all",), "size": SIZE_GROUPS, "difficulty": DIFFICULTY_GROUPS}
+    base = ["model", "head", "proposal_set", "mode"]
+    parts = []
+    for grouping, column in (("all", None), ("size", "size"), ("class", "category"), ("difficulty", "difficulty")):
+        b, o = bins, objects
+        if grouping == "difficulty":
+            if difficulty is None:
+                continue
+            b = assign_difficulty(b[b["proposal_set"] == PREDEFINED], difficulty) if b is not None else None
+            o = assign_difficulty(o[o["proposal_set"] == PREDEFINED], difficulty) if o is not None else None
+            b = b.dropna(subset=["difficulty"]) if b is not None else None
+            o = o.dropna(subset=["difficulty"]) if o is not None else None
+        by = base + ([column] if column else [])
+        part = measure_table(b, o, by, positive_iou, replicates, seed)
+        part = part.rename(columns={column: "group"}) if column else part.assign(group="all")
+        parts.append(part.assign(grouping=grouping))
+    table = pd.concat(parts, ignore_index=True)[list(PCC_COLUMNS)]
+    classes = sorted(set(table.loc[table["grouping"] == "class", "group"]))
+    order = {"all": ("all",), "size": SIZE_GROUPS, "class": classes, "difficulty": DIFFICULTY_GROUPS}
     table["_set"] = table["proposal_set"].map(PROPOSAL_SETS.index)
     table["_grouping"] = table["grouping"].map(GROUPINGS.index)
     table["_group"] = [order[k].index(g) for k, g in zip(table["grouping"], table["group"])]
     table["_head"] = [HEAD_TYPES.index(h) if h in HEAD_TYPES else len(HEAD_TYPES) for h in table["head"]]
-    table = table.sort_values(["model", "_head", "_set", "_grouping", "_group"], kind="stable")
-    return table.drop(columns=["_head", "_set", "_grouping", "_group"]).reset_index(drop=True)
+    table["_measure"] = table["measure"].map(MEASURES.index)
+    table = table.sort_values(["model", "_head", "_set", "_grouping", "_group", "_measure"], kind="stable")
+    return table.drop(columns=["_head", "_set", "_grouping", "_group", "_measure"]).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------ one model
@@ -269,16 +332,21 @@ def compute_pcc(
     rpn_background: str = DEFAULT_RPN_BACKGROUND,
     difficulty: dict[int, str] | None = None,
     difficulty_from: str | None = None,
+    positive_iou: float = DEFAULT_POSITIVE_IOU,
+    replicates: int = DEFAULT_REPLICATES,
     options=None,
     overwrite: bool = False,
 ):
     """The PCC analysis of one loaded model (`runner.ModelRun`): its three proposal sets, written to ``pcc.csv``,
-    ``pcc_stats.csv`` and ``pcc_summary.json``; rank 0 returns them (`runner.Written`), other ranks None.
+    ``pcc_stats.csv``, ``pcc_objects.csv`` and ``pcc_summary.json``; rank 0 returns them (`runner.Written`), other
+    ranks None.
 
-    The predefined set reuses the folder's sliding-window statistics when they were made with the same model, data,
-    ``proposals_per_gt``, ``precision`` and ``grid``, else computes them first (the window arguments are those of
-    `sliding_window.compute_sliding_window`). ``difficulty`` (category id -> easy/medium/hard, `groups.load_difficulty`
-    of the table ``difficulty_from``) adds the difficulty grouping.
+    The predefined set reuses the folder's sliding-window statistics and object rows when they were made with the
+    same model, data, ``proposals_per_gt``, ``precision``, ``grid`` and ``positive_iou``, else computes them first
+    (the window arguments are those of `sliding_window.compute_sliding_window`). ``difficulty`` (category id ->
+    easy/medium/hard, `groups.load_difficulty` of the table ``difficulty_from``) adds the difficulty grouping.
+    ``positive_iou`` sets the positives of the measures (`measures`), ``replicates`` the bootstrap draws of their
+    intervals (0: none).
     """
     import time
 
@@ -287,38 +355,54 @@ def compute_pcc(
     from dhanalysis.analysis.sliding_window import (DEFAULT_BATCH_SIZE, check_window_options, compute_sliding_window,
                                                     finished_sliding_window)
     from dhanalysis.folders import write_table
-    from dhanalysis.vocab import PCC_CSV, PCC_STATS_CSV, SLIDING_WINDOW_STATS_CSV
+    from dhanalysis.analysis.runner import stored_key
+    from dhanalysis.errors import DHError
+    from dhanalysis.vocab import (PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV, SLIDING_WINDOW_OBJECTS_CSV,
+                                  SLIDING_WINDOW_STATS_CSV)
 
     proposals_per_gt = DEFAULT_PROPOSALS_PER_GT if proposals_per_gt is None else proposals_per_gt
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     grid = grid or DEFAULT_GRID
     options = options or RunOptions()
-    check_window_options(raw_sample, precision, scoring, grid)
+    check_window_options(raw_sample, precision, scoring, grid, positive_iou)
     check_rpn_background(rpn_background)
+    if replicates < 0:
+        raise DHError(f"bootstrap replicates must be 0 or more, got {replicates}")
     started = time.perf_counter()
     outputs = OUTPUTS
-    key = {"analysis": outputs.analysis, "config": run.config, **run.data_key}
+    if not overwrite:
+        check_measure_format(stored_key(run.folder / outputs.summary), run.folder, outputs.what)
+    key = {"analysis": outputs.analysis, "config": run.config, **run.data_key, "positive_iou": float(positive_iou),
+           "replicates": int(replicates)}
     if rpn_background != DEFAULT_RPN_BACKGROUND:  # absent at the default, so earlier results keep their identity
         key["rpn_background"] = rpn_background
     claim_outputs(run, outputs, key, overwrite)
 
-    reused = not overwrite and finished_sliding_window(run, proposals_per_gt, precision, grid)
+    reused = not overwrite and finished_sliding_window(run, proposals_per_gt, precision, grid, positive_iou)
     if reused:
         stats = pd.read_csv(run.folder / SLIDING_WINDOW_STATS_CSV) if run.rank == 0 else None
     else:
         windows = compute_sliding_window(run, proposals_per_gt=proposals_per_gt, batch_size=batch_size,
                                          raw_sample=raw_sample, seed=seed, precision=precision, scoring=scoring,
-                                         grid=grid, options=options, overwrite=overwrite)
+                                         grid=grid, positive_iou=positive_iou, options=options, overwrite=overwrite)
         stats = windows.table if windows is not None else None
 
-    task = ProposalPCCTask(run.model, batch_size, rpn_background)
+    task = ProposalPCCTask(run.model, batch_size, rpn_background, run.dataset.num_classes, positive_iou)
     merged = run_tasks(run, outputs, [task], key, options, overwrite)
     if merged is None:
         return None
+    dataset = run.dataset
+    cat_ids = [dataset.label_to_cat_id[k] for k in range(1, dataset.num_classes + 1)]
+    names = list(dataset.category_names)
     state = merged.states.get(task.name) or task.new_state()
-    pcc_stats = task.frame(state, run.name)
-    table = pcc_table(stats, pcc_stats, difficulty)
+    pcc_stats = task.frame(state, run.name, cat_ids, names)
+    objects = task.objects(merged.chunk_dir, run.name, cat_ids, names)
+    window_objects = pd.read_csv(run.folder / SLIDING_WINDOW_OBJECTS_CSV, keep_default_na=False,
+                                 na_values=[""]).assign(mode="")
+    table = pcc_table(stats, pcc_stats, difficulty, pd.concat([window_objects, objects], ignore_index=True),
+                      positive_iou, replicates)
     written = write_table(table, run.folder / PCC_CSV) + write_table(pcc_stats, run.folder / PCC_STATS_CSV)
+    written += write_table(objects, run.folder / PCC_OBJECTS_CSV)
     summary = write_summary(
         run, outputs, key, merged, started,
         heads_with_classifier=task.heads,
@@ -328,6 +412,8 @@ def compute_pcc(
         grid=grid,
         rpn_background=rpn_background,
         difficulty_from=difficulty_from,
+        positive_iou=positive_iou,
+        bootstrap_replicates=replicates,
         rpn_proposals=int(state.counts.get("rpn_proposals", 0)),
         rpn_background_dropped=int(state.counts.get("rpn_background_dropped", 0)),
         detections=int(state.counts.get("detections", 0)),

@@ -16,18 +16,21 @@ import pandas as pd
 import torch
 
 from dhanalysis.analysis.groups import size_index
+from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, check_measure_format, object_frame, object_row_tensor,
+                                          object_values, positive_bin)
 from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, check_grid_kind, grid_info,
                                            sliding_window_grid, sliding_window_proposals)
 from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, iter_rows,
                                         run_analysis, stored_key, write_summary)
 from dhanalysis.analysis.scoring import (PRECISIONS, AdaptiveBatch, FastScorer, head_tasks, sample_per_box,
                                          score_boxes)
-from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, new_sums, stats_frame
+from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, iou_bin, new_sums, stats_frame
 from dhanalysis.errors import DHError
 from dhanalysis.folders import differences, write_table
 from dhanalysis.results import RESULTS
 from dhanalysis.boxes import matched_iou
-from dhanalysis.vocab import RAW_SAMPLE_CSV, SIZE_GROUPS, SLIDING_WINDOW_STATS_CSV
+from dhanalysis.vocab import (PREDEFINED, RAW_SAMPLE_CSV, SIZE_GROUPS, SLIDING_WINDOW_OBJECTS_CSV,
+                              SLIDING_WINDOW_STATS_CSV)
 
 DEFAULT_BATCH_SIZE = 2048  # boxes per RoIAlign + head forward; halved on out-of-memory
 SCORING = ("fast", "reference")
@@ -43,6 +46,9 @@ class SlidingWindowTask:
     id, so shards and resumed runs draw the same rows). ``fast`` (default) scores with `FastScorer` in
     ``precision``; ``fast=False`` with the straightforward `score_boxes` (fp32 only), the reference of the tests.
     ``grid_kind`` picks the window grid (``"spiral"``, the default, or ``"sliding"``; see `proposals`).
+    Per object and head with a classifier it also keeps one object row (`measures.object_values`: its moments, and
+    the rank measures over its windows with IoU ≥ ``positive_iou``); ``object_measures=False`` leaves them out (the
+    benchmark's baseline).
     """
 
     name = "sliding_window"
@@ -50,7 +56,8 @@ class SlidingWindowTask:
 
     def __init__(self, model, num_classes: int, batch_size: int, proposals_per_gt: int = DEFAULT_PROPOSALS_PER_GT,
                  raw_sample: int = 0, seed: int = 0, fast: bool = True, precision: str = "fp32",
-                 grid_kind: str = DEFAULT_GRID):
+                 grid_kind: str = DEFAULT_GRID, positive_iou: float = DEFAULT_POSITIVE_IOU,
+                 object_measures: bool = True):
         if not fast and precision != "fp32":
             raise DHError(f"the reference scoring path (fast=False) runs in fp32 only, got precision {precision!r}; "
                           "score with the fast path for bf16")
@@ -63,10 +70,12 @@ class SlidingWindowTask:
         self.batcher = AdaptiveBatch(batch_size)
         self.raw_sample, self.seed = raw_sample, seed
         self.scorer = FastScorer(model, precision) if fast else None
+        self.first_positive = positive_bin(positive_iou)
+        self.object_measures = object_measures
 
     def new_state(self) -> TaskState:
         sums = new_sums(len(self.heads), self.num_classes, self.device)
-        return TaskState(sums={"stats": sums}, counts={"windows": 0}, rows={"raw_sample": []})
+        return TaskState(sums={"stats": sums}, counts={"windows": 0}, rows={"raw_sample": [], "objects": []})
 
     def process(self, ctx: ImageContext, state: TaskState) -> int:
         windows, owner = sliding_window_proposals(ctx.boxes, ctx.image_size, grid=self.grid)
@@ -85,9 +94,25 @@ class SlidingWindowTask:
             parts = scored.get(head, {})
             add_moments(state.sums["stats"][h], cell, x, parts.get("score"), parts.get("reg_iou"))
         state.count("windows", len(windows))
+        if self.object_measures:
+            self._object_rows(ctx, owner, labels, x, scored, state)
         if self.raw_sample > 0:
             state.rows["raw_sample"].append(self._raw_rows(ctx, owner, labels, size, x, scored))
         return len(windows)
+
+    def _object_rows(self, ctx: ImageContext, owner: torch.Tensor, labels: torch.Tensor, x: torch.Tensor,
+                     scored: dict, state: TaskState) -> None:
+        """One object row per (box, head with a classifier): its windows' moments and rank measures."""
+        positive = iou_bin(x) >= self.first_positive
+        boxes = len(ctx.boxes)
+        size = size_index(ctx.areas)
+        for h, head in enumerate(self.heads):
+            score = scored.get(head, {}).get("score")
+            if score is None:
+                continue
+            values = object_values(owner, x, score, positive, boxes)
+            state.rows["objects"].append(object_row_tensor(h, 0, ctx.image_id, ctx.box_index, ctx.labels, size,
+                                                           values))
 
     def _raw_rows(self, ctx: ImageContext, owner: torch.Tensor, labels: torch.Tensor, size: torch.Tensor,
                   x: torch.Tensor, scored: dict) -> torch.Tensor:
@@ -125,6 +150,15 @@ class SlidingWindowTask:
         }, columns=list(RAW_COLUMNS))
 
 
+def objects_table(chunk_dir, task, model_name: str, category_ids: list[int],
+                  category_names: list[str]) -> pd.DataFrame:
+    """The object rows of every finished chunk (`measures.OBJECT_COLUMNS`), streamed one chunk at a time."""
+    parts = [object_frame(rows.numpy(), list(task.heads), [PREDEFINED], model_name, category_ids, category_names)
+             for rows in iter_rows(chunk_dir, task.name, "objects")]
+    empty = object_frame(np.zeros((0, 0)), list(task.heads), [PREDEFINED], model_name, category_ids, category_names)
+    return pd.concat(parts, ignore_index=True) if parts else empty
+
+
 def bin_counts(stats: pd.DataFrame) -> list[int]:
     """Windows per IoU bin (of the first head: every head scores the same windows)."""
     if stats.empty:
@@ -135,9 +169,10 @@ def bin_counts(stats: pd.DataFrame) -> list[int]:
 
 
 def check_window_options(raw_sample: int = 0, precision: str = "fp32", scoring: str = "fast",
-                         grid: str = DEFAULT_GRID) -> None:
+                         grid: str = DEFAULT_GRID, positive_iou: float = DEFAULT_POSITIVE_IOU) -> None:
     """A one-line `DHError` for values the analysis cannot run with, before any model is loaded."""
     check_grid_kind(grid)
+    positive_bin(positive_iou)
     if raw_sample < 0:
         raise DHError(f"the raw sample must be 0 or more windows per box, got {raw_sample}")
     if precision not in PRECISIONS:
@@ -149,15 +184,18 @@ def check_window_options(raw_sample: int = 0, precision: str = "fp32", scoring: 
 
 
 def sliding_window_key(run: ModelRun, proposals_per_gt: int, raw_sample: int = 0, seed: int = 0,
-                       precision: str = "fp32", grid: str = DEFAULT_GRID) -> dict:
+                       precision: str = "fp32", grid: str = DEFAULT_GRID,
+                       positive_iou: float = DEFAULT_POSITIVE_IOU) -> dict:
     """What a sliding-window result depends on; ``raw_sample`` and ``seed`` only change raw_sample.csv.
+
+    ``positive_iou`` is always there: a result without it predates the object rows (`check_measure_format`).
 
     ``precision`` enters only when it is not fp32 and ``grid`` only when it is not spiral, so default results keep
     the identity they had before the options existed; the scoring path (fast or reference) changes nothing beyond
     float32 rounding and is a run option.
     """
     key = {"analysis": OUTPUTS.analysis, "config": run.config, **run.data_key, "proposals_per_gt": proposals_per_gt,
-           "raw_sample": raw_sample, "seed": seed}
+           "raw_sample": raw_sample, "seed": seed, "positive_iou": float(positive_iou)}
     if precision != "fp32":
         key["precision"] = precision
     if grid != DEFAULT_GRID:
@@ -166,16 +204,16 @@ def sliding_window_key(run: ModelRun, proposals_per_gt: int, raw_sample: int = 0
 
 
 def finished_sliding_window(run: ModelRun, proposals_per_gt: int, precision: str = "fp32",
-                            grid: str = DEFAULT_GRID) -> bool:
-    """True when ``run.folder`` holds a finished sliding-window result of the same model, data, density, precision
-    and grid (whatever its raw sample), which PCC reuses instead of scoring the windows again."""
+                            grid: str = DEFAULT_GRID, positive_iou: float = DEFAULT_POSITIVE_IOU) -> bool:
+    """True when ``run.folder`` holds a finished sliding-window result of the same model, data, density, precision,
+    grid and positive threshold (whatever its raw sample), which PCC reuses instead of scoring the windows again."""
     if not (run.folder / SLIDING_WINDOW_STATS_CSV).is_file():
         return False
     try:
         stored = stored_key(run.folder / OUTPUTS.summary)
     except DHError:
         return False
-    wanted = sliding_window_key(run, proposals_per_gt, precision=precision, grid=grid)
+    wanted = sliding_window_key(run, proposals_per_gt, precision=precision, grid=grid, positive_iou=positive_iou)
     return stored is not None and not differences(stored, wanted, ignore=SAMPLE_ONLY)
 
 
@@ -189,21 +227,25 @@ def compute_sliding_window(
     precision: str = "fp32",
     scoring: str = "fast",
     grid: str = DEFAULT_GRID,
+    positive_iou: float = DEFAULT_POSITIVE_IOU,
     options: RunOptions = RunOptions(),
     overwrite: bool = False,
 ) -> Written | None:
     """Run (or resume) the sliding-window analysis of one model and write its files; rank 0 returns them.
 
     ``proposals_per_gt`` windows per box on the ``grid`` (`proposals.GRID_KINDS`); ``raw_sample`` random windows
-    per box are also kept as raw rows (seeded by ``seed``); ``precision`` of the heads' matmuls (fp32, bf16) on the
+    per box are also kept as raw rows (seeded by ``seed``); ``positive_iou`` sets the positives of the object rows
+    (`measures`); ``precision`` of the heads' matmuls (fp32, bf16) on the
     ``scoring`` path (fast: gather RoIAlign + matmul heads; reference: the model's own probe). Results of another
     key in the folder are refused unless ``overwrite``, which also starts this analysis again.
     """
-    check_window_options(raw_sample, precision, scoring, grid)
+    check_window_options(raw_sample, precision, scoring, grid, positive_iou)
     started = time.perf_counter()
-    key = sliding_window_key(run, proposals_per_gt, raw_sample, seed, precision, grid)
+    if not overwrite:
+        check_measure_format(stored_key(run.folder / OUTPUTS.summary), run.folder, OUTPUTS.what)
+    key = sliding_window_key(run, proposals_per_gt, raw_sample, seed, precision, grid, positive_iou)
     task = SlidingWindowTask(run.model, run.dataset.num_classes, batch_size, proposals_per_gt, raw_sample, seed,
-                             fast=scoring == "fast", precision=precision, grid_kind=grid)
+                             fast=scoring == "fast", precision=precision, grid_kind=grid, positive_iou=positive_iou)
     merged = run_analysis(run, OUTPUTS, [task], key, options, overwrite)
     if merged is None:
         return None
@@ -212,6 +254,8 @@ def compute_sliding_window(
     state = merged.states.get(task.name) or task.new_state()
     stats = task.frame(state, run.name, cat_ids, list(dataset.category_names))
     written = write_table(stats, run.folder / SLIDING_WINDOW_STATS_CSV)
+    written += write_table(objects_table(merged.chunk_dir, task, run.name, cat_ids, list(dataset.category_names)),
+                           run.folder / SLIDING_WINDOW_OBJECTS_CSV)
     if raw_sample > 0:
         parts = [task.raw_frame(rows, run.name, cat_ids) for rows in iter_rows(merged.chunk_dir, task.name,
                                                                                "raw_sample")]
@@ -234,5 +278,6 @@ def compute_sliding_window(
         batch_size_final=task.batcher.size,
         scoring=scoring,
         precision=precision,
+        positive_iou=positive_iou,
     )
     return Written(stats, summary, [*written, run.folder / OUTPUTS.summary])

@@ -1,7 +1,9 @@
 """Correlation figures: PCC bars (Fig. 3, Fig. A.2; paper §3.2) and spatial-correlation maps (Fig. 4; §3.4).
 
 PCC functions take the tidy ``pcc.csv`` table (`dhanalysis.analysis.pcc.pcc_table`): one row per (model, head,
-proposal_set, grouping, group) with ``pcc`` (``variant`` optional, for legend labels). Fig. 4 takes the three
+proposal_set, grouping, group, measure) with the value in ``pcc`` (``variant`` optional, for legend labels). Every
+alignment measure the table holds gets its own row of panels, the paper's pooled PCC first; a table without the
+``measure`` column (written before the measures) holds the pooled PCC alone and draws as the paper's figure. Fig. 4 takes the three
 (S², S²) cell-by-cell cosine matrices of ``spatial_corr.npz`` (cell = y·S + x).
 """
 
@@ -16,7 +18,8 @@ from matplotlib.figure import Figure, FigureBase
 
 from dhanalysis.figures.style import (CORRELATION_CMAP, PROPOSAL_SET_LABELS, caveat_figure, draw_caveat, head_color,
                                       head_label, paper_style, variant_label)
-from dhanalysis.vocab import DIFFICULTY_GROUPS, MODEL_PROPOSAL_SETS, PREDEFINED, SIZE_GROUPS
+from dhanalysis.vocab import (ALIGNMENT_MEASURE_LABELS, ALIGNMENT_MEASURES, DIFFICULTY_GROUPS, MODEL_PROPOSAL_SETS,
+                              PREDEFINED, SIZE_GROUPS)
 
 FIG3_SIZES = tuple(reversed(SIZE_GROUPS))  # the paper's order, left panel: large, medium, small
 FIG3_SETS = MODEL_PROPOSAL_SETS  # right panel: the model's own proposals
@@ -55,6 +58,18 @@ def _bars(ax: Axes, table: pd.DataFrame, categories: Sequence[str], category_col
     ax.grid(axis="x", visible=False)
 
 
+def measures_of(pcc: pd.DataFrame) -> list[str]:
+    """The measures ``pcc`` holds, the paper's pooled PCC first (a table without a ``measure`` column: that alone)."""
+    if "measure" not in pcc.columns:
+        return ["pooled_pcc"]
+    present = set(pcc["measure"].dropna())
+    return [m for m in ALIGNMENT_MEASURES if m in present] + sorted(present - set(ALIGNMENT_MEASURES))
+
+
+def _of(pcc: pd.DataFrame, measure: str) -> pd.DataFrame:
+    return pcc[pcc["measure"] == measure] if "measure" in pcc.columns else pcc
+
+
 def _legend_above(fig: FigureBase, ax: Axes, note: str | None = None) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -64,37 +79,51 @@ def _legend_above(fig: FigureBase, ax: Axes, note: str | None = None) -> None:
 def plot_fig3(pcc: pd.DataFrame, fig: Figure | None = None, note: str | None = None,
               caveat: str | None = None) -> Figure:
     """Fig. 3: PCC of predefined proposals by size (left: large, medium, small); RPN proposals and NMS detections
-    (right); one bar per head. ``note``: the legend's title; ``caveat``: the figure's title, in red."""
-    pre = pcc[(pcc["proposal_set"] == PREDEFINED) & (pcc["grouping"] == "size")]
-    post = pcc[pcc["proposal_set"].isin(FIG3_SETS) & (pcc["grouping"] == "all")]
+    (right); one bar per head; one row per alignment measure, the paper's pooled PCC first. ``note``: the legend's
+    title; ``caveat``: the figure's title, in red."""
+    measures = measures_of(pcc)
     with paper_style():
-        fig, panel, axes = caveat_figure(1, 2, (7.4, 3.2), fig, caveat, width_ratios=[3, 2])
-        left, right = axes[0]
-        _bars(left, pre, FIG3_SIZES, "group")
-        left.set_title("predefined proposals")
-        _bars(right, post, FIG3_SETS, "proposal_set", PROPOSAL_SET_LABELS)
-        right.set_title("RPN proposals and\ndetections after NMS")
-        right.set_ylabel("")
-        _legend_above(panel, left if len(pre) else right, note)
+        fig, panel, axes = caveat_figure(len(measures), 2, (7.4, 3.2 * len(measures)), fig, caveat,
+                                         width_ratios=[3, 2])
+        for row, measure in enumerate(measures):
+            rows = _of(pcc, measure)
+            pre = rows[(rows["proposal_set"] == PREDEFINED) & (rows["grouping"] == "size")]
+            post = rows[rows["proposal_set"].isin(FIG3_SETS) & (rows["grouping"] == "all")]
+            left, right = axes[row]
+            _bars(left, pre, FIG3_SIZES, "group")
+            _bars(right, post, FIG3_SETS, "proposal_set", PROPOSAL_SET_LABELS)
+            right.set_ylabel("")
+            if len(measures) > 1:
+                left.set_ylabel(ALIGNMENT_MEASURE_LABELS.get(measure, measure))
+            if row == 0:
+                left.set_title("predefined proposals")
+                right.set_title("RPN proposals and\ndetections after NMS")
+                _legend_above(panel, left if len(pre) else right, note)
     return fig
 
 
 def plot_figA2(pcc: pd.DataFrame, ax: Axes | None = None, title: str | None = None,
                note: str | None = None, caveat: str | None = None) -> Figure:
-    """Fig. A.2: PCC of predefined proposals for easy, medium and hard classes, one bar per head. ``title``: the
-    axes' title; ``note``: the legend's title; ``caveat``: the figure's title, in red."""
+    """Fig. A.2: PCC of predefined proposals for easy, medium and hard classes, one bar per head; one panel per
+    alignment measure, the paper's pooled PCC first (into the caller's ``ax``: the pooled PCC alone). ``title``: the
+    first axes' title; ``note``: the legend's title; ``caveat``: the figure's title, in red."""
     part = pcc[(pcc["proposal_set"] == PREDEFINED) & (pcc["grouping"] == "difficulty")]
+    measures = measures_of(part) if ax is None else ["pooled_pcc"]
     with paper_style():
         if ax is None:
-            fig, panel, axes = caveat_figure(1, 1, (4.8, 3.4), caveat=caveat)
-            ax = axes[0][0]
+            fig, panel, axes = caveat_figure(len(measures), 1, (4.8, 3.4 * len(measures)), caveat=caveat)
+            panels = [a[0] for a in axes]
         else:  # the caller's figure: the caveat becomes its title
             fig = panel = ax.figure
+            panels = [ax]
             if caveat:
                 draw_caveat(fig, caveat)
-        _bars(ax, part, DIFFICULTY_GROUPS, "group")
-        ax.set_title(title or "predefined proposals by class difficulty")
-        _legend_above(panel, ax, note)
+        for axis, measure in zip(panels, measures):
+            _bars(axis, _of(part, measure), DIFFICULTY_GROUPS, "group")
+            if len(measures) > 1:
+                axis.set_ylabel(ALIGNMENT_MEASURE_LABELS.get(measure, measure))
+        panels[0].set_title(title or "predefined proposals by class difficulty")
+        _legend_above(panel, panels[0], note)
     return fig
 
 
