@@ -81,6 +81,13 @@ def box_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return np.where((w > 0) & (h > 0), iou, 0.0)
 
 
+def ground_truth_ignored(gt: Boxes, area_range: tuple[float, float]) -> np.ndarray:
+    """COCOeval's gtIgnore of every ground truth under one area range: a crowd, or an ``area`` outside the range.
+    The one statement of the rule, read by the evaluation and by the counts of ground truths that count."""
+    lo, hi = area_range
+    return gt.crowd | (gt.area < lo) | (gt.area > hi)
+
+
 @dataclass
 class Evaluation:
     """What an evaluated and accumulated COCOeval holds, as arrays.
@@ -165,7 +172,7 @@ def evaluate(gt: Boxes, dt: Boxes, image_ids: Sequence[int], cat_ids: Sequence[i
     dt_ignore = np.zeros((A, T, n), bool)
     gt_ignored_by_area = []
     for a, (a_lo, a_hi) in enumerate(area_ranges):
-        g_ign = gt.crowd | (gt.area < a_lo) | (gt.area > a_hi)
+        g_ign = ground_truth_ignored(gt, (a_lo, a_hi))
         gt_ignored_by_area.append(g_ign)
         ign = g_ign[pair_gt]
         # within a detection: non-ignored after ignored, then IoU, then COCOeval's ground-truth order (non-ignored

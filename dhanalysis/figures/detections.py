@@ -1,6 +1,6 @@
 """Figures of `dhanalysis detections`, drawn from its tables alone: the (IoU, score) histogram with the per-bin mean
 score (the paper's Fig. 2 top and Fig. 3 right for any detector), COCO analyze()'s stacked precision–recall curves,
-TIDE's ΔAP bars and the reliability diagram."""
+TIDE's ΔAP bars, the reliability diagram and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -95,4 +95,45 @@ def plot_reliability(calibration: pd.DataFrame, ece: dict[str, float] | None = N
             ax.plot(part["score_mean"], part["precision"], marker="o", ms=3, label=f"IoU {iou:.2f}{words}")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score in bin", ylabel="precision (COCOeval true positives)")
         ax.legend(loc="upper left")
+    return fig
+
+
+def plot_confusion(confusion: pd.DataFrame, normalize: bool = True, max_labels: int = 40) -> Figure:
+    """The confusion matrix (det_confusion.csv) as a heat map, predicted class down, true class across, background
+    last on both (ultralytics' layout). ``normalize``: each true class's column divided by its total, so a cell reads
+    "of the objects of this class (of the false positives, for the background column), the share predicted as that";
+    class names are drawn while there are at most ``max_labels`` classes."""
+    labels = list(dict.fromkeys(confusion["true"]))  # the table's order: classes by id, background last
+    counts = (confusion.pivot(index="predicted", columns="true", values="count")
+              .reindex(index=labels, columns=labels).to_numpy(np.float64))
+    shown = counts
+    if normalize:
+        totals = np.nansum(counts, axis=0, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shown = np.where(totals > 0, counts / totals, np.nan)
+    shown = np.ma.masked_where(~np.isfinite(shown) | (shown == 0), shown)
+    n = len(labels)
+    side = min(3.2 + 0.16 * n, 12.0)
+    iou, score = confusion["iou_threshold"].iloc[0], confusion["score_threshold"].iloc[0]
+    with paper_style():
+        fig, axes = new_figure(1, 1, (side + 1.0, side))
+        ax = axes[0][0]
+        ax.grid(False)
+        image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class" if normalize else "count")
+        ticks = np.arange(n)
+        if n <= max_labels + 1:
+            font = 7 if n <= 20 else 5
+            ax.set_xticks(ticks, labels, rotation=90, fontsize=font)
+            ax.set_yticks(ticks, labels, fontsize=font)
+        else:
+            ax.set_xticks([n - 1], [labels[-1]])
+            ax.set_yticks([n - 1], [labels[-1]])
+        if n <= 12:
+            for (i, j), v in np.ndenumerate(counts):
+                if np.isfinite(v) and v > 0:
+                    ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7,
+                            color="white" if shown[i, j] is not np.ma.masked and shown[i, j] > 0.6 else "black")
+        ax.set(xlabel="true class", ylabel="predicted class",
+               title=f"Confusion matrix (IoU > {iou:g}, score >= {score:g})")
     return fig
