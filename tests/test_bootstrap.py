@@ -1,5 +1,8 @@
 """Bootstrap intervals: AP recomputed from pycocotools' matching equals COCOeval, on every image and on a resampled
-image list (duplicates included); moment sums give scipy's Pearson r; intervals cover what they should."""
+image list (duplicates included); moment sums give scipy's Pearson r; intervals cover what they should; the seed ×
+image t interval reduces to known intervals where it must; the findings' AP replicates resample the AP images.
+
+The coverage of the findings' interval method is measured in tests/test_interval_coverage.py."""
 
 from __future__ import annotations
 
@@ -114,23 +117,122 @@ def test_holm_rejects_what_statsmodels_rejects():
         + multipletests([0.01, 0.03], 0.05, "holm")[0].tolist()[1:]
 
 
-def test_two_level_draws_pick_the_drawn_seed_and_average_the_slots():
-    from dhanalysis.analysis.bootstrap import TwoLevelDraws, p_value
+def test_seed_image_t_is_the_t_test_over_seeds_when_images_do_not_matter():
+    """A statistic that is each seed's constant: the image part is 0 and the interval is the one-sample t interval
+    of the seeds' values (S − 1 degrees of freedom), with scipy's t-test p-value."""
+    from scipy.stats import t as student_t
+    from scipy.stats import ttest_1samp
 
-    draws = TwoLevelDraws.draw(num_seeds=3, num_images=5, replicates=400, seed=1)
-    assert draws.seeds.shape == (400, 3) and draws.counts.shape == (400, 3, 5)
-    assert (draws.counts.sum(-1) == 5).all() and set(np.unique(draws.seeds)) == {0, 1, 2}
-    # a statistic that is the seed's own constant: each replicate is the mean of the drawn seeds' constants
-    per_seed = [np.full((400, 3), float(v)) for v in (10.0, 20.0, 40.0)]
-    want = np.array([np.mean([(10.0, 20.0, 40.0)[s] for s in row]) for row in draws.seeds])
-    np.testing.assert_allclose(draws.combine(per_seed), want)
-    # slot j of seed s reads that slot's own image draw
-    x = np.arange(5, dtype=float)
-    per_seed = [draws.counts @ (x * (s + 1)) for s in range(3)]
-    want = np.array([np.mean([draws.counts[b, j] @ (x * (draws.seeds[b, j] + 1)) for j in range(3)])
-                     for b in range(400)])
-    np.testing.assert_allclose(draws.combine(per_seed), want)
-    # seed noise widens the interval: three seeds far apart give an interval wider than one seed's
-    one = TwoLevelDraws.draw(1, 5, 400, 1).combine([np.full((400, 1), 10.0)])
-    assert np.ptp(one) == 0 and np.ptp(draws.combine([np.full((400, 3), float(v)) for v in (10, 20, 40)])) > 10
-    assert p_value(np.array([1.0, 2.0, 3.0])) == 2 * 1 / 4 and p_value(np.array([-1.0, 1.0])) == 1.0
+    from dhanalysis.analysis.bootstrap import seed_image_t, t_interval, t_p_value
+
+    values = np.array([0.8, 1.9, 1.2])
+    estimate, se, df = (float(v) for v in seed_image_t(values, np.tile(values, (300, 1)), 100))
+    assert estimate == pytest.approx(values.mean()) and df == pytest.approx(2)
+    assert se == pytest.approx(values.std(ddof=1) / np.sqrt(3))
+    lo, hi = t_interval(estimate, se, df)
+    assert hi - estimate == pytest.approx(student_t.ppf(0.975, 2) * se)
+    assert t_p_value(estimate, se, df) == pytest.approx(ttest_1samp(values, 0).pvalue)
+
+
+def test_seed_image_t_adds_the_shared_image_variance_once():
+    """Seeds that differ by a constant and share every image's value: the image part is the bootstrap variance of
+    one seed's mean, counted once (not divided by the number of seeds), on top of the seeds' variance."""
+    from dhanalysis.analysis.bootstrap import seed_image_t
+
+    rng = np.random.default_rng(6)
+    image = rng.normal(0, 1, 200)
+    shift = np.array([0.0, 0.3, -0.1, 0.5])
+    x = image[:, None] + shift  # (N, S), no seed×image part
+    counts = replicate_counts(200, 2000, seed=7)
+    _, se, df = seed_image_t(x.mean(0), counts @ x / 200, 200)
+    want = shift.var(ddof=1) / 4 + np.var(counts @ image / 200, ddof=1)
+    assert float(se) ** 2 == pytest.approx(want, rel=1e-9) and 3 < float(df) < 199
+    # one seed: the image bootstrap alone, N − 1 degrees of freedom
+    _, se1, df1 = seed_image_t(x.mean(0)[:1], (counts @ x / 200)[:, :1], 200)
+    assert float(se1) == pytest.approx(np.std(counts @ image / 200, ddof=1)) and float(df1) == 199
+
+
+def test_seed_image_t_takes_out_the_seed_by_image_part_the_seed_variance_holds():
+    """Pure seed×image noise (no seed effect, no image effect): the seeds' variance already holds it, so the
+    standard error is close to its true value sqrt(σ² / (S N)), not twice its variance."""
+    from dhanalysis.analysis.bootstrap import seed_image_t
+
+    rng = np.random.default_rng(8)
+    s, n = 5, 300
+    x = rng.normal(0, 1, (400, n, s))  # 400 studies
+    counts = replicate_counts(n, 300, seed=9)
+    reps = np.einsum("bn,rns->rbs", counts, x) / n
+    _, se, _ = seed_image_t(x.mean(1), reps, n)
+    assert np.mean(se ** 2) == pytest.approx(1 / (s * n), rel=0.1)
+
+
+def test_seed_image_t_leaves_out_undefined_replicates_and_gives_up_below_half():
+    from dhanalysis.analysis.bootstrap import seed_image_t, t_interval, t_p_value
+
+    rng = np.random.default_rng(10)
+    reps = rng.normal(0, 1, (100, 3))
+    per_seed = np.array([0.1, 0.2, 0.3])
+    holed = reps.copy()
+    holed[:30, 1] = np.nan  # a PCC undefined on some replicates' images
+    _, se, _ = seed_image_t(per_seed, holed, 50)
+    _, se_kept, _ = seed_image_t(per_seed, reps[30:], 50)
+    assert float(se) == pytest.approx(float(se_kept))
+    holed[:60, 0] = np.nan
+    _, se, df = seed_image_t(per_seed, holed, 50)
+    assert np.isnan(se) and np.isnan(t_p_value(0.2, float(se), float(df)))
+    assert all(np.isnan(t_interval(0.2, float(se), float(df))))
+
+
+def test_p_value_agrees_with_the_interval():
+    """p < 0.05 exactly when the 95% interval excludes 0, so the raw and the Holm verdicts read the same test."""
+    from dhanalysis.analysis.bootstrap import t_interval, t_p_value
+
+    rng = np.random.default_rng(11)
+    for _ in range(500):
+        estimate, se, df = rng.normal(0, 1), rng.uniform(0.05, 1), rng.uniform(1.5, 300)
+        lo, hi = t_interval(estimate, se, df)
+        assert (t_p_value(estimate, se, df) < 0.05) == (lo > 0 or hi < 0)
+    assert t_p_value(0.4, 0.0, 3.0) == 0.0 and t_interval(0.4, 0.0, 3.0) == (0.4, 0.4)
+
+
+# ----------------------------------------------------------------------------------------- evidence
+def constructed_matches(num_images: int, hit_rate: float, rng: np.random.Generator) -> CocoMatches:
+    """One category, one object and one detection per image: the first 100 images always hit, the rest with
+    ``hit_rate`` (so AP on the first 100 is 1 and on all of them is not)."""
+    thresholds = np.array([0.5, 0.75])
+    rows = []
+    for i in range(num_images):
+        hit = i < 100 or rng.uniform() < hit_rate
+        rows.append((np.array([rng.uniform(0.1, 1.0)]), np.full((2, 1), hit), np.zeros((2, 1), bool), 1))
+    return CocoMatches(list(range(1, num_images + 1)), [rows], thresholds, np.linspace(0, 1, 101))
+
+
+def test_ap_draws_resample_the_images_ap_is_measured_on():
+    """Analyses on 100 images and AP on 300: the AP replicates resample all 300 (not the analysed 100), every seed
+    and run of a replicate reads the same draw, and each estimate says which images it used."""
+    from dhanalysis.analysis.bootstrap import ratio_of_sums
+    from dhanalysis.analysis.findings import (ANALYSED_IMAGES, EVALUATED_IMAGES, Evidence, ImageSums, ap_difference,
+                                              paired_difference)
+
+    rng = np.random.default_rng(12)
+    analysed = [ImageSums(image_ids=list(range(1, 101)), objects=rng.normal(1, 1, 100)) for _ in range(2)]
+    same = constructed_matches(300, 0.5, np.random.default_rng(13))
+    matches = {("a", "m"): [same, same], ("b", "m"): [constructed_matches(300, 0.3, rng) for _ in range(2)]}
+    ev = Evidence([0, 1], {"model": analysed}, matches, replicates=200, seed=3)
+
+    counts = ev.draws(same.image_ids)
+    assert counts.shape == (200, 300)
+    np.testing.assert_array_equal(counts, replicate_counts(300, 200, seed=3))
+    own, reps = ev.ap(("a", "m"))
+    want = np.array([same.ap(positions_of(row))[0] for row in counts])
+    np.testing.assert_allclose(reps[:, 0], want)
+    np.testing.assert_array_equal(reps[:, 0], reps[:, 1])  # both seeds read the replicate's one draw
+    assert own[0] < 0.9 and abs(reps.mean() - own[0]) < 0.05  # replicates of the first 100 images alone would be 1
+
+    ap = ap_difference(ev, ("a", "m"), [("b", "m")])
+    assert (ap.n_images, ap.image_set) == (300, EVALUATED_IMAGES)
+    assert ap.ci_low < ap.value < ap.ci_high and np.isfinite(ap.p_value)
+    window = paired_difference(ev, [(1.0, "model", lambda s: (np.stack([s.objects, np.ones(100)], 1),
+                                                              ratio_of_sums))])
+    assert (window.n_images, window.image_set) == (100, ANALYSED_IMAGES)
+    assert ev.draws(analysed[0].image_ids).shape == (200, 100)

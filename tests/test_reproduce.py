@@ -242,3 +242,35 @@ def test_quality_targets_are_read_at_the_worst_replicate(study):
         for _, part in low.groupby("head"):
             lows.append(float(part["sum_s"].sum() / part["n_s"].sum()))
     assert lows and rows["score_iou_lo"]["worst"] == pytest.approx(max(lows), rel=1e-6)
+
+
+def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study):
+    """The regime pilot (study/regime.py) reuses the study's trunk, evaluates every run on ``val`` only, and its
+    convergence and gap tables equal a recomputation from the runs' eval.csv files."""
+    from dhanalysis.model.checkpoint import read_checkpoint
+    from dhanalysis.study.regime import TINY_REGIME, run_regime
+
+    layout, _, _ = study
+    frame = run_regime(TINY, layout, TINY_REGIME, device="cpu")
+    val_ids = sorted(img["id"] for img in json.loads((layout.data / "annotations" / "instances_val.json").read_text())[
+        "images"])
+    assert len(frame) == len(TINY_REGIME.schedules) * (len(TINY_REGIME.fc_dims) + 1)
+    ap = {}
+    for it in TINY_REGIME.schedules:
+        for run in ["single-conv", *[f"single-fc-d{d}" for d in TINY_REGIME.fc_dims]]:
+            folder = layout.results / "regime" / f"it{it}" / run
+            assert json.loads((folder / EVALUATED_IMAGES_JSON).read_text())["image_ids"] == val_ids
+            ap[it, run] = pd.read_csv(folder / "eval.csv").iloc[0]["AP"]
+            state = read_checkpoint(layout.checkpoints / "regime" / f"it{it}" / run / "model_final.pth")
+            assert state["iteration"] == it
+    longest = max(TINY_REGIME.schedules)
+    conv = pd.read_csv(layout.results / "regime" / "regime_convergence.csv")
+    for row in conv.itertuples():
+        assert row.delta_points == pytest.approx(100 * (ap[longest, row.run] - ap[row.iterations, row.run]), abs=1e-9)
+        assert row.converged == (abs(row.delta_points) <= 0.3)
+    gaps = pd.read_csv(layout.results / "regime" / "regime_gaps.csv")
+    for row in gaps.itertuples():
+        want = 100 * (ap[row.iterations, f"single-fc-d{row.fc_dim}"] - ap[row.iterations, "single-conv"])
+        assert row.gap_AP_points == pytest.approx(want, abs=1e-9)
+    # resumable: a second call trains nothing and gives the same table
+    pd.testing.assert_frame_equal(run_regime(TINY, layout, TINY_REGIME, device="cpu"), frame)

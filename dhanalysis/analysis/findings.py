@@ -1,14 +1,17 @@
-"""The machinery of checking a paper's claims on trained models: per-image evidence, estimates with two-level
-bootstrap intervals, verdicts raw and Holm-adjusted, and the findings table (findings.csv / findings.md).
+"""The machinery of checking a paper's claims on trained models: per-image evidence, estimates with seed × image
+intervals, verdicts raw and Holm-adjusted, and the findings table (findings.csv / findings.md).
 
 Each claim is a signed difference that the paper says is positive ("the fc-head's score correlates more with IoU
 than the conv-head's": PCC_fc − PCC_conv > 0). With models trained from several seeds, the estimate is the mean over
-seeds of the per-seed difference (both sides of a difference trained with the same seed: paired), and its 95%
-interval comes from a two-level bootstrap (`bootstrap.TwoLevelDraws`: seeds, then images), so it covers training
-noise as well as which images were drawn. A claim **holds** when the whole interval is above 0, is
-**contradicted** when it is below 0, and is **inconclusive** otherwise; the Holm verdict applies the same rule after
-Holm's correction over every decisive-kind claim of the table (`holm_verdicts`). Which claims a study checks, and
-which model plays which role in them, is the study's business (`dhanalysis.study.claims`).
+seeds of the per-seed difference (both sides of a difference trained with the same seed: paired). Every seed is
+measured on the same images, so a bootstrap replicate draws those images once for every seed and model (crossed and
+paired), and the 95% interval is a t interval from the seed and image variance components
+(`bootstrap.seed_image_t`): it covers training noise as well as which images were drawn, and its coverage is
+measured by simulation (tests/test_interval_coverage.py). AP claims resample the images AP was evaluated on, the
+analysis claims the analysed images (``Estimate.image_set``, ``n_images``). A claim **holds** when the whole
+interval is above 0, is **contradicted** when it is below 0, and is **inconclusive** otherwise; the Holm verdict
+applies the same rule after Holm's correction over every decisive-kind claim of the table (`holm_verdicts`). Which
+claims a study checks, and which model plays which role in them, is the study's business (`dhanalysis.study.claims`).
 
 Inputs, per analysed model folder: the per-image chunks the analyses keep (``chunks/sliding_window``,
 ``chunks/pcc``, ``chunks/spatial_corr``; one image per chunk, ``--chunk-size 1``) and, per evaluated run,
@@ -25,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.bootstrap import (DEFAULT_REPLICATES, CocoMatches, TwoLevelDraws, holm, interval, p_value,
-                                           pcc_of_sums, positions_of, ratio_of_sums)
+from dhanalysis.analysis.bootstrap import (DEFAULT_REPLICATES, CocoMatches, holm, pcc_of_sums, positions_of,
+                                           ratio_of_sums, replicate_counts, seed_image_t, t_interval, t_p_value)
 from dhanalysis.analysis.stats import MOMENTS, NUM_BINS, PCC_MOMENTS
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import (CHUNKS_DIR, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, MODEL_PROPOSAL_SETS,
@@ -34,7 +37,8 @@ from dhanalysis.vocab import (CHUNKS_DIR, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES,
                               SLIDING_WINDOW_STATS_CSV, SPATIAL_CORR_CHUNKS, detections_file)
 
 FINDINGS_COLUMNS = ("claim", "section", "statement", "quote", "measure", "paper", "trunk", "ours", "ci_low",
-                    "ci_high", "p_value", "verdict", "verdict_holm", "role", "n_seeds", "n_images", "protocol")
+                    "ci_high", "p_value", "verdict", "verdict_holm", "role", "n_seeds", "n_images", "image_set",
+                    "protocol")
 COL = {name: i for i, name in enumerate(MOMENTS)}
 HIGH_IOU_BIN = NUM_BINS // 2  # windows with proposal IoU ≥ 0.5
 REG_FROM_BIN = 8  # windows with proposal IoU ≥ 0.4, where §3.3 says the conv-head regresses better
@@ -88,8 +92,13 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
         chunks = sorted(_chunks(pcc_dir, "pcc"), key=lambda c: c["image_id"])
         sums.proposal_heads = _heads_of(folder / PCC_STATS_CSV)
         arr = np.stack([c["sums"]["pcc"].numpy() for c in chunks])
-        sums.proposal = arr.reshape(len(chunks), arr.shape[1], len(MODEL_PROPOSAL_SETS), len(SIZE_GROUPS),
-                                    len(PCC_MOMENTS))
+        cells = len(MODEL_PROPOSAL_SETS) * num_classes * len(SIZE_GROUPS) * NUM_BINS
+        if arr.shape[2] != cells:  # the sums before classes and IoU bins were kept
+            raise DHError(f"{folder}: the pcc chunks were written before the alignment measures; rerun dhanalysis pcc "
+                          "with --overwrite (and --chunk-size 1)")
+        # (N, H, sets, K, G, B, 6) summed over classes and bins: a claim compares whole sets
+        sums.proposal = arr.reshape(len(chunks), arr.shape[1], len(MODEL_PROPOSAL_SETS), num_classes,
+                                    len(SIZE_GROUPS), NUM_BINS, len(PCC_MOMENTS)).sum(axis=(3, 5))
         ids["proposal"] = [c["image_id"] for c in chunks]
     if spatial_dir.is_dir():
         chunks = sorted(_chunks(spatial_dir, "spatial"), key=lambda c: c["image_id"])
@@ -133,6 +142,15 @@ def window_pcc(s: ImageSums, head: str, size: str | None = None) -> Stat:
     return m[:, cols], pcc_of_sums
 
 
+def window_positive_pcc(s: ImageSums, head: str, size: str | None = None, from_bin: int = HIGH_IOU_BIN) -> Stat:
+    """PCC of score and proposal IoU over the positive windows only (bins ≥ ``from_bin``, IoU ≥ 0.5): how the score
+    ranks boxes that are all on an object, without the recognition of object against background that the pooled PCC
+    also holds (`measures`)."""
+    m = _window_moments(s, head, size, slice(from_bin, None))
+    cols = [COL[c] for c in ("n_s", "sum_x", "sum_x2", "sum_s", "sum_s2", "sum_xs")]
+    return m[:, cols], pcc_of_sums
+
+
 def window_mean(s: ImageSums, head: str, value: str, from_bin: int) -> Stat:
     """Mean score (``value="s"``) or regressed IoU (``"r"``) over windows with proposal IoU in bins ≥ ``from_bin``."""
     m = _window_moments(s, head, None, slice(from_bin, None))
@@ -159,45 +177,49 @@ def spatial_offdiagonal(s: ImageSums, name: str) -> Stat:
 
 
 # ----------------------------------------------------------------------------------------- estimates
+ANALYSED_IMAGES, EVALUATED_IMAGES = "analysed", "evaluated"  # the image sets an estimate can be measured on
+
+
 @dataclass
 class Evidence:
     """What estimates are computed from, for one trunk: per seed (in ``seeds`` order) the analysed models' per-image
-    sums and the evaluated runs' AP matches, all on the same images, and the bootstrap draws every claim shares."""
+    sums and the evaluated runs' AP matches, and the bootstrap draws the claims share.
+
+    The analyses and AP may cover different images (the study analyses 100 of the 300 test images it measures AP
+    on), so each image set has its own draws (`draws`): a claim's replicates resample the images its estimate is
+    computed from. Every seed and every model on a set reads the same draw of a replicate (crossed and paired)."""
 
     seeds: list[int]
     sums: dict[str, list[ImageSums]]  # model -> per seed
     matches: dict[tuple[str, str], list[CocoMatches]]  # (run, mode) -> per seed
     replicates: int = DEFAULT_REPLICATES
     seed: int = 0
-    _draws: TwoLevelDraws | None = field(default=None, repr=False)
+    _draws: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
     _ap_cache: dict = field(default_factory=dict, repr=False)
 
-    @property
-    def num_images(self) -> int:
-        for per_seed in self.sums.values():
-            return len(per_seed[0].image_ids)
-        for per_seed in self.matches.values():
-            return len(per_seed[0].image_ids)
-        raise DHError("no analysed model and no evaluated run to measure claims on")
-
-    @property
-    def draws(self) -> TwoLevelDraws:
-        if self._draws is None:
-            self._draws = TwoLevelDraws.draw(len(self.seeds), self.num_images, self.replicates, self.seed)
-        return self._draws
+    def draws(self, image_ids: Sequence[int]) -> np.ndarray:
+        """``(B, N)`` how often each of the N images of ``image_ids`` is drawn in each replicate: drawn once per image
+        set and shared by every claim measured on it."""
+        key = tuple(int(i) for i in image_ids)
+        if key not in self._draws:
+            self._draws[key] = replicate_counts(len(key), self.replicates, self.seed)
+        return self._draws[key]
 
     def ap(self, key: tuple[str, str], metric: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """AP of run/mode ``key``: ``(S,)`` per seed on all images, and ``(B, S)``: for each replicate's slot, the
-        AP of the seed drawn there on that slot's images (computed once, shared by every claim)."""
+        """AP of run/mode ``key``: ``(S,)`` per seed on every image it was evaluated on, and ``(B, S)`` per replicate
+        and seed on that replicate's draw of those images (computed once, shared by every claim)."""
         if (key, metric) not in self._ap_cache:
             if key not in self.matches:
                 raise DHError(f"run {key[0]} has no '{key[1]}' detections to measure AP on")
             per_seed = self.matches[key]
-            draws = self.draws
+            ids = per_seed[0].image_ids
+            if any(m.image_ids != ids for m in per_seed):
+                raise DHError(f"the seeds of run {key[0]} were evaluated on different images")
             own = np.array([m.ap()[metric] for m in per_seed])
-            reps = np.empty(draws.seeds.shape)
-            for b, j in np.ndindex(*draws.seeds.shape):
-                reps[b, j] = per_seed[draws.seeds[b, j]].ap(positions_of(draws.counts[b, j]))[metric]
+            reps = np.empty((self.replicates, len(per_seed)))
+            for b, counts in enumerate(self.draws(ids)):
+                positions = positions_of(counts)
+                reps[b] = [m.ap(positions)[metric] for m in per_seed]
             self._ap_cache[(key, metric)] = (own, reps)
         return self._ap_cache[(key, metric)]
 
@@ -207,7 +229,10 @@ StatFn = Callable[[ImageSums], Stat]
 
 @dataclass(frozen=True)
 class Estimate:
-    """A claim's measurement: the estimate, its interval, the bootstrap p-value of "it is 0", each seed's value."""
+    """A claim's measurement: the estimate (mean over seeds), its interval, the p-value of "it is 0" from the same t
+    (`bootstrap.seed_image_t`), each seed's value, and the images it was measured on (``image_set``: the analysed
+    images or the images AP was evaluated on; ``n_images`` of them). ``se`` and ``df`` are the t's standard error
+    and degrees of freedom."""
 
     value: float
     ci_low: float
@@ -215,16 +240,22 @@ class Estimate:
     p_value: float
     per_seed: tuple[float, ...]
     n_images: int
+    image_set: str = ""
+    se: float = float("nan")
+    df: float = float("nan")
 
 
-def _estimate(per_seed: np.ndarray, reps: np.ndarray, n_images: int) -> Estimate:
-    lo, hi = interval(reps)
-    return Estimate(float(np.mean(per_seed)), lo, hi, p_value(reps), tuple(float(v) for v in per_seed), n_images)
+def _estimate(per_seed: np.ndarray, reps: np.ndarray, n_images: int, image_set: str) -> Estimate:
+    """``per_seed`` ``(S,)`` and its replicates ``(B, S)`` (one image draw per replicate, shared by the seeds)."""
+    value, se, df = (float(v) for v in seed_image_t(per_seed, reps, n_images))
+    lo, hi = t_interval(value, se, df)
+    return Estimate(value, lo, hi, t_p_value(value, se, df), tuple(float(v) for v in per_seed), n_images, image_set,
+                    se, df)
 
 
 def paired_difference(evidence: Evidence, parts: Sequence[tuple[float, str, StatFn]]) -> Estimate:
     """Σ sign · f(model) over ``parts`` ((sign, model, statistic of its per-image sums)), within each seed, then
-    averaged over seeds; every part and seed reads the same drawn images."""
+    averaged over seeds; every part and seed of a replicate reads the same drawn images (of the analysed set)."""
     ids = None
     for _, model, _ in parts:
         if model not in evidence.sums:
@@ -234,23 +265,21 @@ def paired_difference(evidence: Evidence, parts: Sequence[tuple[float, str, Stat
             if sums.image_ids != ids:
                 raise DHError(f"models {', '.join(m for _, m, _ in parts)} were analysed on different images; "
                               "analyse them on the same images to compare them")
-    draws = evidence.draws
-    flat = draws.counts.reshape(-1, draws.counts.shape[-1])
-    values, per_seed_reps = np.zeros(len(evidence.seeds)), []
+    counts = evidence.draws(ids)
+    values, reps = np.zeros(len(evidence.seeds)), np.zeros((len(counts), len(evidence.seeds)))
     for s in range(len(evidence.seeds)):
-        total = np.zeros(flat.shape[0])
         for sign, model, fn in parts:
             x, f = fn(evidence.sums[model][s])
             values[s] += sign * float(f(x.sum(axis=0)))
-            total += sign * f(flat @ x)
-        per_seed_reps.append(total.reshape(draws.seeds.shape))
-    return _estimate(values, draws.combine(per_seed_reps), len(ids))
+            reps[:, s] += sign * f(counts @ x)
+    return _estimate(values, reps, len(ids), ANALYSED_IMAGES)
 
 
 def ap_difference(evidence: Evidence, a: tuple[str, str], b: Sequence[tuple[str, str]], metric: int = 0,
                   below: bool = False) -> Estimate:
     """AP(a) − max AP(b) (a above all of b), or with ``below`` min AP(b) − AP(a) (a below all of b), within each
-    seed, averaged over seeds, in AP points (× 100, as the paper's tables)."""
+    seed, averaged over seeds, in AP points (× 100, as the paper's tables); replicates resample the images AP was
+    evaluated on, the same draw for every run and seed."""
     for other in (a, *b):
         if other not in evidence.matches:
             raise DHError(f"run {other[0]} has no '{other[1]}' detections to measure AP on")
@@ -264,7 +293,7 @@ def ap_difference(evidence: Evidence, a: tuple[str, str], b: Sequence[tuple[str,
     else:
         per_seed, reps = own - other_vals.max(0), own_reps - other_reps.max(0)
     n = len(evidence.matches[a][0].image_ids)
-    return _estimate(per_seed * 100, reps.mean(axis=1) * 100, n)
+    return _estimate(per_seed * 100, reps * 100, n, EVALUATED_IMAGES)
 
 
 def all_hold(components: Sequence[Estimate]) -> Estimate:
@@ -273,7 +302,7 @@ def all_hold(components: Sequence[Estimate]) -> Estimate:
     worst = min(range(len(components)), key=lambda i: components[i].ci_low)
     w = components[worst]
     return Estimate(min(c.value for c in components), w.ci_low, min(c.ci_high for c in components),
-                    max(c.p_value for c in components), (), w.n_images)
+                    max(c.p_value for c in components), (), w.n_images, w.image_set)
 
 
 def verdict(lo: float, hi: float) -> str:

@@ -232,12 +232,12 @@ def _row(claim, est: Estimate | None, trunk: str, protocol: str, n_seeds: int, e
             "trunk": trunk, "role": role, "protocol": protocol, "n_seeds": n_seeds}
     if est is None:
         return {**base, "ours": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "n_images": 0,
-                "verdict": f"not measured ({error})" if error else "not measured", "per_seed": ()}
+                "image_set": "", "verdict": f"not measured ({error})" if error else "not measured", "per_seed": ()}
     v = verdict(est.ci_low, est.ci_high)
     if not getattr(claim, "frozen_ok", True) and v != "not measured":
         v = NOT_ON_FROZEN_TRUNK
     return {**base, "ours": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "p_value": est.p_value,
-            "verdict": v, "n_images": est.n_images, "per_seed": est.per_seed}
+            "verdict": v, "n_images": est.n_images, "image_set": est.image_set, "per_seed": est.per_seed}
 
 
 def _measure(claim, fn: Callable[[], Estimate], trunk: str, protocol: str, n_seeds: int, **kw) -> dict:
@@ -284,8 +284,8 @@ def grid_rows(evidence: Evidence, grid: pd.DataFrame, trunk: str, protocol: str)
             row["statement"] = f"{claim.statement}: at (λfc, λconv) = ({lf:g}, {lc:g})"
             rows.append(row)
             components.append(row)
-        measured = [Estimate(r["ours"], r["ci_low"], r["ci_high"], r["p_value"], (), r["n_images"])
-                    for r in components if np.isfinite(r["ci_low"])]
+        measured = [Estimate(r["ours"], r["ci_low"], r["ci_high"], r["p_value"], (), r["n_images"],
+                             r["image_set"]) for r in components if np.isfinite(r["ci_low"])]
         if measured and len(measured) == len(components):
             rows.append(_row(claim, all_hold(measured), trunk, protocol, n, section="§5.2, Fig. 8 (all pairs)"))
         else:

@@ -58,6 +58,7 @@ def study_findings(plan: StudyPlan, layout: Layout, replicates: int) -> pd.DataF
 
 def findings_header(plan: StudyPlan, tag: str) -> str:
     d = plan.data
+    n_test = d.get("num_test", 0)
     trunks = ", ".join(f"{t.name} (trained end to end as {t.variant})" for t in plan.trunks)
     return (f"# Findings of the CPU-scale reproduction ({tag})\n\n"
             f"Synthetic dataset ({d['num_train']} training / {d['num_val']} validation / {d.get('num_test', 0)} test "
@@ -66,9 +67,12 @@ def findings_header(plan: StudyPlan, tag: str) -> str:
             f"of a trunk: {trunks}; the fc-vs-conv claims are measured on every trunk, the rest on the first. "
             f"{len(plan.seeds)} seed(s) per model (head initialisation, data order and RoI sampling). Differences are "
             "signed so that the paper's claim is > 0; AP differences in AP points; the estimate is the mean over "
-            "seeds. 95% intervals: two-level bootstrap (seeds, then test images; paired). 'holds' = the interval is "
-            "above 0, 'contradicted' = below 0, else 'inconclusive'. **Holm**: the same verdicts after Holm's "
-            "step-down correction over every claim row (p-values from the bootstrap; a 'for every pair' row counts "
+            "seeds. 95% intervals: t intervals from the seed and image variance components, each bootstrap "
+            "replicate drawing the test images once for every seed and model (crossed, paired); AP rows resample the "
+            f"{min(plan.eval_images or n_test, n_test)} images AP is evaluated on, the analysis rows the "
+            f"{min(plan.analysis_images or n_test, n_test)} analysed images (n_images, image_set). 'holds' = the "
+            "interval is above 0, 'contradicted' = below 0, else 'inconclusive'. **Holm**: the same verdicts after "
+            "Holm's step-down correction over every claim row (p-values from the same t; a 'for every pair' row counts "
             "once, with the largest p-value of its pairs). Claims the paper credits to joint training with the "
             f"backbone are measured but marked 'not testable on a frozen trunk'.\n")
 
