@@ -104,7 +104,8 @@ def test_every_figure_draws_the_numbers_of_the_table_beside_it(rendered, fake):
         np.testing.assert_allclose(got["score_mean"], got["score_mean_by_hand"], rtol=1e-9)
     fig3 = pd.read_csv(out / "fig3.csv")
     stored = pd.concat([pd.read_csv(fake / m / "pcc.csv") for m in ("synth-single-fc", "synth-single-conv")])
-    merged = fig3.merge(stored, on=["model", "head", "proposal_set", "grouping", "group"], suffixes=("", "_stored"))
+    keys = ["model", "head", "proposal_set", "grouping", "group", "measure"]  # one row per alignment measure
+    merged = fig3.merge(stored, on=keys, suffixes=("", "_stored"))
     assert len(merged) == len(stored) and np.allclose(merged["pcc"], merged["pcc_stored"])  # pcc.csv, as written
     for key in TABLE_CAPTIONS:
         assert (out / f"{key}.md").is_file() and (out / f"{key}.csv").is_file()
