@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, DETECTIONS_SUMMARY_JSON, DETECTIONS_TABLES,
-                              EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV,
-                              PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
-                              RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_OBJECTS_CSV,
-                              SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS,
-                              SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, SWEEP_RESULTS_CSV, VARIANTS, detections_file, table_files)
+from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, DETECTIONS_INFO_JSON, DETECTIONS_SUMMARY_JSON,
+                              DETECTIONS_TABLES, EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV,
+                              PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV,
+                              QUALITATIVE_IMAGES_CSV, RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS,
+                              SLIDING_WINDOW_OBJECTS_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON,
+                              SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON,
+                              SWEEP_RESULTS_CSV, VARIANTS, detections_file, table_files)
 
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")  # of several two-head models, whose results come first
 
@@ -48,8 +49,9 @@ RESULTS: dict[str, Outputs] = {
     o.analysis: o
     for o in (
         Outputs("model", (CONFIG_JSON,), summary=CONFIG_JSON, what="a model's results", shipped=(CONFIG_JSON,)),
-        Outputs("eval", (EVAL_CSV, PER_CLASS_AP_CSV, EVALUATED_IMAGES_JSON, detections_file("*")),
-                what="evaluation results", shipped=(EVAL_CSV, PER_CLASS_AP_CSV)),
+        # the detections' sidecar is eval's record: which stage (before / after NMS) every detections file holds
+        Outputs("eval", (EVAL_CSV, PER_CLASS_AP_CSV, EVALUATED_IMAGES_JSON, detections_file("*"), DETECTIONS_INFO_JSON),
+                summary=DETECTIONS_INFO_JSON, what="evaluation results", shipped=(EVAL_CSV, PER_CLASS_AP_CSV)),
         Outputs("sliding-window",
                 (*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(SLIDING_WINDOW_OBJECTS_CSV),
                  *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),

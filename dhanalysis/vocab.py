@@ -212,6 +212,12 @@ ALIGNMENT_MEASURE_LABELS = {
     "curve_pcc": "corr(IoU, bin-mean score)", "explained_share": "score variance explained by IoU bin",
     "within_bin": "within-bin rest"}
 
+# What stage of a detector's post-processing a results file holds: after the per-class NMS and the per-image top-k
+# (what detectors report), or before them (several boxes per object, as within-object ranking measures need).
+AFTER_NMS, BEFORE_NMS = "after_nms", "before_nms"
+DETECTION_STAGES = (AFTER_NMS, BEFORE_NMS)
+STAGE_NOT_STATED = "not stated"  # a results file with neither a sidecar nor a stage its user gave
+
 # ------------------------------------------------------------------------------------------------ metrics
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval's stats[0:6], stored as fractions
 
@@ -231,6 +237,7 @@ CONFIG_JSON = "config.json"  # the model's config: whose results the folder hold
 EVAL_CSV = "eval.csv"  # eval: one row per inference mode, `METRICS`
 PER_CLASS_AP_CSV = "per_class_ap.csv"  # eval: AP per class and mode (ranks class difficulty)
 EVALUATED_IMAGES_JSON = "evaluated_images.json"  # eval: the image ids AP was measured on, whatever was detected
+DETECTIONS_INFO_JSON = "detections_info.json"  # eval: which stage its detections files hold, and the thresholds
 SLIDING_WINDOW_STATS_CSV = "sliding_window_stats.csv"  # sliding-window: sufficient statistics per bin
 SLIDING_WINDOW_SUMMARY_JSON = "summary.json"  # sliding-window: what produced the statistics, counts
 RAW_SAMPLE_CSV = "raw_sample.csv"  # sliding-window: a sample of raw (proposal, head) rows

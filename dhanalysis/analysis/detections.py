@@ -31,10 +31,15 @@ category and annotation an object with its fields of the right type and range, i
 images and categories, boxes finite with positive width and height (a zero-area box is refused, not ignored:
 COCOeval counts it as a miss that no detection can match). The results folder is claimed like every analysis's (`dhanalysis.folders.claim`): the same
 inputs and settings again find the finished outputs and return them; other inputs are refused unless ``overwrite``.
+
+**Stage.** The within-object measures need several boxes per object, which a file after NMS rarely has, so the
+summary records which stage the file holds (`detections_stage`): what eval's sidecar beside its detections files
+says, else what the user states, else "not stated"; a statement contradicting the sidecar is refused.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -50,10 +55,11 @@ from dhanalysis.analysis import alignment, coco_analyze, coco_match, measures, t
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
 from dhanalysis.results import RESULTS
-from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
-                              DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
-                              DETECTIONS_CSV, DETECTIONS_MEASURES_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES,
-                              DETECTIONS_TIDE_CSV, LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA)
+from dhanalysis.vocab import (DETECTION_STAGES, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV,
+                              DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV,
+                              DETECTIONS_CALIBRATION_CSV, DETECTIONS_CSV, DETECTIONS_INFO_JSON,
+                              DETECTIONS_MEASURES_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES, DETECTIONS_TIDE_CSV,
+                              LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, STAGE_NOT_STATED, detections_file)
 
 REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))  # COCOeval's thresholds
@@ -71,7 +77,10 @@ PROTOCOL = {
     "matching": "COCOeval's (greedy by score, crowd and area rules), area 'all', 100 detections per image and class",
     "bootstrap": "percentile intervals (95%) over images resampled with replacement",
     "tide": "tidecv 1.0.1 definitions at IoU 0.5, background 0.1, 100 detections per image over all classes",
+    "stage": "after_nms or before_nms (the per-class NMS and per-image top-k) as detections_info.json beside an eval "
+             "detections file says, else as stated, else 'not stated'",
 }
+STATED = "stated"  # the summary's stage_source when the user, not a sidecar, gave the stage
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -264,6 +273,28 @@ def read_inputs(gt_path: str | Path, results_path: str | Path, score_fields: Seq
     gt = read_ground_truth(gt_path)
     results = read_results(results_path, gt, score_fields)
     return DetectionInputs(gt, results, tuple(score_fields), Path(gt_path), Path(results_path))
+
+
+def detections_stage(results_path: str | Path, stated: str | None = None) -> tuple[str, str | None]:
+    """(stage, its source) of a results file: ``after_nms`` or ``before_nms`` from the sidecar eval writes beside its
+    ``detections_<mode>.json`` (source: the sidecar's name), else ``stated`` (source `STATED`), else
+    (`STAGE_NOT_STATED`, None). A statement that contradicts the sidecar is a `DHError`: one of them is wrong, and
+    the measures that need before-NMS detections would be read on the wrong kind."""
+    if stated is not None and stated not in DETECTION_STAGES:
+        raise DHError(f"stated stage {stated!r} is not one of {', '.join(DETECTION_STAGES)}")
+    results_path = Path(results_path)
+    sidecar = results_path.parent / DETECTIONS_INFO_JSON
+    if not (fnmatch.fnmatchcase(results_path.name, detections_file("*")) and sidecar.is_file()):
+        return (stated, STATED) if stated is not None else (STAGE_NOT_STATED, None)
+    info = _read_json(sidecar, "detections sidecar")
+    recorded = info.get("stage") if isinstance(info, dict) else None
+    if recorded not in DETECTION_STAGES:
+        raise DHError(f"detections sidecar {sidecar} has stage {_shown(recorded)}, not one of "
+                      f"{', '.join(DETECTION_STAGES)}; evaluate again to rewrite it, or remove it")
+    if stated is not None and stated != recorded:
+        raise DHError(f"stated stage {stated} contradicts {sidecar}, which says the detections are {recorded}; "
+                      f"leave the stage out or state {recorded}")
+    return recorded, DETECTIONS_INFO_JSON
 
 
 # ---------------------------------------------------------------------------------------------------- COCOeval
@@ -473,13 +504,17 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
                        seed: int = 0, overwrite: bool = False, progress=print,
                        score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
                        confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
-                       positive_iou: float = measures.DEFAULT_POSITIVE_IOU) -> DetectionResults:
+                       positive_iou: float = measures.DEFAULT_POSITIVE_IOU,
+                       stage: str | None = None) -> DetectionResults:
     """Check the inputs, analyse them and (with ``out``) write every table and ``detections_summary.json`` last.
 
     A folder already holding this analysis of the same files and settings is not recomputed: its tables are read;
-    one written before the alignment measures is refused unless ``overwrite``.
+    one written before the alignment measures is refused unless ``overwrite``. ``stage``: ``after_nms`` or
+    ``before_nms`` as the user knows it, checked against eval's sidecar (`detections_stage`); the summary records the
+    stage as ``stage`` and where it came from as ``stage_source``.
     """
     inputs = read_inputs(gt, results, score_fields)  # every bad input fails here, before the folder is touched
+    stage, stage_source = detections_stage(inputs.results_path, stage)
     if replicates < 0:
         raise DHError(f"replicates must be >= 0, got {replicates}")
     threshold_metrics.check_thresholds(score_threshold, confusion_iou)
@@ -487,6 +522,8 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
            "results": file_identity(inputs.results_path), "score_fields": list(score_fields),
            "replicates": int(replicates), "seed": int(seed), "score_threshold": float(score_threshold),
            "confusion_iou": float(confusion_iou), "positive_iou": float(positive_iou)}
+    if stage != STAGE_NOT_STATED:  # only when known, so a folder written before stages were recorded still resumes
+        key["stage"] = stage
     measures.positive_bin(positive_iou)
     folder = Path(out) if out is not None else None
     if folder is not None:
@@ -500,7 +537,7 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
             return DetectionResults(tables, json.loads(summary_path.read_text()), [])
     tables, summary = analyse_detections(inputs, replicates, seed, progress, score_threshold=score_threshold,
                                          confusion_iou=confusion_iou, positive_iou=positive_iou)
-    summary = {"run": key, **summary}
+    summary = {"run": key, "stage": stage, "stage_source": stage_source, **summary}
     paths: list[Path] = []
     if folder is not None:
         for name, frame in tables.items():

@@ -15,8 +15,13 @@ bootstrap intervals over images), det_analyze.csv / det_analyze_pr.csv (COCO ana
 BG, FN), det_calibration.csv, det_recall.csv (COCO's AR), det_thresholds.csv (precision / recall / F1 at
 --score-threshold and at the F1-optimal threshold, IoU 0.5 and 0.75, COCOeval's matching), det_f1_curve.csv,
 det_confusion.csv (ultralytics' counting at --confusion-iou and --score-threshold) and detections_summary.json
-(protocol, AP, AR, ECE) last. 'dhanalysis figures --results OUT' draws them. The same inputs
+(protocol, AP, AR, ECE, the detections' stage) last. 'dhanalysis figures --results OUT' draws them. The same inputs
 and settings again return the finished folder; other inputs in it are refused unless --overwrite.
+
+The within-object measures (object_spearman, object_kendall, nms_gap, nms_near_best) need several boxes per object:
+detections before NMS ('dhanalysis eval --before-nms'). The summary records the file's stage: what the
+detections_info.json that eval writes beside its detections_<mode>.json says, else --stage, else "not stated"; a
+--stage that contradicts the sidecar is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.analysis.alignment import DEFAULT_REPLICATES
     from dhanalysis.analysis.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
     from dhanalysis.cli.common import fraction
+    from dhanalysis.vocab import DETECTION_STAGES
 
     parser.add_argument("--gt", required=True, metavar="GT.json", help="COCO ground-truth (instances) json")
     parser.add_argument("--results", required=True, metavar="dets.json", help="COCO results json of any detector")
@@ -47,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.cli.common import add_positive_iou_argument
 
     add_positive_iou_argument(parser)
+    parser.add_argument("--stage", choices=DETECTION_STAGES, default=None,
+                        help="whether --results holds detections before or after the per-class NMS (for another "
+                             "detector's file; eval's detections_<mode>.json state it in detections_info.json beside "
+                             "them, which this must not contradict)")
     parser.add_argument("--overwrite", action="store_true", help="replace results of other inputs in --out")
 
 
@@ -65,17 +75,34 @@ def run(args: argparse.Namespace) -> int:
         done = compute_detections(args.gt, args.results, args.out, score_fields=args.score_field,
                                   replicates=args.bootstrap, seed=args.seed, overwrite=args.overwrite,
                                   positive_iou=args.positive_iou, score_threshold=args.score_threshold,
-                                  confusion_iou=args.confusion_iou)
+                                  confusion_iou=args.confusion_iou, stage=args.stage)
     except DHError as exc:  # the library names files by role; name the flags
-        text = str(exc).replace("ground-truth file ", "--gt ").replace("results file ", "--results ")
+        text = (str(exc).replace("ground-truth file ", "--gt ").replace("results file ", "--results ")
+                .replace("stated stage ", "--stage "))
         raise type(exc)(text) if type(exc) is DHError else exc from None
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
         print(done.tables[DETECTIONS_ORACLE_CSV].to_string(index=False))
         print(done.tables[DETECTIONS_TIDE_CSV].to_string(index=False))
         thresholds = done.tables[DETECTIONS_THRESHOLDS_CSV]
         print(thresholds[thresholds["category"] == "all"].to_string(index=False))
+    print(stage_line(done.summary))
     if done.paths:
         print_written(done.paths)
     else:
         print(f"{args.out} already holds this analysis of these files; nothing recomputed")
     return 0
+
+
+def stage_line(summary: dict) -> str:
+    """The report's line on which detections were analysed: the within-object measures mean little after NMS."""
+    from dhanalysis.analysis.detections import STATED
+    from dhanalysis.vocab import BEFORE_NMS, STAGE_NOT_STATED
+
+    stage = summary.get("stage", STAGE_NOT_STATED)
+    source = summary.get("stage_source")
+    if stage == STAGE_NOT_STATED:
+        return (f"detections stage: {stage} (no detections_info.json beside --results; --stage before_nms or "
+                "after_nms records it)")
+    where = "--stage" if source == STATED else f"{source} beside --results"
+    note = "" if stage == BEFORE_NMS else "; within-object measures cover few objects after NMS (read their n)"
+    return f"detections stage: {stage} (from {where}){note}"

@@ -2,10 +2,19 @@
 
   dhanalysis eval --ckpt checkpoints/synth-double-head-ext/model_final.pth --out results/synth-double-head-ext
 
+  dhanalysis eval --ckpt model_final.pth --out results/x-before-nms --before-nms
+
 Writes eval.csv (model, mode, AP, AP50, AP75, APs, APm, APl; AP values are fractions in [0, 1]), per_class_ap.csv
-(model, mode, category_id, category, AP; the analyses rank class difficulty from it) and detections_<mode>.json (COCO
-results format, original category ids). With several --ckpt, each model's results go to OUT/<model name>/. A folder
-holding another model's results (its config.json differs) is refused without --overwrite.
+(model, mode, category_id, category, AP; the analyses rank class difficulty from it), detections_<mode>.json (COCO
+results format, original category ids, each head's class score as <head>_score) and detections_info.json (the
+detections' stage, after_nms or before_nms, and the thresholds that made them). With several --ckpt, each model's
+results go to OUT/<model name>/. A folder holding another model's results (its config.json differs), or detections
+of the other stage, is refused without --overwrite.
+
+--before-nms keeps every detection above the score threshold (model.score_thresh) and the small-box rule, with no
+per-class NMS and no per-image top-k: several boxes per object, what the within-object measures of 'dhanalysis
+detections' need. The AP of such a run is computed on those detections too (COCOeval keeps the 100 best per image and
+class), so it is not the detector's AP.
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mmdetection and maskrcnn-benchmark run: a larger batch pads images to the largest, "
                              "which changes border features and the anchor grid of the padded levels)")
     parser.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
+    parser.add_argument("--before-nms", action="store_true",
+                        help="write every mode's detections before the per-class NMS and the per-image top-k (score "
+                             "threshold and small-box rule kept), for measures that need several boxes per object; "
+                             "AP is then computed on them too")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.engine.distributed import is_main
     from dhanalysis.engine.evaluate import evaluate
     from dhanalysis.model.variants import check_mode
-    from dhanalysis.vocab import EVAL_CSV, PER_CLASS_AP_CSV
+    from dhanalysis.vocab import DETECTIONS_INFO_JSON, EVAL_CSV, PER_CLASS_AP_CSV
     from dhanalysis.folders import check_writable_folder
     from dhanalysis.model.checkpoint import check_model_names
 
@@ -46,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
     for model_run in models(args, strict=args.strict, skip_bad_images=not args.strict, check=check_modes):
         table, _ = evaluate(model_run.model, model_run.dataset, modes, model_run.device, args.batch_size,
-                            args.max_images, model_run.folder, model_run.name)
+                            args.max_images, model_run.folder, model_run.name, before_nms=args.before_nms,
+                            overwrite=args.overwrite)
         if is_main():
             with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
                 print(table.to_string(index=False))
             out = model_run.folder
-            print(f"wrote {out / EVAL_CSV}, {out / PER_CLASS_AP_CSV} and detections_<mode>.json")
+            stage = ("before NMS (no per-class NMS, no per-image top-k); the AP above is of these detections, not the "
+                     "detector's" if args.before_nms else "after NMS")
+            print(f"wrote {out / EVAL_CSV}, {out / PER_CLASS_AP_CSV}, {out / DETECTIONS_INFO_JSON} and "
+                  f"detections_<mode>.json: detections {stage}")
     return 0

@@ -3,6 +3,10 @@
 The backbone, RPN and RoI features are computed once per image; each mode only re-runs the cheap last step (score
 fusion, box decoding, NMS). Detections are written as COCO results JSON with the dataset's original category ids.
 Under torchrun the images are sharded over ranks and rank 0 merges the detections before scoring them.
+
+``before_nms`` writes (and scores) every mode's detections before the per-class NMS and the per-image top-k, for
+measures that need several boxes per object. A sidecar, ``detections_info.json``, says which stage a folder's
+detections files hold; it is eval's record of the folder, so the two stages never mix in one folder.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from torch.utils.data import DataLoader
 
 from dhanalysis.data.coco import CocoDataset, collate_fn
 from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
-from dhanalysis.folders import atomic_write_json, atomic_write_text, write_table
-from dhanalysis.vocab import EVAL_CSV, EVALUATED_IMAGES_JSON, METRICS, PER_CLASS_AP_CSV, detections_file
+from dhanalysis.folders import FolderTaken, atomic_write_json, atomic_write_text, claim, read_json, write_table
+from dhanalysis.results import RESULTS, owned_paths
+from dhanalysis.vocab import (AFTER_NMS, BEFORE_NMS, DETECTION_STAGES, EVAL_CSV, EVALUATED_IMAGES_JSON, METRICS,
+                              PER_CLASS_AP_CSV, detections_file)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +89,12 @@ def collect_detections(
     max_images: int | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    before_nms: bool = False,
 ) -> tuple[dict[str, list[dict]], list[int]]:
-    """COCO result records per mode for this rank's share of the images (image i goes to rank i % world)."""
+    """COCO result records per mode for this rank's share of the images (image i goes to rank i % world);
+    ``before_nms``: every detection above the score threshold, no per-class NMS and no per-image top-k."""
     results, image_ids = collect_detections_together([model], dataset, [modes], device, batch_size, max_images,
-                                                     num_workers, progress)
+                                                     num_workers, progress, before_nms)
     return results[0], image_ids
 
 
@@ -100,6 +108,7 @@ def collect_detections_together(
     max_images: int | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    before_nms: bool = False,
 ) -> tuple[list[dict[str, list[dict]]], list[int]]:
     """`collect_detections` of several models that share their backbone, FPN and RPN (heads on one frozen trunk):
     each batch runs the trunk once, on the first model, and every model's RoI heads on its features and proposals,
@@ -122,7 +131,7 @@ def collect_detections_together(
     for images, targets in loader:
         images = [img.to(device) for img in images]
         trunk = lead.trunk_pass(images)
-        outputs = [model.detect_modes(trunk, ms) for model, ms in zip(models, modes)]
+        outputs = [model.detect_modes(trunk, ms, suppress=not before_nms) for model, ms in zip(models, modes)]
         for by_mode, res in zip(outputs, results):
             for mode, dets in by_mode.items():
                 for det, target in zip(dets, targets):
@@ -146,15 +155,19 @@ def evaluate(
     name: str | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    before_nms: bool = False,
+    overwrite: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate ``modes`` (default: every mode the model supports) in one pass.
 
     Returns (``eval`` table: model, mode, AP, AP50, AP75, APs, APm, APl as fractions; ``per_class_ap`` table: model,
-    mode, category_id, category, AP). With ``out``, rank 0 writes ``eval.csv``, ``per_class_ap.csv`` and
-    ``detections_<mode>.json``.
+    mode, category_id, category, AP). With ``out``, rank 0 writes ``detections_info.json`` first, then
+    ``detections_<mode>.json``, ``evaluated_images.json``, ``per_class_ap.csv`` and ``eval.csv``.
+    ``before_nms``: the detections, and the AP computed on them, are those before the per-class NMS and the per-image
+    top-k (`claim_eval_folder` refuses a folder holding the other stage unless ``overwrite``).
     """
     return evaluate_together([model], dataset, [modes], device, batch_size, max_images, [out], [name], num_workers,
-                             progress)[0]
+                             progress, before_nms, overwrite)[0]
 
 
 def shared_trunk(models: list) -> bool:
@@ -182,6 +195,8 @@ def evaluate_together(
     names: list[str | None] | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    before_nms: bool = False,
+    overwrite: bool = False,
 ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     """`evaluate` for models whose heads share one trunk: the trunk runs once per batch for all of them
     (`collect_detections_together`); each model's tables and files are what `evaluate` would write for it alone."""
@@ -193,17 +208,71 @@ def evaluate_together(
                       "one at a time")
     modes = [ms or applicable_modes(m.config.model.variant, m.config.model.loss)
              for m, ms in zip(models, modes or [None] * len(models))]
+    outs, names = outs or [None] * len(models), names or [None] * len(models)
+    for model, ms, out in zip(models, modes, outs):  # every folder before any image runs: a refusal loses nothing
+        if out is not None:
+            claim_eval_folder(out, detections_info(model, ms, before_nms), overwrite, writer=is_main())
     device = torch.device(device)
     start = time.perf_counter()
     results, image_ids = collect_detections_together(models, dataset, modes, device, batch_size, max_images,
-                                                     num_workers, progress)
+                                                     num_workers, progress, before_nms)
     gathered = all_gather_object((results, image_ids))
     if not is_main():
         return [(pd.DataFrame(), pd.DataFrame()) for _ in models]
     image_ids = sorted({i for _, ids in gathered for i in ids})
-    outs, names = outs or [None] * len(models), names or [None] * len(models)
     return [score_detections([res[i] for res, _ in gathered], image_ids, dataset, modes[i], outs[i],
                              names[i] or models[i].config.name, start) for i in range(len(models))]
+
+
+EVAL_OUTPUTS = RESULTS["eval"]  # its record, DETECTIONS_INFO_JSON, is the sidecar of the detections files
+STAGE_WORDS = {AFTER_NMS: "after NMS", BEFORE_NMS: "before NMS"}
+
+
+def detections_info(model, modes: list[str], before_nms: bool) -> dict:
+    """The sidecar of a model's detections files: their stage and what post-processed them (the score threshold
+    always; the NMS threshold and the per-image cap only after NMS, since before it neither applies)."""
+    heads = model.roi_heads
+    return {"stage": BEFORE_NMS if before_nms else AFTER_NMS, "score_thresh": float(heads.score_thresh),
+            "nms_thresh": None if before_nms else float(heads.nms_thresh),
+            "max_per_image": None if before_nms else int(heads.detections_per_img), "modes": list(modes)}
+
+
+def stored_stage(folder: str | Path) -> str | None:
+    """The stage of the detections ``folder`` holds: its sidecar's, else ``after_nms`` when it holds eval outputs
+    written before sidecars existed (eval wrote nothing else then), else None (nothing evaluated there yet)."""
+    folder = Path(folder)
+    record = folder / EVAL_OUTPUTS.summary
+    if record.is_file():
+        info = read_json(record)
+        stage = info.get("stage") if isinstance(info, dict) else None
+        if stage not in DETECTION_STAGES:
+            raise FolderTaken(folder, f"{record} does not name the stage of the detections ({stage!r})")
+        return stage
+    return AFTER_NMS if any(p.exists() for p in owned_paths(folder, EVAL_OUTPUTS)) else None
+
+
+def claim_eval_folder(folder: str | Path, info: dict, overwrite: bool = False, writer: bool = True) -> None:
+    """Make ``folder`` take this evaluation's detections, of the stage ``info`` names, and write ``info`` there.
+
+    Detections of the other stage already there are refused (`FolderTaken`) unless ``overwrite``, which deletes every
+    eval output first: an AP beside detections of another stage, or files of both stages side by side, would read
+    as one evaluation. The sidecar is written before any detection, so a killed run's files are tagged too.
+    """
+    folder = Path(folder)
+    wanted = info["stage"]
+    try:
+        stored = stored_stage(folder)
+    except FolderTaken:
+        if not overwrite:
+            raise
+        stored = "unreadable"  # a damaged sidecar tags nothing: starting again replaces it and what it described
+    if stored is not None and stored != wanted and not overwrite:
+        raise FolderTaken(folder, f"{folder} holds detections {STAGE_WORDS[stored]} and this evaluation writes them "
+                                  f"{STAGE_WORDS[wanted]}")
+    claim(folder, {"stage": wanted}, None if stored is None else {"stage": stored}, owned_paths(folder, EVAL_OUTPUTS),
+          overwrite=overwrite, what=EVAL_OUTPUTS.what, writer=writer)
+    if writer:
+        atomic_write_json(folder / EVAL_OUTPUTS.summary, info)
 
 
 def score_detections(per_rank: list[dict[str, list[dict]]], image_ids: list[int], dataset: CocoDataset,

@@ -274,10 +274,12 @@ class DoubleHeadRCNN(GeneralizedRCNN):
         return images, self.backbone(images.tensors), targets
 
     @torch.no_grad()
-    def predict_modes(self, images: list[torch.Tensor], modes: list[str]) -> dict[str, list[dict[str, torch.Tensor]]]:
+    def predict_modes(self, images: list[torch.Tensor], modes: list[str],
+                      suppress: bool = True) -> dict[str, list[dict[str, torch.Tensor]]]:
         """Detections of several inference modes from one pass of backbone, RPN and heads (Table 3, Fig. 8); each
-        detection also carries every classifying head's score of its class (``fc_score``, ``conv_score``)."""
-        return self.detect_modes(self.trunk_pass(images), modes)
+        detection also carries every classifying head's score of its class (``fc_score``, ``conv_score``).
+        ``suppress=False``: before the per-class NMS and the per-image top-k (`DoubleHeadRoIHeads.detect`)."""
+        return self.detect_modes(self.trunk_pass(images), modes, suppress)
 
     @torch.no_grad()
     def trunk_pass(self, images: list[torch.Tensor]) -> TrunkPass:
@@ -288,13 +290,14 @@ class DoubleHeadRCNN(GeneralizedRCNN):
         return TrunkPass(image_list.image_sizes, feats, proposals, original_sizes)
 
     @torch.no_grad()
-    def detect_modes(self, trunk: TrunkPass, modes: list[str]) -> dict[str, list[dict[str, torch.Tensor]]]:
+    def detect_modes(self, trunk: TrunkPass, modes: list[str],
+                     suppress: bool = True) -> dict[str, list[dict[str, torch.Tensor]]]:
         """This model's RoI heads on a `trunk_pass` (its own, or that of a model sharing its trunk): detections per
-        mode, in the input images' coordinates."""
+        mode, in the input images' coordinates; ``suppress=False``: before NMS and top-k."""
         for mode in modes:
             check_mode(self.config.model.variant, self.config.model.loss, mode)
         by_mode = self.roi_heads.detect(trunk.features, trunk.proposals, trunk.image_sizes, modes,
-                                        with_head_scores=True)
+                                        with_head_scores=True, suppress=suppress)
         return {m: self.transform.postprocess(d, trunk.image_sizes, trunk.original_sizes) for m, d in by_mode.items()}
 
 

@@ -282,13 +282,17 @@ class DoubleHeadRoIHeads(RoIHeads):
         proposals: list[torch.Tensor],
         image_shapes: list[tuple[int, int]],
         head_scores: dict[str, torch.Tensor] | None = None,
+        suppress: bool = True,
     ) -> list[dict[str, torch.Tensor]]:
-        """Score threshold, per-class NMS and top-k on *probabilities*.
+        """Score threshold, small-box rule, then per-class NMS and top-k on *probabilities*.
 
         torchvision's `postprocess_detections` applies a softmax to logits, which would renormalise fused scores
         that no longer come from one softmax; here the given scores reach the detections unchanged.
         ``head_scores``: {head type: (N, C+1) probabilities}; each detection then also carries ``<head>_score``, that
         head's probability of the detected class for the same proposal (so heads compare on the same detections).
+        ``suppress=False`` skips the per-class NMS and the ``detections_per_img`` cut and keeps every (proposal, class)
+        pair above the threshold, highest score first: the several boxes per object that within-object ranking
+        measures need (after NMS an object rarely keeps two).
         """
         num_classes = scores.shape[-1]
         counts = [len(p) for p in proposals]
@@ -305,7 +309,11 @@ class DoubleHeadRoIHeads(RoIHeads):
             boxes, probs, labels, rows = boxes[keep], probs[keep], labels[keep], rows[keep]
             keep = keep_sized(boxes, self.detection_size_rule, self.box_convention)
             boxes, probs, labels, rows = boxes[keep], probs[keep], labels[keep], rows[keep]
-            keep = batched_nms(boxes, probs, labels, self.nms_thresh, self.box_convention)[: self.detections_per_img]
+            if suppress:
+                keep = batched_nms(boxes, probs, labels, self.nms_thresh, self.box_convention)
+                keep = keep[: self.detections_per_img]
+            else:
+                keep = torch.sort(probs, descending=True, stable=True).indices
             result = {"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]}
             for head, parts in per_head.items():
                 result[f"{head}_score"] = parts[i][rows[keep], labels[keep]]
@@ -319,16 +327,18 @@ class DoubleHeadRoIHeads(RoIHeads):
         image_shapes: list[tuple[int, int]],
         modes: list[str],
         with_head_scores: bool = False,
+        suppress: bool = True,
     ) -> dict[str, list[dict[str, torch.Tensor]]]:
         """Detections for several inference modes from one pass of the branches: mode -> per-image dicts
         (``boxes``, ``scores``, ``labels``: torchvision's format; with ``with_head_scores`` also each classifying
-        head's ``<head>_score`` of the detected class, what evaluation writes into its results files)."""
+        head's ``<head>_score`` of the detected class, what evaluation writes into its results files).
+        ``suppress=False``: the detections before NMS (`postprocess_probabilities`)."""
         heads = self.head_outputs(self.branch_outputs(features, proposals, image_shapes))
         head_scores = ({h: tasks["cls"].float().softmax(-1) for h, tasks in heads.items() if "cls" in tasks}
                        if with_head_scores else None)
         return {
             mode: self.postprocess_probabilities(*self.mode_scores_and_deltas(heads, mode), proposals, image_shapes,
-                                                 head_scores)
+                                                 head_scores, suppress)
             for mode in modes
         }
 
