@@ -237,7 +237,9 @@ CONFIG_JSON = "config.json"  # the model's config: whose results the folder hold
 EVAL_CSV = "eval.csv"  # eval: one row per inference mode, `METRICS`
 PER_CLASS_AP_CSV = "per_class_ap.csv"  # eval: AP per class and mode (ranks class difficulty)
 EVALUATED_IMAGES_JSON = "evaluated_images.json"  # eval: the image ids AP was measured on, whatever was detected
-DETECTIONS_INFO_JSON = "detections_info.json"  # eval: which stage its detections files hold, and the thresholds
+# eval: which stage its detections files hold, and the thresholds (named outside the detections_<mode>.json pattern,
+# which lists the modes)
+DETECTIONS_INFO_JSON = "eval_stage.json"
 SLIDING_WINDOW_STATS_CSV = "sliding_window_stats.csv"  # sliding-window: sufficient statistics per bin
 SLIDING_WINDOW_SUMMARY_JSON = "summary.json"  # sliding-window: what produced the statistics, counts
 RAW_SAMPLE_CSV = "raw_sample.csv"  # sliding-window: a sample of raw (proposal, head) rows

@@ -197,7 +197,7 @@ def run_detections(world, results: Path, out: Path, *extra: str) -> dict:
 def test_detections_states_the_stage_from_the_sidecar_the_flag_or_neither(world, tmp_path, capsys):
     summary = run_detections(world, world.before / detections_file("fc"), tmp_path / "sidecar")
     assert (summary["stage"], summary["stage_source"]) == (BEFORE_NMS, DETECTIONS_INFO_JSON)
-    assert "detections stage: before_nms (from detections_info.json" in capsys.readouterr().out
+    assert "detections stage: before_nms (from eval_stage.json" in capsys.readouterr().out
     # the same stage stated agrees with the sidecar: the finished folder is found again
     run_detections(world, world.before / detections_file("fc"), tmp_path / "sidecar", "--stage", BEFORE_NMS)
     assert "nothing recomputed" in capsys.readouterr().out

@@ -77,7 +77,7 @@ PROTOCOL = {
     "matching": "COCOeval's (greedy by score, crowd and area rules), area 'all', 100 detections per image and class",
     "bootstrap": "percentile intervals (95%) over images resampled with replacement",
     "tide": "tidecv 1.0.1 definitions at IoU 0.5, background 0.1, 100 detections per image over all classes",
-    "stage": "after_nms or before_nms (the per-class NMS and per-image top-k) as detections_info.json beside an eval "
+    "stage": "after_nms or before_nms (the per-class NMS and per-image top-k) as eval_stage.json beside an eval "
              "detections file says, else as stated, else 'not stated'",
 }
 STATED = "stated"  # the summary's stage_source when the user, not a sidecar, gave the stage

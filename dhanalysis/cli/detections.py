@@ -20,7 +20,7 @@ and settings again return the finished folder; other inputs in it are refused un
 
 The within-object measures (object_spearman, object_kendall, nms_gap, nms_near_best) need several boxes per object:
 detections before NMS ('dhanalysis eval --before-nms'). The summary records the file's stage: what the
-detections_info.json that eval writes beside its detections_<mode>.json says, else --stage, else "not stated"; a
+eval_stage.json that eval writes beside its detections_<mode>.json says, else --stage, else "not stated"; a
 --stage that contradicts the sidecar is refused.
 """
 
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_positive_iou_argument(parser)
     parser.add_argument("--stage", choices=DETECTION_STAGES, default=None,
                         help="whether --results holds detections before or after the per-class NMS (for another "
-                             "detector's file; eval's detections_<mode>.json state it in detections_info.json beside "
+                             "detector's file; eval's detections_<mode>.json state it in eval_stage.json beside "
                              "them, which this must not contradict)")
     parser.add_argument("--overwrite", action="store_true", help="replace results of other inputs in --out")
 
@@ -101,7 +101,7 @@ def stage_line(summary: dict) -> str:
     stage = summary.get("stage", STAGE_NOT_STATED)
     source = summary.get("stage_source")
     if stage == STAGE_NOT_STATED:
-        return (f"detections stage: {stage} (no detections_info.json beside --results; --stage before_nms or "
+        return (f"detections stage: {stage} (no eval_stage.json beside --results; --stage before_nms or "
                 "after_nms records it)")
     where = "--stage" if source == STATED else f"{source} beside --results"
     note = "" if stage == BEFORE_NMS else "; within-object measures cover few objects after NMS (read their n)"

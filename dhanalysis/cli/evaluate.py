@@ -6,7 +6,7 @@
 
 Writes eval.csv (model, mode, AP, AP50, AP75, APs, APm, APl; AP values are fractions in [0, 1]), per_class_ap.csv
 (model, mode, category_id, category, AP; the analyses rank class difficulty from it), detections_<mode>.json (COCO
-results format, original category ids, each head's class score as <head>_score) and detections_info.json (the
+results format, original category ids, each head's class score as <head>_score) and eval_stage.json (the
 detections' stage, after_nms or before_nms, and the thresholds that made them). With several --ckpt, each model's
 results go to OUT/<model name>/. A folder holding another model's results (its config.json differs), or detections
 of the other stage, is refused without --overwrite.

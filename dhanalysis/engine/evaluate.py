@@ -5,7 +5,7 @@ fusion, box decoding, NMS). Detections are written as COCO results JSON with the
 Under torchrun the images are sharded over ranks and rank 0 merges the detections before scoring them.
 
 ``before_nms`` writes (and scores) every mode's detections before the per-class NMS and the per-image top-k, for
-measures that need several boxes per object. A sidecar, ``detections_info.json``, says which stage a folder's
+measures that need several boxes per object. A sidecar, ``eval_stage.json``, says which stage a folder's
 detections files hold; it is eval's record of the folder, so the two stages never mix in one folder.
 """
 
@@ -161,7 +161,7 @@ def evaluate(
     """Evaluate ``modes`` (default: every mode the model supports) in one pass.
 
     Returns (``eval`` table: model, mode, AP, AP50, AP75, APs, APm, APl as fractions; ``per_class_ap`` table: model,
-    mode, category_id, category, AP). With ``out``, rank 0 writes ``detections_info.json`` first, then
+    mode, category_id, category, AP). With ``out``, rank 0 writes ``eval_stage.json`` first, then
     ``detections_<mode>.json``, ``evaluated_images.json``, ``per_class_ap.csv`` and ``eval.csv``.
     ``before_nms``: the detections, and the AP computed on them, are those before the per-class NMS and the per-image
     top-k (`claim_eval_folder` refuses a folder holding the other stage unless ``overwrite``).
