@@ -190,6 +190,8 @@ NO_MARKERS = "# A README\n\nNo generated findings section here.\n"
     ("ship_is_a_file", ["--ship", "{tmp}/README.md", "--readme", "none"], "--ship {tmp}/README.md is a file"),
     ("workdir_is_a_file", ["--workdir", "{tmp}/README.md"], "--workdir {tmp}/README.md is a file"),
     ("unknown_device", ["--device", "gpu0"], "unknown device 'gpu0'"),
+    ("regime_with_readme", ["--regime", "--ship", "{tmp}/shipped", "--readme", "{tmp}/README.md"],
+     "--regime ships the regime tables only and regenerates no README"),
 ])
 def test_reproduce_checks_every_flag_before_the_study(fault, flags, words, tmp_path, capsys):
     readme = tmp_path / "README.md"

@@ -244,7 +244,7 @@ def test_quality_targets_are_read_at_the_worst_replicate(study):
     assert lows and rows["score_iou_lo"]["worst"] == pytest.approx(max(lows), rel=1e-6)
 
 
-def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study):
+def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
     """The regime pilot (study/regime.py) reuses the study's trunk, evaluates every run on ``val`` only, and its
     convergence and gap tables equal a recomputation from the runs' eval.csv files."""
     from dhanalysis.model.checkpoint import read_checkpoint
@@ -274,3 +274,9 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study):
         assert row.gap_AP_points == pytest.approx(want, abs=1e-9)
     # resumable: a second call trains nothing and gives the same table
     pd.testing.assert_frame_equal(run_regime(TINY, layout, TINY_REGIME, device="cpu"), frame)
+    # --ship copies the three tables as written
+    from dhanalysis.cli.reproduce import ship_regime
+
+    shipped = ship_regime(layout.results / "regime", tmp_path / "docs")
+    assert [p.name for p in shipped] == ["regime.csv", "regime_convergence.csv", "regime_gaps.csv"]
+    assert all(p.read_bytes() == (layout.results / "regime" / p.name).read_bytes() for p in shipped)

@@ -6,6 +6,7 @@
   dhanalysis reproduce --tiny                   # a minutes-long version with tiny models (what the tests run)
   dhanalysis reproduce --regime                 # the regime pilot on val: each compared head at its schedule and at
                                                 #     longer ones, Single-FC at several fc widths against Single-Conv
+                                                #     (--ship DIR copies its tables to DIR/regime/)
 
 The study itself is `dhanalysis.study` (plan, runner, claims, findings, shipping); this command parses flags and
 prints. Protocol (every result says which): per trunk, one detector trained end to end — the paper's protocol — whose
@@ -67,7 +68,20 @@ def run_regime_pilot(plan, workdir: Path, tag: str, args: argparse.Namespace) ->
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(frame.to_string(index=False))
     print(f"wrote {layout.results / 'regime'}")
+    if args.ship:
+        print(f"shipped {', '.join(str(p) for p in ship_regime(layout.results / 'regime', Path(args.ship)))}")
     return 0
+
+
+def ship_regime(results: Path, ship: Path) -> list[Path]:
+    """The regime's three tables copied, as written, to ``ship/regime/``."""
+    import shutil
+
+    from dhanalysis.study.regime import CONVERGENCE_CSV, GAPS_CSV, REGIME_CSV
+
+    (ship / "regime").mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(results / name, ship / "regime" / name)) for name in (REGIME_CSV, CONVERGENCE_CSV,
+                                                                                        GAPS_CSV)]
 
 
 def check_workdir(workdir: str) -> None:
@@ -88,15 +102,14 @@ def preflight(args: argparse.Namespace) -> Path | None:
     from dhanalysis.study.ship import README_END, README_START
 
     check_workdir(args.workdir)
-    if args.regime and args.ship:
-        raise DHError("--regime runs the regime pilot only, which ships nothing; drop --ship, or drop --regime to "
-                      "run the study")
+    if args.regime and args.readme is not None:
+        raise DHError("--regime ships the regime tables only and regenerates no README; drop --readme")
     if args.readme is not None and not args.ship:
         raise DHError("--readme names the README that --ship regenerates; give --ship DIR too, or drop --readme")
     readme = None
     if args.ship:
         check_writable_folder(args.ship, "--ship")
-        if args.readme != "none":
+        if args.readme != "none" and not args.regime:
             readme = Path(args.readme or "README.md")
             if not readme.is_file():
                 raise DHError(f"--readme {readme} does not exist, and --ship regenerates its findings section; give "
