@@ -97,10 +97,10 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
         for name, o in runs:
             ev = pd.read_csv(results / name / "eval.csv").iloc[0]
             rows.append({"trunk": trunk.name, "run": name, "variant": o["model.variant"],
-                         "fc_dim": o.get("model.head.fc_dim", plan_fc_dim(plan)), "iterations": iterations,
+                         "fc_dim": o.get("model.head.fc_dim"), "iterations": iterations,  # none: no fc-head
                          "split": regime.split, "seed": regime.seed, "AP": float(ev["AP"]),
                          "AP50": float(ev["AP50"])})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).astype({"fc_dim": "Int64"})
     out = layout.results / "regime"
     convergence, gaps = regime_tables(frame)
     write_table(frame, out / Path(REGIME_CSV).stem, parquet=False)
@@ -109,27 +109,20 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     return frame
 
 
-def plan_fc_dim(plan: StudyPlan) -> int:
-    """The fc width the plan's heads train with (its override, else the preset's)."""
-    from dhanalysis.config import load_config, preset_path
-
-    if "model.head.fc_dim" in plan.model:
-        return int(plan.model["model.head.fc_dim"])
-    return load_config(preset_path("synth/double-head-ext.yaml")).model.head.fc_dim
-
-
 def regime_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(convergence, gaps) from ``regime.csv``'s rows.
 
     convergence: per run and schedule, its AP against the longest schedule's, in AP points, and whether it is within
-    `CONVERGED_WITHIN`. gaps: per fc width and schedule, Single-FC − Single-Conv AP (and AP50) in points — positive is
+    `CONVERGED_WITHIN` (empty for the longest schedule itself, which nothing longer measures). gaps: per fc width and schedule, Single-FC − Single-Conv AP (and AP50) in points — positive is
     the paper's order (the fc-head the better recogniser).
     """
     longest = frame["iterations"].max()
     final = frame[frame["iterations"] == longest].set_index("run")["AP"]
     conv = frame.assign(AP_longest=frame["run"].map(final), longest=longest)
     conv["delta_points"] = 100 * (conv["AP_longest"] - conv["AP"])
-    conv["converged"] = conv["delta_points"].abs() <= CONVERGED_WITHIN
+    # the longest schedule has nothing longer to be measured against: its convergence is unknown, not "yes"
+    conv["converged"] = (conv["delta_points"].abs() <= CONVERGED_WITHIN).astype(object).where(
+        conv["iterations"] < longest, None)
     convergence = conv[["trunk", "run", "variant", "fc_dim", "iterations", "AP", "longest", "AP_longest",
                         "delta_points", "converged"]]
     single_conv = frame[frame["variant"] == "single-conv"].set_index("iterations")
