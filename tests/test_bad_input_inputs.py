@@ -143,21 +143,7 @@ def test_tide_reads_a_ground_truth_without_boxes():
 
 
 # ------------------------------------------------------------------------------------------------ pcc --difficulty-from
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Two 64-pixel synthetic images (category ids 1, 3, ..., 11) and a tiny random single-fc checkpoint."""
-    from dhanalysis.data.synth import make_synth_dataset
-    from dhanalysis.model import build_model, save_checkpoint
-
-    from helpers import tiny_config
-
-    base = tmp_path_factory.mktemp("pcc")
-    make_synth_dataset(base / "data", num_train=1, num_val=2, image_size=64, seed=0)
-    torch.manual_seed(0)
-    cfg = tiny_config("single-fc", "model.num_classes=6", "model.min_size=64", "model.max_size=64",
-                      f"data.root={base / 'data'}")
-    save_checkpoint(base / "fc.pth", build_model(cfg))
-    return base
+from test_pcc import tiny  # noqa: E402,F401 - the pcc tests' tiny dataset and checkpoint, as a fixture here too
 
 
 def per_class(tmp_path: Path, ids, aps) -> Path:

@@ -61,9 +61,8 @@ def test_cases_hold_what_they_are_meant_to():
 
 
 # ------------------------------------------------------------------------------------------------ average recall
-@pytest.mark.parametrize("seed", SEEDS)
-def test_average_recall_equals_cocoeval_summarize(seed):
-    gt, dets = case(seed)
+def cocoeval_summarized(gt: dict, dets: list[dict]) -> COCOeval:
+    """pycocotools' own evaluation of ``dets`` against ``gt``, summarised (``stats`` filled): the reference."""
     coco = COCO()
     coco.dataset = gt
     with contextlib.redirect_stdout(io.StringIO()):
@@ -72,6 +71,13 @@ def test_average_recall_equals_cocoeval_summarize(seed):
         ref.evaluate()
         ref.accumulate()
         ref.summarize()
+    return ref
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_average_recall_equals_cocoeval_summarize(seed):
+    gt, dets = case(seed)
+    ref = cocoeval_summarized(gt, dets)
     table = threshold_metrics.average_recall(ours_evaluation(gt, dets), names_of(gt))
     got = threshold_metrics.recall_summary(table)
     assert list(got) == ["AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -312,14 +318,7 @@ def test_detections_writes_the_tables_and_ar(analysed):
         assert (tmp / "out" / name).is_file()
         pd.testing.assert_frame_equal(pd.read_csv(tmp / "out" / name, keep_default_na=False, na_values=[""]),
                                       done.tables[name].reset_index(drop=True), check_dtype=False)
-    coco = COCO()
-    coco.dataset = gt
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-        ref = COCOeval(coco, coco.loadRes(dets), "bbox")
-        ref.evaluate()
-        ref.accumulate()
-        ref.summarize()
+    ref = cocoeval_summarized(gt, dets)
     ar = [done.summary["coco"][k] for k in ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")]
     np.testing.assert_allclose(ar, ref.stats[6:12], rtol=0, atol=1e-12)
     assert done.summary["score_threshold"] == 0.4 and done.summary["run"]["confusion_iou"] == 0.45

@@ -142,24 +142,22 @@ def check_inputs(res: Results) -> None:
     """Every model's eval.csv and per_class_ap.csv readable, with the columns the tables read and numbers in them:
     a bad cell is refused naming the file, the column and the line, before any figure is drawn."""
     for name, model in res.models.items():
-        path = model.path(EVAL_CSV)
-        evals = _read_checked(model, EVAL_CSV, lambda name=name: res.eval(name)) if path else None
-        if evals is not None:
-            missing = [c for c in ("mode", "AP") if c not in evals.columns]
+        # (file, its reader, the columns the tables need, the columns it holds, {numeric column: empty allowed})
+        for file, read, needed, expected, numeric in (
+                (EVAL_CSV, res.eval, ("mode", "AP"), f"model, mode, {', '.join(METRICS)}",
+                 {c: c != "AP" for c in METRICS}),
+                (PER_CLASS_AP_CSV, res.per_class_ap, ("category_id", "AP"), "model, mode, category_id, category, AP",
+                 {"category_id": False, "AP": True})):
+            path = model.path(file)
+            table = _read_checked(model, file, lambda read=read, name=name: read(name)) if path else None
+            if table is None:
+                continue
+            missing = [c for c in needed if c not in table.columns]
             if missing:
-                raise DHError(f"{path} has no column {missing[0]}; expected model, mode, {', '.join(METRICS)} (written "
-                              "by dhanalysis eval)")
-            for column in (c for c in METRICS if c in evals.columns):
-                _numbers(evals, path, column, empty_ok=column != "AP")
-        path = model.path(PER_CLASS_AP_CSV)
-        per_class = _read_checked(model, PER_CLASS_AP_CSV, lambda name=name: res.per_class_ap(name)) if path else None
-        if per_class is not None:
-            missing = [c for c in ("category_id", "AP") if c not in per_class.columns]
-            if missing:
-                raise DHError(f"{path} has no column {missing[0]}; expected model, mode, category_id, category, AP "
-                              "(written by dhanalysis eval)")
-            _numbers(per_class, path, "category_id", empty_ok=False)
-            _numbers(per_class, path, "AP", empty_ok=True)
+                raise DHError(f"{path} has no column {missing[0]}; expected {expected} (written by dhanalysis eval)")
+            for column, empty_ok in numeric.items():
+                if column in table.columns:
+                    _numbers(table, path, column, empty_ok=empty_ok)
 
 
 # ---------------------------------------------------------------------------------------------- substitutes
