@@ -10,7 +10,8 @@ another class, duplicates, and the rest background boxes of low score) and times
 - ``coco_match``: the same evaluation by `dhanalysis.analysis.coco_match` (reading the results into arrays included);
 - ``tidecv``: loading both files + ``TIDE.evaluate()`` + its main and special errors;
 - ``ours``: `dhanalysis.analysis.detections.compute_detections` without writing (every table: COCOeval matching and
-  AP, TIDE, oracle rescoring, analyze(), alignment with ``--bootstrap`` replicates, calibration), reading the files.
+  AP, TIDE, oracle rescoring, analyze(), alignment with ``--bootstrap`` replicates, calibration, LRP), reading the
+  files.
 
 Each is run once (they take minutes); peak memory (ru_maxrss) of the process is reported after each.
 """

@@ -263,7 +263,8 @@ DETECTIONS_ORACLE_CSV = "det_oracle_ap.csv"  # AP with real, IoU and score x IoU
 DETECTIONS_TIDE_CSV = "det_tide.csv"  # TIDE's error breakdown
 DETECTIONS_ANALYZE_CSV = "det_analyze.csv"  # COCO analyze(): AP of each curve per class
 DETECTIONS_ANALYZE_PR_CSV = "det_analyze_pr.csv"  # COCO analyze(): the curves
-DETECTIONS_CALIBRATION_CSV = "det_calibration.csv"  # reliability per score bin at IoU 0.5 / 0.75
+DETECTIONS_CALIBRATION_CSV = "det_calibration.csv"  # D-ECE / LaECE reliability per score bin, with the binning
+DETECTIONS_LRP_CSV = "det_lrp.csv"  # oLRP and its components per class (TPAMI LRP, tau 0.5), moLRP
 DETECTIONS_MEASURES_CSV = "det_measures.csv"  # every alignment measure per score field, as pcc.csv
 DETECTIONS_RECALL_CSV = "det_recall.csv"  # COCO's average recall per area range and max detections, per class
 DETECTIONS_THRESHOLDS_CSV = "det_thresholds.csv"  # precision / recall / F1 at the score threshold and the best-F1 one
@@ -274,7 +275,7 @@ DETECTIONS_TABLES = (DETECTIONS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNM
                      DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TIDE_CSV, DETECTIONS_ANALYZE_CSV,
                      DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV, DETECTIONS_MEASURES_CSV,
                      DETECTIONS_RECALL_CSV, DETECTIONS_THRESHOLDS_CSV, DETECTIONS_F1_CURVE_CSV,
-                     DETECTIONS_CONFUSION_CSV)
+                     DETECTIONS_CONFUSION_CSV, DETECTIONS_LRP_CSV)
 DETECTIONS_SUMMARY_JSON = "detections_summary.json"
 # the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
 CHUNKS_DIR = "chunks"

@@ -130,7 +130,9 @@ def test_pretrain_refuses_numeric_flags_out_of_range(fault, flags, flag, data, t
     (["params", "--config", EXT, "--set", "model.head.num_blocks=0"],
      "'model.head.num_blocks' must be an integer >= 1, got 0"),
     (["variants", "--set", "model.loss.lambda_fc=1.5"], "'model.loss.lambda_fc' must be a number in [0, 1], got 1.5"),
-], ids=["params-depth", "params-num-classes", "params-set", "variants-set"])
+    (["detections", "--gt", "gt.json", "--results", "dets.json", "--out", "out", "--calibration-bins", "equal-mass"],
+     "argument --calibration-bins: invalid choice: 'equal-mass'"),
+], ids=["params-depth", "params-num-classes", "params-set", "variants-set", "detections-calibration-bins"])
 def test_other_commands_refuse_numeric_input_out_of_range(argv, words, capsys):
     assert words in refused(argv, capsys)
 

@@ -78,7 +78,7 @@ def reference(gt: dict, dets: list[dict], thresholds, area_all_only: bool):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("thresholds,area_all_only", [(np.linspace(0.5, 0.95, 10), False),
                                                       ((*np.round(np.linspace(0.5, 0.95, 10), 2), 0.1), False),
-                                                      ((0.1,), True)])
+                                                      ((0.1,), True), ((0.0,), True)])
 def test_equals_cocoeval(seed, thresholds, area_all_only):
     gt, dets = generated(seed)
     ev = reference(gt, dets, thresholds, area_all_only)

@@ -239,15 +239,38 @@ def test_score_field_is_analysed_like_the_score(tmp_path):
     assert "fc_score" in done.tables["detections.csv"]
 
 
-def test_calibration_bins_hold_equal_counts(mixed):
+def test_calibration_and_lrp_tables_add_up(mixed):
+    """det_calibration.csv's D-ECE bins (equal-width, the default) hold every counted detection of the per-detection
+    table and recompute the summary's D-ECE; det_lrp.csv's "all" row is the summary's moLRP. (Each measure equals
+    its own reference in tests/test_calibration.py and tests/test_lrp.py.)"""
     _, dets, done, _ = mixed
     cal, table = done.tables["det_calibration.csv"], done.tables["detections.csv"]
-    part = cal[cal["iou"] == 0.5]
+    part = cal[(cal["measure"] == "D-ECE") & (cal["iou"] == 0.5)]
     kept = table[(table["ignored_50"] == False) & table["evaluated"]]  # noqa: E712
-    assert part["n"].sum() == len(kept) and part["n"].max() - part["n"].min() <= 1
-    ece = float((part["n"] / part["n"].sum() * (part["score_mean"] - part["precision"]).abs()).sum())
-    assert done.summary["ece_50"] == pytest.approx(ece)
-    assert (part["precision"] * part["n"]).sum() == pytest.approx(kept["tp_50"].sum())
+    assert (part["binning"] == "equal-width").all() and done.summary["calibration_bins"] == "equal-width"
+    assert part["n"].sum() == len(kept) and (part["bin_hi"] - part["bin_lo"]).round(12).eq(0.1).all()
+    ece = float((part["n"] / part["n"].sum() * (part["score_mean"] - part["accuracy"]).abs()).sum())
+    assert done.summary["ece_50"] == pytest.approx(ece, abs=1e-12)
+    assert done.summary["mce_50"] == pytest.approx(part["gap"].max(), abs=1e-12)
+    assert (part["accuracy"] * part["n"]).sum() == pytest.approx(kept["tp_50"].sum())
+    assert {"ece_75", "mce_75", "laece"} <= set(done.summary) and (cal["measure"] == "LaECE").any()
+    lrp_rows = done.tables["det_lrp.csv"].set_index("category")
+    assert lrp_rows.loc["all", "olrp"] == pytest.approx(done.summary["olrp"])
+    assert set(lrp_rows.index) == {"all", *(c["name"] for c in mixed[0]["categories"])}
+
+
+def test_calibration_bins_equal_count_option(mixed, tmp_path):
+    gt, dets, done, tmp = mixed
+    other = detections.compute_detections(tmp / "gt.json", tmp / "dets.json", replicates=0, progress=lambda s: None,
+                                          calibration_bins="equal-count")
+    cal = other.tables["det_calibration.csv"]
+    part = cal[(cal["measure"] == "D-ECE") & (cal["iou"] == 0.5)]
+    assert (part["binning"] == "equal-count").all() and part["n"].max() - part["n"].min() <= 2  # distinct scores
+    assert other.summary["laece"] == done.summary["laece"] and other.summary["olrp"] == done.summary["olrp"]
+    with pytest.raises(DHError, match="equal-width, equal-count"):
+        detections.compute_detections(tmp / "gt.json", tmp / "dets.json", tmp_path / "x", replicates=0,
+                                      progress=lambda s: None, calibration_bins="equal-mass")
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------------------------------------ TIDE

@@ -335,3 +335,122 @@ def test_mixed_sources_name_the_substituted_head(fake, tmp_path):
             "the paper")
     assert note in text and lines == [f"WARNING: Fig. 4: {note}"]
     assert not _drawn(res, "fig2")[1]
+
+
+# ---------------------------------------------------------------------------------------------- det_measures.csv
+def _det_measures_folder(folder, table: pd.DataFrame | None):
+    """A `dhanalysis detections` folder holding its summary and ``table`` as det_measures.csv (None: no table)."""
+    from dhanalysis.vocab import DETECTIONS_MEASURES_CSV, DETECTIONS_SUMMARY_JSON
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DETECTIONS_SUMMARY_JSON).write_text("{}")
+    if table is not None:
+        table.to_csv(folder / DETECTIONS_MEASURES_CSV, index=False)
+    return folder
+
+
+def _measures_table() -> pd.DataFrame:
+    """det_measures.csv of two score fields: every measure overall, per size and per class, random values and
+    intervals; one row without an interval (no replicates) and one without a value."""
+    from dhanalysis.vocab import ALIGNMENT_MEASURES
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for field in ("score", "fc_score"):
+        for grouping, groups in (("all", ["all"]), ("size", ["large", "medium", "small"]), ("class", ["cat", "dog"])):
+            for group in groups:
+                for measure in ALIGNMENT_MEASURES:
+                    v = rng.uniform(-0.5, 0.9)
+                    rows.append({"score_field": field, "grouping": grouping, "group": group, "measure": measure,
+                                 "n": 10, "pcc": v, "ci_low": v - rng.uniform(0.01, 0.1),
+                                 "ci_high": v + rng.uniform(0.01, 0.1)})
+    table = pd.DataFrame(rows)
+    no_interval = (table["score_field"] == "score") & (table["group"] == "small") & (table["measure"] == "nms_gap")
+    table.loc[no_interval, ["ci_low", "ci_high"]] = np.nan
+    no_value = (table["score_field"] == "fc_score") & (table["group"] == "all") & (table["measure"] == "object_kendall")
+    table.loc[no_value, ["pcc", "ci_low", "ci_high"]] = np.nan
+    return table
+
+
+def _drawn_measures(fig) -> dict[str, tuple[list, list]]:
+    """measure -> (points (x, y), intervals (x, low, high)) as drawn: bars (pooled PCC) or dots, and the vertical
+    segments."""
+    from dhanalysis.vocab import ALIGNMENT_MEASURE_LABELS
+
+    by_title = {label: m for m, label in ALIGNMENT_MEASURE_LABELS.items()}
+    out = {}
+    for ax in fig.axes:
+        if not ax.get_visible() or ax.get_title() not in by_title:
+            continue
+        points = [(p.get_x() + p.get_width() / 2, p.get_height()) for p in ax.patches]
+        points += [(x, y) for line in ax.get_lines() if line.get_marker() == "o"
+                   for x, y in zip(line.get_xdata(), line.get_ydata())]
+        segments = [(s[0][0], s[0][1], s[1][1]) for c in ax.collections for s in c.get_segments()]
+        out[by_title[ax.get_title()]] = (points, segments)
+    return out
+
+
+def test_det_measures_draws_every_measure_and_interval_of_the_table(tmp_path):
+    """Each mark sits at its (group, score field) place with the table's value, each segment spans the table's
+    interval; the pooled PCC is drawn as bars; the table beside the figure is det_measures.csv as written."""
+    from dhanalysis.figures.detections import plot_measures
+    from dhanalysis.vocab import ALIGNMENT_MEASURES
+
+    table = _measures_table()
+    folder = _det_measures_folder(tmp_path / "det", table)
+    written = render_all(tmp_path, tmp_path / "out", only=["det-measures"], formats=("png",), log=lambda s: None)
+    assert sorted(p.name for p in written) == ["det-measures.csv", "det-measures.png"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "det-measures.csv"),
+                                  pd.read_csv(folder / "det_measures.csv"))
+    fig = figure(Results(tmp_path), "det-measures", log=lambda s: None)
+    drawn = _drawn_measures(fig)
+    assert list(drawn) == list(ALIGNMENT_MEASURES)  # the paper's pooled PCC first
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["all", "small", "medium", "large"]
+    pooled = fig.axes[0]
+    assert len(pooled.patches) == 8 and not [line for line in pooled.get_lines() if line.get_marker() == "o"]
+    slots, fields = ["all", "small", "medium", "large"], ["score", "fc_score"]
+
+    def place(x: float) -> tuple[str, str]:  # two fields per group: the first left of the slot's centre
+        slot = int(round(x))
+        return fields[0 if x < slot else 1], slots[slot]
+
+    shown = table[table["grouping"].isin(["all", "size"])].set_index(["measure", "score_field", "group"])
+    for measure, (points, segments) in drawn.items():
+        want = shown.loc[measure]
+        finite = want[want["pcc"].notna()]
+        assert sorted(place(x) for x, _ in points) == sorted(finite.index), measure
+        for x, y in points:
+            assert y == pytest.approx(want.loc[place(x), "pcc"], abs=1e-12), (measure, place(x))
+        with_interval = want[want["ci_low"].notna()]
+        assert sorted(place(x) for x, _, _ in segments) == sorted(with_interval.index), measure
+        for x, low, high in segments:
+            assert (low, high) == pytest.approx(tuple(want.loc[place(x), ["ci_low", "ci_high"]]), abs=1e-12)
+    plt.close(fig)
+    # the classes, when asked for
+    by_class = plot_measures(table, groupings=("class",))
+    assert [t.get_text() for t in by_class.axes[0].get_xticklabels()] == ["cat", "dog"]
+    plt.close(by_class)
+
+
+def test_det_measures_without_rows_or_table_is_skipped_in_one_line(tmp_path, capsys):
+    from refusals import refused
+
+    from dhanalysis.errors import DHError
+    from dhanalysis.figures.detections import plot_measures
+
+    empty = _measures_table().iloc[:0]
+    _det_measures_folder(tmp_path / "empty" / "det", empty)
+    _det_measures_folder(tmp_path / "missing" / "det", None)
+    for root, reason in (("empty", "needs det_measures.csv with rows (the folder's has none; rerun dhanalysis "
+                                   "detections on a results file with detections)"),
+                         ("missing", "needs det_measures.csv (dhanalysis detections)")):
+        lines: list[str] = []
+        assert render_all(tmp_path / root, tmp_path / "out", only=["det-measures"], formats=("png",),
+                          log=lines.append) == []
+        assert lines == [f"Detections: alignment measures skipped: {reason}"]
+        message = refused(["figures", "--results", tmp_path / root, "--out", tmp_path / "out", "--only",
+                           "det-measures"], capsys, tmp_path / root)
+        assert message.endswith(reason) and "nothing to draw" in message
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DHError, match="no rows of grouping all, size"):
+        plot_measures(empty)

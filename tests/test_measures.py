@@ -9,12 +9,14 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from dhanalysis.analysis.measures import (MEASURES, NEAR_BEST, OBJECT_VALUES, measure_table, object_values,
-                                          positive_bin, score_bins)
+from dhanalysis.analysis.bootstrap import replicate_counts
+from dhanalysis.analysis.measures import (BIN_VALUES, MEASURES, NEAR_BEST, OBJECT_VALUES, measure_table,
+                                          object_values, positive_bin, score_bins)
 from dhanalysis.analysis.stats import NUM_BINS
 from dhanalysis.errors import DHError
 
 COL = {name: i for i, name in enumerate(OBJECT_VALUES)}
+DECOMPOSITION = ["curve_pcc", "explained_share", "within_bin"]
 
 
 def boxes_on_objects(num_objects: int = 12, seed: int = 0, ties: bool = False):
@@ -48,6 +50,11 @@ def reference_rows(group: np.ndarray, x: np.ndarray, s: np.ndarray, positive: np
             top = ss == ss.max()
             out[k, COL["top_iou"]] = xs[top].mean()
             out[k, COL["best_iou"]] = xs.max()
+        b = np.minimum(np.floor(x * NUM_BINS), NUM_BINS - 1)
+        for j in range(NUM_BINS):
+            mask = (group == k) & (b == j)
+            xs, ss = x[mask], s[mask]
+            out[k, [COL[f"bin{j}_{q}"] for q in ("n", "x", "s", "xs")]] = [len(xs), xs.sum(), ss.sum(), (xs * ss).sum()]
     return out
 
 
@@ -110,10 +117,80 @@ def test_measure_table_equals_numpy_and_the_decomposition_adds_up():
     assert table.loc["explained_share", "pcc"] == pytest.approx(share, rel=1e-9)
     total = curve * np.sqrt(share) + table.loc["within_bin", "pcc"]
     assert total == pytest.approx(table.loc["pooled_pcc", "pcc"], rel=1e-9)
-    # intervals around the values for the bootstrapped measures; none for the decomposition
+    # intervals around the values for the bootstrapped measures, and an interval for every measure (the
+    # decomposition's are checked against a bootstrap of the raw boxes below: a percentile interval of a biased
+    # statistic such as curve_pcc need not hold its value on 10 images)
     for name in ("pooled_pcc", "positive_pcc", "object_spearman", "object_kendall", "nms_gap"):
         assert table.loc[name, "ci_low"] <= table.loc[name, "pcc"] <= table.loc[name, "ci_high"], name
-    assert table.loc[["curve_pcc", "explained_share", "within_bin"], "ci_low"].isna().all()
+    assert (table["ci_low"] < table["ci_high"]).all()
+
+
+def decomposition_by_hand(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(curve_pcc, explained_share, within_bin) of boxes in float64 numpy: the per-bin mean score m, corr(x, m),
+    var(m) / var(s), and the pooled within-bin covariance over σ_x σ_s."""
+    b = np.minimum(np.floor(x * NUM_BINS), NUM_BINS - 1)
+    m = pd.Series(s).groupby(b).transform("mean").to_numpy()
+    xb = pd.Series(x).groupby(b).transform("mean").to_numpy()
+    within = np.mean((x - xb) * (s - m)) / (x.std() * s.std())
+    return np.array([np.corrcoef(x, m)[0, 1], m.var() / s.var(), within])
+
+
+def test_decomposition_from_object_rows_equals_the_one_from_bins():
+    """Object rows alone (their per-bin sums) give the decomposition the bin sums give, per group."""
+    parts = []
+    for head, seed in (("fc", 2), ("conv", 3)):
+        group, x, s = boxes_on_objects(30, seed=seed)
+        objects, bins = object_frame(group, x, s, np.arange(30) // 5)
+        parts.append((objects.assign(head=head), bins.assign(head=head)))
+    objects = pd.concat([o for o, _ in parts], ignore_index=True)
+    bins = pd.concat([b for _, b in parts], ignore_index=True)
+    from_rows = measure_table(None, objects, ["head"], replicates=0).set_index(["head", "measure"])
+    from_bins = measure_table(score_bins(bins), None, ["head"]).set_index(["head", "measure"])
+    for head in ("fc", "conv"):
+        got, want = from_rows.loc[head].loc[DECOMPOSITION], from_bins.loc[head].loc[DECOMPOSITION]
+        np.testing.assert_allclose(got["pcc"].to_numpy(float), want["pcc"].to_numpy(float), rtol=1e-10, atol=1e-13)
+        assert list(got["n"]) == list(want["n"]) and want["pcc"].notna().all()
+    # and both equal numpy on the raw boxes
+    group, x, s = boxes_on_objects(30, seed=2)
+    np.testing.assert_allclose(from_rows.loc["fc"].loc[DECOMPOSITION, "pcc"].to_numpy(float),
+                               decomposition_by_hand(x, s), rtol=1e-9, atol=1e-12)
+
+
+def test_decomposition_interval_equals_a_bootstrap_of_the_raw_boxes():
+    """The same image draws (`replicate_counts`, same seed), each replicate's terms recomputed from the raw boxes with
+    every image's boxes repeated by its count: the percentile intervals are the table's."""
+    images, replicates, seed = 9, 40, 7
+    group, x, s = boxes_on_objects(36, seed=4)
+    image_of_object = np.arange(36) // 4
+    objects, bins = object_frame(group, x, s, image_of_object)
+    table = measure_table(score_bins(bins), objects, ["head"], replicates=replicates, seed=seed).set_index("measure")
+    counts = replicate_counts(images, replicates, seed).astype(np.int64)
+    box_image = image_of_object[group]
+    values = []
+    for row in counts:
+        pick = np.concatenate([np.tile(np.flatnonzero(box_image == i), c) for i, c in enumerate(row)])
+        values.append(decomposition_by_hand(x[pick], s[pick]))
+    values = np.array(values)
+    assert np.isfinite(values).all()
+    lo, hi = np.percentile(values, [2.5, 97.5], axis=0)
+    got = table.loc[DECOMPOSITION]
+    np.testing.assert_allclose(got["ci_low"].to_numpy(float), lo, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["ci_high"].to_numpy(float), hi, rtol=1e-9, atol=1e-12)
+    assert (hi - lo > 1e-4).all()  # the draws vary: the comparison is not vacuous
+
+
+def test_object_rows_without_bin_sums_still_give_every_other_interval():
+    """Rows written before the per-bin sums (an old folder read by the figures): the decomposition keeps its values
+    from the bins and has no interval; every other measure is as with today's rows."""
+    group, x, s = boxes_on_objects(40, seed=1)
+    objects, bins = object_frame(group, x, s, np.arange(40) // 4)
+    today = measure_table(score_bins(bins), objects, ["head"], replicates=30).set_index("measure")
+    old = measure_table(score_bins(bins), objects.drop(columns=list(BIN_VALUES)), ["head"],
+                        replicates=30).set_index("measure")
+    assert old.loc[DECOMPOSITION, "ci_low"].isna().all() and old.loc[DECOMPOSITION, "ci_high"].isna().all()
+    pd.testing.assert_series_equal(old["pcc"], today["pcc"])
+    rest = [m for m in MEASURES if m not in DECOMPOSITION]
+    pd.testing.assert_frame_equal(old.loc[rest], today.loc[rest])
 
 
 def recogniser(strong: bool, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,6 +288,16 @@ def test_results_file_measures_per_score_field(tmp_path):
         detections.compute_detections(gt_path, det_path, tmp_path / "out", score_fields=["other"], replicates=20,
                                       progress=lambda s: None)
     assert "overwrite" in str(info.value) and "\n" not in str(info.value)
+    # so is one whose object rows had no per-bin sums (measures format 1: no interval for the decomposition)
+    record["run"] = {k: v for k, v in done.summary["run"].items() if k != "measures_format"}
+    summary.write_text(pd.Series(record).to_json())
+    with pytest.raises(FolderTaken, match="measures format 1, written before format 2") as info:
+        detections.compute_detections(gt_path, det_path, tmp_path / "out", score_fields=["other"], replicates=20,
+                                      progress=lambda s: None)
+    assert "overwrite" in str(info.value) and "\n" not in str(info.value)
+    # and the decomposition of a results file has its intervals
+    decomposition = got[got["measure"].isin(DECOMPOSITION) & (got["grouping"] == "all")]
+    assert len(decomposition) == 6 and decomposition[["ci_low", "ci_high"]].notna().all().all()
 
 
 def test_fig3_draws_every_measure_pooled_first_and_old_tables_as_before():

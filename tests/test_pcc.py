@@ -122,3 +122,35 @@ def test_rpn_background_flag_reaches_the_task_and_the_run_identity(tiny, capsys)
     assert err.startswith("dhanalysis: error: --rpn-background: ") and "'ignore'" in err and err.count("\n") == 1
     with pytest.raises(DHError, match="'ignore'"):
         ProposalPCCTask(load_checkpoint(tiny / "fc.pth"), 64, "ignore")
+
+
+def test_pcc_csv_has_intervals_for_the_decomposition_and_old_rows_are_refused(tiny, capsys):
+    """The real path (sliding windows, RPN proposals, object rows in chunks, pcc.csv): the decomposition terms get a
+    bootstrap interval like every other measure; a folder whose object rows have no per-bin sums (measures format
+    1) is refused in one line by both analyses, nothing changed."""
+    from refusals import refused
+
+    from dhanalysis.analysis.measures import BIN_VALUES
+    from dhanalysis.vocab import PCC_SUMMARY_JSON, SLIDING_WINDOW_OBJECTS_CSV, SLIDING_WINDOW_SUMMARY_JSON
+
+    out = tiny / "measures"
+    args = ["pcc", "--ckpt", str(tiny / "fc.pth"), "--out", str(out), "--proposals-per-gt", "60", "--max-images",
+            "2", "--no-progress"]
+    assert main(args) == 0
+    table = pd.read_csv(out / "pcc.csv", keep_default_na=False, na_values=[""])
+    rows = table[table["measure"].isin(["curve_pcc", "explained_share", "within_bin"]) & (table["grouping"] == "all")
+                 & table["proposal_set"].isin(["predefined", "rpn"])]
+    assert len(rows) == 6 and rows["pcc"].notna().all()
+    assert rows[["ci_low", "ci_high"]].notna().all().all() and (rows["ci_low"] <= rows["ci_high"]).all()
+    objects = pd.read_csv(out / SLIDING_WINDOW_OBJECTS_CSV)
+    assert set(BIN_VALUES) <= set(objects.columns) and objects[[c for c in BIN_VALUES if c.endswith("_n")]].sum(
+        axis=1).tolist() == objects["n"].tolist()  # every window in one bin of its object
+
+    for name in (SLIDING_WINDOW_SUMMARY_JSON, PCC_SUMMARY_JSON):
+        summary = json.loads((out / name).read_text())
+        summary["run"].pop("measures_format")
+        (out / name).write_text(json.dumps(summary))
+    sliding = ["sliding-window", *args[1:]]
+    for argv in (args, sliding):
+        message = refused(argv, capsys, out)
+        assert "measures format 1, written before format 2" in message and "--overwrite" in message

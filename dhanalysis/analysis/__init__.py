@@ -11,8 +11,9 @@ Modules, from the boxes up:
 - `measures`: the score-IoU alignment measures every box set gets (pooled and positives-only PCC, rank correlation
   within each object, the IoU lost at NMS, the pooled PCC's decomposition), with bootstrap intervals over images;
 - `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4), the analysis;
-- `detections`, `alignment`, `tide`, `coco_analyze`: any detector's COCO results file (no model): COCOeval's
-  matches, score-IoU alignment, oracle AP, calibration, TIDE's and COCO analyze()'s error breakdowns;
+- `detections`, `alignment`, `calibration`, `lrp`, `tide`, `coco_analyze`: any detector's COCO results file (no
+  model): COCOeval's matches, score-IoU alignment, oracle AP, calibration errors (D-ECE, MCE, LaECE), oLRP, TIDE's
+  and COCO analyze()'s error breakdowns;
 - `runner`: loading models and claiming their results folders, streaming over a dataset in resumable chunks,
   sharded over torchrun ranks.
 

@@ -1,14 +1,12 @@
-"""Does a detection's score track how well its box is localised? Score–IoU alignment and calibration of any detector.
+"""Does a detection's score track how well its box is localised? Score–IoU alignment of any detector.
 
 The paper's Fig. 3 (right, "NMS") and Fig. 2 (top) asked of detections read from a results file: for each score
 field (the detection score, or any other per-detection score such as each head's), Pearson, Spearman and Kendall
 (tau-b) correlation of score and IoU overall, per size group and per class, with bootstrap intervals over images;
 the mean and std of the score per IoU bin; a 20 × 20 histogram of (IoU, score).
 
-Calibration asks the other half: is a detection with score s a true positive with probability s? Detection expected
-calibration error (Küppers et al., 2020) with equal-count score bins: ECE = Σ_b (n_b / N) |mean score_b −
-precision_b|, precision = the fraction of COCOeval's true positives at that IoU among its evaluated, not ignored,
-detections.
+Calibration asks the other half (is a detection with score s a true positive with probability s?) and lives in
+`dhanalysis.analysis.calibration`.
 
 Inputs are the per-detection table of `dhanalysis.analysis.detections` (columns image_id, category_id, size, iou,
 tp_50, … and the score fields); everything here is numpy, pandas and scipy.
@@ -30,14 +28,12 @@ from dhanalysis.vocab import SIZE_GROUPS
 
 NUM_BINS = 20  # IoU bins of width 0.05, as the sliding-window statistics
 HIST_BINS = 20  # score bins of the 2-D histogram
-CALIBRATION_BINS = 10
 DEFAULT_REPLICATES = 100
 CORRELATIONS = ("pearson", "spearman", "kendall")
 ALIGNMENT_COLUMNS = ("score_field", "grouping", "group", "n", *(f"{c}{s}" for c in CORRELATIONS
                                                                 for s in ("", "_lo", "_hi")))
 BIN_COLUMNS = ("score_field", "size", "bin", "iou_lo", "iou_hi", "n", "score_mean", "score_std")
 HIST_COLUMNS = ("score_field", "iou_bin", "score_bin", "iou_lo", "iou_hi", "score_lo", "score_hi", "count")
-CALIBRATION_COLUMNS = ("iou", "bin", "n", "score_lo", "score_hi", "score_mean", "precision")
 
 
 def correlations(x: np.ndarray, s: np.ndarray) -> dict[str, float]:
@@ -251,24 +247,3 @@ def histogram_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",
                                   "count": counts.ravel().astype(np.int64)}))
     return pd.concat(rows, ignore_index=True)[list(HIST_COLUMNS)]
 
-
-def calibration_table(table: pd.DataFrame, thresholds: Sequence[int] = (50, 75),
-                      num_bins: int = CALIBRATION_BINS) -> tuple[pd.DataFrame, dict[str, float]]:
-    """(reliability table: per IoU threshold and equal-count score bin, n, score range, mean score and precision;
-    {"ece_50": …, "ece_75": …}). Detections COCOeval ignores or did not evaluate are left out."""
-    rows, ece = [], {}
-    for t in thresholds:
-        keep = table[f"ignored_{t}"].eq(False).to_numpy() & table["evaluated"].to_numpy(bool)
-        s = table["score"].to_numpy(np.float64)[keep]
-        tp = table[f"tp_{t}"].to_numpy(bool)[keep]
-        order = np.argsort(s, kind="stable")
-        total, gap = len(s), 0.0
-        for k, idx in enumerate(np.array_split(order, min(num_bins, max(total, 1)))):
-            if len(idx) == 0:
-                continue
-            mean, precision = float(s[idx].mean()), float(tp[idx].mean())
-            gap += len(idx) / total * abs(mean - precision)
-            rows.append({"iou": t / 100, "bin": k, "n": len(idx), "score_lo": float(s[idx].min()),
-                         "score_hi": float(s[idx].max()), "score_mean": mean, "precision": precision})
-        ece[f"ece_{t}"] = gap if total else float("nan")
-    return pd.DataFrame(rows, columns=list(CALIBRATION_COLUMNS)), ece

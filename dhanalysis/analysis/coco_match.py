@@ -244,3 +244,42 @@ def evaluate(gt: Boxes, dt: Boxes, image_ids: Sequence[int], cat_ids: Sequence[i
                              areaRngLbl=list(area_labels), maxDets=list(max_dets), catIds=cat_ids, imgIds=image_ids)
     return Evaluation(params, {"precision": precision, "recall": recall, "scores": scores}, evaluated, rank,
                       dt_match, dt_ignore)
+
+
+@dataclass
+class Outcomes:
+    """COCOeval's verdict on every detection it counts at one IoU threshold and area range: the evaluated detections
+    it did not ignore (a detection matched to a crowd, or unmatched and outside the area range, is neither right nor
+    wrong), in file order. ``positives``: per class (position in ``catIds``), the ground truths that count (not
+    ignored), the denominator of recall."""
+
+    rows: np.ndarray  # (D,) int64 positions in the results file
+    category: np.ndarray  # (D,) int64 class positions in params.catIds
+    score: np.ndarray  # (D,) float64
+    tp: np.ndarray  # (D,) bool: matched to a ground truth that counts
+    iou: np.ndarray  # (D,) float64: IoU with the matched ground truth (bbIou), 0 for a false positive
+    positives: np.ndarray  # (K,) int64
+
+
+def outcomes(ev: Evaluation, gt: Boxes, dt: Boxes, iou_threshold: float, area: str = "all") -> Outcomes:
+    """Every counted detection of ``dt`` at ``iou_threshold`` (one of ``ev``'s thresholds) under ``area``, with its
+    true-positive flag and the IoU of its match: what the measures of a matching (LRP, calibration) are sums over.
+    ``ev`` is the evaluation of ``dt`` on ``gt``."""
+    p = ev.params
+    thr = np.asarray(p.iouThrs, np.float64)
+    hit = np.flatnonzero(np.isclose(thr, iou_threshold, rtol=0, atol=1e-12))
+    if not len(hit):
+        raise ValueError(f"IoU {iou_threshold} is not one of the evaluation's thresholds {thr.tolist()}")
+    a, t = list(p.areaRngLbl).index(area), int(hit[0])
+    rows = np.flatnonzero(ev.evaluated & ~ev.dt_ignore[a, t])
+    match = ev.dt_match[a, t][rows]
+    tp = match > 0
+    by_id = np.argsort(gt.ids, kind="stable")
+    g = by_id[np.searchsorted(gt.ids, match[tp], sorter=by_id)]  # the matched ground truths' rows
+    iou = np.zeros(len(rows))
+    iou[tp] = box_iou(dt.xywh[rows[tp]], gt.xywh[g], gt.crowd[g])
+    cat_ids = np.asarray(p.catIds, np.int64)
+    counted = (~ground_truth_ignored(gt, tuple(p.areaRng[a])) & np.isin(gt.category, cat_ids)
+               & np.isin(gt.image, np.asarray(p.imgIds, np.int64)))
+    positives = np.bincount(np.searchsorted(cat_ids, gt.category[counted]), minlength=len(cat_ids))
+    return Outcomes(rows, np.searchsorted(cat_ids, dt.category[rows]), dt.score[rows], tp, iou, positives)

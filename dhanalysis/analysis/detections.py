@@ -1,5 +1,5 @@
 """Any detector's detections, from a COCO results file: per-detection table, score–IoU alignment, oracle rescoring,
-TIDE's and COCO analyze()'s error breakdowns, calibration (``dhanalysis detections``).
+TIDE's and COCO analyze()'s error breakdowns, calibration, LRP (``dhanalysis detections``).
 
 The paper asks whether a detector's classification score tracks how well its box is localised (§3.2, Fig. 3 right:
 detections after NMS). This module asks it of any detector: its input is a COCO ground-truth json and a COCO results
@@ -23,6 +23,9 @@ no model.
 - **Average recall, precision / recall / F1 at a score threshold, confusion matrix**
   (`dhanalysis.analysis.threshold_metrics`): COCO's AR from the same evaluation, the threshold metrics from its
   matching, the confusion matrix by ultralytics' counting.
+- **Calibration** (`dhanalysis.analysis.calibration`: D-ECE and MCE at IoU 0.5 / 0.75 from the same matching,
+  LaECE_0 from one more evaluation at IoU 0) and **LRP / oLRP** at IoU 0.5 (`dhanalysis.analysis.lrp`), each by its
+  paper's definition.
 
 Bad input (a missing file, a results file with a missing key, an unknown image or category id, a NaN or negative-size
 box, a score outside [0, 1], an empty list) is a `DHError` naming the first bad entry and how many there are, before
@@ -51,13 +54,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import alignment, coco_analyze, coco_match, measures, threshold_metrics, tide
+from dhanalysis.analysis import (alignment, calibration, coco_analyze, coco_match, lrp, measures, threshold_metrics,
+                                  tide)
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
 from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTION_STAGES, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV,
                               DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV,
-                              DETECTIONS_CALIBRATION_CSV, DETECTIONS_CSV, DETECTIONS_INFO_JSON,
+                              DETECTIONS_CALIBRATION_CSV, DETECTIONS_CSV, DETECTIONS_INFO_JSON, DETECTIONS_LRP_CSV,
                               DETECTIONS_MEASURES_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES, DETECTIONS_TIDE_CSV,
                               LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, STAGE_NOT_STATED, detections_file)
 
@@ -77,6 +81,9 @@ PROTOCOL = {
     "matching": "COCOeval's (greedy by score, crowd and area rules), area 'all', 100 detections per image and class",
     "bootstrap": "percentile intervals (95%) over images resampled with replacement",
     "tide": "tidecv 1.0.1 definitions at IoU 0.5, background 0.1, 100 detections per image over all classes",
+    "lrp": "TPAMI 2022 definition, tau 0.5: (sum over TPs of (1 - IoU) / (1 - tau) + FP + FN) / (TP + FP + FN) at "
+           "COCOeval's matching; oLRP per class = min over score thresholds; moLRP = mean over classes with ground "
+           "truth",
     "stage": "after_nms or before_nms (the per-class NMS and per-image top-k) as eval_stage.json beside an eval "
              "detections file says, else as stated, else 'not stated'",
 }
@@ -450,11 +457,13 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
                        score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
                        confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
                        positive_iou: float = measures.DEFAULT_POSITIVE_IOU,
+                       calibration_bins: str = calibration.EQUAL_WIDTH,
                        ) -> tuple[dict[str, pd.DataFrame], dict]:
     """Every table of the analysis (keyed by file name) and the summary's numbers, nothing written.
     ``score_threshold``: the detections precision / recall / F1 and the confusion matrix keep (score >= it);
     ``confusion_iou``: the IoU a confusion-matrix pair must exceed; ``positive_iou``: the positives of the alignment
-    measures (`measures`), one table of them per score field."""
+    measures (`measures`), one table of them per score field; ``calibration_bins``: D-ECE's and MCE's binning
+    (`calibration.BINNINGS`)."""
     start = time.perf_counter()
     image_ids = [im["id"] for im in inputs.gt["images"]]
     progress(f"COCO evaluation of {len(inputs.results)} detections on {len(image_ids)} images")
@@ -479,21 +488,26 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
     progress("COCO analyze() breakdown")
     tables[DETECTIONS_ANALYZE_CSV], tables[DETECTIONS_ANALYZE_PR_CSV] = coco_analyze.analyze_breakdown(
         inputs.gt, inputs.gt_boxes, dets, ev)
-    tables[DETECTIONS_CALIBRATION_CSV], ece = alignment.calibration_table(table)
+    progress("calibration (D-ECE, MCE, LaECE_0) and LRP")
+    names = {c["id"]: c["name"] for c in inputs.gt["categories"]}
+    laece_ev = coco_eval(inputs, dets, (calibration.LAECE_IOU,), area_all_only=True)  # LaECE_0 matches at IoU >= 0
+    tables[DETECTIONS_CALIBRATION_CSV], ece = calibration.calibration_table(ev, laece_ev, inputs.gt_boxes, dets, names,
+                                                                            calibration_bins)
+    tables[DETECTIONS_LRP_CSV], olrp = lrp.lrp_table(ev, inputs.gt_boxes, dets, names)
     progress(f"alignment measures ({replicates} bootstrap replicates)")
     tables[DETECTIONS_MEASURES_CSV] = measures.results_measures(table, fields, positive_iou=positive_iou,
                                                                 replicates=replicates, seed=seed)
     progress(f"average recall, precision / recall / F1 and confusion matrix at score >= {score_threshold:g}")
-    names = {c["id"]: c["name"] for c in inputs.gt["categories"]}
     metrics, recall = threshold_metrics.metric_tables(ev, inputs.gt_boxes, dets, names, score_threshold, confusion_iou)
     tables.update(metrics)
     summary = {
         "images": len(image_ids), "ground_truths": sum(not a["iscrowd"] for a in inputs.gt["annotations"]),
         "detections": len(table), "evaluated": int(table["evaluated"].sum()), "score_fields": list(fields),
         "coco": {**real, **recall}, "tide_ap50": tide_ap, "tide_dropped": int(len(match.dropped)), **ece,
+        "calibration_bins": calibration_bins, **olrp,
         "score_threshold": float(score_threshold), "confusion_iou": float(confusion_iou),
         "supercategories": coco_analyze.has_supercategories(inputs.gt),
-        "protocol": {**PROTOCOL, **threshold_metrics.PROTOCOL},
+        "protocol": {**PROTOCOL, **threshold_metrics.PROTOCOL, **calibration.PROTOCOL},
         "seconds": round(time.perf_counter() - start, 2),
     }
     return tables, summary
@@ -505,23 +519,28 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
                        score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
                        confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
                        positive_iou: float = measures.DEFAULT_POSITIVE_IOU,
-                       stage: str | None = None) -> DetectionResults:
+                       stage: str | None = None,
+                       calibration_bins: str = calibration.EQUAL_WIDTH) -> DetectionResults:
     """Check the inputs, analyse them and (with ``out``) write every table and ``detections_summary.json`` last.
 
     A folder already holding this analysis of the same files and settings is not recomputed: its tables are read;
     one written before the alignment measures is refused unless ``overwrite``. ``stage``: ``after_nms`` or
     ``before_nms`` as the user knows it, checked against eval's sidecar (`detections_stage`); the summary records the
-    stage as ``stage`` and where it came from as ``stage_source``.
+    stage as ``stage`` and where it came from as ``stage_source``. ``calibration_bins``: ``equal-width`` (D-ECE's
+    definition) or ``equal-count`` score bins for D-ECE and MCE; it is part of the folder's identity, so a folder
+    written before it was (equal-count ECE, no det_lrp.csv) is refused unless ``overwrite``.
     """
     inputs = read_inputs(gt, results, score_fields)  # every bad input fails here, before the folder is touched
     stage, stage_source = detections_stage(inputs.results_path, stage)
     if replicates < 0:
         raise DHError(f"replicates must be >= 0, got {replicates}")
     threshold_metrics.check_thresholds(score_threshold, confusion_iou)
+    calibration.check_binning(calibration_bins)
     key = {"analysis": OUTPUTS.analysis, "gt": file_identity(inputs.gt_path),
            "results": file_identity(inputs.results_path), "score_fields": list(score_fields),
            "replicates": int(replicates), "seed": int(seed), "score_threshold": float(score_threshold),
-           "confusion_iou": float(confusion_iou), "positive_iou": float(positive_iou)}
+           "confusion_iou": float(confusion_iou), "positive_iou": float(positive_iou),
+           "measures_format": measures.MEASURES_FORMAT, "calibration_bins": calibration_bins}
     if stage != STAGE_NOT_STATED:  # only when known, so a folder written before stages were recorded still resumes
         key["stage"] = stage
     measures.positive_bin(positive_iou)
@@ -536,7 +555,8 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
             tables = {t: pd.read_csv(folder / t) for t in _TABLES if (folder / t).is_file()}
             return DetectionResults(tables, json.loads(summary_path.read_text()), [])
     tables, summary = analyse_detections(inputs, replicates, seed, progress, score_threshold=score_threshold,
-                                         confusion_iou=confusion_iou, positive_iou=positive_iou)
+                                         confusion_iou=confusion_iou, positive_iou=positive_iou,
+                                         calibration_bins=calibration_bins)
     summary = {"run": key, "stage": stage, "stage_source": stage_source, **summary}
     paths: list[Path] = []
     if folder is not None:

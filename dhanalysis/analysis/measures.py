@@ -14,18 +14,20 @@ NMS keeps and what AP at high IoU rewards. The measures here (`MEASURES`, one ro
 - ``nms_gap``: over the same objects, the mean of (best IoU among its positives − IoU of its top-scored positive);
   ``nms_near_best``: the share of objects whose top-scored positive is within `NEAR_BEST` (0.05) of the best. Boxes
   tied for the top score count by their mean IoU (the expectation of a random tie-break).
-- the decomposition of the pooled r over the IoU bins of width 0.05: with m the score's per-bin mean,
-  pooled r = ``curve_pcc`` · sqrt(``explained_share``) + ``within_bin``, where ``curve_pcc`` = corr(IoU, m(bin)) (how
-  straight the mean-score curve is), ``explained_share`` = var(m) / var(score) (how much of the score varies with the
-  IoU bin at all) and ``within_bin`` = the pooled within-bin covariance / (σ_IoU σ_score), the small rest that bins of
-  width 0.05 leave.
+- the decomposition of the pooled r over the IoU bins of width 0.05 (`decomposition`): with m the score's per-bin
+  mean, pooled r = ``curve_pcc`` · sqrt(``explained_share``) + ``within_bin``, where ``curve_pcc`` = corr(IoU,
+  m(bin)) (how straight the mean-score curve is), ``explained_share`` = var(m) / var(score) (how much of the score
+  varies with the IoU bin at all) and ``within_bin`` = the pooled within-bin covariance / (σ_IoU σ_score), the small
+  rest that bins of width 0.05 leave.
 
 Positives are the boxes whose IoU bin starts at or above the threshold (so the threshold is a multiple of 0.05 and
 the positive sums are the bin sums above it, exactly). The sums stay streaming: Pearson and the decomposition come
 from per-bin moment sums, and everything per object from one *object row* per (object, head) of per-object values
-(`OBJECT_VALUES`) that merge by concatenation. Object rows also carry each object's moments, so every measure except
-the decomposition gets a 95% bootstrap interval over images (`bootstrap.replicate_counts`): each measure is a function
-of per-image sums, and a replicate is a weighted sum of them.
+(`OBJECT_VALUES`) that merge by concatenation. Object rows also carry each object's moments and its per-IoU-bin sums
+n, Σx, Σs, Σxs (`BIN_VALUES`), so every measure gets a 95% bootstrap interval over images
+(`bootstrap.replicate_counts`): each measure is a function of per-image sums, and a replicate is a weighted sum of
+them. Results written before the rows had bin sums (`MEASURES_FORMAT` 1) still give every point value and every
+interval but the decomposition's; the analyses refuse to resume or reuse them (`check_measure_format`).
 
 `object_values` (torch, on the analysis device) computes the object rows of many objects at once: sorts, scatter
 sums and, for τ-b, Knight's merge count as one sorted search per merge level; no loop over objects. The table
@@ -54,9 +56,15 @@ DEFAULT_POSITIVE_IOU = 0.5
 NEAR_BEST = 0.05
 DEFAULT_REPLICATES = 200
 MOMENT_NAMES = ("n", "sum_x", "sum_x2", "sum_s", "sum_s2", "sum_xs")
-# one object row: its moments over all its boxes, over its positives, then what is measured per object
+BIN_SUMS = ("n", "x", "s", "xs")  # what the decomposition needs of each IoU bin: n, Σx, Σs, Σxs
+BIN_VALUES = tuple(f"bin{b}_{q}" for b in range(NUM_BINS) for q in BIN_SUMS)
+# one object row: its moments over all its boxes, over its positives, what is measured per object, then its per-bin
+# sums (bin-major: bin0_n, bin0_x, bin0_s, bin0_xs, bin1_n, ...)
 OBJECT_VALUES = (*MOMENT_NAMES, *(f"pos_{m}" for m in MOMENT_NAMES), "n_pos", "spearman", "kendall", "top_iou",
-                 "best_iou")
+                 "best_iou", *BIN_VALUES)
+FIRST_BIN_VALUE = len(OBJECT_VALUES) - len(BIN_VALUES)
+# 1: object rows without per-bin sums; 2: with them (the decomposition's intervals). Stored in every result's key.
+MEASURES_FORMAT = 2
 MEASURE_COLUMNS = ("measure", "n", "pcc", "ci_low", "ci_high")
 
 
@@ -175,20 +183,36 @@ def moment_sums(group: torch.Tensor, x: torch.Tensor, s: torch.Tensor, num_group
     return torch.zeros(num_groups, 6, dtype=torch.float64, device=x.device).index_add_(0, group, cols)
 
 
+def bin_sums(group: torch.Tensor, b: torch.Tensor, x: torch.Tensor, s: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``(G, NUM_BINS · 4)`` float64 per group: each IoU bin's n, Σx, Σs, Σxs (`BIN_VALUES`) of boxes ``(N,)`` in
+    bins ``b``; one ``index_add_`` over (group, bin)."""
+    import torch
+
+    x, s = x.double(), s.double()
+    cols = torch.stack([torch.ones_like(x), x, s, x * s], dim=1)
+    out = torch.zeros(num_groups * NUM_BINS, len(BIN_SUMS), dtype=torch.float64, device=x.device)
+    return out.index_add_(0, group * NUM_BINS + b, cols).reshape(num_groups, NUM_BINS * len(BIN_SUMS))
+
+
 def object_values(group: torch.Tensor, x: torch.Tensor, s: torch.Tensor, positive: torch.Tensor,
-                  num_groups: int) -> torch.Tensor:
+                  num_groups: int, bins: torch.Tensor | None = None) -> torch.Tensor:
     """The object rows ``(G, len(OBJECT_VALUES))`` float64 of boxes ``(N,)`` on G objects.
 
     ``group``: each box's object 0..G-1; ``x``: its IoU with that object; ``s``: its score; ``positive``: bool, the
-    boxes counted as positives. ρ, τ-b, top and best IoU are over each object's positives and NaN where it has
-    fewer than two; ρ and τ-b are also NaN where the positives' IoU or score is constant.
+    boxes counted as positives; ``bins``: each box's IoU bin, as the caller's per-bin sums have it (default
+    `stats.iou_bin` of ``x`` in its own dtype). ρ, τ-b, top and best IoU are over each object's positives and NaN
+    where it has fewer than two; ρ and τ-b are also NaN where the positives' IoU or score is constant.
     """
     import torch
 
+    from dhanalysis.analysis.stats import iou_bin
+
     group = group.long()
+    b = (iou_bin(x) if bins is None else bins).long()  # binned before the cast, as the statistics are
     x, s = x.double(), s.double()
     out = torch.full((num_groups, len(OBJECT_VALUES)), math.nan, dtype=torch.float64, device=x.device)
     out[:, :6] = moment_sums(group, x, s, num_groups)
+    out[:, FIRST_BIN_VALUE:] = bin_sums(group, b, x, s, num_groups)
     g, xp, sp = group[positive], x[positive], s[positive]
     out[:, 6:12] = moment_sums(g, xp, sp, num_groups)
     n_pos = out[:, 6]
@@ -240,6 +264,36 @@ def score_bins(stats: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
+def decomposition(total: np.ndarray, per_bin: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The decomposition of pooled r over IoU bins: measure -> (n, value) for ``curve_pcc``, ``explained_share`` and
+    ``within_bin``, from total moments ``(..., 6)`` (`MOMENT_NAMES`) and per-bin sums ``(..., NUM_BINS, 4)``
+    (`BIN_SUMS`: each bin's n, Σx, Σs, Σxs; empty bins are zeros). Leading axes are independent problems (groups,
+    bootstrap replicates). NaN where there are fewer than two boxes or IoU or score is constant; ``curve_pcc`` also
+    where the bin means are.
+
+    With x̄_b, m_b the bin's mean IoU and score: var(m) = Σ_b n_b (m_b − s̄)² / n, cov(x, m) = Σ_b n_b (x̄_b − x̄)
+    (m_b − s̄) / n, and the within-bin covariance Σ_b (Σxs_b − Σx_b Σs_b / n_b) / n.
+    """
+    total, per_bin = np.asarray(total, dtype=np.float64), np.asarray(per_bin, dtype=np.float64)
+    n = total[..., 0]
+    nb, sx, ss, sxs = (per_bin[..., j] for j in range(len(BIN_SUMS)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_x, mean_s = total[..., 1] / n, total[..., 3] / n
+        var_x = total[..., 2] / n - mean_x ** 2
+        var_s = total[..., 4] / n - mean_s ** 2
+        count = np.where(nb > 0, nb, 1.0)  # an empty bin adds 0 to every sum below
+        dx, ds = sx / count - mean_x[..., None], ss / count - mean_s[..., None]
+        var_m = (nb * ds * ds).sum(axis=-1) / n
+        cov_xm = (nb * dx * ds).sum(axis=-1) / n
+        within = (sxs - sx * ss / count).sum(axis=-1) / n
+        ok = (n >= 2) & (var_x > 1e-18) & (var_s > 1e-18)
+        curve = np.where(ok & (var_m > 1e-18), cov_xm / np.sqrt(var_x * var_m), np.nan)
+        share = np.where(ok, var_m / var_s, np.nan)
+        rest = np.where(ok, within / np.sqrt(var_x * var_s), np.nan)
+    return {"curve_pcc": (n, np.clip(curve, -1, 1)), "explained_share": (n, np.clip(share, 0, 1)),
+            "within_bin": (n, rest)}
+
+
 def _bin_measures(bins: pd.DataFrame, by: list[str], first_positive: int) -> pd.DataFrame:
     """Pooled and positive PCC and the decomposition per group of ``by``, from per-bin sums: ``by`` …, measure, n,
     pcc (long form, intervals still to come)."""
@@ -247,41 +301,29 @@ def _bin_measures(bins: pd.DataFrame, by: list[str], first_positive: int) -> pd.
     codes = g.groupby(by, sort=True, dropna=False).ngroup().to_numpy() if by else np.zeros(len(g), dtype=np.int64)
     m = g[list(MOMENT_NAMES)].to_numpy(np.float64)
     groups = int(codes.max()) + 1 if len(codes) else 0
-
-    def total(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        w = values if mask is None else np.where(mask, values, 0.0)
-        return np.bincount(codes, weights=w, minlength=groups)
-
-    tot = np.stack([total(m[:, j]) for j in range(6)], axis=1)
-    pos_mask = g["bin"].to_numpy() >= first_positive
-    pos = np.stack([total(m[:, j], pos_mask) for j in range(6)], axis=1)
-    n = tot[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_x, mean_s = tot[:, 1] / n, tot[:, 3] / n
-        var_x = tot[:, 2] / n - mean_x ** 2
-        var_s = tot[:, 4] / n - mean_s ** 2
-        nb = m[:, 0]
-        dx, ds = m[:, 1] / nb - mean_x[codes], m[:, 3] / nb - mean_s[codes]
-        var_m = total(nb * ds * ds) / n
-        cov_xm = total(nb * dx * ds) / n
-        within = total(m[:, 5] - m[:, 1] * m[:, 3] / nb) / n
-        ok = (n >= 2) & (var_x > 1e-18) & (var_s > 1e-18)
-        curve = np.where(ok & (var_m > 1e-18), cov_xm / np.sqrt(var_x * var_m), np.nan)
-        share = np.where(ok, var_m / var_s, np.nan)
-        rest = np.where(ok, within / np.sqrt(var_x * var_s), np.nan)
+    b = g["bin"].to_numpy().astype(np.int64)
+    tot = np.zeros((groups, len(MOMENT_NAMES)))
+    np.add.at(tot, codes, m)
+    pos = np.zeros_like(tot)
+    np.add.at(pos, codes[b >= first_positive], m[b >= first_positive])
+    per_bin = np.zeros((groups, NUM_BINS, len(BIN_SUMS)))
+    per_bin[codes, b] = m[:, [MOMENT_NAMES.index(k) for k in ("n", "sum_x", "sum_s", "sum_xs")]]  # one row a bin
     first = g.groupby(codes, sort=True)[by].first().reset_index(drop=True) if by else pd.DataFrame(index=[0])
-    values = {"pooled_pcc": (n, pcc_from_moments(*tot.T)), "positive_pcc": (pos[:, 0], pcc_from_moments(*pos.T)),
-              "curve_pcc": (n, np.clip(curve, -1, 1)), "explained_share": (n, np.clip(share, 0, 1)),
-              "within_bin": (n, rest)}
+    values = {"pooled_pcc": (tot[:, 0], pcc_from_moments(*tot.T)),
+              "positive_pcc": (pos[:, 0], pcc_from_moments(*pos.T)), **decomposition(tot, per_bin)}
     parts = [first.assign(measure=name, n=count.round().astype(np.int64), pcc=value)
              for name, (count, value) in values.items()]
     return pd.concat(parts, ignore_index=True)
 
 
+_MEASURE_SUMS = 19  # per-image sums of the measures other than the decomposition (`_image_columns`)
+
+
 def _image_columns(rows: pd.DataFrame, image_pos: np.ndarray, num_images: int) -> np.ndarray:
-    """``(images, 15)`` per-image sums of object rows: moments all (6) and positive (6), then Σρ, #ρ, Στ, #τ,
-    Σgap, #gap, Σnear (the object measures as ratios of sums)."""
-    v = rows[list(OBJECT_VALUES)].to_numpy(np.float64)
+    """``(images, 19 + NUM_BINS · 4)`` per-image sums of object rows: moments all (6) and positive (6), then Σρ, #ρ,
+    Στ, #τ, Σgap, #gap, Σnear (the object measures as ratios of sums), then the per-bin sums (`BIN_VALUES`). Rows
+    without bin sums (`MEASURES_FORMAT` 1) give the first 19 columns only."""
+    v = rows[list(OBJECT_VALUES[:FIRST_BIN_VALUE])].to_numpy(np.float64)
     rho, tau = v[:, 13], v[:, 14]
     gap = v[:, 16] - v[:, 15]
     cols = [v[:, j] for j in range(12)]
@@ -289,21 +331,29 @@ def _image_columns(rows: pd.DataFrame, image_pos: np.ndarray, num_images: int) -
         cols += [np.nan_to_num(value), np.isfinite(value).astype(np.float64)]
     has = np.isfinite(gap)
     cols += [np.nan_to_num(gap), has.astype(np.float64), (has & (gap <= NEAR_BEST + 1e-12)).astype(np.float64)]
+    if set(BIN_VALUES) <= set(rows.columns):
+        per_bin = rows[list(BIN_VALUES)].to_numpy(np.float64)
+        cols += [per_bin[:, j] for j in range(per_bin.shape[1])]
     return np.stack([np.bincount(image_pos, weights=c, minlength=num_images) for c in cols], axis=1)
 
 
 def _object_measures(sums: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """measure -> (n, value) from per-image sums ``(..., 15)`` (`_image_columns`), totalled over images."""
+    """measure -> (n, value) from per-image sums ``(..., C)`` (`_image_columns`), totalled over images; the
+    decomposition when the sums hold bins."""
     with np.errstate(divide="ignore", invalid="ignore"):
         def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
-        return {"pooled_pcc": (sums[..., 0], pcc_from_moments(*(sums[..., j] for j in range(6)))),
-                "positive_pcc": (sums[..., 6], pcc_from_moments(*(sums[..., j] for j in range(6, 12)))),
-                "object_spearman": (sums[..., 13], ratio(sums[..., 12], sums[..., 13])),
-                "object_kendall": (sums[..., 15], ratio(sums[..., 14], sums[..., 15])),
-                "nms_gap": (sums[..., 17], ratio(sums[..., 16], sums[..., 17])),
-                "nms_near_best": (sums[..., 17], ratio(sums[..., 18], sums[..., 17]))}
+        out = {"pooled_pcc": (sums[..., 0], pcc_from_moments(*(sums[..., j] for j in range(6)))),
+               "positive_pcc": (sums[..., 6], pcc_from_moments(*(sums[..., j] for j in range(6, 12)))),
+               "object_spearman": (sums[..., 13], ratio(sums[..., 12], sums[..., 13])),
+               "object_kendall": (sums[..., 15], ratio(sums[..., 14], sums[..., 15])),
+               "nms_gap": (sums[..., 17], ratio(sums[..., 16], sums[..., 17])),
+               "nms_near_best": (sums[..., 17], ratio(sums[..., 18], sums[..., 17]))}
+    if sums.shape[-1] > _MEASURE_SUMS:
+        per_bin = sums[..., _MEASURE_SUMS:].reshape(*sums.shape[:-1], NUM_BINS, len(BIN_SUMS))
+        out.update(decomposition(sums[..., :6], per_bin))
+    return out
 
 
 def _object_rows_measures(objects: pd.DataFrame, by: list[str], replicates: int, seed: int) -> pd.DataFrame:
@@ -334,9 +384,10 @@ def measure_table(bins: pd.DataFrame | None, objects: pd.DataFrame | None, by: S
 
     ``bins``: per-bin score moments (`score_bins`); they give pooled and positive PCC and the decomposition, and are
     enough alone (an old results folder: the object measures are then left out). ``objects``: object rows (columns
-    `OBJECT_VALUES`, ``image_id`` and ``by``); they give the object measures and, with ``replicates`` > 0, the 95%
-    bootstrap intervals over images of every measure but the decomposition (drawn once, shared by every group).
-    ``n`` counts boxes (pooled, decomposition), positive boxes, or objects with a value (object measures).
+    `OBJECT_VALUES`, ``image_id`` and ``by``); they give the object measures (and every other measure when there are
+    no ``bins``) and, with ``replicates`` > 0, the 95% bootstrap intervals over images of every measure (drawn once,
+    shared by every group; the decomposition's need rows with bin sums, `MEASURES_FORMAT` 2). ``n`` counts boxes
+    (pooled, decomposition), positive boxes, or objects with a value (object measures).
     """
     by = list(by)
     parts = []
@@ -345,7 +396,7 @@ def measure_table(bins: pd.DataFrame | None, objects: pd.DataFrame | None, by: S
         parts.append(part.assign(ci_low=math.nan, ci_high=math.nan))
     if objects is not None and len(objects):
         rows = _object_rows_measures(objects, by, replicates, seed)
-        if parts:  # point values of the sum measures from the bins; their intervals from the object rows
+        if parts:  # point values of the bin-sum measures from the bins; their intervals from the object rows
             base = parts[0]
             merged = base.merge(rows[[*by, "measure", "ci_low", "ci_high"]], on=[*by, "measure"], how="left",
                                 suffixes=("_bins", ""))
@@ -381,7 +432,8 @@ def object_row_tensor(head: int, proposal_set: int, image_id: int, box: torch.Te
 
 def object_frame(rows: np.ndarray, heads: Sequence[str], sets: Sequence[str], model: str,
                  category_ids: Sequence[int], category_names: Sequence[str]) -> pd.DataFrame:
-    """The tidy object table (`OBJECT_COLUMNS`) of chunk rows ``(R, ROW_KEYS + 17)`` (`object_row_tensor`)."""
+    """The tidy object table (`OBJECT_COLUMNS`) of chunk rows ``(R, ROW_KEYS + len(OBJECT_VALUES))``
+    (`object_row_tensor`)."""
     from dhanalysis.vocab import SIZE_GROUPS
 
     a = np.asarray(rows, dtype=np.float64).reshape(-1, ROW_KEYS + len(OBJECT_VALUES))
@@ -395,20 +447,26 @@ def object_frame(rows: np.ndarray, heads: Sequence[str], sets: Sequence[str], mo
         "category": np.asarray(category_names, dtype=object)[label],
         "size": np.asarray(SIZE_GROUPS, dtype=object)[a[:, 5].astype(np.int64)],
     })
-    for j, name in enumerate(OBJECT_VALUES):
-        frame[name] = a[:, ROW_KEYS + j]
-    for name in ("n", "pos_n", "n_pos"):
+    frame = pd.concat([frame, pd.DataFrame(a[:, ROW_KEYS:], columns=list(OBJECT_VALUES))], axis=1)
+    for name in ("n", "pos_n", "n_pos", *(f"bin{b}_n" for b in range(NUM_BINS))):
         frame[name] = frame[name].round().astype(np.int64)
     return frame
 
 
 def check_measure_format(stored: object, folder: object, what: str) -> None:
-    """A one-line `FolderTaken` when a finished record (its key ``stored``) predates the alignment measures: its
-    folder has no per-object rows, and resuming or reusing it would mix formats."""
+    """A one-line `FolderTaken` when a finished record (its key ``stored``) predates the alignment measures (no
+    per-object rows) or today's object rows (``measures_format`` other than `MEASURES_FORMAT`: rows without per-bin
+    sums, so no interval for the decomposition): resuming or reusing it would mix formats."""
     from dhanalysis.folders import FolderTaken
 
-    if isinstance(stored, dict) and "positive_iou" not in stored:
+    if not isinstance(stored, dict):
+        return
+    if "positive_iou" not in stored:
         raise FolderTaken(folder, f"{folder} holds {what} written before the alignment measures (no per-object rows)")
+    found = stored.get("measures_format", 1)
+    if found != MEASURES_FORMAT:
+        raise FolderTaken(folder, f"{folder} holds {what} with object rows of measures format {found}, written "
+                                  f"before format {MEASURES_FORMAT} (per-IoU-bin sums, the decomposition's intervals)")
 
 
 # ------------------------------------------------------------------------------------------------ a results file
@@ -444,8 +502,9 @@ def results_measures(table: pd.DataFrame, score_fields: Sequence[str] = ("score"
     for field in score_fields:
         s = table[field].to_numpy(np.float64)
         values = object_values(torch.tensor(group), torch.tensor(x), torch.tensor(s), torch.tensor(b >= first),
-                               count).numpy()
-        objects.append(described.assign(score_field=field, **dict(zip(OBJECT_VALUES, values.T))))
+                               count, torch.tensor(b)).numpy()
+        objects.append(pd.concat([described.assign(score_field=field),
+                                  pd.DataFrame(values, columns=list(OBJECT_VALUES))], axis=1))
         part = pd.DataFrame({"score_field": field, "category": table["category"].to_numpy(),
                              "size": table["size"].to_numpy(), "bin": b, "n": 1.0, "sum_x": x, "sum_x2": x * x,
                              "sum_s": s, "sum_s2": s * s, "sum_xs": x * s})

@@ -37,8 +37,8 @@ import pandas as pd
 
 from dhanalysis.analysis.groups import assign_difficulty, size_index
 from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, DEFAULT_REPLICATES, MEASURE_COLUMNS, MEASURES,
-                                          check_measure_format, measure_table, object_frame, object_row_tensor,
-                                          object_values, positive_bin, score_bins)
+                                          MEASURES_FORMAT, check_measure_format, measure_table, object_frame,
+                                          object_row_tensor, object_values, positive_bin, score_bins)
 from dhanalysis.analysis.stats import NUM_BINS, PCC_MOMENTS
 from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
@@ -167,7 +167,7 @@ class ProposalPCCTask:
         objects = len(ctx.boxes)
         group = torch.where(iou > 0, best, objects + (labels - 1) * groups + size)
         count = objects + self.num_classes * groups
-        values = object_values(group, iou, s, b >= self.first_positive, count)
+        values = object_values(group, iou, s, b >= self.first_positive, count, b)
         rest = torch.arange(self.num_classes * groups, device=iou.device)
         box = torch.cat([ctx.box_index, torch.full_like(rest, -1)])
         label = torch.cat([ctx.labels, rest // groups + 1])
@@ -373,7 +373,7 @@ def compute_pcc(
     if not overwrite:
         check_measure_format(stored_key(run.folder / outputs.summary), run.folder, outputs.what)
     key = {"analysis": outputs.analysis, "config": run.config, **run.data_key, "positive_iou": float(positive_iou),
-           "replicates": int(replicates)}
+           "replicates": int(replicates), "measures_format": MEASURES_FORMAT}
     if rpn_background != DEFAULT_RPN_BACKGROUND:  # absent at the default, so earlier results keep their identity
         key["rpn_background"] = rpn_background
     claim_outputs(run, outputs, key, overwrite)

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from dhanalysis.analysis.groups import size_index
-from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, check_measure_format, object_frame, object_row_tensor,
-                                          object_values, positive_bin)
+from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, MEASURES_FORMAT, check_measure_format, object_frame,
+                                          object_row_tensor, object_values, positive_bin)
 from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, check_grid_kind, grid_info,
                                            sliding_window_grid, sliding_window_proposals)
 from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, iter_rows,
@@ -102,15 +102,16 @@ class SlidingWindowTask:
 
     def _object_rows(self, ctx: ImageContext, owner: torch.Tensor, labels: torch.Tensor, x: torch.Tensor,
                      scored: dict, state: TaskState) -> None:
-        """One object row per (box, head with a classifier): its windows' moments and rank measures."""
-        positive = iou_bin(x) >= self.first_positive
+        """One object row per (box, head with a classifier): its windows' moments, rank measures and per-bin sums."""
+        b = iou_bin(x)
+        positive = b >= self.first_positive
         boxes = len(ctx.boxes)
         size = size_index(ctx.areas)
         for h, head in enumerate(self.heads):
             score = scored.get(head, {}).get("score")
             if score is None:
                 continue
-            values = object_values(owner, x, score, positive, boxes)
+            values = object_values(owner, x, score, positive, boxes, b)
             state.rows["objects"].append(object_row_tensor(h, 0, ctx.image_id, ctx.box_index, ctx.labels, size,
                                                            values))
 
@@ -188,14 +189,16 @@ def sliding_window_key(run: ModelRun, proposals_per_gt: int, raw_sample: int = 0
                        positive_iou: float = DEFAULT_POSITIVE_IOU) -> dict:
     """What a sliding-window result depends on; ``raw_sample`` and ``seed`` only change raw_sample.csv.
 
-    ``positive_iou`` is always there: a result without it predates the object rows (`check_measure_format`).
+    ``positive_iou`` is always there: a result without it predates the object rows, and ``measures_format``
+    (`measures.MEASURES_FORMAT`) says which columns its object rows have (`check_measure_format`).
 
     ``precision`` enters only when it is not fp32 and ``grid`` only when it is not spiral, so default results keep
     the identity they had before the options existed; the scoring path (fast or reference) changes nothing beyond
     float32 rounding and is a run option.
     """
     key = {"analysis": OUTPUTS.analysis, "config": run.config, **run.data_key, "proposals_per_gt": proposals_per_gt,
-           "raw_sample": raw_sample, "seed": seed, "positive_iou": float(positive_iou)}
+           "raw_sample": raw_sample, "seed": seed, "positive_iou": float(positive_iou),
+           "measures_format": MEASURES_FORMAT}
     if precision != "fp32":
         key["precision"] = precision
     if grid != DEFAULT_GRID:

@@ -12,10 +12,13 @@ det_alignment_hist.csv, det_oracle_ap.csv (AP with score := IoU and score x IoU)
 det_measures.csv (every alignment measure of pcc.csv per score field: pooled and positives-only PCC, rank
 correlation among each object's detections with IoU >= --positive-iou, the NMS gap, the pooled PCC's decomposition;
 bootstrap intervals over images), det_analyze.csv / det_analyze_pr.csv (COCO analyze(): C75, C50, Loc, Sim, Oth,
-BG, FN), det_calibration.csv, det_recall.csv (COCO's AR), det_thresholds.csv (precision / recall / F1 at
---score-threshold and at the F1-optimal threshold, IoU 0.5 and 0.75, COCOeval's matching), det_f1_curve.csv,
-det_confusion.csv (ultralytics' counting at --confusion-iou and --score-threshold) and detections_summary.json
-(protocol, AP, AR, ECE, the detections' stage) last. 'dhanalysis figures --results OUT' draws them. The same inputs
+BG, FN), det_calibration.csv (reliability bins of D-ECE at IoU 0.5 and 0.75 over every class, binned by
+--calibration-bins, and of LaECE_0 per class, each row naming its measure and binning), det_lrp.csv (oLRP at IoU 0.5,
+its localisation / FP / FN components and the LRP-optimal score threshold per class; moLRP), det_recall.csv (COCO's
+AR), det_thresholds.csv (precision / recall / F1 at --score-threshold and at the F1-optimal threshold, IoU 0.5 and
+0.75, COCOeval's matching), det_f1_curve.csv, det_confusion.csv (ultralytics' counting at --confusion-iou and
+--score-threshold) and detections_summary.json (protocol, AP, AR, D-ECE / MCE / LaECE, moLRP, the detections' stage)
+last. 'dhanalysis figures --results OUT' draws them. The same inputs
 and settings again return the finished folder; other inputs in it are refused unless --overwrite.
 
 The within-object measures (object_spearman, object_kendall, nms_gap, nms_near_best) need several boxes per object:
@@ -31,6 +34,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.analysis.alignment import DEFAULT_REPLICATES
+    from dhanalysis.analysis.calibration import BINNINGS, EQUAL_WIDTH
     from dhanalysis.analysis.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
     from dhanalysis.cli.common import fraction
     from dhanalysis.vocab import DETECTION_STAGES
@@ -53,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.cli.common import add_positive_iou_argument
 
     add_positive_iou_argument(parser)
+    parser.add_argument("--calibration-bins", choices=BINNINGS, default=EQUAL_WIDTH,
+                        help="score bins of D-ECE and MCE: equal-width (10 over [0, 1], Küppers et al.'s and netcal's "
+                             "definition, the default) or equal-count (10 bins between the scores' quantiles); "
+                             "LaECE always uses its 25 equal-width bins")
     parser.add_argument("--stage", choices=DETECTION_STAGES, default=None,
                         help="whether --results holds detections before or after the per-class NMS (for another "
                              "detector's file; eval's detections_<mode>.json state it in eval_stage.json beside "
@@ -75,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         done = compute_detections(args.gt, args.results, args.out, score_fields=args.score_field,
                                   replicates=args.bootstrap, seed=args.seed, overwrite=args.overwrite,
                                   positive_iou=args.positive_iou, score_threshold=args.score_threshold,
-                                  confusion_iou=args.confusion_iou, stage=args.stage)
+                                  confusion_iou=args.confusion_iou, stage=args.stage,
+                                  calibration_bins=args.calibration_bins)
     except DHError as exc:  # the library names files by role; name the flags
         text = (str(exc).replace("ground-truth file ", "--gt ").replace("results file ", "--results ")
                 .replace("stated stage ", "--stage "))
@@ -85,12 +94,25 @@ def run(args: argparse.Namespace) -> int:
         print(done.tables[DETECTIONS_TIDE_CSV].to_string(index=False))
         thresholds = done.tables[DETECTIONS_THRESHOLDS_CSV]
         print(thresholds[thresholds["category"] == "all"].to_string(index=False))
+    print(calibration_line(done.summary))
     print(stage_line(done.summary))
     if done.paths:
         print_written(done.paths)
     else:
         print(f"{args.out} already holds this analysis of these files; nothing recomputed")
     return 0
+
+
+def calibration_line(summary: dict) -> str:
+    """The report's line of the one-number measures beside AP: calibration errors and moLRP (lower is better)."""
+
+    def shown(key: str) -> str:
+        value = summary.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (f"calibration ({summary.get('calibration_bins', 'equal-width')} bins): D-ECE@0.5 {shown('ece_50')}, "
+            f"MCE@0.5 {shown('mce_50')}, D-ECE@0.75 {shown('ece_75')}, LaECE_0 {shown('laece')}; "
+            f"moLRP@0.5 {shown('olrp')} (loc {shown('olrp_loc')}, FP {shown('olrp_fp')}, FN {shown('olrp_fn')})")
 
 
 def stage_line(summary: dict) -> str:

@@ -1,18 +1,25 @@
 """Figures of `dhanalysis detections`, drawn from its tables alone: the (IoU, score) histogram with the per-bin mean
 score (the paper's Fig. 2 top and Fig. 3 right for any detector), COCO analyze()'s stacked precision–recall curves,
-TIDE's ΔAP bars, the reliability diagram and the confusion matrix."""
+TIDE's ΔAP bars, the reliability diagram, the confusion matrix and every alignment measure with its interval."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from dhanalysis.errors import DHError
+from dhanalysis.figures.correlation import measures_of
 from dhanalysis.figures.style import new_figure, paper_style
+from dhanalysis.vocab import ALIGNMENT_MEASURE_LABELS, SIZE_GROUPS
 
 ANALYZE_COLORS = {"C75": "#FFFFFF", "C50": "#3F7FBF", "Loc": "#7FBFFF", "Sim": "#BFBF3F", "Oth": "#FFBF7F",
                   "BG": "#FF7F7F", "FN": "#BF3F3F"}  # the classic analyze() palette, lightest first
+FIELD_COLORS = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#949494")  # one per score field
 
 
 def plot_alignment(hist: pd.DataFrame, bins: pd.DataFrame, corr: pd.DataFrame | None = None,
@@ -83,17 +90,32 @@ def plot_tide(table: pd.DataFrame, ap50: float | None = None) -> Figure:
     return fig
 
 
-def plot_reliability(calibration: pd.DataFrame, ece: dict[str, float] | None = None) -> Figure:
-    """Reliability diagram: precision against mean score per equal-count score bin, at each IoU threshold."""
+def plot_reliability(calibration: pd.DataFrame, summary: dict | None = None) -> Figure:
+    """Reliability diagram of D-ECE (Küppers et al. 2020, confidence only): each score bin's precision (COCOeval's
+    true positives at the IoU) against its mean score, every class pooled, at each IoU threshold; the title names the
+    binning (det_calibration.csv's ``binning``), the legend each IoU's D-ECE and MCE from the summary. The table's
+    LaECE rows (per class) are not drawn; the title gives LaECE_0's value."""
+    if "measure" not in calibration:  # a table from before the measures were named: D-ECE's equal-count bins
+        calibration = calibration.assign(measure="D-ECE", binning="equal-count", accuracy=calibration["precision"])
+    dece = calibration[calibration["measure"] == "D-ECE"]
+    binning = ", ".join(dict.fromkeys(dece["binning"])) or "no"
+    summary = summary or {}
     with paper_style():
         fig, axes = new_figure(1, 1, (4.2, 3.8))
         ax = axes[0][0]
         ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls="--", label="calibrated")
-        for iou, part in calibration.groupby("iou"):
-            key = f"ece_{int(round(iou * 100))}"
-            words = f", ECE {ece[key]:.3f}" if ece and ece.get(key) is not None else ""
-            ax.plot(part["score_mean"], part["precision"], marker="o", ms=3, label=f"IoU {iou:.2f}{words}")
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score in bin", ylabel="precision (COCOeval true positives)")
+        for iou, part in dece.groupby("iou"):
+            key = int(round(iou * 100))
+            words = ", ".join(f"{name} {summary[f'{stem}_{key}']:.3f}" for name, stem in (("D-ECE", "ece"),
+                                                                                       ("MCE", "mce"))
+                              if summary.get(f"{stem}_{key}") is not None)
+            ax.plot(part["score_mean"], part["accuracy"], marker="o", ms=3,
+                    label=f"IoU {iou:.2f}" + (f": {words}" if words else ""))
+        laece = summary.get("laece")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score in bin", ylabel="precision (COCOeval true positives)",
+               title=f"D-ECE reliability, {binning} score bins (Küppers et al. 2020)"
+                     + (f"\nLaECE_0 (per class, 25 bins) {laece:.3f}" if laece is not None else ""))
+        ax.title.set_fontsize(8)
         ax.legend(loc="upper left")
     return fig
 
@@ -136,4 +158,68 @@ def plot_confusion(confusion: pd.DataFrame, normalize: bool = True, max_labels: 
                             color="white" if shown[i, j] is not np.ma.masked and shown[i, j] > 0.6 else "black")
         ax.set(xlabel="true class", ylabel="predicted class",
                title=f"Confusion matrix (IoU > {iou:g}, score >= {score:g})")
+    return fig
+
+
+def _slots(table: pd.DataFrame, groupings: Sequence[str]) -> list[tuple[str, str]]:
+    """The (grouping, group) columns of the measures figure: ``groupings`` in their order, size groups small to
+    large, every other grouping's groups as the table lists them."""
+    slots = []
+    for grouping in groupings:
+        groups = list(dict.fromkeys(table.loc[table["grouping"] == grouping, "group"].astype(str)))
+        if grouping == "size":
+            groups = sorted(groups, key=lambda g: SIZE_GROUPS.index(g) if g in SIZE_GROUPS else len(SIZE_GROUPS))
+        slots += [(grouping, g) for g in groups]
+    return slots
+
+
+def plot_measures(table: pd.DataFrame, groupings: Sequence[str] = ("all", "size")) -> Figure:
+    """Every alignment measure of det_measures.csv with its 95% bootstrap interval: one panel per measure, the
+    paper's pooled PCC first (as bars, the others as dots); along each panel the groups of ``groupings`` (overall,
+    then small, medium, large; add ``"class"`` for every class), one mark per score field, its interval a vertical
+    segment. A row without an interval (no bootstrap replicates) draws its value alone; one without a value, nothing.
+    """
+    table = table[table["grouping"].isin(list(groupings))]
+    if table.empty:
+        raise DHError(f"the alignment-measures table has no rows of grouping {', '.join(groupings)}: nothing to draw")
+    slots = _slots(table, groupings)
+    fields = list(dict.fromkeys(table["score_field"].astype(str)))
+    measures = measures_of(table)
+    ncols = min(3, len(measures))
+    nrows = math.ceil(len(measures) / ncols)
+    width = 0.8 / len(fields)
+    x = np.arange(len(slots))
+    with paper_style():
+        panel = min(max(2.4, 0.3 * len(slots) * len(fields) ** 0.5), 8.0)
+        fig, axes = new_figure(nrows, ncols, (panel * ncols + 0.4, 2.4 * nrows + 0.6))
+        flat = [ax for row in axes for ax in row]
+        for ax, measure in zip(flat, measures):
+            part = table[table["measure"] == measure]
+            for k, field in enumerate(fields):
+                rows = part[part["score_field"].astype(str) == field].assign(group=lambda d: d["group"].astype(str))
+                rows = rows.set_index(["grouping", "group"]).reindex(slots)
+                value, lo, hi = (rows[c].to_numpy(np.float64) for c in ("pcc", "ci_low", "ci_high"))
+                pos = x - 0.4 + width * (k + 0.5)
+                color = FIELD_COLORS[k % len(FIELD_COLORS)]
+                has = np.isfinite(value)
+                if measure == "pooled_pcc":  # the paper's bar
+                    ax.bar(pos[has], value[has], width * 0.9, color=color, label=field, edgecolor="white",
+                           linewidth=0.5)
+                    interval_color = "#333333"
+                else:
+                    ax.plot(pos[has], value[has], marker="o", ms=4, ls="none", color=color, label=field)
+                    interval_color = color
+                both = np.isfinite(lo) & np.isfinite(hi)
+                if both.any():
+                    ax.vlines(pos[both], lo[both], hi[both], color=interval_color, lw=1.2)
+            ax.axhline(0, color="#999999", lw=0.6)
+            ax.set_title(ALIGNMENT_MEASURE_LABELS.get(measure, measure), fontsize=8)
+            ax.set_xticks(x, [g for _, g in slots], rotation=90 if len(slots) > 4 else 0, fontsize=7)
+            ax.set_xlim(-0.5, len(slots) - 0.5)
+            ax.grid(axis="x", visible=False)
+        for ax in flat[len(measures):]:
+            ax.set_visible(False)
+        handles, labels = flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), frameon=False,
+                   title="score field: value and 95% bootstrap interval over images")
     return fig

@@ -35,8 +35,9 @@ from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, ResultsTree, spatial_fram
 from dhanalysis.results import ModelResults, discover_models, variant_from_name  # noqa: F401 - the reader, as before
 from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
                               DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
-                              DETECTIONS_CONFUSION_CSV, DETECTIONS_SUMMARY_JSON, DETECTIONS_TIDE_CSV, HEAD_TYPES,
-                              PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV, VARIANTS)
+                              DETECTIONS_CONFUSION_CSV, DETECTIONS_MEASURES_CSV, DETECTIONS_SUMMARY_JSON,
+                              DETECTIONS_TIDE_CSV, HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
+                              VARIANTS)
 from dhanalysis.vocab import EVAL_CSV, METRICS, PER_CLASS_AP_CSV
 
 HeadRef = tuple[str, str]  # (model name, head type)
@@ -399,15 +400,25 @@ def _qualitative(res: Results, case: str) -> tuple[Figure, pd.DataFrame] | str:
             "dhanalysis reproduce)")
 
 
-def _detections(res: Results, draw: Callable[[Callable[[str], pd.DataFrame], dict], Figure],
+def _detections(res: Results, draw: Callable[[Callable[[str], pd.DataFrame], dict], Figure | str],
                 *files: str) -> tuple[Figure, pd.DataFrame] | str:
     """A figure of `dhanalysis detections` from the first model folder holding its tables, with the first of
-    them (what it draws, as the analysis wrote it)."""
+    them (what it draws, as the analysis wrote it); ``draw`` may instead return the line saying why it cannot."""
     for m in res.models.values():
         if m.path(DETECTIONS_SUMMARY_JSON) and all(m.path(f) for f in files):
             summary = json.loads(m.path(DETECTIONS_SUMMARY_JSON).read_text())
-            return draw(lambda f, m=m: pd.read_csv(m.path(f)), summary), pd.read_csv(m.path(files[0]))
+            drawn = draw(lambda f, m=m: pd.read_csv(m.path(f)), summary)
+            return drawn if isinstance(drawn, str) else (drawn, pd.read_csv(m.path(files[0])))
     return f"needs {', '.join(files)} (dhanalysis detections)"
+
+
+def _det_measures(read: Callable[[str], pd.DataFrame], summary: dict) -> Figure | str:
+    """The alignment measures of det_measures.csv, or why a folder's table cannot be drawn (it has no rows)."""
+    table = read(DETECTIONS_MEASURES_CSV)
+    if table.empty:
+        return (f"needs {DETECTIONS_MEASURES_CSV} with rows (the folder's has none; rerun dhanalysis detections on a "
+                "results file with detections)")
+    return detections.plot_measures(table)
 
 
 FIGURES: dict[str, tuple[str, Builder]] = {
@@ -438,6 +449,8 @@ FIGURES: dict[str, tuple[str, Builder]] = {
         DETECTIONS_CALIBRATION_CSV)),
     "det-confusion": ("Detections: confusion matrix", lambda res: _detections(
         res, lambda read, s: detections.plot_confusion(read(DETECTIONS_CONFUSION_CSV)), DETECTIONS_CONFUSION_CSV)),
+    "det-measures": ("Detections: alignment measures", lambda res: _detections(
+        res, _det_measures, DETECTIONS_MEASURES_CSV)),
 }
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
