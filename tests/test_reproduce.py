@@ -48,17 +48,29 @@ def test_resumed_study_keeps_finished_steps_and_completes(study):
     assert (results / "findings.csv").is_file() and (results / "findings.md").is_file()
     summary = json.loads((results / "reproduction_summary.json").read_text())
     assert summary["protocol"] == "shared-trunk" and summary["split"] == "test"
-    assert set(summary["checks"]["replicates"]) == {f"{t.name}-trunk/seed{s}" for t in TINY.trunks for s in TINY.seeds}
+    assert set(summary["checks"]["replicates"]) == {f"{t.name}-trunk/seed{s}" for t in TINY.trunks
+                                                    for s in TINY.all_seeds}
     fc_trunk, dh_trunk = TINY.trunks
-    for seed in TINY.seeds:
+    widths = [f"single-fc-d{d}" for d in TINY.fc_widths]
+    pair = ["single-conv-w1", "single-fc-w1"]
+    for seed in TINY.all_seeds:
         sweeps = layout.replicate_results(fc_trunk, seed) / "sweeps"
-        for grid, runs in (("table1", 10), ("fig8", 4), ("table3", 1)):
-            assert len(pd.read_csv(sweeps / grid / "sweep.csv")) == runs
-        # the second trunk trains the §3 pair only, and analyses it
+        section3_only = seed not in TINY.seeds  # a §3 seed: the pair and the fc widths only
+        for grid, runs in (("table1", 2 if section3_only else 10), ("widths", len(widths))) + (
+                () if section3_only else (("fig8", 4), ("table3", 1))):
+            assert len(pd.read_csv(sweeps / grid / "sweep.csv")) == runs, (seed, grid)
+        assert not section3_only or not (sweeps / "fig8").exists()
+        widths_meta = pd.read_csv(sweeps / "widths" / "sweep.csv")
+        assert sorted(widths_meta["run"]) == sorted(widths) and set(widths_meta["fc_dim"]) == set(TINY.fc_widths)
+        for d in TINY.fc_widths:  # each width run's own fc6 width, not the plan's
+            from dhanalysis.model.checkpoint import read_checkpoint
+            cfg = read_checkpoint(layout.runs(fc_trunk, seed) / "widths" / f"single-fc-d{d}" / "model_final.pth")
+            assert cfg["config"]["model"]["head"]["fc_dim"] == d
+        # the second trunk trains the §3 pair only, and analyses it with its untrained baseline
         other = layout.replicate_results(dh_trunk, seed)
-        assert sorted(pd.read_csv(other / "sweeps" / "table1" / "sweep.csv")["run"]) == ["single-conv-w1",
-                                                                                         "single-fc-w1"]
-        assert sorted(p.name for p in other.iterdir() if p.name != "sweeps") == ["single-conv", "single-fc"]
+        assert sorted(pd.read_csv(other / "sweeps" / "table1" / "sweep.csv")["run"]) == pair
+        assert sorted(p.name for p in other.iterdir() if p.name != "sweeps") == [
+            "single-conv", "single-conv-init", "single-fc", "single-fc-init"]
     for name in ("fig2", "fig3", "fig4", "fig6", "fig7", "fig8", "figA3"):
         assert (layout.figures / f"{name}.png").is_file(), name
     heads = pd.read_csv(results / "heads_params.csv")
@@ -123,21 +135,40 @@ def test_findings_equal_an_independent_recomputation_from_the_tables(study):
             "spatial-fc-more-sensitive-control", "table1-w2-reverse-worst", "table3-complementary-vs-none",
             "fig8-unfocused-tasks-help", "fig8-two-heads-beat-one", "fig8-fusion-adds", "fig8-peak"} <= set(
         findings["claim"])
-    assert (findings["n_seeds"] == len(TINY.seeds)).all() and (findings["protocol"] == "shared-trunk").all()
+    assert (findings["protocol"] == "shared-trunk").all()
+    # the §3 pair has every seed, the rest the first ones: a comparison uses the seeds all its models have
+    n_seeds = findings.set_index(["claim", "trunk"])["n_seeds"]
+    assert (n_seeds.xs("pcc-windows-all", level="claim") == len(TINY.all_seeds)).all()
+    assert n_seeds[("table1-double-fc-beats-single-fc", TINY.trunks[0].name)] == len(TINY.seeds)
+    assert n_seeds[("fig6-single-conv-scores", TINY.trunks[0].name)] == len(TINY.seeds)
     per_seed = pd.read_csv(layout.results / "findings_per_seed.csv")
     for trunk in TINY.trunks:
-        want = []
-        for seed in TINY.seeds:
-            rep = layout.replicate_results(trunk, seed)
-            pccs = {}
-            for model, head in (("single-fc", "fc"), ("single-conv", "conv")):
-                stats = pd.read_csv(rep / model / "sliding_window_stats.csv")
-                pccs[model] = _pcc(stats[stats["head"] == head][list(MOMENTS)].sum())
-            want.append(pccs["single-fc"] - pccs["single-conv"])
-            got = per_seed.query("claim == 'pcc-windows-all' and trunk == @trunk.name and seed == @seed")["value"]
-            assert float(got.iloc[0]) == pytest.approx(want[-1], rel=1e-6, abs=1e-9)  # written in full precision
-        row = findings.query("claim == 'pcc-windows-all' and trunk == @trunk.name").iloc[0]
-        assert row["ours"] == pytest.approx(np.mean(want), rel=CSV_REL, abs=1e-9)
+        # each alignment measure's row, recomputed from the tables the analyses wrote: pooled and positives-only
+        # PCC from the per-bin moments, the within-object ρ as the mean over objects of the object table's values
+        for claim, measure in (("pcc-windows-all", "pooled"), ("pcc-windows-all-positive", "positive"),
+                               ("pcc-windows-all-object", "object")):
+            want = []
+            for seed in TINY.all_seeds:
+                rep = layout.replicate_results(trunk, seed)
+                values = {}
+                for model, head in (("single-fc", "fc"), ("single-conv", "conv")):
+                    stats = pd.read_csv(rep / model / "sliding_window_stats.csv")
+                    stats = stats[stats["head"] == head]
+                    if measure == "object":
+                        objects = pd.read_csv(rep / model / "sliding_window_objects.csv")
+                        values[model] = objects.loc[objects["head"] == head, "spearman"].dropna().mean()
+                    else:
+                        part = stats if measure == "pooled" else stats[stats["bin"] >= 10]
+                        values[model] = _pcc(part[list(MOMENTS)].sum())
+                want.append(values["single-fc"] - values["single-conv"])
+                got = per_seed.query("claim == @claim and trunk == @trunk.name and seed == @seed")["value"]
+                if np.isfinite(want[-1]):
+                    assert float(got.iloc[0]) == pytest.approx(want[-1], rel=1e-6, abs=1e-9), (claim, seed)
+            row = findings.query("claim == @claim and trunk == @trunk.name").iloc[0]
+            assert row["alignment"] == {"pooled": "pooled_pcc", "positive": "positive_pcc",
+                                        "object": "object_spearman"}[measure]
+            if np.isfinite(want).all():
+                assert row["ours"] == pytest.approx(np.mean(want), rel=CSV_REL, abs=1e-9)
     # an AP claim: 100 × (AP(Double-FC) − AP(Single-FC)) in each seed's eval.csv, averaged over seeds
     want = []
     for seed in TINY.seeds:
@@ -153,12 +184,47 @@ def test_findings_equal_an_independent_recomputation_from_the_tables(study):
     rejected = multipletests(family["p_value"].to_numpy(), alpha=0.05, method="holm")[0]
     want = [v if r and v != "inconclusive" else "inconclusive" for v, r in zip(family["verdict"], rejected)]
     assert family["verdict_holm"].tolist() == want
-    # "for every pair" holds only if every component holds, and its components are shipped
-    for claim in ("fig8-two-heads-beat-one", "fig8-fusion-adds"):
+    # "for every pair" holds only if every component holds, and its components are shipped; the row shows its
+    # weakest pair's own estimate and interval, and the paper's magnitude is tested by a row of its own
+    for claim, magnitude in (("fig8-two-heads-beat-one", 0.9), ("fig8-fusion-adds", 0.4)):
         parts = findings[findings["claim"].str.startswith(claim + "@")]
         whole = findings[findings["claim"] == claim].iloc[0]
         assert len(parts) >= 1 and (parts["role"] == "component").all()
         assert (whole["verdict"] == "holds") == (parts["verdict"] == "holds").all()
+        if whole["verdict"] != "not measured":
+            weakest = parts[np.isclose(parts["ci_low"], whole["ci_low"])]
+            assert len(weakest) >= 1
+            assert whole["ours"] == pytest.approx(weakest["ours"].iloc[0]) and \
+                whole["ci_high"] == pytest.approx(weakest["ci_high"].iloc[0])
+            # the magnitude row: its own weakest pair against +magnitude (the one that decides its verdict)
+            big = findings[findings["claim"] == f"{claim}-magnitude"].iloc[0]
+            shown = parts[np.isclose(parts["ours"], big["ours"]) & np.isclose(parts["ci_low"], big["ci_low"]) &
+                          np.isclose(parts["ci_high"], big["ci_high"])]
+            assert len(shown) >= 1
+            assert (big["verdict"] == "holds") == (parts["ci_low"] > magnitude).all()
+            assert (big["verdict"] == "contradicted") == (parts["ci_high"] < magnitude).any()
+    # Fig. 4 against the untrained heads: the baseline and what training adds beyond it
+    rows = findings.set_index(["claim", "trunk"])
+    for trunk in TINY.trunks:
+        base = rows.loc[("spatial-untrained-baseline", trunk.name)]
+        trained = rows.loc[("spatial-fc-more-sensitive", trunk.name)]
+        beyond = rows.loc[("spatial-fc-more-sensitive-beyond-structure", trunk.name)]
+        assert np.isfinite(base["ours"]) and beyond["ours"] == pytest.approx(trained["ours"] - base["ours"],
+                                                                            rel=CSV_REL, abs=1e-6)
+    # the strength-matched Single-FC's §3.2 rows, and the dose-response over the fc widths
+    strong = f"@single-fc-d{TINY.strength_matched_width}"
+    assert {f"pcc-windows-all{strong}", f"pcc-windows-all-positive{strong}"} <= set(findings["claim"])
+    dose = pd.read_csv(layout.results / "dose_response.csv")
+    assert set(dose["fc_dim"]) == {TINY.fc_width, *TINY.fc_widths}
+    gaps = dose[dose["quantity"] == "ap_gap"].set_index("role")["ours"]
+    ap = {}
+    for seed in TINY.seeds + TINY.section3_seeds:
+        sweeps = layout.replicate_results(TINY.trunks[0], seed) / "sweeps"
+        for run, grid, mode in (("single-conv-w1", "table1", "conv"), ("single-fc-d16", "widths", "fc")):
+            ap.setdefault(run, []).append(pd.read_csv(sweeps / grid / run / "eval.csv").set_index("mode").loc[
+                mode, "AP"])
+    assert gaps["single-fc-d16"] == pytest.approx(100 * (np.mean(ap["single-fc-d16"]) -
+                                                         np.mean(ap["single-conv-w1"])), abs=1e-4)
     # per-image sums (the bootstrap's input) add up to the statistics tables of the same folders
     primary = layout.replicate_results(TINY.trunks[0], 0)
     for name in ANALYSED:
@@ -185,8 +251,9 @@ def test_two_trunk_table_and_frozen_trunk_claims(study):
 
 def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, tmp_path):
     from dhanalysis.study import ship
-    from dhanalysis.study.ship import (CHECKS_END, CHECKS_START, README_END, README_START, checks_section,
-                                       findings_section, read_section, readme_findings)
+    from dhanalysis.study.ship import (CHECKS_END, CHECKS_START, README_END, README_START, alignment_section,
+                                       checks_section, dose_section, findings_section, read_section,
+                                       readme_findings)
 
     layout, _, _ = study
     frame = pd.read_csv(layout.results / "findings.csv")
@@ -199,7 +266,12 @@ def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, 
     files = [p for p in dest.rglob("*") if p.is_file()]
     assert (dest / "findings.md").is_file() and (dest / "figures" / "fig2.png").is_file()
     assert (dest / "sweeps" / "table1" / "results.csv").is_file() and (dest / "findings_per_seed.csv").is_file()
-    assert len(list(dest.glob("replicates/*-trunk/seed*/sweeps/table1/results.csv"))) == 4
+    assert len(list(dest.glob("replicates/*-trunk/seed*/sweeps/table1/results.csv"))) == len(TINY.trunks) * len(
+        TINY.all_seeds)
+    # the dose-response table and figure, and the index page's sections written from the tables
+    assert (dest / "dose_response.csv").is_file() and (dest / "figures" / "dose_response.png").is_file()
+    page = (dest / "README.md").read_text()
+    assert alignment_section(frame) in page and dose_section(pd.read_csv(dest / "dose_response.csv")) in page
     assert not [p for p in files if p.suffix in (".pt", ".pth") or "chunks" in p.parts or p.name.startswith(
         "detections_")]
     assert sum(p.stat().st_size for p in files) < 20 * 2**20
@@ -249,23 +321,31 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
     convergence and gap tables equal a recomputation from the runs' eval.csv files."""
     from dhanalysis.model.checkpoint import read_checkpoint
     from dhanalysis.study.regime import TINY_REGIME, run_regime
+    from dhanalysis.vocab import DEFAULT_MODES
 
     layout, _, _ = study
     frame = run_regime(TINY, layout, TINY_REGIME, device="cpu")
     val_ids = sorted(img["id"] for img in json.loads((layout.data / "annotations" / "instances_val.json").read_text())[
         "images"])
-    assert len(frame) == len(TINY_REGIME.schedules) * (len(TINY_REGIME.fc_dims) + 1)
+    # the widths and Single-Conv at every schedule; the other variants (with the plan's heads) at theirs
+    runs = {it: ["single-conv", *[f"single-fc-d{d}" for d in TINY_REGIME.fc_dims]] for it in TINY_REGIME.schedules}
+    for it in TINY_REGIME.variant_schedules:
+        runs.setdefault(it, []).extend(TINY_REGIME.variants)
+    assert len(frame) == sum(len(r) for r in runs.values())
     ap = {}
-    for it in TINY_REGIME.schedules:
-        for run in ["single-conv", *[f"single-fc-d{d}" for d in TINY_REGIME.fc_dims]]:
+    for it, names in runs.items():
+        for run in names:
             folder = layout.results / "regime" / f"it{it}" / run
             assert json.loads((folder / EVALUATED_IMAGES_JSON).read_text())["image_ids"] == val_ids
-            ap[it, run] = pd.read_csv(folder / "eval.csv").iloc[0]["AP"]
+            ev = pd.read_csv(folder / "eval.csv").set_index("mode")
+            variant = frame[frame["run"] == run]["variant"].iloc[0]
+            ap[it, run] = ev.loc[DEFAULT_MODES[variant], "AP"]  # each variant's own default mode
             state = read_checkpoint(layout.checkpoints / "regime" / f"it{it}" / run / "model_final.pth")
             assert state["iteration"] == it
-    longest = max(TINY_REGIME.schedules)
+            assert state["config"]["model"]["variant"] == variant
     conv = pd.read_csv(layout.results / "regime" / "regime_convergence.csv")
     for row in conv.itertuples():
+        longest = max(it for it, names in runs.items() if row.run in names)  # the run's own longest schedule
         assert row.delta_points == pytest.approx(100 * (ap[longest, row.run] - ap[row.iterations, row.run]), abs=1e-9)
         if row.iterations == longest:
             assert pd.isna(row.converged)  # nothing longer to measure it against

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from dhanalysis.vocab import (CHUNKS_DIR, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES,
 
 FINDINGS_COLUMNS = ("claim", "section", "statement", "quote", "measure", "paper", "trunk", "ours", "ci_low",
                     "ci_high", "p_value", "verdict", "verdict_holm", "role", "n_seeds", "n_images", "image_set",
-                    "protocol")
+                    "protocol", "alignment")
 COL = {name: i for i, name in enumerate(MOMENTS)}
 HIGH_IOU_BIN = NUM_BINS // 2  # windows with proposal IoU ≥ 0.5
 REG_FROM_BIN = 8  # windows with proposal IoU ≥ 0.4, where §3.3 says the conv-head regresses better
@@ -54,8 +54,10 @@ def _chunks(chunk_dir: Path, task: str) -> list[dict]:
 
 @dataclass
 class ImageSums:
-    """Per-image sums of one model: ``window`` (N, H, K, G, B, 11), ``proposal`` (N, H, sets, G, 6), ``spatial``
-    {map: (N, cells, cells)} and ``objects`` (N,), on the common ``image_ids``."""
+    """Per-image sums of one model: ``window`` (N, H, K, G, B, 11), ``proposal`` (N, H, sets, G, B, 6), the
+    within-object rank sums ``window_rank`` (N, H, G, 2) and ``proposal_rank`` (N, H, sets, G, 2) (Σ Spearman's ρ
+    over the objects with one, and their count: `measures.object_values`), ``spatial`` {map: (N, cells, cells)} and
+    ``objects`` (N,), on the common ``image_ids``."""
 
     image_ids: list[int]
     window_heads: list[str] = field(default_factory=list)
@@ -64,6 +66,31 @@ class ImageSums:
     proposal: np.ndarray | None = None
     spatial: dict[str, np.ndarray] = field(default_factory=dict)
     objects: np.ndarray | None = None
+    window_rank: np.ndarray | None = None
+    proposal_rank: np.ndarray | None = None
+
+
+def _rank_sums(chunk_dir: Path, task: str, image_ids: list[int], heads: int, sets: int) -> np.ndarray:
+    """``(N, heads, sets, G, 2)`` per image: Σρ and the number of objects with a within-object Spearman ρ, from the
+    chunks' object rows (one row per object, head and box set; rows of boxes on no object are left out)."""
+    from dhanalysis.analysis.measures import OBJECT_VALUES, ROW_KEYS
+    from dhanalysis.analysis.runner import iter_rows
+
+    position = {image: i for i, image in enumerate(image_ids)}
+    out = np.zeros((len(image_ids), heads, sets, len(SIZE_GROUPS), 2))
+    rho_col = ROW_KEYS + OBJECT_VALUES.index("spearman")
+    for rows in iter_rows(chunk_dir, task, "objects"):
+        a = rows.numpy().reshape(-1, ROW_KEYS + len(OBJECT_VALUES)) if rows.shape[-1] != 0 else None
+        if a is None or not len(a):
+            continue
+        rho = a[:, rho_col]
+        keep = (a[:, 3] >= 0) & np.isfinite(rho)
+        a, rho = a[keep], rho[keep]
+        index = (np.array([position[int(i)] for i in a[:, 2]], dtype=np.int64), a[:, 0].astype(np.int64),
+                 a[:, 1].astype(np.int64), a[:, 5].astype(np.int64))
+        np.add.at(out[..., 0], index, rho)
+        np.add.at(out[..., 1], index, 1.0)
+    return out
 
 
 def _heads_of(table: Path) -> list[str]:
@@ -88,6 +115,7 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
                           f"{sums.window_heads}; rerun the analysis")
         sums.window = arr.reshape(len(chunks), h, num_classes, len(SIZE_GROUPS), NUM_BINS, len(MOMENTS))
         ids["window"] = [c["image_id"] for c in chunks]
+        sums.window_rank = _rank_sums(window_dir, "sliding_window", ids["window"], h, 1)[:, :, 0]
     if pcc_dir.is_dir():
         chunks = sorted(_chunks(pcc_dir, "pcc"), key=lambda c: c["image_id"])
         sums.proposal_heads = _heads_of(folder / PCC_STATS_CSV)
@@ -96,10 +124,11 @@ def load_image_sums(folder: Path, num_classes: int) -> ImageSums:
         if arr.shape[2] != cells:  # the sums before classes and IoU bins were kept
             raise DHError(f"{folder}: the pcc chunks were written before the alignment measures; rerun dhanalysis pcc "
                           "with --overwrite (and --chunk-size 1)")
-        # (N, H, sets, K, G, B, 6) summed over classes and bins: a claim compares whole sets
+        # (N, H, sets, K, G, B, 6) summed over classes: a claim compares whole sets (the bins give the positives)
         sums.proposal = arr.reshape(len(chunks), arr.shape[1], len(MODEL_PROPOSAL_SETS), num_classes,
-                                    len(SIZE_GROUPS), NUM_BINS, len(PCC_MOMENTS)).sum(axis=(3, 5))
+                                    len(SIZE_GROUPS), NUM_BINS, len(PCC_MOMENTS)).sum(axis=3)
         ids["proposal"] = [c["image_id"] for c in chunks]
+        sums.proposal_rank = _rank_sums(pcc_dir, "pcc", ids["proposal"], arr.shape[1], len(MODEL_PROPOSAL_SETS))
     if spatial_dir.is_dir():
         chunks = sorted(_chunks(spatial_dir, "spatial"), key=lambda c: c["image_id"])
         names = sorted(chunks[0]["sums"])
@@ -151,6 +180,16 @@ def window_positive_pcc(s: ImageSums, head: str, size: str | None = None, from_b
     return m[:, cols], pcc_of_sums
 
 
+def window_object_rank(s: ImageSums, head: str, size: str | None = None) -> Stat:
+    """Mean over objects of the within-object Spearman ρ of the positive windows' IoU and score (`measures`): the
+    ranking of boxes on one object, each object weighing the same whatever its score level."""
+    if s.window_rank is None or s.window is None or head not in s.window_heads:
+        raise DHError(f"no within-object rank sums of the {head}-head's windows")
+    r = s.window_rank[:, s.window_heads.index(head)]  # (N, G, 2)
+    r = r[:, SIZE_GROUPS.index(size)] if size is not None else r.sum(axis=1)
+    return r, ratio_of_sums
+
+
 def window_mean(s: ImageSums, head: str, value: str, from_bin: int) -> Stat:
     """Mean score (``value="s"``) or regressed IoU (``"r"``) over windows with proposal IoU in bins ≥ ``from_bin``."""
     m = _window_moments(s, head, None, slice(from_bin, None))
@@ -161,8 +200,25 @@ def proposal_pcc(s: ImageSums, head: str, which: str) -> Stat:
     """PCC of score and IoU for the model's own RPN proposals or final detections (§3.2, Fig. 3 right)."""
     if s.proposal is None or head not in s.proposal_heads:
         raise DHError(f"no rpn/detection PCC sums of the {head}-head")
-    p = s.proposal[:, s.proposal_heads.index(head), MODEL_PROPOSAL_SETS.index(which)].sum(axis=1)
+    p = s.proposal[:, s.proposal_heads.index(head), MODEL_PROPOSAL_SETS.index(which)].sum(axis=(1, 2))
     return p, pcc_of_sums
+
+
+def proposal_positive_pcc(s: ImageSums, head: str, which: str, from_bin: int = HIGH_IOU_BIN) -> Stat:
+    """PCC of score and IoU over the positives (IoU ≥ 0.5) of the model's RPN proposals or detections."""
+    if s.proposal is None or head not in s.proposal_heads:
+        raise DHError(f"no rpn/detection PCC sums of the {head}-head")
+    p = s.proposal[:, s.proposal_heads.index(head), MODEL_PROPOSAL_SETS.index(which), :, from_bin:].sum(axis=(1, 2))
+    return p, pcc_of_sums
+
+
+def proposal_object_rank(s: ImageSums, head: str, which: str) -> Stat:
+    """Mean within-object Spearman ρ of the positives among the model's RPN proposals or detections (before NMS
+    for proposals; after it an object rarely keeps two positives, and such objects are left out)."""
+    if s.proposal_rank is None or head not in s.proposal_heads:
+        raise DHError(f"no within-object rank sums of the {head}-head's {which}")
+    return s.proposal_rank[:, s.proposal_heads.index(head), MODEL_PROPOSAL_SETS.index(which)].sum(axis=1), \
+        ratio_of_sums
 
 
 def spatial_offdiagonal(s: ImageSums, name: str) -> Stat:
@@ -187,11 +243,14 @@ class Evidence:
 
     The analyses and AP may cover different images (the study analyses 100 of the 300 test images it measures AP
     on), so each image set has its own draws (`draws`): a claim's replicates resample the images its estimate is
-    computed from. Every seed and every model on a set reads the same draw of a replicate (crossed and paired)."""
+    computed from. Every seed and every model on a set reads the same draw of a replicate (crossed and paired).
+
+    Models may have different numbers of seeds (the study trains the §3 models on more): a model's entry is ``None``
+    for a seed it lacks, and a comparison uses the seeds every one of its models has (`Estimate.seeds`)."""
 
     seeds: list[int]
-    sums: dict[str, list[ImageSums]]  # model -> per seed
-    matches: dict[tuple[str, str], list[CocoMatches]]  # (run, mode) -> per seed
+    sums: dict[str, list[ImageSums | None]]  # model -> per seed
+    matches: dict[tuple[str, str], list[CocoMatches | None]]  # (run, mode) -> per seed
     replicates: int = DEFAULT_REPLICATES
     seed: int = 0
     _draws: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
@@ -207,21 +266,25 @@ class Evidence:
 
     def ap(self, key: tuple[str, str], metric: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """AP of run/mode ``key``: ``(S,)`` per seed on every image it was evaluated on, and ``(B, S)`` per replicate
-        and seed on that replicate's draw of those images (computed once, shared by every claim)."""
+        and seed on that replicate's draw of those images (computed once, shared by every claim); NaN columns for
+        the seeds the run lacks."""
         if (key, metric) not in self._ap_cache:
-            if key not in self.matches:
+            if key not in self.matches or all(m is None for m in self.matches[key]):
                 raise DHError(f"run {key[0]} has no '{key[1]}' detections to measure AP on")
             per_seed = self.matches[key]
-            ids = per_seed[0].image_ids
-            if any(m.image_ids != ids for m in per_seed):
+            ids = next(m for m in per_seed if m is not None).image_ids
+            if any(m is not None and m.image_ids != ids for m in per_seed):
                 raise DHError(f"the seeds of run {key[0]} were evaluated on different images")
-            own = np.array([m.ap()[metric] for m in per_seed])
-            reps = np.empty((self.replicates, len(per_seed)))
+            own = np.array([m.ap()[metric] if m is not None else np.nan for m in per_seed])
+            reps = np.full((self.replicates, len(per_seed)), np.nan)
             for b, counts in enumerate(self.draws(ids)):
                 positions = positions_of(counts)
-                reps[b] = [m.ap(positions)[metric] for m in per_seed]
+                reps[b] = [m.ap(positions)[metric] if m is not None else np.nan for m in per_seed]
             self._ap_cache[(key, metric)] = (own, reps)
         return self._ap_cache[(key, metric)]
+
+    def image_ids_of(self, key: tuple[str, str]) -> list[int]:
+        return next(m for m in self.matches[key] if m is not None).image_ids
 
 
 StatFn = Callable[[ImageSums], Stat]
@@ -243,14 +306,24 @@ class Estimate:
     image_set: str = ""
     se: float = float("nan")
     df: float = float("nan")
+    seeds: tuple[int, ...] = ()
+    label: str = ""  # which component an all-pairs estimate reports (its weakest pair)
+
+    def above(self, magnitude: float) -> Estimate:
+        """The same estimate tested against ``magnitude`` instead of 0: value, interval and p-value shifted (so its
+        verdict says whether the difference is above the magnitude)."""
+        value = self.value - magnitude
+        return replace(self, value=value, ci_low=self.ci_low - magnitude, ci_high=self.ci_high - magnitude,
+                       p_value=t_p_value(value, self.se, self.df) if np.isfinite(self.se) else float("nan"))
 
 
-def _estimate(per_seed: np.ndarray, reps: np.ndarray, n_images: int, image_set: str) -> Estimate:
+def _estimate(per_seed: np.ndarray, reps: np.ndarray, n_images: int, image_set: str,
+              seeds: Sequence[int] = ()) -> Estimate:
     """``per_seed`` ``(S,)`` and its replicates ``(B, S)`` (one image draw per replicate, shared by the seeds)."""
     value, se, df = (float(v) for v in seed_image_t(per_seed, reps, n_images))
     lo, hi = t_interval(value, se, df)
     return Estimate(value, lo, hi, t_p_value(value, se, df), tuple(float(v) for v in per_seed), n_images, image_set,
-                    se, df)
+                    se, df, tuple(int(x) for x in seeds))
 
 
 def paired_difference(evidence: Evidence, parts: Sequence[tuple[float, str, StatFn]]) -> Estimate:
@@ -261,18 +334,21 @@ def paired_difference(evidence: Evidence, parts: Sequence[tuple[float, str, Stat
         if model not in evidence.sums:
             raise DHError(f"model {model} was not analysed")
         for sums in evidence.sums[model]:
-            ids = sums.image_ids if ids is None else ids
-            if sums.image_ids != ids:
+            ids = sums.image_ids if ids is None and sums is not None else ids
+            if sums is not None and sums.image_ids != ids:
                 raise DHError(f"models {', '.join(m for _, m, _ in parts)} were analysed on different images; "
                               "analyse them on the same images to compare them")
+    slots = [i for i in range(len(evidence.seeds)) if all(evidence.sums[m][i] is not None for _, m, _ in parts)]
+    if not slots:
+        raise DHError(f"models {', '.join(m for _, m, _ in parts)} share no seed")
     counts = evidence.draws(ids)
-    values, reps = np.zeros(len(evidence.seeds)), np.zeros((len(counts), len(evidence.seeds)))
-    for s in range(len(evidence.seeds)):
+    values, reps = np.zeros(len(slots)), np.zeros((len(counts), len(slots)))
+    for j, s in enumerate(slots):
         for sign, model, fn in parts:
             x, f = fn(evidence.sums[model][s])
-            values[s] += sign * float(f(x.sum(axis=0)))
-            reps[:, s] += sign * f(counts @ x)
-    return _estimate(values, reps, len(ids), ANALYSED_IMAGES)
+            values[j] += sign * float(f(x.sum(axis=0)))
+            reps[:, j] += sign * f(counts @ x)
+    return _estimate(values, reps, len(ids), ANALYSED_IMAGES, [evidence.seeds[s] for s in slots])
 
 
 def ap_difference(evidence: Evidence, a: tuple[str, str], b: Sequence[tuple[str, str]], metric: int = 0,
@@ -281,28 +357,36 @@ def ap_difference(evidence: Evidence, a: tuple[str, str], b: Sequence[tuple[str,
     seed, averaged over seeds, in AP points (× 100, as the paper's tables); replicates resample the images AP was
     evaluated on, the same draw for every run and seed."""
     for other in (a, *b):
-        if other not in evidence.matches:
+        if other not in evidence.matches or all(m is None for m in evidence.matches[other]):
             raise DHError(f"run {other[0]} has no '{other[1]}' detections to measure AP on")
-        if [m.image_ids for m in evidence.matches[other]] != [m.image_ids for m in evidence.matches[a]]:
+        if evidence.image_ids_of(other) != evidence.image_ids_of(a):
             raise DHError(f"runs {a[0]} and {other[0]} were evaluated on different images")
-    own, own_reps = evidence.ap(a, metric)
-    others = [evidence.ap(o, metric) for o in b]
+    slots = [i for i in range(len(evidence.seeds)) if all(evidence.matches[k][i] is not None for k in (a, *b))]
+    if not slots:
+        raise DHError(f"runs {', '.join(k[0] for k in (a, *b))} share no seed")
+    own, own_reps = (v[..., slots] for v in evidence.ap(a, metric))
+    others = [tuple(v[..., slots] for v in evidence.ap(o, metric)) for o in b]
     other_vals, other_reps = np.stack([v for v, _ in others]), np.stack([r for _, r in others])
     if below:
         per_seed, reps = other_vals.min(0) - own, other_reps.min(0) - own_reps
     else:
         per_seed, reps = own - other_vals.max(0), own_reps - other_reps.max(0)
-    n = len(evidence.matches[a][0].image_ids)
-    return _estimate(per_seed * 100, reps * 100, n, EVALUATED_IMAGES)
+    n = len(evidence.image_ids_of(a))
+    return _estimate(per_seed * 100, reps * 100, n, EVALUATED_IMAGES, [evidence.seeds[s] for s in slots])
 
 
-def all_hold(components: Sequence[Estimate]) -> Estimate:
-    """"For every pair": the smallest component (the claim holds only where every component holds), with an
-    intersection-union p-value (the largest component's): rejecting the union of nulls needs each one rejected."""
-    worst = min(range(len(components)), key=lambda i: components[i].ci_low)
-    w = components[worst]
-    return Estimate(min(c.value for c in components), w.ci_low, min(c.ci_high for c in components),
-                    max(c.p_value for c in components), (), w.n_images, w.image_set)
+def all_hold(components: Sequence[Estimate], labels: Sequence[str] = ()) -> Estimate:
+    """"For every pair": the estimate and interval of the *weakest* component, the one that decides the verdict (the
+    claim holds only where every component holds): a contradicted component if there is one (the lowest upper
+    bound), else the component with the lowest lower bound. The p-value is the intersection-union one (the largest
+    component's): rejecting the union of nulls needs each one rejected. ``labels`` name the components; the
+    estimate's ``label`` says which one it reports."""
+    contradicted = [i for i, c in enumerate(components) if c.ci_high < 0]
+    pick = (min(contradicted, key=lambda i: components[i].ci_high) if contradicted
+            else min(range(len(components)), key=lambda i: components[i].ci_low))
+    w = components[pick]
+    return replace(w, p_value=max(c.p_value for c in components), per_seed=(),
+                   label=labels[pick] if labels else "")
 
 
 def verdict(lo: float, hi: float) -> str:

@@ -7,6 +7,7 @@
   dhanalysis reproduce --regime                 # the regime pilot on val: each compared head at its schedule and at
                                                 #     longer ones, Single-FC at several fc widths against Single-Conv
                                                 #     (--ship DIR copies its tables to DIR/regime/)
+  dhanalysis reproduce --regime variants        # ... the other Table 1 variants at the study's schedule and 1.5x it
 
 The study itself is `dhanalysis.study` (plan, runner, claims, findings, shipping); this command parses flags and
 prints. Protocol (every result says which): per trunk, one detector trained end to end — the paper's protocol — whose
@@ -31,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "to DIR, e.g. docs/reproduction, and regenerate the findings section of --readme")
     parser.add_argument("--readme", help="with --ship, the README whose findings section it regenerates (default: "
                         "README.md; 'none' to leave it)")
-    parser.add_argument("--regime", action="store_true", help="only the regime pilot on the val split (the study's "
-                        "trunk, then each compared head at its schedule and longer ones, Single-FC at several fc "
-                        "widths): results/<study>/regime/regime*.csv")
+    parser.add_argument("--regime", nargs="?", const="widths", choices=("widths", "variants"),
+                        help="only the regime pilot on the val split (the study's trunk, then: 'widths' (default) "
+                        "Single-FC at several fc widths and Single-Conv, each at its schedule and longer ones; "
+                        "'variants' the other Table 1 variants at the study's schedule and 1.5x it): "
+                        "results/<study>/regime/regime*.csv")
     parser.add_argument("--replicates", type=at_least(2), help="bootstrap replicates of the findings, at least 2 (an "
                         "interval needs two; default: the study's, 4000, or 50 with --tiny)")
 
@@ -60,11 +63,12 @@ def run_regime_pilot(plan, workdir: Path, tag: str, args: argparse.Namespace) ->
     import pandas as pd
 
     from dhanalysis.engine.distributed import resolve_device
-    from dhanalysis.study.regime import REGIME, TINY_REGIME, run_regime
+    from dhanalysis.study.regime import REGIMES, TINY_REGIME, run_regime
     from dhanalysis.study.runner import Layout
 
     layout = Layout(workdir, tag, plan.data_dir)
-    frame = run_regime(plan, layout, TINY_REGIME if args.tiny else REGIME, str(resolve_device(args.device)))
+    frame = run_regime(plan, layout, TINY_REGIME if args.tiny else REGIMES[args.regime],
+                       str(resolve_device(args.device)))
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(frame.to_string(index=False))
     print(f"wrote {layout.results / 'regime'}")

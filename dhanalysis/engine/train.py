@@ -510,3 +510,21 @@ def _finish(run: Run, iteration: int) -> Path:
         return run.out / FINAL
     save_run(run, run.out / CHECKPOINT, iteration)
     return run.out / CHECKPOINT
+
+
+def untrained_checkpoint(cfg: Config, num_classes: int, path: Path) -> Path:
+    """The model of ``cfg`` with its heads as initialised under ``train.seed`` (no training step) on the trunk of
+    ``train.init_from``, saved to ``path`` (once): the baseline that shows what a head's structure alone gives, which
+    training is then measured against (Fig. 4's untrained heads)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    if not cfg.train.init_from:
+        raise DHError("an untrained-heads baseline needs train.init_from: the trunk the trained heads share")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg, num_classes, pretrained=False)
+    load_trunk(model, cfg.train.init_from)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model.eval(), iteration=0)
+    return path

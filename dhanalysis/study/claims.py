@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.analysis.findings import (HIGH_IOU_BIN, REG_FROM_BIN, Estimate, Evidence, all_hold, ap_difference,
-                                          paired_difference, proposal_pcc, spatial_offdiagonal, verdict, window_mean,
-                                          window_pcc)
+                                          paired_difference, proposal_object_rank, proposal_pcc,
+                                          proposal_positive_pcc, spatial_offdiagonal, verdict, window_mean,
+                                          window_object_rank, window_pcc, window_positive_pcc)
 from dhanalysis.errors import DHError
 from dhanalysis.study.plan import EXT_RUN, VANILLA_RUN
 from dhanalysis.vocab import DEFAULT_MODES, DETECTIONS, RPN_PROPOSALS, SIZE_GROUPS
@@ -48,6 +49,23 @@ class Claim:
     measure_fn: Callable[[Evidence], Estimate]
     fc_vs_conv: bool = False
     frozen_ok: bool = True
+    alignment: str = ""  # the §3.2 rows: which alignment measure (`ALIGNMENT_ROWS`) the difference is of
+
+
+# The §3.2 claim under each alignment measure (analysis/measures.py): the paper's pooled PCC mixes recognition (boxes
+# on an object scored above background) with the ranking of one object's boxes by fit, which is what the paper's
+# argument needs ("the detected boxes with higher IoUs are ranked higher"); the positives' PCC and the within-object
+# Spearman ρ measure that ranking alone. measure name -> (claim-name suffix, words, window statistic, box-set one)
+ALIGNMENT_ROWS = {
+    "pooled_pcc": ("", "pooled PCC (the paper's)", lambda size: (lambda s, h: window_pcc(s, h, size)),
+                   lambda which: (lambda s, h: proposal_pcc(s, h, which))),
+    "positive_pcc": ("-positive", "PCC among positives (IoU ≥ 0.5)",
+                     lambda size: (lambda s, h: window_positive_pcc(s, h, size)),
+                     lambda which: (lambda s, h: proposal_positive_pcc(s, h, which))),
+    "object_spearman": ("-object", "within-object Spearman ρ (mean over objects)",
+                        lambda size: (lambda s, h: window_object_rank(s, h, size)),
+                        lambda which: (lambda s, h: proposal_object_rank(s, h, which))),
+}
 
 
 def _diff(a: tuple[str, str, Callable], b: tuple[str, str, Callable]) -> Callable[[Evidence], Estimate]:
@@ -64,28 +82,44 @@ def _mean(value: str, from_bin: int) -> Callable:
     return lambda s, head: window_mean(s, head, value, from_bin)
 
 
+Q32 = ("classification scores of fc-head are more correlated to IoUs between proposals and corresponding ground "
+       "truth than of conv-head, especially for small objects")
+
+
+def alignment_claims(fc_role: str = "single-fc", tag: str = "", who: str = "") -> list[Claim]:
+    """§3.2 (Fig. 3) under every alignment measure (`ALIGNMENT_ROWS`): sliding windows over all objects and per size
+    group, RPN proposals and detections. ``fc_role``: the Single-FC compared with Single-Conv; ``tag`` suffixes the
+    claim names and ``who`` the statements (another fc width's pair)."""
+    fc, conv = (fc_role, "fc"), ("single-conv", "conv")
+    claims = []
+    for measure, (suffix, words, window_stat, set_stat) in ALIGNMENT_ROWS.items():
+        claims.append(Claim(f"pcc-windows-all{suffix}{tag}", "§3.2, Fig. 3 left",
+                            "the fc-head's score correlates more with proposal IoU than the conv-head's (sliding "
+                            f"windows){who}: {words}", Q32, f"{words}: Single-FC fc-head − Single-Conv conv-head, all "
+                            "objects", "> 0 (fc-head higher)", _diff((*fc, window_stat(None)), (*conv, window_stat(None))),
+                            fc_vs_conv=True, alignment=measure))
+        for size in SIZE_GROUPS:
+            claims.append(Claim(f"pcc-windows-{size}{suffix}{tag}", "§3.2, Fig. 3 left",
+                                f"the same for {size} objects" + (" (the paper: especially small)" if size == "small"
+                                                                 else "") + f"{who}: {words}", Q32,
+                                f"{words} difference, {size} objects", "> 0",
+                                _diff((*fc, window_stat(size)), (*conv, window_stat(size))), fc_vs_conv=True,
+                                alignment=measure))
+        for which, label in ((RPN_PROPOSALS, "RPN proposals"), (DETECTIONS, "detections after NMS")):
+            claims.append(Claim(f"pcc-{which}{suffix}{tag}", "§3.2, Fig. 3 right",
+                                f"the fc-head's score correlates more with IoU for {label}{who}: {words}",
+                                "Similar to the predifined proposals, fc-head has higher PCC than conv-head.",
+                                f"{words}: fc-head − conv-head, {label}, each model's own", "> 0",
+                                _diff((*fc, set_stat(which)), (*conv, set_stat(which))), fc_vs_conv=True,
+                                alignment=measure))
+    return claims
+
+
 def analysis_claims() -> list[Claim]:
     """§3 (Figs. 2-4), §5.2 (Figs. 6, 7) and A.2 (Fig. A.3) claims, from the sliding-window, PCC and spatial
     analyses of the analysed models."""
     fc, conv = ("single-fc", "fc"), ("single-conv", "conv")
-    q32 = ("classification scores of fc-head are more correlated to IoUs between proposals and corresponding ground "
-           "truth than of conv-head, especially for small objects")
-    claims = [Claim("pcc-windows-all", "§3.2, Fig. 3 left",
-                    "the fc-head's score correlates more with proposal IoU than the conv-head's (sliding windows)", q32,
-                    "PCC(Single-FC fc-head) − PCC(Single-Conv conv-head), all objects", "> 0 (fc-head higher)",
-                    _diff((*fc, _pcc()), (*conv, _pcc())), fc_vs_conv=True)]
-    for size in SIZE_GROUPS:
-        claims.append(Claim(f"pcc-windows-{size}", "§3.2, Fig. 3 left",
-                            f"the same for {size} objects" + (" (the paper: especially small)" if size == "small"
-                                                             else ""), q32, f"PCC difference, {size} objects", "> 0",
-                            _diff((*fc, _pcc(size)), (*conv, _pcc(size))), fc_vs_conv=True))
-    for which, label in ((RPN_PROPOSALS, "RPN proposals"), (DETECTIONS, "detections after NMS")):
-        stat = (lambda which: lambda s, head: proposal_pcc(s, head, which))(which)
-        claims.append(Claim(f"pcc-{which}", "§3.2, Fig. 3 right",
-                            f"the fc-head's score correlates more with IoU for {label}",
-                            "Similar to the predifined proposals, fc-head has higher PCC than conv-head.",
-                            f"PCC(fc-head) − PCC(conv-head), {label}, each model's own", "> 0",
-                            _diff((*fc, stat), (*conv, stat)), fc_vs_conv=True))
+    claims = alignment_claims()
     reg, score = _mean("r", REG_FROM_BIN), _mean("s", HIGH_IOU_BIN)
     claims += [
         Claim("regression-conv-better", "§3.3, Fig. 2 bottom",
@@ -106,6 +140,23 @@ def analysis_claims() -> list[Claim]:
               "(before fc6's ReLU)", "> 0",
               _diff(("single-conv", "conv_output_pre_relu", spatial_offdiagonal),
                     ("single-fc", "fc_output", spatial_offdiagonal)), fc_vs_conv=True),
+        Claim("spatial-untrained-baseline", "§3.4, Fig. 4 (baseline)",
+              "untrained heads: the structure alone makes the fc-head's output less spatially correlated",
+              "we examine the output feature maps of both heads and confirm that fc-head is more spatially "
+              "sensitive", "mean off-diagonal cosine, heads as initialised (same seeds, same trunk, no training): "
+              "conv-head output − fc-head output", "(baseline: what the architecture gives)",
+              _diff(("single-conv-init", "conv_output", spatial_offdiagonal),
+                    ("single-fc-init", "fc_output", spatial_offdiagonal)), fc_vs_conv=True),
+        Claim("spatial-fc-more-sensitive-beyond-structure", "§3.4, Fig. 4 (beyond the baseline)",
+              "training makes the fc-head more spatially sensitive than the conv-head beyond what their structure "
+              "gives", "we examine the output feature maps of both heads and confirm that fc-head is more spatially "
+              "sensitive", "(conv − fc mean off-diagonal cosine, trained) − (the same, untrained heads)", "> 0",
+              lambda ev: paired_difference(ev, [(1.0, "single-conv", lambda s: spatial_offdiagonal(s, "conv_output")),
+                                                (-1.0, "single-fc", lambda s: spatial_offdiagonal(s, "fc_output")),
+                                                (-1.0, "single-conv-init",
+                                                 lambda s: spatial_offdiagonal(s, "conv_output")),
+                                                (1.0, "single-fc-init", lambda s: spatial_offdiagonal(s, "fc_output"))]),
+              fc_vs_conv=True),
         Claim("fig6-single-conv-scores", "§5.2, Fig. 6",
               "Single-Conv gives higher classification scores than Double-Conv to proposals with high IoU",
               "Single-Conv has higher classification scores than Double-Conv on proposals which have higher IoUs "
@@ -201,6 +252,7 @@ class GridClaim:
     measure: str
     paper: str
     compare: Callable[[str, set[str]], tuple[tuple[str, str], list[tuple[str, str]]] | None]
+    magnitude: float = 0.0  # the paper's stated size (AP points): tested as its own row beside "> 0"
 
 
 def grid_claims() -> list[GridClaim]:
@@ -218,10 +270,11 @@ def grid_claims() -> list[GridClaim]:
 
     return [GridClaim("fig8-two-heads-beat-one", "classification from the fc-head and boxes from the conv-head beat "
                       "either head alone, for every λ pair", quote, "AP(fc-cls+conv-reg) − max(AP(fc), AP(conv)) at "
-                      "each λ pair (a mode the pair does not train is left out)", "≥ +0.9 at every pair", two_heads),
+                      "each λ pair (a mode the pair does not train is left out)", "≥ +0.9 at every pair", two_heads,
+                      magnitude=0.9),
             GridClaim("fig8-fusion-adds", "fusing both classifiers adds AP at every λ pair", fusion,
                       "AP(complementary) − AP(fc-cls+conv-reg) at each λ pair with a conv-head classifier",
-                      "≥ +0.4 at every pair", fusion_adds)]
+                      "≥ +0.4 at every pair", fusion_adds, magnitude=0.4)]
 
 
 # ----------------------------------------------------------------------------------------- rows
@@ -229,15 +282,19 @@ def _row(claim, est: Estimate | None, trunk: str, protocol: str, n_seeds: int, e
          role: str = "claim", section: str | None = None) -> dict:
     base = {"claim": claim.claim, "section": section or getattr(claim, "section", "§5.2, Fig. 8"),
             "statement": claim.statement, "quote": claim.quote, "measure": claim.measure, "paper": claim.paper,
-            "trunk": trunk, "role": role, "protocol": protocol, "n_seeds": n_seeds}
+            "trunk": trunk, "role": role, "protocol": protocol, "n_seeds": n_seeds,
+            "alignment": getattr(claim, "alignment", "")}
     if est is None:
         return {**base, "ours": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "n_images": 0,
                 "image_set": "", "verdict": f"not measured ({error})" if error else "not measured", "per_seed": ()}
     v = verdict(est.ci_low, est.ci_high)
     if not getattr(claim, "frozen_ok", True) and v != "not measured":
         v = NOT_ON_FROZEN_TRUNK
+    if est.seeds:
+        base["n_seeds"] = len(est.seeds)
     return {**base, "ours": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "p_value": est.p_value,
-            "verdict": v, "n_images": est.n_images, "image_set": est.image_set, "per_seed": est.per_seed}
+            "verdict": v, "n_images": est.n_images, "image_set": est.image_set, "per_seed": est.per_seed,
+            "seeds": est.seeds}
 
 
 def _measure(claim, fn: Callable[[], Estimate], trunk: str, protocol: str, n_seeds: int, **kw) -> dict:
@@ -248,15 +305,21 @@ def _measure(claim, fn: Callable[[], Estimate], trunk: str, protocol: str, n_see
 
 
 def measure_claims(evidence: Evidence, trunk: str, protocol: str, runs: pd.DataFrame | None,
-                   grid: pd.DataFrame | None, fc_vs_conv_only: bool = False) -> list[dict]:
+                   grid: pd.DataFrame | None, fc_vs_conv_only: bool = False,
+                   strength_matched: str | None = None) -> list[dict]:
     """Findings rows (with a ``per_seed`` tuple each) of every claim on one trunk's evidence.
 
     ``runs``: the sweep metadata of every run (for the AP claims); ``grid``: Fig. 8's ``results.csv`` of the first
-    seed (which pairs and modes exist); ``fc_vs_conv_only``: measure only the claims every trunk is measured on.
+    seed (which pairs and modes exist); ``fc_vs_conv_only``: measure only the claims every trunk is measured on;
+    ``strength_matched``: the role of the Single-FC whose fc width made it at least as strong a recogniser as
+    Single-Conv on val (the regime), whose §3.2 rows are measured as well.
     """
     n = len(evidence.seeds)
-    rows = [_measure(c, (lambda c=c: c.measure_fn(evidence)), trunk, protocol, n) for c in analysis_claims()
-            if c.fc_vs_conv or not fc_vs_conv_only]
+    claims = [c for c in analysis_claims() if c.fc_vs_conv or not fc_vs_conv_only]
+    if strength_matched and strength_matched in evidence.sums:
+        claims += alignment_claims(strength_matched, f"@{strength_matched}",
+                                   f" (strength-matched: {strength_matched})")
+    rows = [_measure(c, (lambda c=c: c.measure_fn(evidence)), trunk, protocol, n) for c in claims]
     if fc_vs_conv_only:
         return rows
     if runs is not None:
@@ -268,29 +331,50 @@ def measure_claims(evidence: Evidence, trunk: str, protocol: str, runs: pd.DataF
 
 
 def grid_rows(evidence: Evidence, grid: pd.DataFrame, trunk: str, protocol: str) -> list[dict]:
-    """Per λ pair component rows and the "for every pair" row of each `grid_claims` claim."""
+    """Per λ pair component rows and two "for every pair" rows of each `grid_claims` claim: "> 0" and the paper's
+    magnitude ("≥ +0.9 at every pair": the interval above the magnitude). An all-pairs row reports its weakest pair's
+    estimate and interval (`all_hold`) and names the pair."""
     rows = []
     n = len(evidence.seeds)
     pairs = grid.groupby(["run", "lambda_fc", "lambda_conv"], sort=False)["mode"].apply(set)
     for claim in grid_claims():
-        components = []
+        components, estimates, labels = [], [], []
         for (run, lf, lc), modes in pairs.items():
             keys = claim.compare(run, modes)
             if keys is None:
                 continue
-            row = _measure(claim, lambda keys=keys: ap_difference(evidence, keys[0], keys[1]), trunk, protocol, n,
-                           role="component")
+            est, error = None, ""
+            try:
+                est = ap_difference(evidence, keys[0], keys[1])
+            except (DHError, KeyError) as exc:
+                error = str(exc).strip("'")
+            row = _row(claim, est, trunk, protocol, n, error, role="component")
             row["claim"] = f"{claim.claim}@({lf:g},{lc:g})"
             row["statement"] = f"{claim.statement}: at (λfc, λconv) = ({lf:g}, {lc:g})"
             rows.append(row)
             components.append(row)
-        measured = [Estimate(r["ours"], r["ci_low"], r["ci_high"], r["p_value"], (), r["n_images"],
-                             r["image_set"]) for r in components if np.isfinite(r["ci_low"])]
-        if measured and len(measured) == len(components):
-            rows.append(_row(claim, all_hold(measured), trunk, protocol, n, section="§5.2, Fig. 8 (all pairs)"))
-        else:
-            rows.append(_row(claim, None, trunk, protocol, n, f"{len(components) - len(measured)} of "
-                             f"{len(components)} pairs not measured", section="§5.2, Fig. 8 (all pairs)"))
+            if est is not None and np.isfinite(est.ci_low):
+                estimates.append(est)
+                labels.append(f"({lf:g}, {lc:g})")
+        section = "§5.2, Fig. 8 (all pairs)"
+        if not estimates or len(estimates) != len(components):
+            error = f"{len(components) - len(estimates)} of {len(components)} pairs not measured"
+            rows.append(_row(claim, None, trunk, protocol, n, error, section=section))
+            continue
+        weakest = all_hold(estimates, labels)
+        row = _row(claim, weakest, trunk, protocol, n, section=section)
+        row["statement"] = f"{claim.statement} (weakest pair {weakest.label} shown)"
+        rows.append(row)
+        if claim.magnitude > 0:
+            shifted = all_hold([e.above(claim.magnitude) for e in estimates], labels)
+            row = _row(claim, shifted, trunk, protocol, n, section=section)
+            row.update(claim=f"{claim.claim}-magnitude", paper=claim.paper,
+                       statement=f"{claim.statement}, by at least +{claim.magnitude:g} AP (the paper's size; weakest "
+                                 f"pair {shifted.label} shown)",
+                       measure=f"{claim.measure}; the interval must lie above +{claim.magnitude:g}",
+                       ours=shifted.value + claim.magnitude, ci_low=shifted.ci_low + claim.magnitude,
+                       ci_high=shifted.ci_high + claim.magnitude)
+            rows.append(row)
     return rows
 
 
@@ -318,7 +402,7 @@ def per_seed_table(rows: Sequence[dict], seeds: dict[str, list[int]]) -> pd.Data
     """One row per (claim, trunk, seed): each seed's own value of the claim's measure (the seeds' spread)."""
     out = []
     for r in rows:
-        for seed, value in zip(seeds.get(r["trunk"], []), r.get("per_seed", ())):
+        for seed, value in zip(r.get("seeds") or seeds.get(r["trunk"], []), r.get("per_seed", ())):
             out.append({"claim": r["claim"], "trunk": r["trunk"], "seed": seed, "value": value})
     return pd.DataFrame(out, columns=["claim", "trunk", "seed", "value"])
 
@@ -342,3 +426,33 @@ def trunk_table(frame: pd.DataFrame) -> pd.DataFrame:
         row["depends_on_trunk"] = len(verdicts) > 1
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+DOSE_COLUMNS = ("trunk", "role", "fc_dim", "quantity", "alignment", "ours", "ci_low", "ci_high", "n_seeds",
+                "n_images", "image_set")
+
+
+def dose_response(evidence: Evidence, widths: dict[str, tuple[str, int]], trunk: str) -> pd.DataFrame:
+    """The §3.2 differences against recognition strength, one Single-FC per fc width (``widths``: role -> (its
+    run, fc width)) against Single-Conv: per width the AP gap (Single-FC − Single-Conv, AP points; the paper's order
+    is > 0) and the fc − conv difference of every alignment measure on the sliding windows (all objects) and the
+    RPN proposals, each with its seed × image interval. Whether a verdict follows recognition strength shows as a
+    trend of the differences along the gap."""
+    rows = []
+    for role, (run, width) in widths.items():
+        quantities: list[tuple[str, str, Callable[[], Estimate]]] = [
+            ("ap_gap", "", lambda run=run: ap_difference(evidence, (run, "fc"), [("single-conv-w1", "conv")]))]
+        for measure, (_, _, window_stat, set_stat) in ALIGNMENT_ROWS.items():
+            for where, stat in (("windows", window_stat(None)), (RPN_PROPOSALS, set_stat(RPN_PROPOSALS))):
+                quantities.append((where, measure, (lambda stat=stat, role=role: _diff(
+                    (role, "fc", stat), ("single-conv", "conv", stat))(evidence))))
+        for quantity, measure, fn in quantities:
+            try:
+                est = fn()
+            except (DHError, KeyError):
+                continue
+            rows.append({"trunk": trunk, "role": role, "fc_dim": width, "quantity": quantity, "alignment": measure,
+                         "ours": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high,
+                         "n_seeds": len(est.seeds) or len(est.per_seed), "n_images": est.n_images,
+                         "image_set": est.image_set})
+    return pd.DataFrame(rows, columns=list(DOSE_COLUMNS))

@@ -3,37 +3,44 @@ tables written (findings.csv / .md, each seed's values, the fc-vs-conv claims si
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from dhanalysis.analysis.findings import Evidence, findings_table, load_image_sums, load_matches, write_findings
 from dhanalysis.folders import write_table
-from dhanalysis.study.claims import measure_claims, per_seed_table, trunk_table
-from dhanalysis.study.plan import StudyPlan, Trunk
-from dhanalysis.study.runner import (PER_SEED_CSV, PROTOCOL, TRUNKS_CSV, Layout, analysed_models, sweep_index,
-                                     sweep_tables)
+from dhanalysis.study.claims import dose_response, measure_claims, per_seed_table, trunk_table
+from dhanalysis.study.plan import StudyPlan, Trunk, width_run
+from dhanalysis.study.runner import (DOSE_CSV, PER_SEED_CSV, PROTOCOL, TRUNKS_CSV, Layout, analysed_models, sweep_index,
+                                     sweep_tables, untrained_models)
 from dhanalysis.vocab import EVAL_CSV
 
 
 def build_evidence(plan: StudyPlan, layout: Layout, trunk: Trunk, dataset, replicates: int,
                    with_ap: bool = True) -> Evidence:
-    """Every seed's per-image sums of the analysed models and, with ``with_ap``, every run's AP matches."""
+    """Every seed's per-image sums of the analysed models (and Fig. 4's untrained heads) and, with ``with_ap``, every
+    run's AP matches; a model or run a seed does not train is ``None`` at that seed."""
+    seeds = list(plan.all_seeds)
+    roles = {}
+    for seed in seeds:
+        roles.update(analysed_models(trunk, plan, seed))
+        roles.update(untrained_models(trunk, plan, seed))
     sums = {}
-    for model in analysed_models(trunk, plan):
-        folders = [layout.replicate_results(trunk, seed) / model for seed in plan.seeds]
-        if all(f.is_dir() for f in folders):
-            sums[model] = [load_image_sums(f, dataset.num_classes) for f in folders]
+    for model in roles:
+        folders = [layout.replicate_results(trunk, seed) / model for seed in seeds]
+        if any(f.is_dir() for f in folders):
+            sums[model] = [load_image_sums(f, dataset.num_classes) if f.is_dir() else None for f in folders]
     matches: dict = {}
     if with_ap:
         ids = [int(i) for i in dataset.ids[:plan.eval_images]]  # evaluate() takes the first N images
-        for seed in plan.seeds:
+        for i, seed in enumerate(seeds):
             sweeps = layout.replicate_results(trunk, seed) / "sweeps"
             for run_dir in sorted(p for p in sweeps.glob("*/*") if (p / EVAL_CSV).is_file()
                                   and p.parent.name != "table3"):
                 modes = list(pd.read_csv(run_dir / EVAL_CSV)["mode"])
                 for mode, m in load_matches(dataset.coco, run_dir, modes, ids).items():
-                    matches.setdefault((run_dir.name, mode), []).append(m)
-        matches = {k: v for k, v in matches.items() if len(v) == len(plan.seeds)}
-    return Evidence(list(plan.seeds), sums, matches, replicates)
+                    matches.setdefault((run_dir.name, mode), [None] * len(seeds))[i] = m
+    return Evidence(seeds, sums, matches, replicates)
 
 
 def study_findings(plan: StudyPlan, layout: Layout, replicates: int) -> pd.DataFrame:
@@ -47,10 +54,17 @@ def study_findings(plan: StudyPlan, layout: Layout, replicates: int) -> pd.DataF
         evidence = build_evidence(plan, layout, trunk, dataset, replicates, with_ap=primary)
         runs = sweep_index(plan, layout, trunk) if primary else None
         grid = sweep_tables(plan, layout, trunk, "fig8") if primary else None
-        rows += measure_claims(evidence, trunk.name, PROTOCOL, runs, grid, fc_vs_conv_only=not primary)
+        strength = width_run(plan.strength_matched_width) if plan.strength_matched_width else None
+        rows += measure_claims(evidence, trunk.name, PROTOCOL, runs, grid, fc_vs_conv_only=not primary,
+                               strength_matched=strength)
+        if primary and plan.fc_widths:
+            widths = {"single-fc": ("single-fc-w1", plan.fc_width),
+                      **{width_run(d): (width_run(d), d) for d in plan.fc_widths}}
+            write_table(dose_response(evidence, widths, trunk.name), layout.results / Path(DOSE_CSV).stem,
+                        parquet=False)
     frame = findings_table([{k: v for k, v in r.items() if k != "per_seed"} for r in rows])
     write_findings(frame, layout.results, header=findings_header(plan, layout.tag))
-    write_table(per_seed_table(rows, {t.name: list(plan.seeds) for t in plan.trunks}), layout.results / PER_SEED_CSV,
+    write_table(per_seed_table(rows, {t.name: list(plan.all_seeds) for t in plan.trunks}), layout.results / PER_SEED_CSV,
                 parquet=False)
     write_table(trunk_table(frame), layout.results / TRUNKS_CSV, parquet=False)
     return frame

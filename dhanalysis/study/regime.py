@@ -34,15 +34,24 @@ class RegimePlan:
     """What the regime pilot trains: Single-FC at each of ``fc_dims`` and Single-Conv, at each of ``schedules``
     (head iterations; learning-rate steps at the same fractions as the plan's), with one ``seed``, on ``trunk``."""
 
-    fc_dims: tuple[int, ...] = (64, 128, 256)
-    schedules: tuple[int, ...] = (1200, 1600, 2400)
+    fc_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    schedules: tuple[int, ...] = (1200, 1600, 2400, 3600, 4800)
     seed: int = 0
     trunk: str = "single-fc"
     split: str = "val"
+    # the study's other Table 1 runs (with the plan's head settings), each at these schedules: their convergence
+    variants: tuple[str, ...] = ()
+    variant_schedules: tuple[int, ...] = ()
 
 
 REGIME = RegimePlan()
-TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4))
+# every other variant of Table 1's weight-1.0 group at the study's schedule and one 1.5× as long (the conv-heads
+# dominate its cost: about a seed's head phase 2.5 times)
+VARIANTS_REGIME = RegimePlan(fc_dims=(), schedules=(), variants=("double-fc-w1", "double-conv-w1",
+                                                                  "double-head-reverse-w1", "double-head-w1"),
+                             variant_schedules=(2400, 3600))
+TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4), variants=("double-conv-w1",), variant_schedules=(4,))
+REGIMES = {"widths": REGIME, "variants": VARIANTS_REGIME}
 
 
 def schedule_values(plan: StudyPlan, iterations: int) -> dict:
@@ -55,13 +64,23 @@ def schedule_values(plan: StudyPlan, iterations: int) -> dict:
             "train.checkpoint_period": period}
 
 
-def regime_runs(regime: RegimePlan) -> list[tuple[str, dict]]:
-    """(run name, overrides) of every run one schedule trains: Single-FC per fc width, then Single-Conv."""
-    single = {"model.loss.w_fc": 1.0, "model.loss.w_conv": 1.0, "model.loss.lambda_fc": 1.0,
-              "model.loss.lambda_conv": 1.0, "model.head.non_local": False}
-    runs = [(f"single-fc-d{d}", {**single, "model.variant": "single-fc", "model.head.fc_dim": d})
-            for d in regime.fc_dims]
-    return [*runs, ("single-conv", {**single, "model.variant": "single-conv"})]
+def regime_runs(regime: RegimePlan, iterations: int | None = None) -> list[tuple[str, dict, list[str]]]:
+    """(run name, overrides, Table 1 run's own overrides) of every run schedule ``iterations`` trains (None: the
+    widths' schedules): Single-FC per fc width and Single-Conv, then the other variants with the plan's heads."""
+    from dhanalysis.engine.sweep import table1_runs
+
+    runs: list[tuple[str, dict, list[str]]] = []
+    if iterations is None or iterations in regime.schedules:
+        single = {"model.loss.w_fc": 1.0, "model.loss.w_conv": 1.0, "model.loss.lambda_fc": 1.0,
+                  "model.loss.lambda_conv": 1.0, "model.head.non_local": False}
+        runs += [(f"single-fc-d{d}", {**single, "model.variant": "single-fc", "model.head.fc_dim": d}, [])
+                 for d in regime.fc_dims]
+        runs.append(("single-conv", {**single, "model.variant": "single-conv"}, []))
+    if iterations is not None and iterations in regime.variant_schedules:
+        table1 = {r.name: r for r in table1_runs()}
+        runs += [(name, {"model.variant": table1[name].meta["variant"]}, list(table1[name].overrides))
+                 for name in regime.variants]
+    return runs
 
 
 def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str = "cpu") -> pd.DataFrame:
@@ -71,7 +90,8 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     from dhanalysis.engine.train import FINAL, train_together
     from dhanalysis.errors import DHError
     from dhanalysis.folders import write_table
-    from dhanalysis.study.runner import Steps, common_values, evaluate_runs, prepare_data, train_trunk
+    from dhanalysis.study.runner import Steps, common_values, evaluate_runs, prepare_data, run_values, train_trunk
+    from dhanalysis.vocab import DEFAULT_MODES, VARIANTS
 
     trunk = next((t for t in plan.trunks if t.name == regime.trunk), None)
     if trunk is None:
@@ -80,28 +100,42 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     prepare_data(plan, layout, step)  # each step skips what is already there: the study's data and trunk are reused
     trunk_ckpt = train_trunk(plan, layout, trunk, device, step)
     on_split = replace(plan, split=regime.split)
-    runs = regime_runs(regime)
     rows = []
-    for iterations in regime.schedules:
+    for iterations in sorted({*regime.schedules, *regime.variant_schedules}):
+        runs = regime_runs(regime, iterations)
         ckpts = layout.checkpoints / "regime" / f"it{iterations}"
         results = layout.results / "regime" / f"it{iterations}"
         values = {**schedule_values(plan, iterations), **common_values(plan, layout), "model.backbone.weights": None,
                   "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": regime.seed}
-        todo = [(name, o) for name, o in runs if not (ckpts / name / FINAL).exists()]
+        todo = [(name, o, own) for name, o, own in runs if not (ckpts / name / FINAL).exists()]
         if todo:
-            cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), values={**values, **o, "name": name})
-                    for name, o in todo]
-            train_together(cfgs, [ckpts / name for name, _ in todo], resume=True, device=device)
-        evaluate_runs(on_split, layout, [(ckpts / name / FINAL, results / name, name, None) for name, _ in runs],
+            cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), own,
+                                values={**run_values(values, own), **o, "name": name}) for name, o, own in todo]
+            train_together(cfgs, [ckpts / name for name, _, _ in todo], resume=True, device=device)
+        evaluate_runs(on_split, layout, [(ckpts / name / FINAL, results / name, name, None) for name, _, _ in runs],
                       device)
-        for name, o in runs:
-            ev = pd.read_csv(results / name / "eval.csv").iloc[0]
+        for name, o, own in runs:
+            ev = pd.read_csv(results / name / "eval.csv")
+            mode = DEFAULT_MODES[o["model.variant"]]
+            ev = ev[ev["mode"] == mode].iloc[0] if (ev["mode"] == mode).any() else ev.iloc[0]
+            width = o.get("model.head.fc_dim", values.get("model.head.fc_dim") if own else None)
+            has_fc = "fc" in VARIANTS[o["model.variant"]].head_types
             rows.append({"trunk": trunk.name, "run": name, "variant": o["model.variant"],
-                         "fc_dim": o.get("model.head.fc_dim"), "iterations": iterations,  # none: no fc-head
-                         "split": regime.split, "seed": regime.seed, "AP": float(ev["AP"]),
-                         "AP50": float(ev["AP50"])})
+                         "fc_dim": width if has_fc else None,  # none: no fc-head (or the preset's width)
+                         "iterations": iterations, "split": regime.split, "seed": regime.seed,
+                         "mode": str(ev["mode"]), "AP": float(ev["AP"]), "AP50": float(ev["AP50"])})
     frame = pd.DataFrame(rows).astype({"fc_dim": "Int64"})
     out = layout.results / "regime"
+    previous = out / REGIME_CSV
+    if previous.is_file():  # the rows of another regime plan run in the same folder (the widths, the variants)
+        old = pd.read_csv(previous)
+        keep = ~old.set_index(["run", "iterations"]).index.isin(frame.set_index(["run", "iterations"]).index)
+        frame = pd.concat([old[keep], frame], ignore_index=True).astype({"fc_dim": "Int64"})
+    # one order however the rows came: per schedule, Single-FC by width, Single-Conv, then the other variants
+    order = frame["run"].map(lambda r: (0, "") if r.startswith("single-fc-d") else (1, "") if r == "single-conv"
+                             else (2, r))
+    frame = frame.assign(_o=order, _w=frame["fc_dim"].fillna(0)).sort_values(
+        ["iterations", "_o", "_w"], kind="stable").drop(columns=["_o", "_w"]).reset_index(drop=True)
     convergence, gaps = regime_tables(frame)
     write_table(frame, out / Path(REGIME_CSV).stem, parquet=False)
     write_table(convergence, out / Path(CONVERGENCE_CSV).stem, parquet=False)
@@ -113,10 +147,11 @@ def regime_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(convergence, gaps) from ``regime.csv``'s rows.
 
     convergence: per run and schedule, its AP against the longest schedule's, in AP points, and whether it is within
-    `CONVERGED_WITHIN` (empty for the longest schedule itself, which nothing longer measures). gaps: per fc width and schedule, Single-FC − Single-Conv AP (and AP50) in points — positive is
-    the paper's order (the fc-head the better recogniser).
+    `CONVERGED_WITHIN` (empty for the run's longest schedule itself, which nothing longer measures). gaps: per fc
+    width and schedule, Single-FC − Single-Conv AP (and AP50) in points — positive is the paper's order (the fc-head
+    the better recogniser).
     """
-    longest = frame["iterations"].max()
+    longest = frame.groupby("run")["iterations"].transform("max")  # each run's own longest schedule
     final = frame[frame["iterations"] == longest].set_index("run")["AP"]
     conv = frame.assign(AP_longest=frame["run"].map(final), longest=longest)
     conv["delta_points"] = 100 * (conv["AP_longest"] - conv["AP"])

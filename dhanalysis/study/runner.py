@@ -22,12 +22,13 @@ from pathlib import Path
 import pandas as pd
 
 from dhanalysis.folders import atomic_write_text, write_table
-from dhanalysis.study.plan import ANALYSED, EXT_RUN, StudyPlan, Trunk
+from dhanalysis.study.plan import ANALYSED, EXT_RUN, SECTION3_RUNS, UNTRAINED, StudyPlan, Trunk
 from dhanalysis.vocab import EVAL_CSV, PCC_CSV, PER_CLASS_AP_CSV, SPATIAL_CORR_NPZ, SWEEP_CSV, SWEEP_RESULTS_CSV
 
 PROTOCOL = "shared-trunk"
 SUMMARY_JSON = "reproduction_summary.json"
 HEADS_CSV, PER_SEED_CSV, TRUNKS_CSV = "heads_params.csv", "findings_per_seed.csv", "findings_by_trunk.csv"
+DOSE_CSV = "dose_response.csv"  # the §3.2 differences against the Single-FC − Single-Conv AP gap, per fc width
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,17 @@ def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = 
     layout = Layout(Path(work), tag, plan.data_dir)
     device = str(resolve_device(device))
     reps = plan.replicates_of()
-    step = Steps(4 + 2 * len(plan.trunks) + 3 * len(reps))  # data, pretraining, each trunk twice, each replicate
-    # thrice (heads, their evaluation, analyses), figures, findings
+    step = Steps(4 + 2 * len(plan.trunks) + 3 * len(reps) + plan.untrained_baseline)  # data, pretraining, each
+    # trunk twice, each replicate thrice (heads, their evaluation, analyses), the untrained heads, figures, findings
     started = time.perf_counter()
     prepare_data(plan, layout, step)
     trunks = {t.name: train_trunk(plan, layout, t, device, step) for t in plan.trunks}
     for trunk, seed in reps:
         train_heads(plan, layout, trunk, seed, trunks[trunk.name], device, step)
+    if plan.untrained_baseline:
+        step(f"the §3 heads as initialised (Fig. 4's baseline) -> {layout.checkpoints}")
+        for trunk, seed in reps:
+            untrained_heads(plan, layout, trunk, seed, trunks[trunk.name])
     for trunk, seed in reps:
         analyse_replicate(plan, layout, trunk, seed, device, step)
     primary = layout.replicate_results(*reps[0])
@@ -131,6 +136,7 @@ def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = 
     from dhanalysis.study.findings import study_findings
 
     frame = study_findings(plan, layout, replicates or plan.replicates)
+    render_dose_response(layout)
     checks = quality_checks(plan, layout)
     seconds = time.perf_counter() - started
     summary = {"protocol": PROTOCOL, "study": tag, "split": plan.split, "minutes_this_call": seconds / 60,
@@ -207,10 +213,20 @@ def evaluate_runs(plan: StudyPlan, layout: Layout, runs: list[tuple[Path, Path, 
                       outs=[out for _, out, _, _ in todo], names=[name for _, _, name, _ in todo], progress=False)
 
 
-def head_runs(plan: StudyPlan, trunk: Trunk) -> dict[str, list]:
-    """The plan's runs that train on ``trunk``, by grid."""
-    return {grid: [r for r in runs if trunk.runs is None or r.name in trunk.runs]
+def head_runs(plan: StudyPlan, trunk: Trunk, seed: int | None = None) -> dict[str, list]:
+    """The plan's runs that train on ``trunk`` (with ``seed``: on that seed; a §3-only seed trains the §3 pair and
+    the fc widths), by grid."""
+    section3_only = seed is not None and seed in plan.section3_seeds and seed not in plan.seeds
+    return {grid: [r for r in runs if (trunk.runs is None or r.name in trunk.runs)
+                   and (not section3_only or grid == "widths" or r.name in SECTION3_RUNS)]
             for grid, runs in plan.grids().items()}
+
+
+def run_values(values: dict, overrides) -> dict:
+    """The plan's head values without the keys a run pins itself in its ``overrides`` (``key=value`` strings: its own
+    win, e.g. a width run's fc6)."""
+    own = {o.split("=", 1)[0] for o in overrides}
+    return {k: v for k, v in values.items() if k not in own}
 
 
 def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_ckpt: Path, device: str,
@@ -220,7 +236,7 @@ def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_
     from dhanalysis.engine.sweep import write_index
     from dhanalysis.engine.train import FINAL, train_together
 
-    grids = head_runs(plan, trunk)
+    grids = head_runs(plan, trunk, seed)
     runs = [(grid, r) for grid, rs in grids.items() for r in rs]
     ckpts, results = layout.runs(trunk, seed), layout.replicate_results(trunk, seed)
     step(f"{len(runs)} head runs of {layout.replicate(trunk, seed)}, trained together -> {ckpts}")
@@ -229,7 +245,7 @@ def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_
     todo = [(g, r) for g, r in runs if not (ckpts / g / r.name / FINAL).exists()]
     if todo:
         cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
-                            values={**values, "name": r.name}) for _, r in todo]
+                            values={**run_values(values, r.overrides), "name": r.name}) for _, r in todo]
         train_together(cfgs, [ckpts / g / r.name for g, r in todo], resume=True, device=device)
     step(f"COCO AP of every mode of {len(runs)} runs on {plan.split}, evaluated together -> {results / 'sweeps'}")
     evaluate_runs(plan, layout, [(ckpts / g / r.name / FINAL, results / "sweeps" / g / r.name, r.name,
@@ -252,10 +268,43 @@ def table3(sweeps: Path) -> None:
     write_index(table3_runs(), "table3", sweeps / "table3")
 
 
-def analysed_models(trunk: Trunk, plan: StudyPlan) -> dict[str, tuple[str, str]]:
-    trained = {r.name for rs in head_runs(plan, trunk).values() for r in rs}
-    return {m: gr for m, gr in ANALYSED.items() if gr[1] in trained and (trunk.analysed is None or m in
-                                                                          trunk.analysed)}
+def analysed_models(trunk: Trunk, plan: StudyPlan, seed: int | None = None) -> dict[str, tuple[str, str]]:
+    """role -> (grid, run) of the models analysed on ``trunk`` (at ``seed``): `plan.ANALYSED`'s and each fc width's
+    Single-FC (its role is its run name)."""
+    runs = head_runs(plan, trunk, seed)
+    trained = {r.name for rs in runs.values() for r in rs}
+    models = {m: gr for m, gr in ANALYSED.items() if gr[1] in trained and (trunk.analysed is None or m in
+                                                                            trunk.analysed)}
+    return {**models, **{r.name: ("widths", r.name) for r in runs.get("widths", [])}}
+
+
+def untrained_models(trunk: Trunk, plan: StudyPlan, seed: int | None = None) -> dict[str, tuple[str, str]]:
+    """role -> (grid, run) of Fig. 4's untrained baseline: the §3 pair's heads as initialised, where they train."""
+    if not plan.untrained_baseline:
+        return {}
+    trained = {r.name for rs in head_runs(plan, trunk, seed).values() for r in rs}
+    return {m: ("table1", run) for m, run in UNTRAINED.items() if run in trained}
+
+
+def untrained_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_ckpt: Path) -> None:
+    """Checkpoints of the §3 pair with their heads as initialised by ``seed`` on the trunk (no training):
+    ``<replicate>/untrained/<role>/model_final.pth``."""
+    from dhanalysis.config import load_config, preset_path
+    from dhanalysis.data.coco import CocoDataset
+    from dhanalysis.engine.train import FINAL, untrained_checkpoint
+
+    models = untrained_models(trunk, plan, seed)
+    if not models:
+        return
+    num_classes = CocoDataset(layout.data, "train").num_classes
+    values = {**plan.heads, **common_values(plan, layout), "model.backbone.weights": None,
+              "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": seed}
+    runs = {r.name: r for rs in head_runs(plan, trunk, seed).values() for r in rs}
+    for role, (_, run) in models.items():
+        r = runs[run]
+        cfg = load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
+                          values={**run_values(values, r.overrides), "name": role})
+        untrained_checkpoint(cfg, num_classes, layout.runs(trunk, seed) / "untrained" / role / FINAL)
 
 
 def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, device: str, step: Steps) -> None:
@@ -268,7 +317,7 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
     from dhanalysis.engine.train import FINAL
 
     results, ckpts = layout.replicate_results(trunk, seed), layout.runs(trunk, seed)
-    models = analysed_models(trunk, plan)
+    models = analysed_models(trunk, plan, seed)
     step(f"analyses of {', '.join(models)} in {layout.replicate(trunk, seed)} -> {results}")
     reference = results / "sweeps" / "table1" / "single-fc-w1" / PER_CLASS_AP_CSV
     difficulty = load_difficulty(reference) if reference.is_file() else None
@@ -287,6 +336,15 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
                             difficulty_from=str(reference) if difficulty else None, options=options)
             if not (folder / SPATIAL_CORR_NPZ).exists():
                 compute_spatial_corr(model_run, options=options)
+    for role in untrained_models(trunk, plan, seed):  # Fig. 4's baseline: the spatial analysis alone
+        folder = results / role
+        if (folder / SPATIAL_CORR_NPZ).exists():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        for model_run in load_models([ckpts / "untrained" / role / FINAL], out=folder,
+                                     max_images=plan.analysis_images, device=device, split=plan.split,
+                                     data_root=layout.data):
+            compute_spatial_corr(model_run, options=options)
 
 
 def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) -> None:
@@ -312,6 +370,25 @@ def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) 
         write_architecture(load_checkpoint(ext_ckpt), ext_folder)
     write_table(head_parameters(plan, layout), layout.results / HEADS_CSV, parquet=False)
     render_figures(primary, layout.figures)
+
+
+def render_dose_response(layout: Layout) -> Path | None:
+    """The dose-response figure (`figures.study.dose_response`) from the study's ``dose_response.csv``, if any."""
+    table = layout.results / DOSE_CSV
+    if not table.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dhanalysis.figures.study import dose_response
+    from dhanalysis.figures.style import save_figure
+
+    fig = dose_response(pd.read_csv(table))
+    path = save_figure(fig, layout.figures, "dose_response", formats=("png",))[0]
+    plt.close(fig)
+    return path
 
 
 def head_parameters(plan: StudyPlan, layout: Layout) -> pd.DataFrame:
@@ -347,7 +424,7 @@ def render_figures(results: Path, figures: Path) -> list[Path]:
 def sweep_tables(plan: StudyPlan, layout: Layout, trunk: Trunk, name: str) -> pd.DataFrame:
     """One grid's ``results.csv`` of every seed of ``trunk``, with a ``seed`` column."""
     frames = []
-    for seed in plan.seeds:
+    for seed in plan.all_seeds:
         path = layout.replicate_results(trunk, seed) / "sweeps" / name / SWEEP_RESULTS_CSV
         if path.is_file():
             frames.append(pd.read_csv(path).assign(seed=seed))
