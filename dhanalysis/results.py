@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, CONFIG_JSON, DETECTIONS_INFO_JSON, DETECTIONS_SUMMARY_JSON,
+from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, COMPARE_CSV, COMPARE_SUMMARY_JSON, CONFIG_JSON,
+                              DETECTIONS_INFO_JSON, DETECTIONS_SUMMARY_JSON,
                               DETECTIONS_TABLES, EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV,
                               PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV,
                               QUALITATIVE_IMAGES_CSV, RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS,
@@ -71,6 +72,9 @@ RESULTS: dict[str, Outputs] = {
         # `dhanalysis detections`: any detector's results file (the per-detection table may be large: not shipped)
         Outputs("detections", (*(f for t in DETECTIONS_TABLES for f in table_files(t)), DETECTIONS_SUMMARY_JSON),
                 summary=DETECTIONS_SUMMARY_JSON, what="detection results"),
+        # `dhanalysis compare`: two detectors' results files, every metric's difference with its paired interval
+        Outputs("compare", (COMPARE_CSV, COMPARE_SUMMARY_JSON), summary=COMPARE_SUMMARY_JSON,
+                what="a comparison of two detectors"),
     )
 }
 

@@ -277,6 +277,10 @@ DETECTIONS_TABLES = (DETECTIONS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNM
                      DETECTIONS_RECALL_CSV, DETECTIONS_THRESHOLDS_CSV, DETECTIONS_F1_CURVE_CSV,
                      DETECTIONS_CONFUSION_CSV, DETECTIONS_LRP_CSV)
 DETECTIONS_SUMMARY_JSON = "detections_summary.json"
+# compare (two detectors' results files on one ground truth): one row per metric, the difference with its paired
+# bootstrap interval, p-value and Holm verdict; the summary (the folder's record) last
+COMPARE_CSV = "compare.csv"
+COMPARE_SUMMARY_JSON = "compare_summary.json"
 # the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
 CHUNKS_DIR = "chunks"
 SLIDING_WINDOW_CHUNKS, PCC_CHUNKS, SPATIAL_CORR_CHUNKS = "sliding_window", "pcc", "spatial_corr"

@@ -298,3 +298,135 @@ def test_eval_names_a_torchvision_state_dict(tmp_path, capsys):
     torch.save({"weights": torch.zeros(2)}, ckpt)  # anything else keeps the plain message
     assert "was not written by dhanalysis" in refused(["eval", "--ckpt", ckpt, "--out", tmp_path / "out"], capsys,
                                                        tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ detections: formats
+def _format_world(tmp_path: Path) -> dict[str, Path]:
+    """small_gt as COCO json, its YOLO labels and images, VOC xml and devkit detection files, for one bad input each."""
+    from PIL import Image
+
+    gt = small_gt()
+    paths = dict(zip(("gt", "dets"), write_pair(tmp_path, gt, small_dets(gt))))
+    for name in ("images", "labels", "predict", "voc", "comp4"):
+        paths[name] = tmp_path / name
+        paths[name].mkdir()
+    for im in gt["images"]:
+        stem = Path(im["file_name"]).stem
+        Image.new("RGB", (im["width"], im["height"])).save(paths["images"] / f"{stem}.jpg")
+        (paths["labels"] / f"{stem}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+        (paths["predict"] / f"{stem}.txt").write_text("1 0.5 0.5 0.25 0.25 0.75\n")
+        (paths["voc"] / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><object><name>cat</name><difficult>0</difficult><bndbox>"
+            "<xmin>5</xmin><ymin>5</ymin><xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    (paths["comp4"] / "comp4_det_test_cat.txt").write_text("0 0.9 5 5 40 30\n1 0.4 20 20 50 50\n")
+    return paths
+
+
+def _edit(path_key: str, name: str, text: str):
+    def edit(paths: dict[str, Path]) -> None:
+        (paths[path_key] / name).write_text(text)
+    return edit
+
+
+# fault -> (flags after --out and --bootstrap 0 with {name} standing for a path of _format_world, an edit of the files
+# or None, words the refusal must hold)
+FORMAT_FAULTS = {
+    "yolo gt without classes": (["--gt", "{labels}", "--results", "{dets}", "--images", "{images}"], None,
+                                "is YOLO ground truth, whose class indices need their names: --classes"),
+    "yolo gt without images": (["--gt", "{labels}", "--results", "{dets}", "--classes", "cat,dog"], None,
+                               "is YOLO ground truth: give the folder of its images with --images DIR"),
+    "classes of two coco files": (["--gt", "{gt}", "--results", "{dets}", "--classes", "cat,dog"], None,
+                                  "--classes names YOLO class indices"),
+    "images of no yolo input": (["--gt", "{gt}", "--results", "{dets}", "--images", "{images}"], None,
+                                "--images gives the sizes of the images YOLO coordinates are fractions of"),
+    "images not a folder": (["--gt", "{gt}", "--results", "{predict}", "--images", "{gt}"], None,
+                            "is not a folder"),
+    "duplicate class names": (["--gt", "{gt}", "--results", "{predict}", "--classes", "cat,dog,cat"], None,
+                              "--classes: class 2 is named 'cat', as class 0 is; names must be unique"),
+    "missing class file": (["--gt", "{gt}", "--results", "{predict}", "--classes", "names.txt"], None,
+                           "--classes names.txt does not exist"),
+    "offset not an integer": (["--gt", "{gt}", "--results", "{dets}", "--category-offset", "one"], None,
+                              "argument --category-offset: must be an integer (e.g. 1 for 0-based ids), got 'one'"),
+    "offset and map": (["--gt", "{gt}", "--results", "{dets}", "--category-offset", "1", "--category-map", "index"],
+                       None, "give --category-offset or --category-map, not both"),
+    "offset of named classes": (["--gt", "{gt}", "--results", "{comp4}", "--category-offset", "1"], None,
+                                "--category-offset shifts numeric category ids, but these detections name"),
+    "category map missing": (["--gt", "{gt}", "--results", "{dets}", "--category-map", "{gt}.map.json"], None,
+                             ".map.json does not exist"),
+    "category map not an object": (["--gt", "{gt}", "--results", "{dets}", "--category-map", "{dets}"], None,
+                                    "is not a non-empty JSON object"),
+    "image map by id": (["--gt", "{gt}", "--results", "{dets}", "--image-map", "{gt}", "--match-images", "by-id"],
+                        None, "--image-map maps image ids to file names for --match-images by-name"),
+    "yolo results by id": (["--gt", "{gt}", "--results", "{predict}", "--match-images", "by-id"], None,
+                           "YOLO detection files name their images by file name"),
+    "score field of yolo results": (["--gt", "{gt}", "--results", "{predict}", "--score-field", "fc_score"], None,
+                                    "--score-field fc_score: YOLO detection files have one score"),
+    "yolo detections without confidence": (["--gt", "{gt}", "--results", "{predict}"],
+                                           _edit("predict", "1.txt", "0 0.5 0.5 0.2 0.2\n"),
+                                           "1.txt line 1 has 5 fields; a line is 'class cx cy w h conf' "
+                                           "(ultralytics writes the confidence with save_txt=True, save_conf=True)"),
+    "yolo pixels": (["--gt", "{gt}", "--results", "{predict}"], _edit("predict", "2.txt", "0 40 30 20 10 0.5\n"),
+                    "2.txt line 1 has box 40 30 20 10: YOLO's cx cy w h are fractions"),
+    "yolo class beyond the list": (["--gt", "{labels}", "--images", "{images}", "--classes", "cat,dog", "--results",
+                                    "{dets}"], _edit("labels", "0.txt", "0 0.5 0.5 0.1 0.1\n2 0.5 0.5 0.1 0.1\n"),
+                                   "0.txt line 2 has class 2, not a class index; --classes names 2 (0 to 1)"),
+    "yolo label without image": (["--gt", "{labels}", "--images", "{images}", "--classes", "cat,dog", "--results",
+                                  "{dets}"], _edit("labels", "7.txt", "0 0.5 0.5 0.1 0.1\n"),
+                                 "1 label file without an image in --images"),
+    "yolo text class": (["--gt", "{gt}", "--results", "{predict}"],
+                        _edit("predict", "0.txt", "cat 0.5 0.5 0.2 0.2 1\n"),
+                        "0.txt line 1 is 'cat 0.5 0.5 0.2 0.2 1': not numbers"),
+    "voc score above 1": (["--gt", "{gt}", "--results", "{comp4}"],
+                          _edit("comp4", "comp4_det_test_cat.txt", "0 0.5 5 5 40 30\n1 3.2 5 5 9 9\n"),
+                          "comp4_det_test_cat.txt line 2 has score 3.2, not a number in [0, 1]"),
+    "voc class not in the list": (["--gt", "{voc}", "--classes", "dog,bird", "--results", "{dets}"], None,
+                                  "0.xml object 0 is a 'cat', which --classes does not name"),
+    "voc box upside down": (["--gt", "{voc}", "--results", "{dets}"], _edit(
+        "voc", "1.xml", "<annotation><object><name>cat</name><bndbox><xmin>50</xmin><ymin>5</ymin><xmax>40</xmax>"
+        "<ymax>30</ymax></bndbox></object></annotation>"), "1.xml object 0 has xmin, ymin, xmax, ymax 50 5 40 30"),
+    "mixed folder": (["--gt", "{voc}", "--results", "{dets}"], _edit("voc", "notes.txt", "0 0.5 0.5 0.1 0.1\n"),
+                     "holds xml and txt files; say which format it is with --gt-format"),
+    "comp4 image not in gt": (["--gt", "{gt}", "--results", "{comp4}"],
+                              _edit("comp4", "comp4_det_test_cat.txt", "0 0.5 5 5 40 30\n000017 0.4 5 5 9 9\n"),
+                              "1 of 2 image names is not in --gt"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FORMAT_FAULTS))
+def test_detections_refuses_bad_inputs_of_other_formats(fault, tmp_path, capsys):
+    paths = _format_world(tmp_path)
+    flags, edit, words = FORMAT_FAULTS[fault]
+    if edit is not None:
+        edit(paths)
+    argv = ["detections", "--out", tmp_path / "out", "--bootstrap", "0", *(f.format(**paths) for f in flags)]
+    message = refused(argv, capsys, tmp_path)
+    assert words in message, message
+
+
+def test_the_clean_inputs_of_other_formats_are_read(tmp_path, capsys):
+    """The world the faults above edit passes as it is, so each refusal is its fault's."""
+    from dhanalysis.cli import main
+
+    paths = _format_world(tmp_path)
+    for n, flags in enumerate([
+        ["--gt", paths["labels"], "--images", paths["images"], "--classes", "cat,dog", "--results", paths["predict"]],
+        ["--gt", paths["voc"], "--results", paths["comp4"]],
+        ["--gt", paths["gt"], "--results", paths["comp4"]],
+    ]):
+        assert main(["detections", "--out", str(tmp_path / f"out{n}"), "--bootstrap", "0", *map(str, flags)]) == 0
+    capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------------ compare --results
+def test_compare_refuses_results_of_another_ground_truth(tmp_path, capsys):
+    """Two results files compared on one --gt: a file made on another dataset (image ids this ground truth lacks) is
+    refused, naming that file, its first foreign entry and how many there are, before the folder is touched."""
+    gt = small_gt()
+    gt_path, a_path = write_pair(tmp_path, gt, small_dets(gt))
+    other = [dict(d, image_id=d["image_id"] + 100) for d in small_dets(gt)]
+    b_path = tmp_path / "other.json"
+    b_path.write_text(json.dumps(other))
+    message = refused(["compare", "--gt", gt_path, "--results", a_path, "--results", b_path, "--out",
+                       tmp_path / "out", "--replicates", "10"], capsys, tmp_path)
+    assert message.startswith(f"--results {b_path}: ") and "image_id 110" in message and "ground truth" in message
+    assert "6 entries like it" in message

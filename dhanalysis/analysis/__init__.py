@@ -13,7 +13,9 @@ Modules, from the boxes up:
 - `spatial`: spatial correlation of head outputs and fc6 weights (§3.4, Fig. 4), the analysis;
 - `detections`, `alignment`, `calibration`, `lrp`, `tide`, `coco_analyze`: any detector's COCO results file (no
   model): COCOeval's matches, score-IoU alignment, oracle AP, calibration errors (D-ECE, MCE, LaECE), oLRP, TIDE's
-  and COCO analyze()'s error breakdowns;
+  and COCO analyze()'s error breakdowns; `formats`: reading YOLO txt and Pascal VOC files into COCO structures, and
+  mapping image and category ids; `replicates` and `compare`: every headline metric re-weighted per image-bootstrap
+  replicate from one matching, so a detector gets intervals and two detectors a paired comparison with Holm;
 - `runner`: loading models and claiming their results folders, streaming over a dataset in resumable chunks,
   sharded over torchrun ranks.
 

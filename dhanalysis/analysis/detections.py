@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import (alignment, calibration, coco_analyze, coco_match, lrp, measures, threshold_metrics,
-                                  tide)
+from dhanalysis.analysis import (alignment, calibration, coco_analyze, coco_match, formats, lrp, measures,
+                                  threshold_metrics, tide)
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
 from dhanalysis.results import RESULTS
@@ -102,6 +102,7 @@ class DetectionInputs:
     gt_path: Path
     results_path: Path
     gt_boxes: coco_match.Boxes | None = None  # the ground truth as arrays (`coco_match.ground_truth_boxes`)
+    source: dict | None = None  # how the files were read, when not as two COCO json matched by id (`formats`)
 
     def __post_init__(self):
         if self.gt_boxes is None:
@@ -114,16 +115,8 @@ class DetectionInputs:
                                           res[["x", "y", "w", "h"]].to_numpy(np.float64), scores)
 
 
-def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise DHError(f"{what} {path} does not exist")
-    try:
-        return json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DHError(f"{what} {path} is not valid JSON ({exc})") from None
-
-
-GT_FILE = "ground-truth file"  # how errors name the ground truth (the CLI turns it into --gt)
+_read_json = formats.read_json
+GT_FILE = formats.GT_FILE  # how errors name the ground truth (the CLI turns it into --gt)
 GT_LISTS = ("images", "annotations", "categories")
 
 
@@ -185,11 +178,13 @@ def _check_gt_list(entries: list, name: str, path: Path) -> None:
                "(ids must be unique)", **where)
 
 
-def read_ground_truth(path: str | Path) -> dict:
+def read_ground_truth(path: str | Path, resolved: formats.Resolved | None = None) -> dict:
     """The ground-truth dataset dict, every entry checked as strictly as a results file (a bad ground truth moves
-    AP as surely as a bad detection), ``area`` and ``iscrowd`` filled where absent (as pycocotools reads them)."""
+    AP as surely as a bad detection), ``area`` and ``iscrowd`` filled where absent (as pycocotools reads them).
+    ``resolved``: how to read it (`formats.resolve_options`; VOC and YOLO ground truth are built, then checked
+    alike); None: a COCO json."""
     path = Path(path)
-    data = _read_json(path, GT_FILE)
+    data = formats.ground_truth_data(path, resolved) if resolved is not None else _read_json(path, GT_FILE)
     if not isinstance(data, dict):
         raise DHError(f"{GT_FILE} {path} is not a JSON object; give a COCO instances json with "
                       f"{', '.join(repr(k) for k in GT_LISTS)} lists")
@@ -233,9 +228,16 @@ def _first_bad(bad: np.ndarray, path: Path, problem, what: str = "results file",
         raise DHError(f"{what} {path}: {entry} {hits[0]} {problem(hits[0])}{more}; fix or remove them")
 
 
-def read_results(path: str | Path, gt: dict, score_fields: Sequence[str] = ()) -> pd.DataFrame:
-    """The results file as a table, every entry checked (see the module's docstring)."""
+def read_results(path: str | Path, gt: dict, score_fields: Sequence[str] = (), resolved: formats.Resolved | None = None,
+                 gt_path: str | Path | None = None) -> pd.DataFrame:
+    """The results file as a table, every entry checked (see the module's docstring); its image and category ids
+    mapped to the ground truth's as ``resolved`` says (`formats`), YOLO and VOC detection files read by their
+    readers."""
     path = Path(path)
+    resolved = resolved or formats.coco_json()
+    gt_path = Path(gt_path) if gt_path is not None else None
+    if resolved.results_format != formats.COCO:
+        return formats.detection_files(path, gt, resolved, gt_path)
     records = _read_json(path, "results file")
     if not isinstance(records, list):
         raise DHError(f"results file {path} is not a list of detections (COCO results format)")
@@ -245,12 +247,10 @@ def read_results(path: str | Path, gt: dict, score_fields: Sequence[str] = ()) -
     for key in (*REQUIRED_KEYS, *score_fields):
         _first_bad(np.array([key not in r for r in records]), path, lambda i, key=key: f"has no '{key}'")
     frame = pd.DataFrame({k: [r[k] for r in records] for k in ("image_id", "category_id", "score", *score_fields)})
-    images = {im["id"] for im in gt["images"]}
-    cats = {c["id"] for c in gt["categories"]}
-    for key, known in (("image_id", images), ("category_id", cats)):
-        values = frame[key].to_numpy(dtype=object)
-        _first_bad(~frame[key].isin(known).to_numpy(), path,
-                   lambda i, key=key, values=values: f"has {key} {values[i]!r}, which the ground truth does not have")
+    # ids the ground truth lacks are refused here, counted, with the option that maps them when one would
+    frame["image_id"] = formats.resolve_images(frame["image_id"].to_numpy(dtype=object), gt, path, resolved, gt_path)
+    frame["category_id"] = formats.resolve_categories(frame["category_id"].to_numpy(dtype=object), gt, path,
+                                                      resolved, gt_path)
     boxes = [r["bbox"] for r in records]
     shape_bad = np.array([not (isinstance(b, (list, tuple)) and len(b) == 4
                                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b))
@@ -272,14 +272,20 @@ def read_results(path: str | Path, gt: dict, score_fields: Sequence[str] = ()) -
     return frame
 
 
-def read_inputs(gt_path: str | Path, results_path: str | Path, score_fields: Sequence[str] = ()) -> DetectionInputs:
+def read_inputs(gt_path: str | Path, results_path: str | Path, score_fields: Sequence[str] = (),
+                options: formats.InputOptions | None = None) -> DetectionInputs:
+    """The ground truth and the results, read as ``options`` says (`formats.InputOptions`; default: two COCO json
+    files matched by id) and checked."""
     reserved = {"iou", "score_x_iou"} | set(REQUIRED_KEYS)
     clash = [f for f in score_fields if f in reserved or f in ("x", "y", "w", "h")]
     if clash:
         raise DHError(f"score field '{clash[0]}' is a reserved name; name another per-detection field")
-    gt = read_ground_truth(gt_path)
-    results = read_results(results_path, gt, score_fields)
-    return DetectionInputs(gt, results, tuple(score_fields), Path(gt_path), Path(results_path))
+    gt_path, results_path = Path(gt_path), Path(results_path)
+    resolved = formats.resolve_options(options, gt_path, results_path, score_fields)
+    gt = read_ground_truth(gt_path, resolved)
+    results = read_results(results_path, gt, score_fields, resolved, gt_path)
+    source = None if resolved.is_default else {**resolved.key(), "content": formats.content_digest(gt, results)}
+    return DetectionInputs(gt, results, tuple(score_fields), gt_path, results_path, source=source)
 
 
 def detections_stage(results_path: str | Path, stated: str | None = None) -> tuple[str, str | None]:
@@ -520,7 +526,8 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
                        confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
                        positive_iou: float = measures.DEFAULT_POSITIVE_IOU,
                        stage: str | None = None,
-                       calibration_bins: str = calibration.EQUAL_WIDTH) -> DetectionResults:
+                       calibration_bins: str = calibration.EQUAL_WIDTH,
+                       input_options: formats.InputOptions | None = None) -> DetectionResults:
     """Check the inputs, analyse them and (with ``out``) write every table and ``detections_summary.json`` last.
 
     A folder already holding this analysis of the same files and settings is not recomputed: its tables are read;
@@ -528,21 +535,25 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
     ``before_nms`` as the user knows it, checked against eval's sidecar (`detections_stage`); the summary records the
     stage as ``stage`` and where it came from as ``stage_source``. ``calibration_bins``: ``equal-width`` (D-ECE's
     definition) or ``equal-count`` score bins for D-ECE and MCE; it is part of the folder's identity, so a folder
-    written before it was (equal-count ECE, no det_lrp.csv) is refused unless ``overwrite``.
+    written before it was (equal-count ECE, no det_lrp.csv) is refused unless ``overwrite``. ``input_options``: how to
+    read the inputs (`formats.InputOptions`: YOLO / VOC files, image matching by name, category maps); what they
+    change is part of the folder's identity, with a digest of what was read.
     """
-    inputs = read_inputs(gt, results, score_fields)  # every bad input fails here, before the folder is touched
+    inputs = read_inputs(gt, results, score_fields, input_options)  # every bad input fails here, before writing
     stage, stage_source = detections_stage(inputs.results_path, stage)
     if replicates < 0:
         raise DHError(f"replicates must be >= 0, got {replicates}")
     threshold_metrics.check_thresholds(score_threshold, confusion_iou)
     calibration.check_binning(calibration_bins)
-    key = {"analysis": OUTPUTS.analysis, "gt": file_identity(inputs.gt_path),
-           "results": file_identity(inputs.results_path), "score_fields": list(score_fields),
+    key = {"analysis": OUTPUTS.analysis, "gt": formats.path_identity(inputs.gt_path),
+           "results": formats.path_identity(inputs.results_path), "score_fields": list(score_fields),
            "replicates": int(replicates), "seed": int(seed), "score_threshold": float(score_threshold),
            "confusion_iou": float(confusion_iou), "positive_iou": float(positive_iou),
            "measures_format": measures.MEASURES_FORMAT, "calibration_bins": calibration_bins}
     if stage != STAGE_NOT_STATED:  # only when known, so a folder written before stages were recorded still resumes
         key["stage"] = stage
+    if inputs.source is not None:  # likewise only for inputs read otherwise than as two COCO json matched by id
+        key["inputs"] = inputs.source
     measures.positive_bin(positive_iou)
     folder = Path(out) if out is not None else None
     if folder is not None:

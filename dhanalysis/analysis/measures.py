@@ -484,6 +484,22 @@ def results_measures(table: pd.DataFrame, score_fields: Sequence[str] = ("score"
     (`dhanalysis.analysis.detections.detection_table`). An object is a ground truth with the detections matched to
     it; detections that overlap none are kept per (image, class, size) as boxes on no object.
     """
+    bins, objects = results_objects(table, score_fields, iou, positive_iou)
+    parts = []
+    for grouping, column in (("all", None), ("size", "size"), ("class", "category")):
+        by = ["score_field"] + ([column] if column else [])
+        part = measure_table(bins, objects, by, positive_iou, replicates, seed)
+        part = part.rename(columns={column: "group"}) if column else part.assign(group="all")
+        parts.append(part.assign(grouping=grouping))
+    if not len(table):
+        return pd.DataFrame(columns=list(RESULTS_MEASURE_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(RESULTS_MEASURE_COLUMNS)]
+
+
+def results_objects(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou",
+                    positive_iou: float = DEFAULT_POSITIVE_IOU) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(per-bin score moments, object rows) of a results file's detections (`results_measures`' ``table``), each
+    with a ``score_field`` column: what `measure_table` measures, and what `image_measure_sums` resamples."""
     import torch
 
     first = positive_bin(positive_iou)
@@ -511,12 +527,27 @@ def results_measures(table: pd.DataFrame, score_fields: Sequence[str] = ("score"
         bins.append(part.groupby(["score_field", "category", "size", "bin"], as_index=False).sum())
     bins = pd.concat(bins, ignore_index=True) if bins else None
     objects = pd.concat(objects, ignore_index=True) if objects else None
-    parts = []
-    for grouping, column in (("all", None), ("size", "size"), ("class", "category")):
-        by = ["score_field"] + ([column] if column else [])
-        part = measure_table(bins, objects, by, positive_iou, replicates, seed)
-        part = part.rename(columns={column: "group"}) if column else part.assign(group="all")
-        parts.append(part.assign(grouping=grouping))
-    if not len(table):
-        return pd.DataFrame(columns=list(RESULTS_MEASURE_COLUMNS))
-    return pd.concat(parts, ignore_index=True)[list(RESULTS_MEASURE_COLUMNS)]
+    return bins, objects
+
+
+def image_measure_sums(objects: pd.DataFrame, image_ids: Sequence[int]) -> np.ndarray:
+    """``(len(image_ids), C)`` per-image sums of object rows (one score field's) on the images ``image_ids`` (an
+    image without rows adds zeros): any weighted total of them, such as a bootstrap replicate's ``counts @ sums``,
+    gives every measure through `measures_of_sums`. Rows of images outside ``image_ids`` are a `DHError`."""
+    ids = np.asarray(image_ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    row_ids = objects["image_id"].to_numpy(np.int64)
+    found = np.searchsorted(ids, row_ids, sorter=order)
+    found = np.minimum(found, len(ids) - 1)
+    position = order[found] if len(ids) else found
+    outside = ids[position] != row_ids if len(ids) else np.ones(len(row_ids), bool)
+    if outside.any():
+        raise DHError(f"object rows of image {row_ids[outside.argmax()]}, which is not among the {len(ids)} images "
+                      "resampled")
+    return _image_columns(objects, position, len(ids))
+
+
+def measures_of_sums(sums: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """measure -> (n, value) of per-image sums totalled over images (`image_measure_sums`), with leading axes kept
+    (replicates): pooled and positive PCC, the object measures and, with bin sums, the decomposition."""
+    return _object_measures(sums)

@@ -200,15 +200,31 @@ def mean_ap(cls: np.ndarray, scores: np.ndarray, tp: np.ndarray, positives: dict
     return float(np.mean(aps)) if aps else 0.0
 
 
-def tide_breakdown(m: TideMatch) -> tuple[pd.DataFrame, float]:
-    """(ΔAP of each error type fixed alone, its count; TIDE's AP at IoU 0.5), ΔAP and AP as fractions."""
-    positives = pd.Series(m.gt_class).value_counts().to_dict()
+@dataclass
+class TideCurve:
+    """One AP computation of TIDE's breakdown: the detections it ranks (``entries``: positions in the `TideMatch`'s
+    detection arrays, in the order TIDE pushes them, which decides equal scores), each one's class, score and hit,
+    and which ground truths count as positives (``counted``, over the match's ground truths)."""
+
+    entries: np.ndarray  # (n,) int
+    cls: np.ndarray  # (n,)
+    score: np.ndarray  # (n,) float64
+    hit: np.ndarray  # (n,) bool
+    counted: np.ndarray  # (G,) bool
+
+
+def tide_curves(m: TideMatch) -> dict[str, TideCurve]:
+    """The curves TIDE's ΔAPs compare: "base" (the detector as it is), each error of `MAIN_ERRORS` fixed alone, and
+    the special "FalsePos" (perfect precision) and "FalseNeg" (perfect recall). Built from the match alone, which is
+    per image, so the same curves serve the breakdown and its bootstrap over images (`replicates`)."""
     tp = m.status == TP
     fp = m.status == FP
     counted = tp | fp
-    base = mean_ap(m.det_class[counted], m.det_score[counted], tp[counted], positives)
+    everyone = np.ones(len(m.gt_class), dtype=bool)
+    tp_rows = np.flatnonzero(tp)
+    curves = {"base": TideCurve(np.flatnonzero(counted), m.det_class[counted], m.det_score[counted], tp[counted],
+                                everyone)}
     is_error = m.error >= 0
-    rows = []
     for code, name in enumerate(MAIN_ERRORS):
         # errors keep their false positive (an ignored one has none) unless they are of the fixed type; fixed Loc /
         # Cls errors become true positives in their fix class, the others vanish; error entries come first, then
@@ -217,28 +233,42 @@ def tide_breakdown(m: TideMatch) -> tuple[pd.DataFrame, float]:
         keep_fp = is_error & ~this & fp
         turn_tp = this & m.fixable
         err_rows = np.flatnonzero(keep_fp | turn_tp)
-        cls = np.concatenate([np.where(turn_tp, m.fix_class, m.det_class)[err_rows], m.det_class[tp]])
-        sc = np.concatenate([m.det_score[err_rows], m.det_score[tp]])
-        hit = np.concatenate([turn_tp[err_rows], np.ones(int(tp.sum()), dtype=bool)])
-        fixed_pos = dict(positives)
-        if name == "Miss":  # a fixed miss leaves the positives
-            for c, n in pd.Series(m.gt_class[m.gt_missed]).value_counts().items():
-                fixed_pos[c] = fixed_pos.get(c, 0) - n
-        ap = mean_ap(cls, sc, hit, fixed_pos)
-        count = int(m.gt_missed.sum()) if name == "Miss" else int(this.sum())
-        rows.append({"error": name, "kind": "main", "delta_ap": max(ap - base, 0.0), "count": count})
+        curves[name] = TideCurve(
+            np.concatenate([err_rows, tp_rows]),
+            np.concatenate([np.where(turn_tp, m.fix_class, m.det_class)[err_rows], m.det_class[tp]]),
+            np.concatenate([m.det_score[err_rows], m.det_score[tp]]),
+            np.concatenate([turn_tp[err_rows], np.ones(len(tp_rows), dtype=bool)]),
+            ~m.gt_missed if name == "Miss" else everyone)  # a fixed miss leaves the positives
     # special errors: perfect precision (true positives scored 1, false positives 0); perfect recall
-    err_fp = is_error & fp
-    cls = np.concatenate([m.det_class[err_fp], m.det_class[tp]])
-    hit = np.concatenate([np.zeros(int(err_fp.sum()), dtype=bool), np.ones(int(tp.sum()), dtype=bool)])
-    rows.append({"error": "FalsePos", "kind": "special", "delta_ap": mean_ap(cls, hit.astype(np.float64), hit,
-                                                                              positives) - base,
-                 "count": int(err_fp.sum())})
-    unmatched = pd.Series(m.gt_class[~m.gt_used]).value_counts().to_dict()
-    fn_pos = {c: n - unmatched.get(c, 0) for c, n in positives.items()}
-    rows.append({"error": "FalseNeg", "kind": "special",
-                 "delta_ap": mean_ap(m.det_class[counted], m.det_score[counted], tp[counted], fn_pos) - base,
-                 "count": int((~m.gt_used).sum())})
+    err_fp = np.flatnonzero(is_error & fp)
+    hit = np.concatenate([np.zeros(len(err_fp), dtype=bool), np.ones(len(tp_rows), dtype=bool)])
+    curves["FalsePos"] = TideCurve(np.concatenate([err_fp, tp_rows]),
+                                   np.concatenate([m.det_class[err_fp], m.det_class[tp]]), hit.astype(np.float64),
+                                   hit, everyone)
+    base = curves["base"]
+    curves["FalseNeg"] = TideCurve(base.entries, base.cls, base.score, base.hit, m.gt_used.copy())
+    return curves
+
+
+def curve_ap(m: TideMatch, curve: TideCurve) -> float:
+    """TIDE's mAP of one curve (`mean_ap`), its positives the curve's counted ground truths."""
+    positives = pd.Series(m.gt_class[curve.counted]).value_counts().to_dict()
+    return mean_ap(curve.cls, curve.score, curve.hit, positives)
+
+
+def tide_breakdown(m: TideMatch) -> tuple[pd.DataFrame, float]:
+    """(ΔAP of each error type fixed alone, its count; TIDE's AP at IoU 0.5), ΔAP and AP as fractions."""
+    curves = tide_curves(m)
+    base = curve_ap(m, curves["base"])
+    rows = []
+    for code, name in enumerate(MAIN_ERRORS):
+        count = int(m.gt_missed.sum()) if name == "Miss" else int((m.error == code).sum())
+        rows.append({"error": name, "kind": "main", "delta_ap": max(curve_ap(m, curves[name]) - base, 0.0),
+                     "count": count})
+    counts = {"FalsePos": int(((m.error >= 0) & (m.status == FP)).sum()), "FalseNeg": int((~m.gt_used).sum())}
+    for name in SPECIAL_ERRORS:  # not floored
+        rows.append({"error": name, "kind": "special", "delta_ap": curve_ap(m, curves[name]) - base,
+                     "count": counts[name]})
     return pd.DataFrame(rows, columns=list(TIDE_COLUMNS)), base
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pcc": ("pcc", "Pearson correlation of IoU and classification score (paper §3.2)"),
     "spatial-corr": ("spatial_corr", "spatial correlation of head outputs and fc6 weights (paper §3.4)"),
     "detections": ("detections", "any detector's results file: score-IoU alignment, TIDE and COCO error breakdowns"),
+    "compare": ("compare", "two detectors' results files: every metric's difference, paired intervals, Holm"),
     "sweep": ("sweep", "the paper's ablation sweeps (Tables 1-3, Fig. 8)"),
     "figures": ("figures", "render the paper's figures and tables from result files (no model is run)"),
     "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: tiny models)"),

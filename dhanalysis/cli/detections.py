@@ -4,7 +4,15 @@
   dhanalysis detections --gt GT.json --results eval/detections_fc.json --out results/x --score-field fc_score
 
 --results is a COCO results json: a list of {image_id, category_id, bbox [x, y, w, h], score in [0, 1]}, plus any
-per-detection score fields named by --score-field (each analysed for score-IoU alignment like the score). Writes to
+per-detection score fields named by --score-field (each analysed for score-IoU alignment like the score). --gt and
+--results may also be YOLO txt or Pascal VOC files, and results numbered otherwise than the ground truth may be matched
+by file name and mapped to its categories (docs/detections.md, "Inputs"):
+
+  dhanalysis detections --gt labels/val --images images/val --classes data.yaml --results runs/predict/labels --out x
+  dhanalysis detections --gt VOC2007/ImageSets/Main/test.txt --results comp4/ --out y
+  dhanalysis detections --gt GT.json --results yolo.json --match-images by-name --category-map index --out z
+
+Writes to
 --out: detections.csv (+ .parquet with pyarrow; one row per detection: COCOeval's match and TP flag at IoU 0.5 and
 0.75, best same-class and any-class IoU, size group, TIDE's error type), det_alignment.csv (Pearson, Spearman,
 Kendall of score and IoU overall / per size / per class with bootstrap intervals over images), det_alignment_bins.csv,
@@ -66,12 +74,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "detector's file; eval's detections_<mode>.json state it in eval_stage.json beside "
                              "them, which this must not contradict)")
     parser.add_argument("--overwrite", action="store_true", help="replace results of other inputs in --out")
+    add_input_arguments(parser)
+
+
+def category_offset(text: str) -> int:
+    """An integer added to every category id of --results (of either sign; 0 changes nothing)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (e.g. 1 for 0-based ids), got '{text}'") from None
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """How --gt and --results are read: their formats, the class list, the images' sizes, image and category
+    matching (`dhanalysis.analysis.formats`)."""
+    from dhanalysis.analysis.formats import BY_INDEX, FORMATS, MATCHINGS
+
+    group = parser.add_argument_group("inputs other than two COCO json files matched by id")
+    group.add_argument("--gt-format", choices=FORMATS, default="auto",
+                       help="coco (a .json), voc (a folder of .xml, or an ImageSets/Main/<set>.txt), yolo (a folder "
+                            "of <image stem>.txt: 'class cx cy w h'); auto (default) tells them apart")
+    group.add_argument("--results-format", choices=FORMATS, default="auto",
+                       help="coco (a .json), voc (the devkit's <comp>_det_<set>_<class>.txt files, or <class>.txt "
+                            "with voc named), yolo (a folder of <image stem>.txt: 'class cx cy w h conf'); auto "
+                            "(default) tells them apart")
+    group.add_argument("--classes", metavar="NAMES",
+                       help="the class list: a file of one name a line (class 0 first), a YOLO data.yaml, or a,b,c; "
+                            "needed by YOLO ground truth, names YOLO detections' classes, orders a VOC ground truth's")
+    group.add_argument("--images", metavar="DIR",
+                       help="the images YOLO coordinates are fractions of (their sizes from the file headers); "
+                            "needed by YOLO ground truth, else YOLO detections take the ground truth's sizes")
+    group.add_argument("--match-images", choices=MATCHINGS, default=None,
+                       help="by-id (default for a COCO results json): its image_id is the ground truth's; by-name: "
+                            "its image_id is a file name or stem (or the number of a numeric stem) of a ground-truth "
+                            "image; YOLO and VOC detections are always matched by name")
+    group.add_argument("--image-map", metavar="MAP.json",
+                       help="their image ids' file names, {\"their id\": \"file name\"} or a COCO json with their "
+                            "'images'; implies --match-images by-name")
+    group.add_argument("--category-offset", type=category_offset, default=0, metavar="N",
+                       help="add N to every category id of --results (1: 0-based ids against 1-based ones)")
+    group.add_argument("--category-map", metavar="MAP.json",
+                       help=f"{{\"their id or class name\": our id or category name}}, or '{BY_INDEX}': their id i is "
+                            "the ground truth's i-th category in id order (YOLO's numbering of COCO's 80)")
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dhanalysis.analysis.detections import compute_detections
+    from dhanalysis.analysis.formats import InputOptions
     from dhanalysis.cli.common import check_at_least, print_written
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_folder
@@ -84,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
                                   replicates=args.bootstrap, seed=args.seed, overwrite=args.overwrite,
                                   positive_iou=args.positive_iou, score_threshold=args.score_threshold,
                                   confusion_iou=args.confusion_iou, stage=args.stage,
-                                  calibration_bins=args.calibration_bins)
+                                  calibration_bins=args.calibration_bins,
+                                  input_options=InputOptions(
+                                      gt_format=args.gt_format, results_format=args.results_format,
+                                      classes=args.classes, images=args.images, match_images=args.match_images,
+                                      image_map=args.image_map, category_offset=args.category_offset,
+                                      category_map=args.category_map))
     except DHError as exc:  # the library names files by role; name the flags
         text = (str(exc).replace("ground-truth file ", "--gt ").replace("results file ", "--results ")
                 .replace("stated stage ", "--stage "))

@@ -9,7 +9,7 @@ pcc.csv / spatial_corr.npz / architecture.csv; the variant comes from config.jso
 name) and the sweeps' results.csv (--sweeps, default RESULTS/sweeps). Writes, as far as the results allow:
 fig2, fig3, fig4, fig5, fig6, fig7, fig8, figA1, figA2, figA3 (.png and .pdf) and table1, table2, table3, table5
 (.md and .csv), and from a `dhanalysis detections` folder det-alignment, det-analyze, det-tide, det-reliability,
-det-confusion, det-measures.
+det-confusion, det-measures, from a `dhanalysis compare` folder det-compare.
 Each figure or table whose inputs are missing is skipped with one line naming the results it needs; when none
 can be drawn (an empty or foreign --results folder, or --only items without their inputs) the command refuses
 with one line instead, before writing anything. --formats are checked against what matplotlib writes first.

@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dhanalysis.errors import DHError
-from dhanalysis.figures import ablation, architecture, correlation, detections, qualitative, sliding_window
+from dhanalysis.figures import ablation, architecture, compare, correlation, detections, qualitative, sliding_window
 from dhanalysis.figures.style import RC, head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
 from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, ResultsTree, spatial_frame
@@ -38,7 +38,7 @@ from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMEN
                               DETECTIONS_CONFUSION_CSV, DETECTIONS_MEASURES_CSV, DETECTIONS_SUMMARY_JSON,
                               DETECTIONS_TIDE_CSV, HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
                               VARIANTS)
-from dhanalysis.vocab import EVAL_CSV, METRICS, PER_CLASS_AP_CSV
+from dhanalysis.vocab import COMPARE_CSV, COMPARE_SUMMARY_JSON, EVAL_CSV, METRICS, PER_CLASS_AP_CSV
 
 HeadRef = tuple[str, str]  # (model name, head type)
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -421,6 +421,16 @@ def _det_measures(read: Callable[[str], pd.DataFrame], summary: dict) -> Figure 
     return detections.plot_measures(table)
 
 
+def _compare(res: Results) -> tuple[Figure, pd.DataFrame] | str:
+    """The differences of `dhanalysis compare` from the first folder holding its table and summary."""
+    for m in res.models.values():
+        if m.path(COMPARE_SUMMARY_JSON) and m.path(COMPARE_CSV):
+            table = pd.read_csv(m.path(COMPARE_CSV))
+            names = json.loads(m.path(COMPARE_SUMMARY_JSON).read_text()).get("names")
+            return compare.plot_compare(table, names), table
+    return f"needs {COMPARE_CSV} and {COMPARE_SUMMARY_JSON} (dhanalysis compare)"
+
+
 FIGURES: dict[str, tuple[str, Builder]] = {
     "fig2": ("Fig. 2", _fig2),
     "fig3": ("Fig. 3", _fig3),
@@ -451,6 +461,7 @@ FIGURES: dict[str, tuple[str, Builder]] = {
         res, lambda read, s: detections.plot_confusion(read(DETECTIONS_CONFUSION_CSV)), DETECTIONS_CONFUSION_CSV)),
     "det-measures": ("Detections: alignment measures", lambda res: _detections(
         res, _det_measures, DETECTIONS_MEASURES_CSV)),
+    "det-compare": ("Detections: two detectors compared", _compare),
 }
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
