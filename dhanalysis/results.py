@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, COMPARE_CSV, COMPARE_SUMMARY_JSON, CONFIG_JSON,
-                              DETECTIONS_INFO_JSON, DETECTIONS_SUMMARY_JSON,
+                              DETECTIONS_INFO_JSON, DETECTIONS_PARQUET, DETECTIONS_SUMMARY_JSON,
                               DETECTIONS_TABLES, EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV,
                               PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV,
                               QUALITATIVE_IMAGES_CSV, RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS,
@@ -70,7 +70,9 @@ RESULTS: dict[str, Outputs] = {
         Outputs("architecture", (ARCHITECTURE_CSV,), what="the conv-head's layer table", shipped=(ARCHITECTURE_CSV,),
                 marks_model=False),
         # `dhanalysis detections`: any detector's results file (the per-detection table may be large: not shipped)
-        Outputs("detections", (*(f for t in DETECTIONS_TABLES for f in table_files(t)), DETECTIONS_SUMMARY_JSON),
+        Outputs("detections", (*(f for t in DETECTIONS_TABLES
+                                 for f in (table_files(t) if t in DETECTIONS_PARQUET else (t,))),
+                               DETECTIONS_SUMMARY_JSON),
                 summary=DETECTIONS_SUMMARY_JSON, what="detection results"),
         # `dhanalysis compare`: two detectors' results files, every metric's difference with its paired interval
         Outputs("compare", (COMPARE_CSV, COMPARE_SUMMARY_JSON), summary=COMPARE_SUMMARY_JSON,
@@ -78,7 +80,7 @@ RESULTS: dict[str, Outputs] = {
     )
 }
 
-# A folder holding any of these is a model's results folder (`dhanalysis.figures.render.discover_models`).
+# A folder holding any of these is a model's results folder (`discover_models`, below).
 MODEL_MARKERS: tuple[str, ...] = tuple(f for o in RESULTS.values() if o.marks_model for f in o.files if "*" not in f)
 
 

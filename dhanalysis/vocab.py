@@ -1,6 +1,6 @@
 """The project's shared names, each defined once: head types and tasks, the head variants, the inference modes,
-object groups and COCO's size rule, proposal sets, the COCO metrics, the dataset layout, and the files and chunk
-folders a results folder holds.
+object groups and COCO's size rule, proposal sets, the COCO metrics, the dataset layout and the detector's resize
+scale, and the files and chunk folders a results folder holds.
 
 Every layer reads them from here (the model builds its branches from `VARIANTS`, the analyses group objects by
 `SIZE_GROUPS`, the figures order and label by both), so this module imports nothing beyond the standard library:
@@ -230,6 +230,13 @@ def split_paths(root: str | PurePath, split: str) -> tuple[Path, Path]:
     return root / split, root / "annotations" / f"instances_{split}.json"
 
 
+def resize_scale(height: float, width: float, min_size: float, max_size: float) -> float:
+    """The scale an image (``height``, ``width``) is resized by so its short side is ``min_size`` unless its long side
+    would pass ``max_size``: the one the detector's resize (torchvision's ``GeneralizedRCNNTransform``) picks, and
+    the one the data pipeline's `Resize` and the model's resize conventions compute."""
+    return min(min_size / min(height, width), max_size / max(height, width))
+
+
 # ------------------------------------------------------------------------------------------------ result files
 # What the commands write into a model's results folder and what figures, findings and reproduce read back. A table
 # ``x.csv`` has a twin ``x.parquet`` when pyarrow is installed (`table_files`).
@@ -270,12 +277,14 @@ DETECTIONS_RECALL_CSV = "det_recall.csv"  # COCO's average recall per area range
 DETECTIONS_THRESHOLDS_CSV = "det_thresholds.csv"  # precision / recall / F1 at the score threshold and the best-F1 one
 DETECTIONS_F1_CURVE_CSV = "det_f1_curve.csv"  # precision / recall / F1 against the score threshold
 DETECTIONS_CONFUSION_CSV = "det_confusion.csv"  # classes x classes plus background (ultralytics' counting)
-# every table `dhanalysis detections` writes (each as CSV, and Parquet where pyarrow is present)
+# every table `dhanalysis detections` writes, each as CSV; those in DETECTIONS_PARQUET also as Parquet where pyarrow is
+# present (the per-detection table, the one large enough to want it)
 DETECTIONS_TABLES = (DETECTIONS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_BINS_CSV,
                      DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TIDE_CSV, DETECTIONS_ANALYZE_CSV,
                      DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV, DETECTIONS_MEASURES_CSV,
                      DETECTIONS_RECALL_CSV, DETECTIONS_THRESHOLDS_CSV, DETECTIONS_F1_CURVE_CSV,
                      DETECTIONS_CONFUSION_CSV, DETECTIONS_LRP_CSV)
+DETECTIONS_PARQUET = (DETECTIONS_CSV,)
 DETECTIONS_SUMMARY_JSON = "detections_summary.json"
 # compare (two detectors' results files on one ground truth): one row per metric, the difference with its paired
 # bootstrap interval, p-value and Holm verdict; the summary (the folder's record) last
@@ -284,12 +293,19 @@ COMPARE_SUMMARY_JSON = "compare_summary.json"
 # the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
 CHUNKS_DIR = "chunks"
 SLIDING_WINDOW_CHUNKS, PCC_CHUNKS, SPATIAL_CORR_CHUNKS = "sliding_window", "pcc", "spatial_corr"
+# a training run's folder: the finished run's weights (what every command's --ckpt reads)
+FINAL_CHECKPOINT = "model_final.pth"
 # a sweep folder
 SWEEP_CSV = "sweep.csv"  # the run index: grid, run and the grid's settings
 SWEEP_RESULTS_CSV = "results.csv"  # the index joined with every run's eval.csv rows
-# a reproduction
+# a reproduction (`dhanalysis.study`): the findings, their companions, and the study's record
 FINDINGS_CSV = "findings.csv"
 FINDINGS_MD = "findings.md"
+PER_SEED_CSV = "findings_per_seed.csv"  # each seed's value of every claim
+TRUNKS_CSV = "findings_by_trunk.csv"  # the fc-vs-conv claims side by side on every trunk
+DOSE_CSV = "dose_response.csv"  # the §3.2 differences against the Single-FC − Single-Conv AP gap, per fc width
+HEADS_CSV = "heads_params.csv"  # every trained head's conv / fc weights
+STUDY_SUMMARY_JSON = "reproduction_summary.json"  # the plan, the quality checks per trunk and replicate
 
 
 def table_files(csv_name: str) -> tuple[str, str]:

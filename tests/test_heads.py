@@ -205,13 +205,20 @@ def test_branch_inference_form_and_a_head_without_one():
 
 
 def test_fusion_rules_follow_their_formulas():
+    # worked by hand from §4.2 (Eq. 4) and Table 3: complementary 1 − (1 − s_fc)(1 − s_conv), max, mean
+    s_fc = torch.tensor([[0.2, 0.9, 0.0, 0.5]])
+    s_conv = torch.tensor([[0.6, 0.3, 0.4, 0.5]])
+    torch.testing.assert_close(fuse_scores(s_fc, s_conv, "complementary"), torch.tensor([[0.68, 0.93, 0.4, 0.75]]))
+    torch.testing.assert_close(fuse_scores(s_fc, s_conv, "max"), torch.tensor([[0.6, 0.9, 0.4, 0.5]]))
+    torch.testing.assert_close(fuse_scores(s_fc, s_conv, "average"), torch.tensor([[0.4, 0.6, 0.2, 0.5]]))
     torch.manual_seed(0)
     a, b = torch.rand(50, 5), torch.rand(50, 5)
-    torch.testing.assert_close(fuse_scores(a, b, "complementary"), a + b * (1 - a))
     torch.testing.assert_close(fuse_scores(a, b, "complementary"), fuse_scores(b, a, "complementary"))
-    torch.testing.assert_close(fuse_scores(a, b, "complementary"), b + a * (1 - b))
-    torch.testing.assert_close(fuse_scores(a, b, "max"), torch.maximum(a, b))
-    torch.testing.assert_close(fuse_scores(a, b, "average"), (a + b) / 2)
+    torch.testing.assert_close(fuse_scores(a, b, "complementary"), 1 - (1 - a) * (1 - b))
+    for rule in ("max", "average"):  # symmetric, and between the two scores
+        fused = fuse_scores(a, b, rule)
+        torch.testing.assert_close(fused, fuse_scores(b, a, rule))
+        assert (fused >= torch.minimum(a, b)).all() and (fused <= torch.maximum(a, b)).all()
     assert set(FUSION_RULES) == {m.fusion for m in INFERENCE_MODES.values() if m.fusion}  # no rule unnamed, none unused
     fused = fuse_scores(a, b, "complementary")
     assert (fused >= torch.maximum(a, b) - 1e-7).all() and (fused <= 1).all()

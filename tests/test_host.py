@@ -60,3 +60,27 @@ def test_a_user_tuned_malloc_is_left_alone(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
     assert host.retain_freed_memory() is False
     monkeypatch.setattr(host, "_applied", None)
+
+
+class _Applied(Exception):
+    """Raised by the stand-in policy: the caller reached it."""
+
+
+def test_every_command_and_every_training_run_applies_the_policy(monkeypatch, tmp_path, capsys):
+    """The policy works only where it is called: `dhanalysis` applies it before running any command, and a training
+    run before its first step (a library caller who never goes through the command line)."""
+    import dhanalysis.cli as cli
+    import dhanalysis.engine.train as train_module
+    from helpers import tiny_config
+
+    calls = []
+    monkeypatch.setattr(cli, "retain_freed_memory", lambda: calls.append("cli") or True)
+    assert cli.main(["variants"]) == 0 and calls == ["cli"]
+    capsys.readouterr()
+
+    def reached():
+        raise _Applied
+
+    monkeypatch.setattr(train_module, "retain_freed_memory", reached)
+    with pytest.raises(_Applied):
+        train_module.train(tiny_config("single-fc", f"data.root={tmp_path / 'none'}"), tmp_path / "run")

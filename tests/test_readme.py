@@ -53,4 +53,29 @@ def test_readme_checks_equal_the_shipped_summary():
     if "replicates" not in summary.get("checks", {}):
         pytest.skip("docs/reproduction holds a study from before the per-replicate checks; "
                     "`dhanalysis reproduce --ship docs/reproduction` regenerates it")
-    assert read_section(ROOT / "README.md", CHECKS_START, CHECKS_END) == checks_section(summary)
+    section = read_section(ROOT / "README.md", CHECKS_START, CHECKS_END)
+    assert section == checks_section(summary)  # not edited by hand
+    # and what it says, read from the summary here: each trunk's AP, Single-FC's AP per trunk in seed order (a
+    # replicate's folder is <trunk>-trunk/seed<seed>), and the worst of each target over every replicate
+    checks, lines = summary["checks"], section.splitlines()
+    for name, v in checks["trunks"].items():
+        assert f"- the {name} trunk, trained end to end: box AP {v['AP']:.3f}, AP50 {v['AP50']:.3f}" in lines
+    reps = checks["replicates"]
+    per_trunk: dict[str, list[tuple[int, dict]]] = {}
+    for rep, v in reps.items():
+        trunk, seed = re.fullmatch(r"(.+)-trunk/seed(\d+)", rep).groups()
+        if "single_fc" in v:
+            per_trunk.setdefault(trunk, []).append((int(seed), v["single_fc"]))
+    for trunk, seeds in per_trunk.items():
+        seeds.sort(key=lambda s: s[0])
+        names = ", ".join(str(seed) for seed, _ in seeds)
+        ap, ap50 = (" / ".join(format(v[metric], ".3f") for _, v in seeds) for metric in ("AP", "AP50"))
+        assert f"- Single-FC heads on the frozen {trunk} trunk (seeds {names}): box AP {ap}, AP50 {ap50}" in lines
+
+    def row(what: str) -> list[str]:
+        return next(ln for ln in lines if ln.startswith(f"| {what}")).strip("|").split(" | ")
+
+    worst_ap = min((v["single_fc"]["AP"], rep) for rep, v in reps.items() if "single_fc" in v)
+    assert row("Single-FC box AP")[1:3] == [f"{worst_ap[0]:.3f}", worst_ap[1]]
+    worst_ap50 = min((ap, f"{rep} {run}") for rep, v in reps.items() for run, ap in v["default_mode_AP50"].items())
+    assert row("every Table 1 variant's")[1:3] == [f"{worst_ap50[0]:.3f}", worst_ap50[1]]

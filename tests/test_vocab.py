@@ -43,8 +43,12 @@ def test_mode_table_is_well_formed_and_every_name_resolves_to_its_row():
     assert parse_mode("none") is INFERENCE_MODES["fc-cls+conv-reg"]
     with pytest.raises(DHError, match="complementary"):  # the error lists the table's modes
         parse_mode("no-such-mode")
-    assert FUSION_MODES[0] == "fc-cls+conv-reg" and {INFERENCE_MODES[m].fusion for m in FUSION_MODES[1:]} == {
-        m.fusion for m in INFERENCE_MODES.values() if m.fusion}  # Table 3: no fusion, then every rule
+    # Table 3's rows, read from the paper: no fusion (fc-head classifies, conv-head regresses), max, average,
+    # complementary, each with the conv-head's boxes
+    assert FUSION_MODES == ("fc-cls+conv-reg", "max", "average", "complementary")
+    assert [(INFERENCE_MODES[m].cls, INFERENCE_MODES[m].reg, INFERENCE_MODES[m].fusion) for m in FUSION_MODES] == [
+        (("fc",), "conv", None), (("fc", "conv"), "conv", "max"), (("fc", "conv"), "conv", "average"),
+        (("fc", "conv"), "conv", "complementary")]
 
 
 def test_variant_table_is_well_formed():
@@ -99,6 +103,12 @@ def test_size_groups_and_thresholds_are_cocoevals():
     assert [size_group(a) for a in areas] == expected
     assert [size_group(np.float32(a)) for a in areas] == expected  # numpy scalars, as read from arrays
     assert [SIZE_GROUPS[i] for i in size_index(np.array(areas))] == expected
+    # the results-file metrics group and match by the same rule: detections.csv's size column, coco_match's ranges
+    from dhanalysis.analysis import coco_match, detections
+
+    assert list(detections._size_group(np.array(areas))) == expected
+    assert coco_match.AREA_LABELS == tuple(params.areaRngLbl)
+    assert coco_match.AREA_RANGES == tuple(tuple(float(v) for v in r) for r in params.areaRng)
     assert len(set(DIFFICULTY_GROUPS)) == 3
 
 

@@ -28,7 +28,7 @@ from dhanalysis.vocab import SIZE_GROUPS
 
 NUM_BINS = 20  # IoU bins of width 0.05, as the sliding-window statistics
 HIST_BINS = 20  # score bins of the 2-D histogram
-DEFAULT_REPLICATES = 100
+ALIGNMENT_REPLICATES = 100  # `dhanalysis detections --bootstrap`: descriptive intervals (bootstrap.DEFAULT_REPLICATES)
 CORRELATIONS = ("pearson", "spearman", "kendall")
 ALIGNMENT_COLUMNS = ("score_field", "grouping", "group", "n", *(f"{c}{s}" for c in CORRELATIONS
                                                                 for s in ("", "_lo", "_hi")))
@@ -182,7 +182,7 @@ def _usable_cores() -> int:
 
 
 def alignment_table(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou",
-                    replicates: int = DEFAULT_REPLICATES, seed: int = 0, chunk: int = 8) -> pd.DataFrame:
+                    replicates: int = ALIGNMENT_REPLICATES, seed: int = 0, chunk: int = 8) -> pd.DataFrame:
     """One row per (score field, grouping, group): n and each correlation of IoU and score with its 95% bootstrap
     interval over images (``replicates`` resamples of the images with replacement, each recomputing the statistic
     from every detection of the drawn images, ``chunk`` resamples at a time; 0: no intervals). Groups with fewer

@@ -56,6 +56,10 @@ from scipy.stats import t as student_t
 
 from dhanalysis.analysis.stats import pcc_from_moments
 
+# Intervals that decide (compare's p-values and Holm, the study's verdicts): the smallest two-sided p-value a
+# bootstrap of B replicates gives is 2 / (B + 1), so Holm over m metrics needs B >= 40 m - 1 (docs/detections.md).
+# The descriptive percentile intervals of the detections and pcc tables have their own, smaller defaults
+# (`alignment.ALIGNMENT_REPLICATES`, `measures.MEASURE_REPLICATES`): they describe, and no verdict is read from them.
 DEFAULT_REPLICATES = 1000
 CONFIDENCE = 0.95
 # the degrees of freedom read the seed variance at its one-sided 75% upper bound (see the module docstring)

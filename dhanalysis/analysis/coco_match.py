@@ -29,8 +29,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-AREA_RANGES = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))  # COCOeval's defaults
-AREA_LABELS = ("all", "small", "medium", "large")
+from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
+
+# COCOeval's default area ranges (params.areaRng, closed at both ends): "all", then the size groups, whose bounds are
+# the vocabulary's (`vocab.size_index` assigns an area on a shared bound to the larger group, as COCOeval counts it)
+AREA_LABELS = ("all", *SIZE_GROUPS)
+AREA_RANGES = ((0.0, 1e10), (0.0, float(SMALL_MAX_AREA)), (float(SMALL_MAX_AREA), float(LARGE_MIN_AREA)),
+               (float(LARGE_MIN_AREA), 1e10))
 MAX_DETS = (1, 10, 100)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 

@@ -62,8 +62,8 @@ from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTION_STAGES, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV,
                               DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV,
                               DETECTIONS_CALIBRATION_CSV, DETECTIONS_CSV, DETECTIONS_INFO_JSON, DETECTIONS_LRP_CSV,
-                              DETECTIONS_MEASURES_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_TABLES, DETECTIONS_TIDE_CSV,
-                              LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA, STAGE_NOT_STATED, detections_file)
+                              DETECTIONS_MEASURES_CSV, DETECTIONS_ORACLE_CSV, DETECTIONS_PARQUET, DETECTIONS_TABLES,
+                              DETECTIONS_TIDE_CSV, SIZE_GROUPS, STAGE_NOT_STATED, detections_file, size_index)
 
 REQUIRED_KEYS = ("image_id", "category_id", "bbox", "score")
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))  # COCOeval's thresholds
@@ -382,7 +382,8 @@ def _best_overlaps(inputs: DetectionInputs) -> dict[str, np.ndarray]:
 
 
 def _size_group(area: np.ndarray) -> np.ndarray:
-    return np.asarray(SIZE_GROUPS, dtype=object)[(area >= SMALL_MAX_AREA) * 1 + (area >= LARGE_MIN_AREA) * 1]
+    """COCO's size group (`vocab.size_index`) of each annotation area ``(N,)``, as names."""
+    return np.asarray(SIZE_GROUPS, dtype=object)[size_index(area)]
 
 
 def _coco_matches(ev: coco_match.Evaluation, num_rows: int) -> dict[str, np.ndarray]:
@@ -458,7 +459,7 @@ class DetectionResults:
     paths: list[Path]
 
 
-def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFAULT_REPLICATES,
+def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.ALIGNMENT_REPLICATES,
                        seed: int = 0, progress=print,
                        score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
                        confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
@@ -520,7 +521,7 @@ def analyse_detections(inputs: DetectionInputs, replicates: int = alignment.DEFA
 
 
 def compute_detections(gt: str | Path, results: str | Path, out: str | Path | None = None,
-                       score_fields: Sequence[str] = (), replicates: int = alignment.DEFAULT_REPLICATES,
+                       score_fields: Sequence[str] = (), replicates: int = alignment.ALIGNMENT_REPLICATES,
                        seed: int = 0, overwrite: bool = False, progress=print,
                        score_threshold: float = threshold_metrics.DEFAULT_SCORE_THRESHOLD,
                        confusion_iou: float = threshold_metrics.DEFAULT_CONFUSION_IOU,
@@ -572,7 +573,7 @@ def compute_detections(gt: str | Path, results: str | Path, out: str | Path | No
     paths: list[Path] = []
     if folder is not None:
         for name, frame in tables.items():
-            paths += write_table(frame, folder / name, parquet=name == DETECTIONS_CSV)
+            paths += write_table(frame, folder / name, parquet=name in DETECTIONS_PARQUET)
         atomic_write_json(folder / OUTPUTS.summary, _finite(summary))
         paths.append(folder / OUTPUTS.summary)
     return DetectionResults(tables, summary, paths)

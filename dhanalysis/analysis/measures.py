@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # torch is imported by `object_values` alone: tables and figu
 MEASURES = ALIGNMENT_MEASURES
 DEFAULT_POSITIVE_IOU = 0.5
 NEAR_BEST = 0.05
-DEFAULT_REPLICATES = 200
+MEASURE_REPLICATES = 200  # `dhanalysis pcc --bootstrap`: descriptive intervals (see bootstrap.DEFAULT_REPLICATES)
 MOMENT_NAMES = ("n", "sum_x", "sum_x2", "sum_s", "sum_s2", "sum_xs")
 BIN_SUMS = ("n", "x", "s", "xs")  # what the decomposition needs of each IoU bin: n, Σx, Σs, Σxs
 BIN_VALUES = tuple(f"bin{b}_{q}" for b in range(NUM_BINS) for q in BIN_SUMS)
@@ -378,7 +378,7 @@ def _object_rows_measures(objects: pd.DataFrame, by: list[str], replicates: int,
 
 
 def measure_table(bins: pd.DataFrame | None, objects: pd.DataFrame | None, by: Sequence[str],
-                  positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = DEFAULT_REPLICATES,
+                  positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = MEASURE_REPLICATES,
                   seed: int = 0) -> pd.DataFrame:
     """Every measure (`MEASURES`) per group of ``by``: ``by`` …, measure, n, pcc (the value), ci_low, ci_high.
 
@@ -474,7 +474,7 @@ RESULTS_MEASURE_COLUMNS = ("score_field", "grouping", "group", *MEASURE_COLUMNS)
 
 
 def results_measures(table: pd.DataFrame, score_fields: Sequence[str] = ("score",), iou: str = "iou",
-                     positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = DEFAULT_REPLICATES,
+                     positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = MEASURE_REPLICATES,
                      seed: int = 0) -> pd.DataFrame:
     """Every measure of the detections of a results file, per score field, overall, per size group and per class
     (`RESULTS_MEASURE_COLUMNS`, the columns of ``pcc.csv`` with ``score_field`` for head and set).

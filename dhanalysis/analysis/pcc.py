@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.analysis.groups import assign_difficulty, size_index
-from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, DEFAULT_REPLICATES, MEASURE_COLUMNS, MEASURES,
+from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, MEASURE_COLUMNS, MEASURE_REPLICATES, MEASURES,
                                           MEASURES_FORMAT, check_measure_format, measure_table, object_frame,
                                           object_row_tensor, object_values, positive_bin, score_bins)
 from dhanalysis.analysis.stats import NUM_BINS, PCC_MOMENTS
@@ -273,7 +273,7 @@ def _keyed(table: pd.DataFrame | None, proposal_set: str | None = None) -> pd.Da
 
 def pcc_table(stats: pd.DataFrame | None = None, pcc_stats: pd.DataFrame | None = None,
               difficulty: dict[int, str] | None = None, objects: pd.DataFrame | None = None,
-              positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = DEFAULT_REPLICATES,
+              positive_iou: float = DEFAULT_POSITIVE_IOU, replicates: int = MEASURE_REPLICATES,
               seed: int = 0) -> pd.DataFrame:
     """The ``pcc.csv`` table (`PCC_COLUMNS`): one row per (model, head, proposal set, grouping, group, measure).
 
@@ -333,7 +333,7 @@ def compute_pcc(
     difficulty: dict[int, str] | None = None,
     difficulty_from: str | None = None,
     positive_iou: float = DEFAULT_POSITIVE_IOU,
-    replicates: int = DEFAULT_REPLICATES,
+    replicates: int = MEASURE_REPLICATES,
     options=None,
     overwrite: bool = False,
 ):

@@ -65,12 +65,12 @@ def finished_runs(root: str | Path = CHECKPOINTS) -> dict[str, Path]:
     A run's name is its folder relative to ``root`` with ``/`` read as ``-`` (``checkpoints/synth-single-fc`` is
     ``synth-single-fc``), which is also its results folder's name.
     """
-    from dhanalysis.engine.train import FINAL
+    from dhanalysis.vocab import FINAL_CHECKPOINT
 
     root = Path(root)
     if not root.is_dir():
         return {}
-    runs = sorted(root.rglob(FINAL))
+    runs = sorted(root.rglob(FINAL_CHECKPOINT))
     return {"-".join(p.parent.relative_to(root).parts) or root.resolve().name: p for p in runs}
 
 

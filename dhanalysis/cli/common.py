@@ -190,12 +190,13 @@ def workspace_checkpoints(root: Path = Path("checkpoints")) -> dict[str, Path]:
     """Every finished run under ``root`` by name; none is a one-line error saying how to make one."""
     from dhanalysis.analysis.runner import finished_runs
     from dhanalysis.cli import COMMANDS
+    from dhanalysis.vocab import FINAL_CHECKPOINT
 
     runs = finished_runs(root)
     if not runs:
-        convert = (", convert one ('dhanalysis convert ... --out checkpoints/NAME/model_final.pth')"
+        convert = (f", convert one ('dhanalysis convert ... --out checkpoints/NAME/{FINAL_CHECKPOINT}')"
                    if "convert" in COMMANDS else "")
-        raise DHError(f"no --ckpt given and no finished run (model_final.pth) under {root.resolve()}; train one "
+        raise DHError(f"no --ckpt given and no finished run ({FINAL_CHECKPOINT}) under {root.resolve()}; train one "
                       f"('{TRAIN_HINT}'){convert} or pass --ckpt FILE")
     return runs
 

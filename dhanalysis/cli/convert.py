@@ -15,11 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
-SOURCE_NAMES = ("torchvision", "detectron2", "mmdet", "maskrcnn-benchmark")
+from dhanalysis.model.convert import SOURCES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", required=True, metavar="{" + ",".join(SOURCE_NAMES) + "}",
+    parser.add_argument("--from", dest="source", required=True, metavar="{" + ",".join(SOURCES) + "}",
                         help="the framework that wrote SRC")
     parser.add_argument("src", metavar="SRC", help="the downloaded weights file")
     parser.add_argument("--out", required=True, help="the checkpoint to write (DST.pth)")
@@ -50,7 +50,7 @@ def read_category_ids(path: str) -> tuple[int, ...]:
 def run(args: argparse.Namespace) -> int:
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_file
-    from dhanalysis.model.convert import SOURCES, convert_file
+    from dhanalysis.model.convert import convert_file
 
     check_writable_file(args.out, example="model.pth")
     if args.source not in SOURCES:

@@ -41,7 +41,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.alignment import DEFAULT_REPLICATES
+    from dhanalysis.analysis.alignment import ALIGNMENT_REPLICATES
     from dhanalysis.analysis.calibration import BINNINGS, EQUAL_WIDTH
     from dhanalysis.analysis.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
     from dhanalysis.cli.common import fraction
@@ -52,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--score-field", action="append", default=[], metavar="NAME",
                         help="another per-detection score to analyse beside 'score' (repeatable)")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_REPLICATES, metavar="B",
+    parser.add_argument("--bootstrap", type=int, default=ALIGNMENT_REPLICATES, metavar="B",
                         help=f"bootstrap replicates over images for the correlation intervals (default "
-                             f"{DEFAULT_REPLICATES}; 0: none)")
+                             f"{ALIGNMENT_REPLICATES}; 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.add_argument("--score-threshold", type=fraction, default=DEFAULT_SCORE_THRESHOLD, metavar="S",
                         help=f"detections with score >= S make the precision / recall / F1 of det_thresholds.csv and "

@@ -4,11 +4,10 @@
   dhanalysis figures --results results/ --out figures/ --models synth-single-fc,synth-single-conv --only fig2,fig3
   dhanalysis figures --results results/ --fc-head synth-double-head-ext:fc --conv-head synth-double-head-ext:conv
 
-Reads every model folder under --results (config.json / summary.json / eval.csv / sliding_window_stats.csv /
-pcc.csv / spatial_corr.npz / architecture.csv; the variant comes from config.json's model.variant, else the folder
-name) and the sweeps' results.csv (--sweeps, default RESULTS/sweeps). Writes, as far as the results allow:
-fig2, fig3, fig4, fig5, fig6, fig7, fig8, figA1, figA2, figA3 (.png and .pdf) and table1, table2, table3, table5
-(.md and .csv), and from a `dhanalysis detections` folder det-alignment, det-analyze, det-tide, det-reliability,
+Reads every model folder under --results (one holding a file listed at the end; the variant comes from config.json's
+model.variant, else the folder name) and the sweeps' results.csv (--sweeps, default RESULTS/sweeps). Writes, as far
+as the results allow: fig2, fig3, fig4, fig5, fig6, fig7, fig8, figA1, figA2, figA3 (.png and .pdf) and table1,
+table2, table3, table5 (.md and .csv), and from a `dhanalysis detections` folder det-alignment, det-analyze, det-tide, det-reliability,
 det-confusion, det-measures, from a `dhanalysis compare` folder det-compare.
 Each figure or table whose inputs are missing is skipped with one line naming the results it needs; when none
 can be drawn (an empty or foreign --results folder, or --only items without their inputs) the command refuses
@@ -21,6 +20,14 @@ from any head but the paper's says so in a red title and prints one "WARNING: Fi
 from __future__ import annotations
 
 import argparse
+import textwrap
+
+from dhanalysis.results import MODEL_MARKERS
+
+# the files that mark a model folder, from the results registry (a table's Parquet twin goes with its CSV)
+__doc__ += "\n" + textwrap.fill(
+    "A model folder holds any of: " + ", ".join(f for f in MODEL_MARKERS if not f.endswith(".parquet")) + ".",
+    width=116) + "\n"
 
 
 def _split(text: str | None) -> list[str]:

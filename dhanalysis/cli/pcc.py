@@ -45,7 +45,7 @@ from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, add_w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.measures import DEFAULT_REPLICATES
+    from dhanalysis.analysis.measures import MEASURE_REPLICATES
     from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
 
     add_model_arguments(parser)
@@ -55,9 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per_class_ap.csv (dhanalysis eval) of the reference model that ranks class difficulty")
     parser.add_argument("--difficulty-model", help="the model in --difficulty-from, when it holds several")
     parser.add_argument("--difficulty-mode", help="the inference mode in --difficulty-from, when it holds several")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_REPLICATES, metavar="B",
+    parser.add_argument("--bootstrap", type=int, default=MEASURE_REPLICATES, metavar="B",
                         help=f"bootstrap replicates over images for the measures' 95%% intervals (default "
-                             f"{DEFAULT_REPLICATES}; 0: none)")
+                             f"{MEASURE_REPLICATES}; 0: none)")
     parser.add_argument("--rpn-background", default="keep", metavar="{keep,drop}",
                         help="RPN proposals that overlap no ground-truth box: keep them in the rpn set with IoU 0 "
                              "(default), or drop them from it")

@@ -64,7 +64,7 @@ def run_regime_pilot(plan, workdir: Path, tag: str, args: argparse.Namespace) ->
 
     from dhanalysis.engine.distributed import resolve_device
     from dhanalysis.study.regime import REGIMES, TINY_REGIME, run_regime
-    from dhanalysis.study.runner import Layout
+    from dhanalysis.study.layout import Layout
 
     layout = Layout(workdir, tag, plan.data_dir)
     frame = run_regime(plan, layout, TINY_REGIME if args.tiny else REGIMES[args.regime],

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from dhanalysis.vocab import resize_scale
+
 Target = dict[str, Any]
 
 
@@ -70,8 +72,7 @@ def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tupl
     The scale is the one torchvision's ``GeneralizedRCNNTransform`` picks, so a resized image needs no further resize
     inside the model.
     """
-    short, long = min(height, width), max(height, width)
-    scale = min(min_size / short, max_size / long)
+    scale = resize_scale(height, width, min_size, max_size)
     return int(math.floor(height * scale)), int(math.floor(width * scale))
 
 
@@ -93,7 +94,7 @@ class Resize:
         height, width = image.shape[-2:]
         target = dict(target)
         target.setdefault("orig_size", torch.tensor([height, width], dtype=torch.int64))
-        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        scale = resize_scale(height, width, self.min_size, self.max_size)
         if scale == 1.0:
             return image, target
         # The same call as the detector's resize, so the output size is computed the same way (floor of H * scale).

@@ -19,7 +19,7 @@ import pandas as pd
 
 from dhanalysis.errors import DHError
 from dhanalysis.folders import write_table
-from dhanalysis.vocab import EVAL_CSV, FUSION_MODES, SWEEP_CSV, SWEEP_RESULTS_CSV
+from dhanalysis.vocab import EVAL_CSV, FINAL_CHECKPOINT, FUSION_MODES, SWEEP_CSV, SWEEP_RESULTS_CSV
 
 LAMBDA_FC = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LAMBDA_CONV = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -120,7 +120,7 @@ def torchrun_commands(runs: list[Run], config: str, out: Path, nproc: int, extra
         if run.train:
             train = (f"torchrun --nproc_per_node {nproc} -m dhanalysis train --config {shlex.quote(config)} "
                      f"--out {folder} --resume {sets}")
-            ckpt = f"{folder}/model_final.pth"
+            ckpt = f"{folder}/{FINAL_CHECKPOINT}"
         else:
             train, ckpt = "true", shlex.quote(config)
         modes = f" --modes {','.join(run.modes)}" if run.modes else ""
@@ -168,7 +168,7 @@ def run_sweep(
     from dhanalysis.data.coco import CocoDataset
     from dhanalysis.engine.distributed import resolve_device
     from dhanalysis.engine.evaluate import evaluate
-    from dhanalysis.engine.train import FINAL, train
+    from dhanalysis.engine.train import train
     from dhanalysis.model.checkpoint import load_checkpoint
 
     out = Path(out)
@@ -179,7 +179,7 @@ def run_sweep(
     dev = resolve_device(device)
     for i, run in enumerate(runs, 1):
         folder = out / run.name
-        if (folder / EVAL_CSV).exists() and (not run.train or (trained / run.name / FINAL).exists()):
+        if (folder / EVAL_CSV).exists() and (not run.train or (trained / run.name / FINAL_CHECKPOINT).exists()):
             log(f"{grid} {run.name} ({i}/{len(runs)}): done, skipped")
             continue
         log(f"{grid} {run.name} ({i}/{len(runs)}): {' '.join(run.overrides) or 'evaluation only'}")

@@ -37,11 +37,11 @@ from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_text, claim
 from dhanalysis.model.build import build_model
 from dhanalysis.model.checkpoint import load_state_checked, read_checkpoint, save_checkpoint
+from dhanalysis.vocab import FINAL_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pth"
-FINAL = "model_final.pth"
 
 
 def scale_schedule(cfg: Config, ims_per_batch: int) -> Config:
@@ -140,7 +140,7 @@ def _prepare_out_dir(out: Path, cfg: Config, resume: bool, overwrite: bool) -> d
     An earlier run there is refused unless ``resume`` (same config: it continues) or ``overwrite`` (its checkpoints
     and metrics are deleted; nothing else in the folder is touched).
     """
-    ckpt, final = out / CHECKPOINT, out / FINAL
+    ckpt, final = out / CHECKPOINT, out / FINAL_CHECKPOINT
     existing = final if final.exists() else ckpt if ckpt.exists() else None
     state = read_checkpoint(existing) if existing is not None and resume and not overwrite else None
     stored: Any = existing  # without resume, that a run is there is enough to refuse or replace it
@@ -372,10 +372,10 @@ def train_together(
         start = int(state["iteration"]) if state else 0
         if state is not None and start >= cfg.train.iterations:
             if is_main():
-                print(f"{outs[i] / FINAL} is complete ({start} iterations); nothing to do")
+                print(f"{outs[i] / FINAL_CHECKPOINT} is complete ({start} iterations); nothing to do")
         else:
             pending.setdefault(start, []).append(i)
-    paths = [out / FINAL for out in outs]
+    paths = [out / FINAL_CHECKPOINT for out in outs]
     for start, members in sorted(pending.items()):  # models at another iteration cannot share the RNG stream
         ends = _train_group([cfgs[i] for i in members], [outs[i] for i in members], [states[i] for i in members],
                             start, dev, max_iterations, progress)
@@ -417,7 +417,7 @@ def _shared_state(out: Path, cfg: Config, resume: bool, overwrite: bool) -> dict
         flag = [state is not None]
         torch.distributed.broadcast_object_list(flag)
         if flag[0] and state is None:
-            state = read_checkpoint(out / (FINAL if (out / FINAL).exists() else CHECKPOINT))
+            state = read_checkpoint(out / (FINAL_CHECKPOINT if (out / FINAL_CHECKPOINT).exists() else CHECKPOINT))
     return state
 
 
@@ -503,11 +503,11 @@ def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.
 
 def _finish(run: Run, iteration: int) -> Path:
     if iteration >= run.cfg.train.iterations:
-        save_run(run, run.out / FINAL, iteration)
+        save_run(run, run.out / FINAL_CHECKPOINT, iteration)
         if is_main():
             (run.out / CHECKPOINT).unlink(missing_ok=True)
-            print(f"wrote {run.out / FINAL} and {run.out / 'metrics.jsonl'}")
-        return run.out / FINAL
+            print(f"wrote {run.out / FINAL_CHECKPOINT} and {run.out / 'metrics.jsonl'}")
+        return run.out / FINAL_CHECKPOINT
     save_run(run, run.out / CHECKPOINT, iteration)
     return run.out / CHECKPOINT
 

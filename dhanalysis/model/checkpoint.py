@@ -18,6 +18,7 @@ import torch
 from dhanalysis.config import Config, config_from_dict, config_to_dict
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_torch_save
+from dhanalysis.vocab import FINAL_CHECKPOINT
 
 FORMAT = "dhanalysis-checkpoint-v1"
 
@@ -34,7 +35,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.exists():
         raise DHError(f"checkpoint {path} does not exist; train one with 'dhanalysis train' or check the path")
     if path.is_dir():
-        final = path / "model_final.pth"
+        final = path / FINAL_CHECKPOINT
         hint = f" (did you mean {final}?)" if final.exists() else ""
         raise DHError(f"checkpoint {path} is a folder, not a file{hint}")
     try:

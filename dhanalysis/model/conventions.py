@@ -42,6 +42,8 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import boxes as box_ops
 
+from dhanalysis.vocab import resize_scale
+
 BOX_CONVENTIONS = ("continuous", "plus_one")
 BOX_CLAMPS = ("max", "both")
 DELTA_CLIP = math.log(1000.0 / 16)  # the cap of dw, dh in every library
@@ -81,7 +83,7 @@ def resized_size(height: int, width: int, min_size: int, max_size: int, rule: st
             size = int(round(max_size * short / long))
         other = int(size * long / short)
         return (size, other) if height <= width else (other, size)
-    scale = min(min_size / short, max_size / long)
+    scale = resize_scale(height, width, min_size, max_size)
     if rule == "round":
         return int(height * scale + 0.5), int(width * scale + 0.5)
     if rule == "torchvision":

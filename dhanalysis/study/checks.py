@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dhanalysis.study.plan import SINGLE_FC_RUN
 from dhanalysis.vocab import DEFAULT_MODES, SLIDING_WINDOW_STATS_CSV, SWEEP_RESULTS_CSV
 
 # What "the detectors learned" means, on the study's split: a claim about how a head scores or regresses says little
@@ -52,7 +53,7 @@ def replicate_checks(results: Path) -> dict:
     own = default_mode_ap(results)
     if len(own):
         checks["default_mode_AP50"] = {r.run: round(float(r.AP50), 4) for r in own.itertuples()}
-        sfc = own[own["run"] == "single-fc-w1"]
+        sfc = own[own["run"] == SINGLE_FC_RUN]
         if len(sfc):
             checks["single_fc"] = {"AP": round(float(sfc["AP"].iloc[0]), 4),
                                    "AP50": round(float(sfc["AP50"].iloc[0]), 4)}

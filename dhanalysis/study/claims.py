@@ -23,7 +23,7 @@ from dhanalysis.analysis.findings import (HIGH_IOU_BIN, REG_FROM_BIN, Estimate, 
                                           proposal_positive_pcc, spatial_offdiagonal, verdict, window_mean,
                                           window_object_rank, window_pcc, window_positive_pcc)
 from dhanalysis.errors import DHError
-from dhanalysis.study.plan import EXT_RUN, VANILLA_RUN
+from dhanalysis.study.plan import ANALYSED, EXT_RUN, SINGLE_CONV_RUN, SINGLE_FC_RUN, VANILLA_RUN
 from dhanalysis.vocab import DEFAULT_MODES, DETECTIONS, RPN_PROPOSALS, SIZE_GROUPS
 
 # Table 1's AP on COCO val2017, for the paper column
@@ -208,7 +208,7 @@ def ap_claims(runs: pd.DataFrame) -> list[Claim]:
           "Double-FC and Double-Conv by at least 1.4 AP.")
     for tag, group in (("w1", "weight 1.0"), ("w2", "ω 2.0/2.5")):
         dh = f"double-head-{tag}"
-        for other, name in (("single-fc-w1", "Single-FC"), ("single-conv-w1", "Single-Conv"),
+        for other, name in ((SINGLE_FC_RUN, "Single-FC"), (SINGLE_CONV_RUN, "Single-Conv"),
                             (f"double-fc-{tag}", "Double-FC"), (f"double-conv-{tag}", "Double-Conv")):
             ap_claim(f"table1-{tag}-double-head-vs-{other.rsplit('-w', 1)[0]}", "§5.2, Table 1",
                      f"Double-Head ({group}) beats {name}", q1, f"AP(Double-Head {tag}) − AP({name})",
@@ -221,11 +221,11 @@ def ap_claims(runs: pd.DataFrame) -> list[Claim]:
                  others, below=True)
     ap_claim("table1-single-conv-beats-double-conv", "§5.2, Table 1", "Single-Conv beats Double-Conv",
              "Single-Conv has higher classification scores than Double-Conv", "AP(Single-Conv) − AP(Double-Conv, "
-             "weight 1.0)", "35.9 vs 33.8", "single-conv-w1", ["double-conv-w1"])
+             "weight 1.0)", "35.9 vs 33.8", SINGLE_CONV_RUN, [ANALYSED["double-conv"][1]])
     ap_claim("table1-double-fc-beats-single-fc", "§5.2, Table 1", "Double-FC beats Single-FC",
              "sharing two tasks in a single fully connected head (Single-FC) is not as good as separating them in two "
-             "heads (Double-FC)", "AP(Double-FC, weight 1.0) − AP(Single-FC)", "37.3 vs 36.8", "double-fc-w1",
-             ["single-fc-w1"])
+             "heads (Double-FC)", "AP(Double-FC, weight 1.0) − AP(Single-FC)", "37.3 vs 36.8",
+             ANALYSED["double-fc"][1], [SINGLE_FC_RUN])
     q3 = "The proposed complementary fusion outperforms other fusion methods (max and average)"
     ap_claim("table3-complementary-vs-none", "§5.2, Table 3", "complementary fusion beats no fusion", q3,
              "AP(complementary) − AP(fc-cls+conv-reg), Double-Head-Ext", "40.3 vs 39.7",
@@ -441,7 +441,7 @@ def dose_response(evidence: Evidence, widths: dict[str, tuple[str, int]], trunk:
     rows = []
     for role, (run, width) in widths.items():
         quantities: list[tuple[str, str, Callable[[], Estimate]]] = [
-            ("ap_gap", "", lambda run=run: ap_difference(evidence, (run, "fc"), [("single-conv-w1", "conv")]))]
+            ("ap_gap", "", lambda run=run: ap_difference(evidence, (run, "fc"), [(SINGLE_CONV_RUN, "conv")]))]
         for measure, (_, _, window_stat, set_stat) in ALIGNMENT_ROWS.items():
             for where, stat in (("windows", window_stat(None)), (RPN_PROPOSALS, set_stat(RPN_PROPOSALS))):
                 quantities.append((where, measure, (lambda stat=stat, role=role: _diff(

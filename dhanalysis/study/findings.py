@@ -10,10 +10,9 @@ import pandas as pd
 from dhanalysis.analysis.findings import Evidence, findings_table, load_image_sums, load_matches, write_findings
 from dhanalysis.folders import write_table
 from dhanalysis.study.claims import dose_response, measure_claims, per_seed_table, trunk_table
-from dhanalysis.study.plan import StudyPlan, Trunk, width_run
-from dhanalysis.study.runner import (DOSE_CSV, PER_SEED_CSV, PROTOCOL, TRUNKS_CSV, Layout, analysed_models, sweep_index,
-                                     sweep_tables, untrained_models)
-from dhanalysis.vocab import EVAL_CSV
+from dhanalysis.study.layout import PROTOCOL, Layout
+from dhanalysis.study.plan import SINGLE_FC_RUN, StudyPlan, Trunk, analysed_models, untrained_models, width_run
+from dhanalysis.vocab import DOSE_CSV, EVAL_CSV, PER_SEED_CSV, SWEEP_CSV, SWEEP_RESULTS_CSV, TRUNKS_CSV
 
 
 def build_evidence(plan: StudyPlan, layout: Layout, trunk: Trunk, dataset, replicates: int,
@@ -58,7 +57,7 @@ def study_findings(plan: StudyPlan, layout: Layout, replicates: int) -> pd.DataF
         rows += measure_claims(evidence, trunk.name, PROTOCOL, runs, grid, fc_vs_conv_only=not primary,
                                strength_matched=strength)
         if primary and plan.fc_widths:
-            widths = {"single-fc": ("single-fc-w1", plan.fc_width),
+            widths = {"single-fc": (SINGLE_FC_RUN, plan.fc_width),
                       **{width_run(d): (width_run(d), d) for d in plan.fc_widths}}
             write_table(dose_response(evidence, widths, trunk.name), layout.results / Path(DOSE_CSV).stem,
                         parquet=False)
@@ -68,6 +67,23 @@ def study_findings(plan: StudyPlan, layout: Layout, replicates: int) -> pd.DataF
                 parquet=False)
     write_table(trunk_table(frame), layout.results / TRUNKS_CSV, parquet=False)
     return frame
+
+
+def sweep_tables(plan: StudyPlan, layout: Layout, trunk: Trunk, name: str) -> pd.DataFrame:
+    """One grid's ``results.csv`` of every seed of ``trunk``, with a ``seed`` column."""
+    frames = []
+    for seed in plan.all_seeds:
+        path = layout.replicate_results(trunk, seed) / "sweeps" / name / SWEEP_RESULTS_CSV
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(seed=seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def sweep_index(plan: StudyPlan, layout: Layout, trunk: Trunk) -> pd.DataFrame:
+    """Every grid's ``sweep.csv`` of the first seed: each run's own metadata (variant, weights, λ)."""
+    sweeps = layout.replicate_results(trunk, plan.seeds[0]) / "sweeps"
+    frames = [pd.read_csv(p) for p in sorted(sweeps.glob(f"*/{SWEEP_CSV}"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "variant"])
 
 
 def findings_header(plan: StudyPlan, tag: str) -> str:
@@ -91,4 +107,4 @@ def findings_header(plan: StudyPlan, tag: str) -> str:
             f"backbone are measured but marked 'not testable on a frozen trunk'.\n")
 
 
-__all__ = ["build_evidence", "findings_header", "study_findings"]
+__all__ = ["build_evidence", "findings_header", "study_findings", "sweep_index", "sweep_tables"]

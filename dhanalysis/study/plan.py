@@ -88,9 +88,22 @@ class StudyPlan:
         return [(trunk, seed) for trunk in self.trunks for seed in self.all_seeds]
 
 
+# The analysed models: role -> (grid, run), the one table of the runs the study names by role (the run names are
+# engine.sweep's). §3 compares Single-FC with Single-Conv, Fig. 6 Double-Conv with Single-Conv, Fig. 7 Double-FC with
+# Single-FC (all of Table 1's weight-1.0 group), Figs. A.3-A.5 Double-Head-Ext (λ 0.7 / 0.8) with Single-Conv.
+ANALYSED = {"single-fc": ("table1", "single-fc-w1"), "single-conv": ("table1", "single-conv-w1"),
+            "double-fc": ("table1", "double-fc-w1"), "double-conv": ("table1", "double-conv-w1"),
+            "double-head-ext": ("fig8", "lfc0.7-lconv0.8")}
+SINGLE_FC_RUN, SINGLE_CONV_RUN = ANALYSED["single-fc"][1], ANALYSED["single-conv"][1]
+EXT_RUN, VANILLA_RUN = ANALYSED["double-head-ext"][1], "lfc1-lconv1"
+SECTION3_RUNS = (SINGLE_FC_RUN, SINGLE_CONV_RUN)  # the §3 pair: what the second trunk must also train
+# Fig. 4's baseline: the §3 pair's heads as initialised (no training), on the same trunk and seeds
+UNTRAINED = {"single-fc-init": SINGLE_FC_RUN, "single-conv-init": SINGLE_CONV_RUN}
+
+
 def width_runs(widths: tuple[int, ...]) -> list[Run]:
     """Single-FC (Table 1's weight-1.0 settings) at each fc6 width: its own ``model.head.fc_dim`` pins the width."""
-    base = next(r for r in table1_runs() if r.name == "single-fc-w1")
+    base = next(r for r in table1_runs() if r.name == SINGLE_FC_RUN)
     return [Run(width_run(d), (*base.overrides, f"model.head.fc_dim={d}"),
                 {"variant": "single-fc", "w_fc": 1.0, "w_conv": 1.0, "group": "fc widths", "fc_dim": d})
             for d in widths]
@@ -100,16 +113,32 @@ def width_run(width: int) -> str:
     return f"single-fc-d{width}"
 
 
-# The analysed models: role -> (grid, run). §3 compares Single-FC with Single-Conv, Fig. 6 Double-Conv with
-# Single-Conv, Fig. 7 Double-FC with Single-FC (all of Table 1's weight-1.0 group), Figs. A.3-A.5 Double-Head-Ext
-# (λ 0.7 / 0.8) with Single-Conv.
-ANALYSED = {"single-fc": ("table1", "single-fc-w1"), "single-conv": ("table1", "single-conv-w1"),
-            "double-fc": ("table1", "double-fc-w1"), "double-conv": ("table1", "double-conv-w1"),
-            "double-head-ext": ("fig8", "lfc0.7-lconv0.8")}
-EXT_RUN, VANILLA_RUN = "lfc0.7-lconv0.8", "lfc1-lconv1"
-SECTION3_RUNS = ("single-fc-w1", "single-conv-w1")  # the §3 pair: what the second trunk must also train
-# Fig. 4's baseline: the §3 pair's heads as initialised (no training), on the same trunk and seeds
-UNTRAINED = {"single-fc-init": "single-fc-w1", "single-conv-init": "single-conv-w1"}
+def head_runs(plan: StudyPlan, trunk: Trunk, seed: int | None = None) -> dict[str, list]:
+    """The plan's runs that train on ``trunk`` (with ``seed``: on that seed; a §3-only seed trains the §3 pair and
+    the fc widths), by grid."""
+    section3_only = seed is not None and seed in plan.section3_seeds and seed not in plan.seeds
+    return {grid: [r for r in runs if (trunk.runs is None or r.name in trunk.runs)
+                   and (not section3_only or grid == "widths" or r.name in SECTION3_RUNS)]
+            for grid, runs in plan.grids().items()}
+
+
+def analysed_models(trunk: Trunk, plan: StudyPlan, seed: int | None = None) -> dict[str, tuple[str, str]]:
+    """role -> (grid, run) of the models analysed on ``trunk`` (at ``seed``): `ANALYSED`'s and each fc width's
+    Single-FC (its role is its run name)."""
+    runs = head_runs(plan, trunk, seed)
+    trained = {r.name for rs in runs.values() for r in rs}
+    models = {m: gr for m, gr in ANALYSED.items() if gr[1] in trained and (trunk.analysed is None or m in
+                                                                            trunk.analysed)}
+    return {**models, **{r.name: ("widths", r.name) for r in runs.get("widths", [])}}
+
+
+def untrained_models(trunk: Trunk, plan: StudyPlan, seed: int | None = None) -> dict[str, tuple[str, str]]:
+    """role -> (grid, run) of Fig. 4's untrained baseline: the §3 pair's heads as initialised, where they train."""
+    if not plan.untrained_baseline:
+        return {}
+    trained = {r.name for rs in head_runs(plan, trunk, seed).values() for r in rs}
+    return {m: ("table1", run) for m, run in UNTRAINED.items() if run in trained}
+
 
 HEAD_SCHEDULE = {"train.iterations": 1200, "train.lr": 0.02, "train.steps": [900, 1120], "train.warmup_iters": 50,
                  "train.checkpoint_period": 200, "train.log_period": 50, "train.clip_grad_norm": 10,
@@ -188,7 +217,7 @@ TINY = StudyPlan(
     strength_matched_width=64,
 )
 # the demo: the reproduction at demo size, one trunk and one seed
-DEMO_TABLE1 = ("single-fc-w1", "single-conv-w1", "double-fc-w1", "double-conv-w1", "double-head-w2")
+DEMO_TABLE1 = (*SECTION3_RUNS, ANALYSED["double-fc"][1], ANALYSED["double-conv"][1], "double-head-w2")
 DEMO = replace(
     FULL,
     data={"num_train": 600, "num_val": 100, "num_test": 100, "image_size": 320},

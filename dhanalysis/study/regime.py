@@ -87,11 +87,11 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     """Train and evaluate every regime run (resuming finished ones), write the three tables under
     ``layout.results / "regime"`` and return ``regime.csv``'s frame."""
     from dhanalysis.config import load_config, preset_path
-    from dhanalysis.engine.train import FINAL, train_together
+    from dhanalysis.engine.train import train_together
     from dhanalysis.errors import DHError
     from dhanalysis.folders import write_table
     from dhanalysis.study.runner import Steps, common_values, evaluate_runs, prepare_data, run_values, train_trunk
-    from dhanalysis.vocab import DEFAULT_MODES, VARIANTS
+    from dhanalysis.vocab import DEFAULT_MODES, FINAL_CHECKPOINT, VARIANTS
 
     trunk = next((t for t in plan.trunks if t.name == regime.trunk), None)
     if trunk is None:
@@ -107,13 +107,13 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
         results = layout.results / "regime" / f"it{iterations}"
         values = {**schedule_values(plan, iterations), **common_values(plan, layout), "model.backbone.weights": None,
                   "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": regime.seed}
-        todo = [(name, o, own) for name, o, own in runs if not (ckpts / name / FINAL).exists()]
+        todo = [(name, o, own) for name, o, own in runs if not (ckpts / name / FINAL_CHECKPOINT).exists()]
         if todo:
             cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), own,
                                 values={**run_values(values, own), **o, "name": name}) for name, o, own in todo]
             train_together(cfgs, [ckpts / name for name, _, _ in todo], resume=True, device=device)
-        evaluate_runs(on_split, layout, [(ckpts / name / FINAL, results / name, name, None) for name, _, _ in runs],
-                      device)
+        evaluate_runs(on_split, layout, [(ckpts / name / FINAL_CHECKPOINT, results / name, name, None)
+                                         for name, _, _ in runs], device)
         for name, o, own in runs:
             ev = pd.read_csv(results / name / "eval.csv")
             mode = DEFAULT_MODES[o["model.variant"]]

@@ -22,61 +22,13 @@ from pathlib import Path
 import pandas as pd
 
 from dhanalysis.folders import atomic_write_text, write_table
-from dhanalysis.study.plan import ANALYSED, EXT_RUN, SECTION3_RUNS, UNTRAINED, StudyPlan, Trunk
-from dhanalysis.vocab import EVAL_CSV, PCC_CSV, PER_CLASS_AP_CSV, SPATIAL_CORR_NPZ, SWEEP_CSV, SWEEP_RESULTS_CSV
-
-PROTOCOL = "shared-trunk"
-SUMMARY_JSON = "reproduction_summary.json"
-HEADS_CSV, PER_SEED_CSV, TRUNKS_CSV = "heads_params.csv", "findings_per_seed.csv", "findings_by_trunk.csv"
-DOSE_CSV = "dose_response.csv"  # the §3.2 differences against the Single-FC − Single-Conv AP gap, per fc width
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a study under ``work`` (outputs tagged ``tag``) keeps everything."""
-
-    work: Path
-    tag: str
-    data_dir: str
-
-    @property
-    def data(self) -> Path:
-        return self.work / "data" / self.data_dir
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.work / "checkpoints" / self.tag
-
-    @property
-    def results(self) -> Path:
-        return self.work / "results" / self.tag
-
-    @property
-    def figures(self) -> Path:
-        return self.work / "figures" / self.tag
-
-    @property
-    def backbone(self) -> Path:
-        return self.checkpoints / "resnet18-synth.pth"
-
-    def trunk(self, trunk: Trunk) -> Path:
-        return self.checkpoints / "trunks" / trunk.name
-
-    def trunk_results(self, trunk: Trunk) -> Path:
-        return self.results / "trunks" / trunk.name
-
-    @staticmethod
-    def replicate(trunk: Trunk, seed: int) -> str:
-        return f"{trunk.name}-trunk/seed{seed}"
-
-    def runs(self, trunk: Trunk, seed: int) -> Path:
-        """Checkpoints of one replicate's head runs: ``<grid>/<run>/``."""
-        return self.checkpoints / self.replicate(trunk, seed)
-
-    def replicate_results(self, trunk: Trunk, seed: int) -> Path:
-        """One replicate's results tree: ``sweeps/<grid>/<run>/`` and ``<model>/`` (what figures and findings read)."""
-        return self.results / self.replicate(trunk, seed)
-
+from dhanalysis.study.checks import replicate_checks
+from dhanalysis.study.findings import study_findings
+from dhanalysis.study.layout import PROTOCOL, Layout
+from dhanalysis.study.plan import (ANALYSED, EXT_RUN, StudyPlan, Trunk, analysed_models, head_runs,
+                                   untrained_models)
+from dhanalysis.vocab import (DOSE_CSV, EVAL_CSV, FINAL_CHECKPOINT, HEADS_CSV, PCC_CSV, PER_CLASS_AP_CSV,
+                              SPATIAL_CORR_NPZ, STUDY_SUMMARY_JSON)
 
 @dataclass
 class Outcome:
@@ -133,15 +85,13 @@ def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = 
     step(f"the primary replicate's qualitative images, architecture and figures -> {layout.figures}")
     primary_extras(plan, layout, primary, device)
     step(f"findings over {len(plan.seeds)} seed(s) and {len(plan.trunks)} trunk(s) -> {layout.results}")
-    from dhanalysis.study.findings import study_findings
-
     frame = study_findings(plan, layout, replicates or plan.replicates)
     render_dose_response(layout)
     checks = quality_checks(plan, layout)
     seconds = time.perf_counter() - started
     summary = {"protocol": PROTOCOL, "study": tag, "split": plan.split, "minutes_this_call": seconds / 60,
                "checks": checks, "plan": plan_record(plan)}
-    atomic_write_text(layout.results / SUMMARY_JSON, json.dumps(summary, indent=2, default=list))
+    atomic_write_text(layout.results / STUDY_SUMMARY_JSON, json.dumps(summary, indent=2, default=list))
     return Outcome(layout, primary, frame, checks, seconds)
 
 
@@ -213,15 +163,6 @@ def evaluate_runs(plan: StudyPlan, layout: Layout, runs: list[tuple[Path, Path, 
                       outs=[out for _, out, _, _ in todo], names=[name for _, _, name, _ in todo], progress=False)
 
 
-def head_runs(plan: StudyPlan, trunk: Trunk, seed: int | None = None) -> dict[str, list]:
-    """The plan's runs that train on ``trunk`` (with ``seed``: on that seed; a §3-only seed trains the §3 pair and
-    the fc widths), by grid."""
-    section3_only = seed is not None and seed in plan.section3_seeds and seed not in plan.seeds
-    return {grid: [r for r in runs if (trunk.runs is None or r.name in trunk.runs)
-                   and (not section3_only or grid == "widths" or r.name in SECTION3_RUNS)]
-            for grid, runs in plan.grids().items()}
-
-
 def run_values(values: dict, overrides) -> dict:
     """The plan's head values without the keys a run pins itself in its ``overrides`` (``key=value`` strings: its own
     win, e.g. a width run's fc6)."""
@@ -234,21 +175,21 @@ def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_
     """Every head run of one (trunk, seed), trained together on the frozen trunk, then evaluated on the test split."""
     from dhanalysis.config import load_config, preset_path
     from dhanalysis.engine.sweep import write_index
-    from dhanalysis.engine.train import FINAL, train_together
+    from dhanalysis.engine.train import train_together
 
     grids = head_runs(plan, trunk, seed)
     runs = [(grid, r) for grid, rs in grids.items() for r in rs]
     ckpts, results = layout.runs(trunk, seed), layout.replicate_results(trunk, seed)
-    step(f"{len(runs)} head runs of {layout.replicate(trunk, seed)}, trained together -> {ckpts}")
+    step(f"{len(runs)} head runs of {layout.replicate(trunk, seed).name}, trained together -> {ckpts}")
     values = {**plan.heads, **common_values(plan, layout), "model.backbone.weights": None,
               "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": seed}
-    todo = [(g, r) for g, r in runs if not (ckpts / g / r.name / FINAL).exists()]
+    todo = [(g, r) for g, r in runs if not (ckpts / g / r.name / FINAL_CHECKPOINT).exists()]
     if todo:
         cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
                             values={**run_values(values, r.overrides), "name": r.name}) for _, r in todo]
         train_together(cfgs, [ckpts / g / r.name for g, r in todo], resume=True, device=device)
     step(f"COCO AP of every mode of {len(runs)} runs on {plan.split}, evaluated together -> {results / 'sweeps'}")
-    evaluate_runs(plan, layout, [(ckpts / g / r.name / FINAL, results / "sweeps" / g / r.name, r.name,
+    evaluate_runs(plan, layout, [(ckpts / g / r.name / FINAL_CHECKPOINT, results / "sweeps" / g / r.name, r.name,
                                   list(r.modes) or None) for g, r in runs], device)
     for grid, rs in grids.items():
         if rs:
@@ -268,30 +209,12 @@ def table3(sweeps: Path) -> None:
     write_index(table3_runs(), "table3", sweeps / "table3")
 
 
-def analysed_models(trunk: Trunk, plan: StudyPlan, seed: int | None = None) -> dict[str, tuple[str, str]]:
-    """role -> (grid, run) of the models analysed on ``trunk`` (at ``seed``): `plan.ANALYSED`'s and each fc width's
-    Single-FC (its role is its run name)."""
-    runs = head_runs(plan, trunk, seed)
-    trained = {r.name for rs in runs.values() for r in rs}
-    models = {m: gr for m, gr in ANALYSED.items() if gr[1] in trained and (trunk.analysed is None or m in
-                                                                            trunk.analysed)}
-    return {**models, **{r.name: ("widths", r.name) for r in runs.get("widths", [])}}
-
-
-def untrained_models(trunk: Trunk, plan: StudyPlan, seed: int | None = None) -> dict[str, tuple[str, str]]:
-    """role -> (grid, run) of Fig. 4's untrained baseline: the §3 pair's heads as initialised, where they train."""
-    if not plan.untrained_baseline:
-        return {}
-    trained = {r.name for rs in head_runs(plan, trunk, seed).values() for r in rs}
-    return {m: ("table1", run) for m, run in UNTRAINED.items() if run in trained}
-
-
 def untrained_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_ckpt: Path) -> None:
     """Checkpoints of the §3 pair with their heads as initialised by ``seed`` on the trunk (no training):
     ``<replicate>/untrained/<role>/model_final.pth``."""
     from dhanalysis.config import load_config, preset_path
     from dhanalysis.data.coco import CocoDataset
-    from dhanalysis.engine.train import FINAL, untrained_checkpoint
+    from dhanalysis.engine.train import untrained_checkpoint
 
     models = untrained_models(trunk, plan, seed)
     if not models:
@@ -304,7 +227,7 @@ def untrained_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, tr
         r = runs[run]
         cfg = load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
                           values={**run_values(values, r.overrides), "name": role})
-        untrained_checkpoint(cfg, num_classes, layout.runs(trunk, seed) / "untrained" / role / FINAL)
+        untrained_checkpoint(cfg, num_classes, layout.runs(trunk, seed) / "untrained" / role / FINAL_CHECKPOINT)
 
 
 def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, device: str, step: Steps) -> None:
@@ -314,12 +237,11 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
     from dhanalysis.analysis.pcc import compute_pcc
     from dhanalysis.analysis.runner import RunOptions, load_models
     from dhanalysis.analysis.spatial import compute_spatial_corr
-    from dhanalysis.engine.train import FINAL
 
     results, ckpts = layout.replicate_results(trunk, seed), layout.runs(trunk, seed)
     models = analysed_models(trunk, plan, seed)
-    step(f"analyses of {', '.join(models)} in {layout.replicate(trunk, seed)} -> {results}")
-    reference = results / "sweeps" / "table1" / "single-fc-w1" / PER_CLASS_AP_CSV
+    step(f"analyses of {', '.join(models)} in {layout.replicate(trunk, seed).name} -> {results}")
+    reference = results / "sweeps" / Path(*ANALYSED["single-fc"]) / PER_CLASS_AP_CSV
     difficulty = load_difficulty(reference) if reference.is_file() else None
     options = RunOptions(chunk_size=1, progress=False)
     for name, (grid, run) in models.items():
@@ -329,8 +251,9 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
             shutil.copyfile(results / "sweeps" / grid / run / f, folder / f)
         if (folder / PCC_CSV).exists() and (folder / SPATIAL_CORR_NPZ).exists():
             continue
-        for model_run in load_models([ckpts / grid / run / FINAL], out=folder, max_images=plan.analysis_images,
-                                     device=device, split=plan.split, data_root=layout.data):
+        for model_run in load_models([ckpts / grid / run / FINAL_CHECKPOINT], out=folder,
+                                     max_images=plan.analysis_images, device=device, split=plan.split,
+                                     data_root=layout.data):
             if not (folder / PCC_CSV).exists():
                 compute_pcc(model_run, proposals_per_gt=plan.proposals_per_gt, difficulty=difficulty,
                             difficulty_from=str(reference) if difficulty else None, options=options)
@@ -341,7 +264,7 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
         if (folder / SPATIAL_CORR_NPZ).exists():
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        for model_run in load_models([ckpts / "untrained" / role / FINAL], out=folder,
+        for model_run in load_models([ckpts / "untrained" / role / FINAL_CHECKPOINT], out=folder,
                                      max_images=plan.analysis_images, device=device, split=plan.split,
                                      data_root=layout.data):
             compute_spatial_corr(model_run, options=options)
@@ -351,11 +274,10 @@ def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) 
     """Figs. A.4-A.5's images, Fig. 5's architecture table, the heads' parameters and every figure, of the primary
     replicate (the first trunk's first seed)."""
     from dhanalysis.analysis.architecture import write_architecture
-    from dhanalysis.engine.train import FINAL
     from dhanalysis.model.checkpoint import load_checkpoint
 
     trunk, seed = plan.replicates_of()[0]
-    ext_ckpt = layout.runs(trunk, seed) / "fig8" / EXT_RUN / FINAL
+    ext_ckpt = layout.runs(trunk, seed) / "fig8" / EXT_RUN / FINAL_CHECKPOINT
     ext_folder = primary / "double-head-ext"
     if ext_ckpt.exists():
         from dhanalysis.vocab import QUALITATIVE_IMAGES_CSV
@@ -393,7 +315,6 @@ def render_dose_response(layout: Layout) -> Path | None:
 
 def head_parameters(plan: StudyPlan, layout: Layout) -> pd.DataFrame:
     """Every trained head's conv/fc weights (`model.params.branch_table`), one row per run and branch."""
-    from dhanalysis.engine.train import FINAL
     from dhanalysis.model.checkpoint import load_checkpoint
     from dhanalysis.model.params import branch_table
 
@@ -401,7 +322,7 @@ def head_parameters(plan: StudyPlan, layout: Layout) -> pd.DataFrame:
     frames = []
     for grid, runs in head_runs(plan, trunk).items():
         for r in runs:
-            ckpt = layout.runs(trunk, seed) / grid / r.name / FINAL
+            ckpt = layout.runs(trunk, seed) / grid / r.name / FINAL_CHECKPOINT
             if ckpt.exists():
                 model = load_checkpoint(ckpt)
                 frames.append(branch_table(model).assign(grid=grid, run=r.name, variant=model.config.model.variant))
@@ -421,27 +342,8 @@ def render_figures(results: Path, figures: Path) -> list[Path]:
     return render_all(results, figures)
 
 
-def sweep_tables(plan: StudyPlan, layout: Layout, trunk: Trunk, name: str) -> pd.DataFrame:
-    """One grid's ``results.csv`` of every seed of ``trunk``, with a ``seed`` column."""
-    frames = []
-    for seed in plan.all_seeds:
-        path = layout.replicate_results(trunk, seed) / "sweeps" / name / SWEEP_RESULTS_CSV
-        if path.is_file():
-            frames.append(pd.read_csv(path).assign(seed=seed))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def sweep_index(plan: StudyPlan, layout: Layout, trunk: Trunk) -> pd.DataFrame:
-    """Every grid's ``sweep.csv`` of the first seed: each run's own metadata (variant, weights, λ)."""
-    sweeps = layout.replicate_results(trunk, plan.seeds[0]) / "sweeps"
-    frames = [pd.read_csv(p) for p in sorted(sweeps.glob(f"*/{SWEEP_CSV}"))]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "variant"])
-
-
 def quality_checks(plan: StudyPlan, layout: Layout) -> dict:
     """The numbers a study's detectors must reach (detectors that learned), measured per trunk and seed."""
-    from dhanalysis.study.checks import replicate_checks
-
     checks: dict = {"split": plan.split, "trunks": {}, "replicates": {}}
     for trunk in plan.trunks:
         path = layout.trunk_results(trunk) / EVAL_CSV
@@ -449,5 +351,7 @@ def quality_checks(plan: StudyPlan, layout: Layout) -> dict:
             row = pd.read_csv(path).iloc[0]
             checks["trunks"][trunk.name] = {"AP": round(float(row["AP"]), 4), "AP50": round(float(row["AP50"]), 4)}
     for trunk, seed in plan.replicates_of():
-        checks["replicates"][layout.replicate(trunk, seed)] = replicate_checks(layout.replicate_results(trunk, seed))
+        replicate = layout.replicate(trunk, seed)
+        checks["replicates"][replicate.name] = {**replicate_checks(layout.replicate_results(trunk, seed)),
+                                                **replicate.fields()}
     return checks

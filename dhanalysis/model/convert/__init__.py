@@ -18,8 +18,9 @@ from pathlib import Path
 
 from dhanalysis.config import Config, load_config
 from dhanalysis.errors import DHError
-from dhanalysis.model.convert.common import load_converted, read_source
 
+# source name -> its module here; read by `dhanalysis convert` for its choices, so importing this table (and not
+# the converters, which import torch) keeps the command line light
 SOURCES = {
     "torchvision": "from_torchvision",
     "detectron2": "from_detectron2",
@@ -49,6 +50,8 @@ def convert_source(source: str, src: str | Path, category_ids: tuple[int, ...] |
     ``category_ids``: the dataset's category ids, in label order (sorted), for classifiers indexed by category id
     (torchvision's 91 COCO slots); default COCO's 80. ``overrides``: dotted config settings applied last.
     """
+    from dhanalysis.model.convert.common import load_converted, read_source
+
     if source not in SOURCES:
         raise DHError(f"unknown source '{source}'; choose one of: {', '.join(SOURCES)}")
     module = importlib.import_module(f"dhanalysis.model.convert.{SOURCES[source]}")
