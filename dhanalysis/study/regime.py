@@ -34,7 +34,7 @@ class RegimePlan:
     """What the regime pilot trains: Single-FC at each of ``fc_dims`` and Single-Conv, at each of ``schedules``
     (head iterations; learning-rate steps at the same fractions as the plan's), with one ``seed``, on ``trunk``."""
 
-    fc_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    fc_dims: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     schedules: tuple[int, ...] = (1200, 1600, 2400, 3600, 4800)
     seed: int = 0
     trunk: str = "single-fc"
@@ -49,7 +49,7 @@ REGIME = RegimePlan()
 # dominate its cost: about a seed's head phase 2.5 times)
 VARIANTS_REGIME = RegimePlan(fc_dims=(), schedules=(), variants=("double-fc-w1", "double-conv-w1",
                                                                   "double-head-reverse-w1", "double-head-w1"),
-                             variant_schedules=(2400, 3600))
+                             variant_schedules=(3600, 5400))
 TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4), variants=("double-conv-w1",), variant_schedules=(4,))
 REGIMES = {"widths": REGIME, "variants": VARIANTS_REGIME}
 
