@@ -103,28 +103,28 @@ def write_images(folder: Path) -> Path:
     return folder
 
 
-def write_yolo_labels(folder: Path, objects: list[dict]) -> Path:
-    """One <stem>.txt per image with objects, 'cls cx cy w h' as fractions of the image (none for the empty image)."""
+def _write_yolo(folder: Path, rows: list[dict], with_score: bool) -> Path:
+    """One <stem>.txt per image with rows, 'cls cx cy w h' as fractions of the image (then 'conf' with
+    ``with_score``); none for an image without rows."""
     folder.mkdir(parents=True)
     for stem in STEMS:
         width, height = SIZES[stem]
-        lines = [f"{o['cls']} {(o['box'][0] + o['box'][2] / 2) / width!r} {(o['box'][1] + o['box'][3] / 2) / height!r} "
-                 f"{o['box'][2] / width!r} {o['box'][3] / height!r}" for o in objects if o["stem"] == stem]
+        lines = [f"{r['cls']} {(r['box'][0] + r['box'][2] / 2) / width!r} {(r['box'][1] + r['box'][3] / 2) / height!r} "
+                 f"{r['box'][2] / width!r} {r['box'][3] / height!r}" + (f" {r['score']!r}" if with_score else "")
+                 for r in rows if r["stem"] == stem]
         if lines:
             (folder / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_yolo_labels(folder: Path, objects: list[dict]) -> Path:
+    """YOLO ground truth: 'cls cx cy w h' per line."""
+    return _write_yolo(folder, objects, with_score=False)
 
 
 def write_yolo_detections(folder: Path, dets: list[dict]) -> Path:
-    """ultralytics' save_txt + save_conf: 'cls cx cy w h conf' per line, one file per image with detections."""
-    folder.mkdir(parents=True)
-    for stem in STEMS:
-        width, height = SIZES[stem]
-        lines = [f"{d['cls']} {(d['box'][0] + d['box'][2] / 2) / width!r} {(d['box'][1] + d['box'][3] / 2) / height!r} "
-                 f"{d['box'][2] / width!r} {d['box'][3] / height!r} {d['score']!r}" for d in dets if d["stem"] == stem]
-        if lines:
-            (folder / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-    return folder
+    """ultralytics' save_txt + save_conf: 'cls cx cy w h conf' per line."""
+    return _write_yolo(folder, dets, with_score=True)
 
 
 def voc_corners(box: list[float]) -> tuple[float, float, float, float]:

@@ -76,7 +76,7 @@ def _rank_sums(chunk_dir: Path, task: str, image_ids: list[int], heads: int, set
     from dhanalysis.analysis.measures import OBJECT_VALUES, ROW_KEYS
     from dhanalysis.analysis.runner import iter_rows
 
-    position = {image: i for i, image in enumerate(image_ids)}
+    order = np.asarray(image_ids, dtype=np.int64)  # sorted: the chunks are read in image-id order
     out = np.zeros((len(image_ids), heads, sets, len(SIZE_GROUPS), 2))
     rho_col = ROW_KEYS + OBJECT_VALUES.index("spearman")
     for rows in iter_rows(chunk_dir, task, "objects"):
@@ -86,7 +86,7 @@ def _rank_sums(chunk_dir: Path, task: str, image_ids: list[int], heads: int, set
         rho = a[:, rho_col]
         keep = (a[:, 3] >= 0) & np.isfinite(rho)
         a, rho = a[keep], rho[keep]
-        index = (np.array([position[int(i)] for i in a[:, 2]], dtype=np.int64), a[:, 0].astype(np.int64),
+        index = (np.searchsorted(order, a[:, 2].astype(np.int64)), a[:, 0].astype(np.int64),
                  a[:, 1].astype(np.int64), a[:, 5].astype(np.int64))
         np.add.at(out[..., 0], index, rho)
         np.add.at(out[..., 1], index, 1.0)

@@ -68,10 +68,15 @@ ALIGNMENT_ROWS = {
 }
 
 
+def _signed(*parts: tuple[float, str, str, Callable]) -> Callable[[Evidence], Estimate]:
+    """Σ sign · f(part): each part is (sign, model role, head, statistic of (sums, head))."""
+    return lambda ev: paired_difference(ev, [(sign, role, (lambda s, head=head, f=f: f(s, head)))
+                                             for sign, role, head, f in parts])
+
+
 def _diff(a: tuple[str, str, Callable], b: tuple[str, str, Callable]) -> Callable[[Evidence], Estimate]:
     """f(a) − f(b): each side is (model role, head, statistic of (sums, head))."""
-    return lambda ev: paired_difference(ev, [(1.0, a[0], lambda s: a[2](s, a[1])),
-                                             (-1.0, b[0], lambda s: b[2](s, b[1]))])
+    return _signed((1.0, *a), (-1.0, *b))
 
 
 def _pcc(size: str | None = None) -> Callable:
@@ -151,11 +156,10 @@ def analysis_claims() -> list[Claim]:
               "training makes the fc-head more spatially sensitive than the conv-head beyond what their structure "
               "gives", "we examine the output feature maps of both heads and confirm that fc-head is more spatially "
               "sensitive", "(conv − fc mean off-diagonal cosine, trained) − (the same, untrained heads)", "> 0",
-              lambda ev: paired_difference(ev, [(1.0, "single-conv", lambda s: spatial_offdiagonal(s, "conv_output")),
-                                                (-1.0, "single-fc", lambda s: spatial_offdiagonal(s, "fc_output")),
-                                                (-1.0, "single-conv-init",
-                                                 lambda s: spatial_offdiagonal(s, "conv_output")),
-                                                (1.0, "single-fc-init", lambda s: spatial_offdiagonal(s, "fc_output"))]),
+              _signed((1.0, "single-conv", "conv_output", spatial_offdiagonal),
+                      (-1.0, "single-fc", "fc_output", spatial_offdiagonal),
+                      (-1.0, "single-conv-init", "conv_output", spatial_offdiagonal),
+                      (1.0, "single-fc-init", "fc_output", spatial_offdiagonal)),
               fc_vs_conv=True),
         Claim("fig6-single-conv-scores", "§5.2, Fig. 6",
               "Single-Conv gives higher classification scores than Double-Conv to proposals with high IoU",
