@@ -9,7 +9,7 @@ another class, duplicates, and the rest background boxes of low score) and runs 
 
 - the **evaluation engines**, each from the two json files to COCOeval's 12 numbers (``evaluate`` + ``accumulate``
   + ``summarize``; loading timed apart): ``pycocotools`` (the reference), ``coco_match`` (ours,
-  `dhanalysis.analysis.coco_match`, what `dhanalysis detections` evaluates with), ``faster_coco_eval``,
+  `dhanalysis.metrics.coco_match`, what `dhanalysis detections` evaluates with), ``faster_coco_eval``,
   ``hotcoco``, ``ultrafast_pycocotools`` and ``vernier`` (its pycocotools-compatible ``COCOeval``, strict parity,
   fed by pycocotools' loading). Each engine's AP (stats[0]) is compared with pycocotools';
 - the **whole analyses**: ``ours`` (`compute_detections` writing every table to a folder, as ``dhanalysis detections
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # candidate -> (what it is, the distribution to install); the first engine is the reference of the others' ratios
 ENGINES = {
     "pycocotools": ("pycocotools COCOeval", "pycocotools"),
-    "coco_match": ("ours: dhanalysis.analysis.coco_match", "dhanalysis"),
+    "coco_match": ("ours: dhanalysis.metrics.coco_match", "dhanalysis"),
     "faster_coco_eval": ("faster-coco-eval COCOeval_faster", "faster-coco-eval"),
     "hotcoco": ("hotcoco COCOeval", "hotcoco"),
     "ultrafast_pycocotools": ("ultrafast-pycocotools COCOeval", "ultrafast-pycocotools"),
@@ -169,7 +169,7 @@ def engine_vernier(gt_path: Path, det_path: Path, _: int) -> dict:
 
 def engine_coco_match(gt_path: Path, det_path: Path, _: int) -> dict:
     """Reading the files into arrays (loadRes's share), then `coco_match.evaluate`; AP as COCOeval's stats[0]."""
-    from dhanalysis.analysis import coco_match
+    from dhanalysis.metrics import coco_match
 
     start = time.perf_counter()
     gt = json.loads(gt_path.read_text())
@@ -200,7 +200,7 @@ def analysis_tidecv(gt_path: Path, det_path: Path, _: int) -> dict:
 
 def analysis_ours(gt_path: Path, det_path: Path, replicates: int) -> dict:
     """`compute_detections` into a fresh folder, as the command runs it; seconds per step from its progress lines."""
-    from dhanalysis.analysis.detections import compute_detections
+    from dhanalysis.metrics.detections import compute_detections
 
     with tempfile.TemporaryDirectory() as out:
         steps: list[tuple[str, float]] = []
@@ -234,10 +234,10 @@ def worker(name: str, gt_path: Path, det_path: Path, replicates: int, out: Path)
 
 def _import_of(name: str) -> None:
     """Import what the candidate needs (ImportError when it is not installed) before its clock starts."""
-    modules = {"pycocotools": ["pycocotools.cocoeval"], "coco_match": ["dhanalysis.analysis.coco_match"],
+    modules = {"pycocotools": ["pycocotools.cocoeval"], "coco_match": ["dhanalysis.metrics.coco_match"],
                "faster_coco_eval": ["faster_coco_eval"], "hotcoco": ["hotcoco"],
                "ultrafast_pycocotools": ["ultrafast_pycocotools"], "vernier": ["vernier", "pycocotools.coco"],
-               "tidecv": ["tidecv"], "ours": ["dhanalysis.analysis.detections"]}[name]
+               "tidecv": ["tidecv"], "ours": ["dhanalysis.metrics.detections"]}[name]
     for module in modules:
         __import__(module)
 

@@ -14,11 +14,11 @@ import torch
 
 from bench.common import interleaved, log, paired_ratio
 from bench.peak import probe
-from dhanalysis.analysis.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_proposals
-from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.sliding_window import SlidingWindowTask
-from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
-from dhanalysis.analysis.stats import NUM_BINS
+from dhanalysis.probes.proposals import DEFAULT_PROPOSALS_PER_GT, sliding_window_proposals
+from dhanalysis.probes.harness import image_context
+from dhanalysis.probes.sliding_window import SlidingWindowTask
+from dhanalysis.probes.sliding_window import DEFAULT_BATCH_SIZE
+from dhanalysis.stats.moments import NUM_BINS
 from dhanalysis.config import load_config
 from dhanalysis.model import build_model
 
@@ -184,7 +184,7 @@ def measures_cost(device: str = "cpu", proposals_per_gt: int = DEFAULT_PROPOSALS
     windows per box): the task with and without its object rows, side by side in the same rounds
     (``overhead``: paired median of with / without − 1), and the object rows alone on the same scored windows
     (``measures_share``: their best time / the best time of the task without them)."""
-    from dhanalysis.analysis.scoring import AdaptiveBatch
+    from dhanalysis.probes.scoring import AdaptiveBatch
     from dhanalysis.boxes import matched_iou
 
     model = build("single-fc", device)

@@ -1,5 +1,6 @@
 """Package namespaces that import their modules on first use, so `import dhanalysis.data` (or `.model`,
-`.analysis`) costs nothing until a name is used: torch-free callers (figures, vocab users) stay torch-free."""
+`.probes`, `.metrics`, `.stats`) costs nothing until a name is used: torch-free callers (figures, vocab users) stay
+torch-free."""
 
 from __future__ import annotations
 

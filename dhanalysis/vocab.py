@@ -200,7 +200,7 @@ DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 PREDEFINED, RPN_PROPOSALS, DETECTIONS = "predefined", "rpn", "detections"
 PROPOSAL_SETS = (PREDEFINED, RPN_PROPOSALS, DETECTIONS)
 MODEL_PROPOSAL_SETS = (RPN_PROPOSALS, DETECTIONS)
-# What pcc.csv's ``measure`` column holds (`dhanalysis.analysis.measures` defines each), the paper's pooled PCC first:
+# What pcc.csv's ``measure`` column holds (`dhanalysis.metrics.measures` defines each), the paper's pooled PCC first:
 # its positives-only form, rank correlation within each object, the IoU NMS loses by the ranking, and the pooled PCC's
 # decomposition over IoU bins. A table without the column holds the pooled PCC alone.
 ALIGNMENT_MEASURES = ("pooled_pcc", "positive_pcc", "object_spearman", "object_kendall", "nms_gap", "nms_near_best",

@@ -140,7 +140,7 @@ def _eval_rows(model: str, modes: Sequence[str], base: float, rng: np.random.Gen
 def write_model(folder: Path, variant: str, heads: dict[str, tuple[bool, bool]], rng: np.random.Generator,
                 config: bool = True, parts: Sequence[str] = ("stats", "pcc", "spatial", "eval")) -> None:
     """One model's result folder: the files of sliding-window, pcc, spatial-corr and eval."""
-    from dhanalysis.analysis.pcc import pcc_table
+    from dhanalysis.probes.pcc import pcc_table
 
     folder.mkdir(parents=True, exist_ok=True)
     model = folder.name
@@ -222,7 +222,7 @@ def write_fake_results(root: str | Path, seed: int = 0, models: Sequence[str] | 
     if sweeps:
         write_sweeps(root / "sweeps", rng)
     if architecture:
-        from dhanalysis.analysis.architecture import write_architecture
+        from dhanalysis.probes.architecture import write_architecture
         from dhanalysis.model.heads import ConvHead
 
         head = ConvHead(in_channels=16, dim=32, bottleneck=8, num_blocks=3, non_local=True, non_local_dim=16)

@@ -18,13 +18,13 @@ import torch
 from scipy.stats import kendalltau, pearsonr, spearmanr
 from torchvision.ops import box_iou, clip_boxes_to_image
 
-from dhanalysis.analysis.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS
-from dhanalysis.analysis.measures import MEASURES
-from dhanalysis.analysis.proposals import sliding_window_proposals
-from dhanalysis.analysis.runner import RunOptions, image_context, merge_chunks, process_shard, selected_indices, shard
-from dhanalysis.analysis.scoring import AdaptiveBatch, score_boxes
-from dhanalysis.analysis.sliding_window import RAW_COLUMNS, SlidingWindowTask
-from dhanalysis.analysis.stats import STATS_COLUMNS, bin_summary, merge_stats, pcc_from_stats
+from dhanalysis.probes.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS
+from dhanalysis.metrics.measures import MEASURES
+from dhanalysis.probes.proposals import sliding_window_proposals
+from dhanalysis.probes.harness import RunOptions, image_context, merge_chunks, process_shard, selected_indices, shard
+from dhanalysis.probes.scoring import AdaptiveBatch, score_boxes
+from dhanalysis.probes.sliding_window import RAW_COLUMNS, SlidingWindowTask
+from dhanalysis.stats.moments import STATS_COLUMNS, bin_summary, merge_stats, pcc_from_stats
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
@@ -291,9 +291,9 @@ def test_overwrite_leaves_no_file_of_the_previous_model(setup):
     """Every command that writes into a model's folder, then another model claims it with overwrite: only the new
     model's config.json is left (Figs. A.4, A.5 and 5 must not draw the previous model's qualitative and layer
     tables)."""
-    from dhanalysis.analysis.architecture import write_architecture
-    from dhanalysis.analysis.qualitative import disagreements, write_disagreements
-    from dhanalysis.analysis.runner import claim_model_folder
+    from dhanalysis.probes.architecture import write_architecture
+    from dhanalysis.probes.qualitative import disagreements, write_disagreements
+    from dhanalysis.probes.harness import claim_model_folder
     from dhanalysis.model.checkpoint import load_checkpoint
 
     out = setup["base"] / "overwrite"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dhanalysis.analysis import detections, tide
+from dhanalysis.metrics import detections, tide
 from dhanalysis.errors import DHError
 
 from refusals import refused
@@ -175,7 +175,7 @@ def test_pcc_refuses_a_difficulty_table_that_ranks_nothing(fault, tiny, tmp_path
 
 
 def test_a_ranking_that_shares_a_class_with_the_dataset_passes():
-    from dhanalysis.analysis.groups import check_difficulty_classes
+    from dhanalysis.metrics.groups import check_difficulty_classes
 
     check_difficulty_classes({1: "easy", 2: "hard"}, [1, 3, 5], "ranks.csv", "instances_val.json")
     with pytest.raises(DHError, match="none match"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from dhanalysis.analysis.bootstrap import (CocoMatches, interval, pcc_of_sums, positions_of, ratio_of_sums,
+from dhanalysis.stats.bootstrap import (CocoMatches, interval, pcc_of_sums, positions_of, ratio_of_sums,
                                            replicate_counts)
 from dhanalysis.engine.evaluate import coco_ap
 
@@ -105,7 +105,7 @@ def test_interval_covers_the_mean_of_normal_draws_and_shrinks_with_n():
 def test_holm_rejects_what_statsmodels_rejects():
     from statsmodels.stats.multitest import multipletests
 
-    from dhanalysis.analysis.bootstrap import holm
+    from dhanalysis.stats.bootstrap import holm
 
     rng = np.random.default_rng(4)
     for _ in range(200):
@@ -123,7 +123,7 @@ def test_seed_image_t_is_the_t_test_over_seeds_when_images_do_not_matter():
     from scipy.stats import t as student_t
     from scipy.stats import ttest_1samp
 
-    from dhanalysis.analysis.bootstrap import seed_image_t, t_interval, t_p_value
+    from dhanalysis.stats.bootstrap import seed_image_t, t_interval, t_p_value
 
     values = np.array([0.8, 1.9, 1.2])
     estimate, se, df = (float(v) for v in seed_image_t(values, np.tile(values, (300, 1)), 100))
@@ -137,7 +137,7 @@ def test_seed_image_t_is_the_t_test_over_seeds_when_images_do_not_matter():
 def test_seed_image_t_adds_the_shared_image_variance_once():
     """Seeds that differ by a constant and share every image's value: the image part is the bootstrap variance of
     one seed's mean, counted once (not divided by the number of seeds), on top of the seeds' variance."""
-    from dhanalysis.analysis.bootstrap import seed_image_t
+    from dhanalysis.stats.bootstrap import seed_image_t
 
     rng = np.random.default_rng(6)
     image = rng.normal(0, 1, 200)
@@ -155,7 +155,7 @@ def test_seed_image_t_adds_the_shared_image_variance_once():
 def test_seed_image_t_takes_out_the_seed_by_image_part_the_seed_variance_holds():
     """Pure seed×image noise (no seed effect, no image effect): the seeds' variance already holds it, so the
     standard error is close to its true value sqrt(σ² / (S N)), not twice its variance."""
-    from dhanalysis.analysis.bootstrap import seed_image_t
+    from dhanalysis.stats.bootstrap import seed_image_t
 
     rng = np.random.default_rng(8)
     s, n = 5, 300
@@ -167,7 +167,7 @@ def test_seed_image_t_takes_out_the_seed_by_image_part_the_seed_variance_holds()
 
 
 def test_seed_image_t_leaves_out_undefined_replicates_and_gives_up_below_half():
-    from dhanalysis.analysis.bootstrap import seed_image_t, t_interval, t_p_value
+    from dhanalysis.stats.bootstrap import seed_image_t, t_interval, t_p_value
 
     rng = np.random.default_rng(10)
     reps = rng.normal(0, 1, (100, 3))
@@ -185,7 +185,7 @@ def test_seed_image_t_leaves_out_undefined_replicates_and_gives_up_below_half():
 
 def test_p_value_agrees_with_the_interval():
     """p < 0.05 exactly when the 95% interval excludes 0, so the raw and the Holm verdicts read the same test."""
-    from dhanalysis.analysis.bootstrap import t_interval, t_p_value
+    from dhanalysis.stats.bootstrap import t_interval, t_p_value
 
     rng = np.random.default_rng(11)
     for _ in range(500):
@@ -210,8 +210,8 @@ def constructed_matches(num_images: int, hit_rate: float, rng: np.random.Generat
 def test_ap_draws_resample_the_images_ap_is_measured_on():
     """Analyses on 100 images and AP on 300: the AP replicates resample all 300 (not the analysed 100), every seed
     and run of a replicate reads the same draw, and each estimate says which images it used."""
-    from dhanalysis.analysis.bootstrap import ratio_of_sums
-    from dhanalysis.analysis.findings import (ANALYSED_IMAGES, EVALUATED_IMAGES, Evidence, ImageSums, ap_difference,
+    from dhanalysis.stats.bootstrap import ratio_of_sums
+    from dhanalysis.study.evidence import (ANALYSED_IMAGES, EVALUATED_IMAGES, Evidence, ImageSums, ap_difference,
                                               paired_difference)
 
     rng = np.random.default_rng(12)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_lrp import case, fates, positives
 
-from dhanalysis.analysis import calibration, coco_match
+from dhanalysis.metrics import calibration, coco_match
 from dhanalysis.errors import DHError
 
 

@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pytest
 
-from dhanalysis.analysis.coco_match import detection_boxes, evaluate, ground_truth_boxes
+from dhanalysis.metrics.coco_match import detection_boxes, evaluate, ground_truth_boxes
 
 
 def generated(seed: int) -> tuple[dict, list[dict]]:

@@ -17,8 +17,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dhanalysis.analysis import compare, detections, replicates
-from dhanalysis.analysis.bootstrap import holm, positions_of, replicate_counts
+from dhanalysis.metrics import compare, detections, replicates
+from dhanalysis.stats.bootstrap import holm, positions_of, replicate_counts
 from dhanalysis.cli import main
 from dhanalysis.folders import FolderTaken
 

@@ -492,8 +492,8 @@ def test_analyses_run_on_a_converted_checkpoint(source, synth, tmp_path):
     from scipy.stats import pearsonr
     from torchvision.ops import box_iou
 
-    from dhanalysis.analysis.proposals import sliding_window_proposals
-    from dhanalysis.analysis.runner import image_context
+    from dhanalysis.probes.proposals import sliding_window_proposals
+    from dhanalysis.probes.harness import image_context
 
     model = load_checkpoint(ckpt)
     dataset = CocoDataset(synth, "val")

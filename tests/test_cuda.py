@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhanalysis.analysis.proposals import sliding_window_proposals
-from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, score_boxes
+from dhanalysis.probes.proposals import sliding_window_proposals
+from dhanalysis.probes.harness import image_context
+from dhanalysis.probes.scoring import AdaptiveBatch, FastScorer, score_boxes
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.engine.evaluate import evaluate

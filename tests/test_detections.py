@@ -15,8 +15,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import stats
 
-from dhanalysis.analysis import alignment, coco_analyze, detections
-from dhanalysis.analysis.bootstrap import interval, replicate_counts
+from dhanalysis.metrics import alignment, coco_analyze, detections
+from dhanalysis.stats.bootstrap import interval, replicate_counts
 from dhanalysis.errors import DHError
 from dhanalysis.folders import FolderTaken
 

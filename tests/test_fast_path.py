@@ -12,13 +12,13 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from dhanalysis.analysis.fast_heads import FastHeads
+from dhanalysis.probes.fast_heads import FastHeads
 from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_rows
-from dhanalysis.analysis.proposals import sliding_window_proposals
-from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.scoring import AdaptiveBatch, FastScorer, score_boxes
-from dhanalysis.analysis.sliding_window import SlidingWindowTask
-from dhanalysis.analysis.stats import NUM_BINS, bin_summary
+from dhanalysis.probes.proposals import sliding_window_proposals
+from dhanalysis.probes.harness import image_context
+from dhanalysis.probes.scoring import AdaptiveBatch, FastScorer, score_boxes
+from dhanalysis.probes.sliding_window import SlidingWindowTask
+from dhanalysis.stats.moments import NUM_BINS, bin_summary
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset

@@ -595,7 +595,7 @@ def test_analysis_refuses_nan_scores_and_boxes(world, tmp_path, capsys, paramete
 # ------------------------------------------------------------------------------------------------ resources
 def _memory_for(limit: int, monkeypatch) -> None:
     """Make every batch of boxes above ``limit`` run out of memory, as on a small GPU (whichever scoring path)."""
-    from dhanalysis.analysis.scoring import AdaptiveBatch
+    from dhanalysis.probes.scoring import AdaptiveBatch
 
     original = AdaptiveBatch.map
 

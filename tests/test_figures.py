@@ -69,7 +69,7 @@ def test_every_figure_draws_the_numbers_of_the_table_beside_it(rendered, fake):
     analysed models' (the paper's Single-FC / Single-Conv heads for Fig. 2), recomputed here from their sums."""
     out, paths, lines = rendered
     assert [line for line in lines if "skipped" in line and not line.startswith("Detections:")] == [
-        f"Fig. A.{n} skipped: needs qualitative.csv of a Double-Head-Ext model (dhanalysis.analysis.qualitative, "
+        f"Fig. A.{n} skipped: needs qualitative.csv of a Double-Head-Ext model (dhanalysis.probes.qualitative, "
         "written by dhanalysis reproduce)" for n in (4, 5)]
     res = Results(fake)
     for key in FROM_TABLES:
@@ -112,10 +112,10 @@ def test_every_figure_draws_the_numbers_of_the_table_beside_it(rendered, fake):
 
 
 def test_figures_import_without_the_analyses():
-    """The figures layer reads tables: it imports with `dhanalysis.analysis` (and torch) unavailable."""
+    """The figures layer reads tables: it imports with the model probes (and torch) unavailable."""
     code = (
         "import importlib, pkgutil, sys\n"
-        "sys.modules['dhanalysis.analysis'] = None\n"  # any import of it fails
+        "sys.modules['dhanalysis.probes'] = sys.modules['torch'] = None\n"  # any import of either fails
         "import dhanalysis.figures, dhanalysis.results\n"
         "for m in pkgutil.iter_modules(dhanalysis.figures.__path__, 'dhanalysis.figures.'):\n"
         "    importlib.import_module(m.name)\n"
@@ -189,7 +189,7 @@ def test_fig8_marks_missing_modes_and_the_best_cell(fake):
 
 
 def test_fig5_draws_the_model_widths_not_the_papers(tmp_path):
-    from dhanalysis.analysis.architecture import write_architecture
+    from dhanalysis.probes.architecture import write_architecture
     from dhanalysis.figures.architecture import plot_fig5
     from dhanalysis.model.heads import ConvHead
 
@@ -221,7 +221,7 @@ def test_describe_reads_the_models_conv_branch_else_the_paper_width():
 
     from torch import nn
 
-    from dhanalysis.analysis.architecture import describe_conv_head
+    from dhanalysis.probes.architecture import describe_conv_head
     from dhanalysis.model.heads import Branch, ConvHead, FCHead, Predictor
 
     fc = Branch("fc", FCHead(16, 7, 32), Predictor(32, 3, cls=True, reg=False))

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dhanalysis.analysis import detections, formats
-from dhanalysis.analysis.formats import InputOptions
+from dhanalysis.metrics import detections, formats
+from dhanalysis.metrics.formats import InputOptions
 from dhanalysis.errors import DHError
 
 from refusals import refused

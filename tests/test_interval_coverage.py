@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student_t
 
-from dhanalysis.analysis.bootstrap import CONFIDENCE, replicate_counts, seed_image_t
+from dhanalysis.stats.bootstrap import CONFIDENCE, replicate_counts, seed_image_t
 
 SEEDS, IMAGES = (3, 5), (100, 300)  # the study ships 3 seeds; 100 analysed and 300 evaluated test images
 SEED_SHARES = (0.0, 0.25, 0.5, 0.75, 0.95)  # of the estimate's variance: none to dominant

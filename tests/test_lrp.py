@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_coco_match import generated
 
-from dhanalysis.analysis import coco_match, lrp
+from dhanalysis.metrics import coco_match, lrp
 
 TAU = 0.5
 

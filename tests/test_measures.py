@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from dhanalysis.analysis.bootstrap import replicate_counts
-from dhanalysis.analysis.measures import (BIN_VALUES, MEASURES, NEAR_BEST, OBJECT_VALUES, measure_table,
+from dhanalysis.stats.bootstrap import replicate_counts
+from dhanalysis.metrics.measures import (BIN_VALUES, MEASURES, NEAR_BEST, OBJECT_VALUES, measure_table,
                                           object_values, positive_bin, score_bins)
-from dhanalysis.analysis.stats import NUM_BINS
+from dhanalysis.stats.moments import NUM_BINS
 from dhanalysis.errors import DHError
 
 COL = {name: i for i, name in enumerate(OBJECT_VALUES)}
@@ -247,7 +247,7 @@ def test_results_file_measures_per_score_field(tmp_path):
     the detections matched to it; a folder written before the measures is refused in one line."""
     from test_detections import make_dets, make_gt, write
 
-    from dhanalysis.analysis import detections
+    from dhanalysis.metrics import detections
     from dhanalysis.folders import FolderTaken
 
     gt = make_gt(1)

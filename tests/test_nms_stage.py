@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
-from dhanalysis.analysis.detections import STATED, compute_detections
+from dhanalysis.metrics.detections import STATED, compute_detections
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset

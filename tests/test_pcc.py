@@ -12,11 +12,11 @@ import torch
 from scipy.stats import pearsonr
 from torchvision.ops import box_iou
 
-from dhanalysis.analysis.pcc import ProposalPCCTask, pcc_table
-from dhanalysis.analysis.measures import MEASURES, object_frame
+from dhanalysis.probes.pcc import ProposalPCCTask, pcc_table
+from dhanalysis.metrics.measures import MEASURES, object_frame
 from dhanalysis.vocab import MODEL_PROPOSAL_SETS
-from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.scoring import AdaptiveBatch, score_boxes
+from dhanalysis.probes.harness import image_context
+from dhanalysis.probes.scoring import AdaptiveBatch, score_boxes
 from dhanalysis.cli import main
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
@@ -130,7 +130,7 @@ def test_pcc_csv_has_intervals_for_the_decomposition_and_old_rows_are_refused(ti
     1) is refused in one line by both analyses, nothing changed."""
     from refusals import refused
 
-    from dhanalysis.analysis.measures import BIN_VALUES
+    from dhanalysis.metrics.measures import BIN_VALUES
     from dhanalysis.vocab import PCC_SUMMARY_JSON, SLIDING_WINDOW_OBJECTS_CSV, SLIDING_WINDOW_SUMMARY_JSON
 
     out = tiny / "measures"

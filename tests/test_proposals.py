@@ -6,10 +6,10 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from dhanalysis.analysis.proposals import (SCALE_RADIUS, SHIFT_RADIUS, grid_info, grid_shape, sliding_grid_shape,
+from dhanalysis.probes.proposals import (SCALE_RADIUS, SHIFT_RADIUS, grid_info, grid_shape, sliding_grid_shape,
                                            sliding_window_grid, sliding_window_proposals, spiral_grid)
-from dhanalysis.analysis.scoring import sample_per_box
-from dhanalysis.analysis.stats import NUM_BINS, iou_bin
+from dhanalysis.probes.scoring import sample_per_box
+from dhanalysis.stats.moments import NUM_BINS, iou_bin
 from dhanalysis.boxes import matched_iou
 from dhanalysis.errors import DHError
 
@@ -160,7 +160,7 @@ def test_grid_flag_reaches_the_windows_and_the_run_identity(tiny_run, capsys):
 
     import pandas as pd
 
-    from dhanalysis.analysis.runner import image_context
+    from dhanalysis.probes.harness import image_context
     from dhanalysis.cli import main
     from dhanalysis.data.coco import CocoDataset
     from dhanalysis.model.checkpoint import load_checkpoint

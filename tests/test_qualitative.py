@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from dhanalysis.analysis.qualitative import disagreements, write_disagreements
+from dhanalysis.probes.qualitative import disagreements, write_disagreements
 from dhanalysis.data.coco import CocoDataset
 from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.figures.render import Results, figure

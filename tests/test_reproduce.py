@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dhanalysis.analysis.findings import FINDINGS_COLUMNS, load_image_sums
-from dhanalysis.analysis.stats import MOMENTS
+from dhanalysis.study.evidence import FINDINGS_COLUMNS, load_image_sums
+from dhanalysis.stats.moments import MOMENTS
 from dhanalysis.study import TINY, Layout, Outcome
 from dhanalysis.study.plan import ANALYSED
 from dhanalysis.vocab import EVALUATED_IMAGES_JSON

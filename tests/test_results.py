@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dhanalysis.analysis import detections
+from dhanalysis.metrics import detections
 from dhanalysis.results import MODEL_MARKERS, RESULTS, discover_models
 
 from test_detections import make_dets, make_gt, write

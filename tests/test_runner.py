@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dhanalysis.analysis.runner import (RunOptions, TaskState, analyse, finished_chunks, finished_runs, load_models,
+from dhanalysis.probes.harness import (RunOptions, TaskState, analyse, finished_chunks, finished_runs, load_models,
                                         merge_chunks)
-from dhanalysis.analysis.sliding_window import compute_sliding_window
-from dhanalysis.analysis.spatial import compute_spatial_corr
+from dhanalysis.probes.sliding_window import compute_sliding_window
+from dhanalysis.probes.spatial import compute_spatial_corr
 from dhanalysis.cli import main
 from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.errors import DHError

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhanalysis.analysis.runner import image_context
-from dhanalysis.analysis.spatial import (SPATIAL_COLUMNS, SpatialTask, cell_cosine, fc_cell_outputs,
+from dhanalysis.probes.harness import image_context
+from dhanalysis.probes.spatial import (SPATIAL_COLUMNS, SpatialTask, cell_cosine, fc_cell_outputs,
                                          fc_weight_correlation, spatial_branches, spatial_frame)
 from dhanalysis.model import build_model
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
-from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap, load_difficulty, size_index
-from dhanalysis.analysis.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS, match_any, match_same_class, pcc_table
-from dhanalysis.analysis.scoring import AdaptiveBatch
-from dhanalysis.analysis.stats import (MOMENTS, STATS_COLUMNS, add_moments, bin_summary, cell_index, iou_bin,
+from dhanalysis.metrics.groups import assign_difficulty, difficulty_from_ap, load_difficulty, size_index
+from dhanalysis.probes.pcc import PCC_COLUMNS, PCC_STATS_COLUMNS, match_any, match_same_class, pcc_table
+from dhanalysis.probes.scoring import AdaptiveBatch
+from dhanalysis.stats.moments import (MOMENTS, STATS_COLUMNS, add_moments, bin_summary, cell_index, iou_bin,
                                        merge_stats, new_sums, pcc_from_moments, pcc_from_stats, stats_frame)
 from dhanalysis.errors import DHError
 
@@ -198,6 +198,7 @@ def test_summary_functions_need_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from dhanalysis.analysis import bin_summary, pcc_table, pcc_from_stats, assign_difficulty; "
+    code = ("import sys; from dhanalysis.stats import bin_summary, pcc_from_stats; from dhanalysis.probes import pcc_table; "
+            "from dhanalysis.metrics import assign_difficulty; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -20,7 +20,7 @@ from pycocotools.cocoeval import COCOeval
 from test_coco_match import generated
 from test_detections import make_dets, make_gt, write
 
-from dhanalysis.analysis import coco_match, detections, threshold_metrics
+from dhanalysis.metrics import coco_match, detections, threshold_metrics
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import (DETECTIONS_CONFUSION_CSV, DETECTIONS_F1_CURVE_CSV, DETECTIONS_RECALL_CSV,
                               DETECTIONS_THRESHOLDS_CSV)

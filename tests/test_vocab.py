@@ -23,7 +23,7 @@ from helpers import tiny_config
 def test_vocab_and_everything_that_reads_tables_import_without_torch():
     code = (
         "import importlib, pkgutil, sys\n"
-        "import dhanalysis.figures, dhanalysis.vocab, dhanalysis.model.variants, dhanalysis.analysis.groups\n"
+        "import dhanalysis.figures, dhanalysis.vocab, dhanalysis.model.variants, dhanalysis.metrics.groups\n"
         "for m in pkgutil.iter_modules(dhanalysis.figures.__path__, 'dhanalysis.figures.'):\n"
         "    importlib.import_module(m.name)\n"
         "from dhanalysis.model import VARIANTS, get_variant\n"
@@ -87,7 +87,7 @@ def _cocoeval_group(area: float, params) -> str:
 
 
 def test_size_groups_and_thresholds_are_cocoevals():
-    from dhanalysis.analysis.groups import size_index
+    from dhanalysis.metrics.groups import size_index
     from dhanalysis.data import synth
     from dhanalysis.data.coco import size_group
 
@@ -104,7 +104,7 @@ def test_size_groups_and_thresholds_are_cocoevals():
     assert [size_group(np.float32(a)) for a in areas] == expected  # numpy scalars, as read from arrays
     assert [SIZE_GROUPS[i] for i in size_index(np.array(areas))] == expected
     # the results-file metrics group and match by the same rule: detections.csv's size column, coco_match's ranges
-    from dhanalysis.analysis import coco_match, detections
+    from dhanalysis.metrics import coco_match, detections
 
     assert list(detections._size_group(np.array(areas))) == expected
     assert coco_match.AREA_LABELS == tuple(params.areaRngLbl)

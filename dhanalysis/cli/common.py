@@ -97,7 +97,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, workspace: bool = True)
 
 def add_run_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
     """How an analysis runs: batch, resumable chunks, decoding workers, progress."""
-    from dhanalysis.analysis.runner import DEFAULT_CHUNK_SIZE
+    from dhanalysis.probes.harness import DEFAULT_CHUNK_SIZE
 
     parser.add_argument("--batch-size", type=int, default=batch_size,
                         help=f"boxes per RoIAlign + head forward (default {batch_size}; halved on out-of-memory)")
@@ -112,7 +112,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
 
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     """The sliding-window grid and how its windows are scored (sliding-window, pcc)."""
-    from dhanalysis.analysis.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, GRID_KINDS
+    from dhanalysis.probes.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, GRID_KINDS
 
     parser.add_argument("--proposals-per-gt", type=int, default=DEFAULT_PROPOSALS_PER_GT,
                         help=f"sliding windows per ground-truth box (default {DEFAULT_PROPOSALS_PER_GT}, the paper's "
@@ -135,7 +135,7 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_positive_iou_argument(parser: argparse.ArgumentParser) -> None:
     """--positive-iou: the boxes the localisation measures rank (sliding-window, pcc, detections)."""
-    from dhanalysis.analysis.measures import DEFAULT_POSITIVE_IOU
+    from dhanalysis.metrics.measures import DEFAULT_POSITIVE_IOU
 
     parser.add_argument("--positive-iou", type=float, default=DEFAULT_POSITIVE_IOU, metavar="T",
                         help=f"boxes with IoU >= T are the positives of the alignment measures (PCC among positives, "
@@ -162,13 +162,13 @@ def flag_error(flag: str, check, *values: Any) -> Any:
 
 def window_values(args: argparse.Namespace) -> dict:
     """The sliding-window flags as `compute_sliding_window`'s keyword values, checked with flag-named errors."""
-    from dhanalysis.analysis.proposals import check_grid_kind
+    from dhanalysis.probes.proposals import check_grid_kind
 
     check_at_least(args, proposals_per_gt=1, raw_sample=0)
     flag_error("--grid", check_grid_kind, args.grid)
     if args.scoring == "reference" and args.precision != "fp32":
         raise DHError("--scoring reference runs in fp32 only; drop --precision bf16 or use --scoring fast")
-    from dhanalysis.analysis.measures import positive_bin
+    from dhanalysis.metrics.measures import positive_bin
 
     flag_error("--positive-iou", positive_bin, args.positive_iou)
     return {"proposals_per_gt": args.proposals_per_gt, "raw_sample": args.raw_sample, "seed": args.seed,
@@ -179,7 +179,7 @@ def window_values(args: argparse.Namespace) -> dict:
 def run_options(args: argparse.Namespace):
     """--chunk-size, --workers, --no-progress as `RunOptions` (--max-images goes with the model: it is part of every
     result's key)."""
-    from dhanalysis.analysis.runner import RunOptions
+    from dhanalysis.probes.harness import RunOptions
 
     check_at_least(args, chunk_size=1, workers=0)
     return RunOptions(chunk_size=args.chunk_size, workers=args.workers, progress=not args.no_progress)
@@ -188,7 +188,7 @@ def run_options(args: argparse.Namespace):
 # ------------------------------------------------------------------------------------------------ models
 def workspace_checkpoints(root: Path = Path("checkpoints")) -> dict[str, Path]:
     """Every finished run under ``root`` by name; none is a one-line error saying how to make one."""
-    from dhanalysis.analysis.runner import finished_runs
+    from dhanalysis.probes.harness import finished_runs
     from dhanalysis.cli import COMMANDS
     from dhanalysis.vocab import FINAL_CHECKPOINT
 
@@ -203,10 +203,10 @@ def workspace_checkpoints(root: Path = Path("checkpoints")) -> dict[str, Path]:
 
 def models(args: argparse.Namespace, **dataset: Any) -> Iterator:
     """Each model of --ckpt (or, without it, of the workspace) in turn, loaded with its dataset and its results
-    folder claimed (`dhanalysis.analysis.runner.load_models`). ``dataset``: `load_models`'s dataset options."""
+    folder claimed (`dhanalysis.probes.harness.load_models`). ``dataset``: `load_models`'s dataset options."""
     import logging
 
-    from dhanalysis.analysis.runner import load_models
+    from dhanalysis.probes.harness import load_models
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_at_least(args, max_images=1)

@@ -20,7 +20,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.bootstrap import DEFAULT_REPLICATES
+    from dhanalysis.stats.bootstrap import DEFAULT_REPLICATES
     from dhanalysis.cli.common import add_positive_iou_argument, at_least, non_negative_int
 
     parser.add_argument("--gt", required=True, metavar="GT.json", help="COCO ground-truth (instances) json")
@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dhanalysis.analysis.compare import check_settings, compute_compare
-    from dhanalysis.analysis.measures import positive_bin
+    from dhanalysis.metrics.compare import check_settings, compute_compare
+    from dhanalysis.metrics.measures import positive_bin
     from dhanalysis.cli.common import flag_error, print_written
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_folder

@@ -41,9 +41,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.alignment import ALIGNMENT_REPLICATES
-    from dhanalysis.analysis.calibration import BINNINGS, EQUAL_WIDTH
-    from dhanalysis.analysis.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
+    from dhanalysis.metrics.alignment import ALIGNMENT_REPLICATES
+    from dhanalysis.metrics.calibration import BINNINGS, EQUAL_WIDTH
+    from dhanalysis.metrics.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
     from dhanalysis.cli.common import fraction
     from dhanalysis.vocab import DETECTION_STAGES
 
@@ -87,8 +87,8 @@ def category_offset(text: str) -> int:
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """How --gt and --results are read: their formats, the class list, the images' sizes, image and category
-    matching (`dhanalysis.analysis.formats`)."""
-    from dhanalysis.analysis.formats import BY_INDEX, FORMATS, MATCHINGS
+    matching (`dhanalysis.metrics.formats`)."""
+    from dhanalysis.metrics.formats import BY_INDEX, FORMATS, MATCHINGS
 
     group = parser.add_argument_group("inputs other than two COCO json files matched by id")
     group.add_argument("--gt-format", choices=FORMATS, default="auto",
@@ -121,8 +121,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dhanalysis.analysis.detections import compute_detections
-    from dhanalysis.analysis.formats import InputOptions
+    from dhanalysis.metrics.detections import compute_detections
+    from dhanalysis.metrics.formats import InputOptions
     from dhanalysis.cli.common import check_at_least, print_written
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_folder
@@ -173,7 +173,7 @@ def calibration_line(summary: dict) -> str:
 
 def stage_line(summary: dict) -> str:
     """The report's line on which detections were analysed: the within-object measures mean little after NMS."""
-    from dhanalysis.analysis.detections import STATED
+    from dhanalysis.metrics.detections import STATED
     from dhanalysis.vocab import BEFORE_NMS, STAGE_NOT_STATED
 
     stage = summary.get("stage", STAGE_NOT_STATED)

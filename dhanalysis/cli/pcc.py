@@ -45,8 +45,8 @@ from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, add_w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.measures import MEASURE_REPLICATES
-    from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
+    from dhanalysis.metrics.measures import MEASURE_REPLICATES
+    from dhanalysis.probes.sliding_window import DEFAULT_BATCH_SIZE
 
     add_model_arguments(parser)
     add_run_arguments(parser, DEFAULT_BATCH_SIZE)
@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from dhanalysis.analysis.groups import load_difficulty
-    from dhanalysis.analysis.pcc import check_rpn_background, compute_pcc
+    from dhanalysis.metrics.groups import load_difficulty
+    from dhanalysis.probes.pcc import check_rpn_background, compute_pcc
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_folder
     from dhanalysis.model.checkpoint import check_model_names
@@ -104,7 +104,7 @@ def _difficulty_check(args: argparse.Namespace, difficulty: dict[int, str]):
     results folder is claimed: a ranking of another dataset's classes is refused before anything is written."""
 
     def check(cfg) -> None:
-        from dhanalysis.analysis.groups import check_difficulty_classes
+        from dhanalysis.metrics.groups import check_difficulty_classes
         from dhanalysis.data.coco import load_coco_json
         from dhanalysis.vocab import split_paths
 

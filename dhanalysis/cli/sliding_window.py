@@ -44,7 +44,7 @@ from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, add_w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.sliding_window import DEFAULT_BATCH_SIZE
+    from dhanalysis.probes.sliding_window import DEFAULT_BATCH_SIZE
 
     add_model_arguments(parser)
     add_run_arguments(parser, DEFAULT_BATCH_SIZE)
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dhanalysis.analysis.sliding_window import compute_sliding_window
+    from dhanalysis.probes.sliding_window import compute_sliding_window
     from dhanalysis.folders import check_writable_folder
     from dhanalysis.model.checkpoint import check_model_names
 

@@ -26,14 +26,14 @@ from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, check
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dhanalysis.analysis.spatial import DEFAULT_BATCH_SIZE
+    from dhanalysis.probes.spatial import DEFAULT_BATCH_SIZE
 
     add_model_arguments(parser)
     add_run_arguments(parser, DEFAULT_BATCH_SIZE)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dhanalysis.analysis.spatial import compute_spatial_corr
+    from dhanalysis.probes.spatial import compute_spatial_corr
     from dhanalysis.folders import check_writable_folder
     from dhanalysis.model.checkpoint import check_model_names
 

@@ -1,6 +1,6 @@
 """Fig. 5: the conv-head's residual block (a), bottleneck (b) and non-local block (c) as block diagrams.
 
-Drawn from the ``architecture.csv`` table (`dhanalysis.analysis.architecture.describe_conv_head`), one row per conv
+Drawn from the ``architecture.csv`` table (`dhanalysis.probes.architecture.describe_conv_head`), one row per conv
 layer: every channel count and weight count in the figure comes from that table, so the drawing shows the widths
 of the model that was analysed, not the paper's numbers typed in.
 """

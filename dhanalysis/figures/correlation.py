@@ -1,6 +1,6 @@
 """Correlation figures: PCC bars (Fig. 3, Fig. A.2; paper §3.2) and spatial-correlation maps (Fig. 4; §3.4).
 
-PCC functions take the tidy ``pcc.csv`` table (`dhanalysis.analysis.pcc.pcc_table`): one row per (model, head,
+PCC functions take the tidy ``pcc.csv`` table (`dhanalysis.probes.pcc.pcc_table`): one row per (model, head,
 proposal_set, grouping, group, measure) with the value in ``pcc`` (``variant`` optional, for legend labels). Every
 alignment measure the table holds gets its own row of panels, the paper's pooled PCC first; a table without the
 ``measure`` column (written before the measures) holds the pooled PCC alone and draws as the paper's figure. Fig. 4 takes the three

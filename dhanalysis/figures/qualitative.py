@@ -1,5 +1,5 @@
 """Figs. A.4 and A.5: ground truth, conv-head alone, fc-head alone and Double-Head-Ext on the images where the heads
-disagree (tables from `dhanalysis.analysis.qualitative`). Green: a correct detection; red: a duplicate of an object
+disagree (tables from `dhanalysis.probes.qualitative`). Green: a correct detection; red: a duplicate of an object
 already found; orange: any other confident detection. Scores are printed beside each box."""
 
 from __future__ import annotations

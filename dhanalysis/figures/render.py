@@ -10,7 +10,7 @@ Single-Conv's conv-head, as in the paper, else the two heads of one Double-Head(
 ``conv_head`` = (model, head) override either. Any head not from the paper's model is a substitute: the figure says
 so in a red title and `figure` logs a ``WARNING:`` line, both worded by `substitute_note`.
 
-The statistics behind the curves and bars come from `dhanalysis.analysis.figure_tables`, imported when first
+The statistics behind the curves and bars come from `dhanalysis.probes.figure_tables`, imported when first
 needed, and each figure's table is written beside it (``fig2.csv`` beside ``fig2.png``); the plotting modules only
 draw the tidy tables handed to them.
 """
@@ -85,7 +85,7 @@ class Results(ResultsTree):
 
     @cached_property
     def difficulty(self) -> tuple[dict[int, str], str] | None:
-        """(category_id -> difficulty, reference model): `dhanalysis.analysis.figure_tables.class_difficulty`."""
+        """(category_id -> difficulty, reference model): `dhanalysis.probes.figure_tables.class_difficulty`."""
         return _tables().class_difficulty(self)
 
 
@@ -218,22 +218,22 @@ def substitute_note(res: Results, sources: Mapping[str, HeadRef] | None = None,
 
 # ---------------------------------------------------------------------------------------------- tidy inputs
 def _tables():
-    """`dhanalysis.analysis.figure_tables`, imported when a figure's table is first needed: the figures layer
+    """`dhanalysis.probes.figure_tables`, imported when a figure's table is first needed: the figures layer
     imports without the analyses, and computes no statistic itself."""
-    from dhanalysis.analysis import figure_tables
+    from dhanalysis.probes import figure_tables
 
     return figure_tables
 
 
 def curves(res: Results, refs: Iterable[HeadRef], group: str | None = None) -> pd.DataFrame | None:
-    """The curves of ``refs`` by ``group`` (`dhanalysis.analysis.figure_tables.curves`), difficulty ranked by
+    """The curves of ``refs`` by ``group`` (`dhanalysis.probes.figure_tables.curves`), difficulty ranked by
     ``res.difficulty``."""
     ranking = res.difficulty if group == "difficulty" else None
     return _tables().curves(res, refs, group, ranking[0] if ranking else None)
 
 
 def pcc_rows(res: Results, refs: Iterable[HeadRef], difficulty: bool = False) -> pd.DataFrame | None:
-    """The PCC rows of ``refs`` (`dhanalysis.analysis.figure_tables.pcc_rows`), difficulty ranked like Fig. A.1."""
+    """The PCC rows of ``refs`` (`dhanalysis.probes.figure_tables.pcc_rows`), difficulty ranked like Fig. A.1."""
     ranking = res.difficulty if difficulty else None
     return _tables().pcc_rows(res, refs, ranking[0] if ranking else None)
 
@@ -369,7 +369,7 @@ def _fig4(res: Results) -> tuple[Figure, pd.DataFrame] | str:
 def _fig5(res: Results) -> tuple[Figure, pd.DataFrame] | str:
     table = res.architecture
     if table is None:
-        return ("needs architecture.csv (dhanalysis.analysis.architecture.write_architecture(model, folder)) in the "
+        return ("needs architecture.csv (dhanalysis.probes.architecture.write_architecture(model, folder)) in the "
                 "results folder or a model folder")
     return architecture.plot_fig5(table), table
 
@@ -396,7 +396,7 @@ def _qualitative(res: Results, case: str) -> tuple[Figure, pd.DataFrame] | str:
             return f"needs the dataset's images ({missing[0]} is not on this machine)"
         dets = pd.read_csv(dets)
         return qualitative.plot_qualitative(dets, images, case), dets[dets["case"] == case]
-    return ("needs qualitative.csv of a Double-Head-Ext model (dhanalysis.analysis.qualitative, written by "
+    return ("needs qualitative.csv of a Double-Head-Ext model (dhanalysis.probes.qualitative, written by "
             "dhanalysis reproduce)")
 
 

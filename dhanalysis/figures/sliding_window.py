@@ -1,7 +1,7 @@
 """The sliding-window curves: score and regressed IoU against proposal IoU (Figs. 2, 6, 7, A.1, A.3; paper §3.1).
 
 Every function takes a tidy *curves* table, one row per (model, head, group, IoU bin), as returned by
-`dhanalysis.analysis.stats.bin_summary` with the group column renamed to ``group``:
+`dhanalysis.stats.moments.bin_summary` with the group column renamed to ``group``:
 
     model, variant, head, group, bin, iou_lo, iou_hi, n, score_mean, score_std, reg_iou_mean, reg_iou_std
 

@@ -29,7 +29,7 @@ def default_mode_ap(results: Path) -> pd.DataFrame:
 
 def gt_class_scores(results: Path) -> dict:
     """Per analysed model and head: the mean ground-truth-class score of windows with IoU ≥ 0.9 and IoU < 0.3."""
-    from dhanalysis.analysis.stats import bin_summary
+    from dhanalysis.stats.moments import bin_summary
 
     scores = {}
     for stats in sorted(results.glob(f"*/{SLIDING_WINDOW_STATS_CSV}")):

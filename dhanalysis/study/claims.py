@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.findings import (HIGH_IOU_BIN, REG_FROM_BIN, Estimate, Evidence, all_hold, ap_difference,
+from dhanalysis.study.evidence import (HIGH_IOU_BIN, REG_FROM_BIN, Estimate, Evidence, all_hold, ap_difference,
                                           paired_difference, proposal_object_rank, proposal_pcc,
                                           proposal_positive_pcc, spatial_offdiagonal, verdict, window_mean,
                                           window_object_rank, window_pcc, window_positive_pcc)
@@ -52,7 +52,7 @@ class Claim:
     alignment: str = ""  # the §3.2 rows: which alignment measure (`ALIGNMENT_ROWS`) the difference is of
 
 
-# The §3.2 claim under each alignment measure (analysis/measures.py): the paper's pooled PCC mixes recognition (boxes
+# The §3.2 claim under each alignment measure (metrics/measures.py): the paper's pooled PCC mixes recognition (boxes
 # on an object scored above background) with the ranking of one object's boxes by fit, which is what the paper's
 # argument needs ("the detected boxes with higher IoUs are ranked higher"); the positives' PCC and the within-object
 # Spearman ρ measure that ranking alone. measure name -> (claim-name suffix, words, window statistic, box-set one)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhanalysis.analysis.findings import Evidence, findings_table, load_image_sums, load_matches, write_findings
+from dhanalysis.study.evidence import Evidence, findings_table, load_image_sums, load_matches, write_findings
 from dhanalysis.folders import write_table
 from dhanalysis.study.claims import dose_response, measure_claims, per_seed_table, trunk_table
 from dhanalysis.study.layout import PROTOCOL, Layout

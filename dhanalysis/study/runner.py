@@ -233,10 +233,10 @@ def untrained_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, tr
 def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, device: str, step: Steps) -> None:
     """Sliding-window, PCC and spatial correlation of the replicate's analysed models, one image per chunk (the
     findings bootstrap over images), on the test split."""
-    from dhanalysis.analysis.groups import load_difficulty
-    from dhanalysis.analysis.pcc import compute_pcc
-    from dhanalysis.analysis.runner import RunOptions, load_models
-    from dhanalysis.analysis.spatial import compute_spatial_corr
+    from dhanalysis.metrics.groups import load_difficulty
+    from dhanalysis.probes.pcc import compute_pcc
+    from dhanalysis.probes.harness import RunOptions, load_models
+    from dhanalysis.probes.spatial import compute_spatial_corr
 
     results, ckpts = layout.replicate_results(trunk, seed), layout.runs(trunk, seed)
     models = analysed_models(trunk, plan, seed)
@@ -273,7 +273,7 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
 def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) -> None:
     """Figs. A.4-A.5's images, Fig. 5's architecture table, the heads' parameters and every figure, of the primary
     replicate (the first trunk's first seed)."""
-    from dhanalysis.analysis.architecture import write_architecture
+    from dhanalysis.probes.architecture import write_architecture
     from dhanalysis.model.checkpoint import load_checkpoint
 
     trunk, seed = plan.replicates_of()[0]
@@ -283,7 +283,7 @@ def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) 
         from dhanalysis.vocab import QUALITATIVE_IMAGES_CSV
 
         if not (ext_folder / QUALITATIVE_IMAGES_CSV).exists():
-            from dhanalysis.analysis.qualitative import disagreements, write_disagreements
+            from dhanalysis.probes.qualitative import disagreements, write_disagreements
             from dhanalysis.data.coco import CocoDataset
 
             dataset = CocoDataset(layout.data, plan.split)

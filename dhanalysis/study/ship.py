@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhanalysis.analysis.findings import format_estimate
+from dhanalysis.study.evidence import format_estimate
 from dhanalysis.folders import atomic_write_text
 from dhanalysis.results import shipped_files
 from dhanalysis.study.layout import Replicate

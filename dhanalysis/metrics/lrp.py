@@ -15,7 +15,7 @@ differently). For the detections kept at a threshold, matched to the ground trut
 oLRP_loc = Σ_TP (1 − IoU) / N_TP (the mean localisation error of the true positives, not divided by 1 − τ),
 oLRP_FP = N_FP / (N_TP + N_FP) = 1 − precision, oLRP_FN = N_FN / N_GT = 1 − recall.
 
-**Matching**: COCOeval's at IoU τ (`dhanalysis.analysis.coco_match`, equal to pycocotools element for element):
+**Matching**: COCOeval's at IoU τ (`dhanalysis.metrics.coco_match`, equal to pycocotools element for element):
 greedy by score within each image and class, crowd and area rules of area "all", the 100 best detections per image and
 class. A detection COCOeval ignores (matched to a crowd) is neither TP nor FP; the ground truths are its non-ignored
 ones. Since the matching runs in score order, the detections with score >= s are matched exactly as if they were the
@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import coco_match
+from dhanalysis.metrics import coco_match
 
 LRP_TAU = 0.5
 ALL_ID, ALL = -1, "all"

@@ -1,4 +1,4 @@
-"""The inputs people have, read in memory as the COCO structures `dhanalysis.analysis.detections` analyses: YOLO txt
+"""The inputs people have, read in memory as the COCO structures `dhanalysis.metrics.detections` analyses: YOLO txt
 and Pascal VOC xml ground truth, YOLO txt and VOC devkit detection files, and results whose image or category ids
 are numbered otherwise than the ground truth's (``dhanalysis detections --gt-format / --results-format``).
 

@@ -54,7 +54,7 @@ import numpy as np
 from scipy.stats import chi2
 from scipy.stats import t as student_t
 
-from dhanalysis.analysis.stats import pcc_from_moments
+from dhanalysis.stats.moments import pcc_from_moments
 
 # Intervals that decide (compare's p-values and Holm, the study's verdicts): the smallest two-sided p-value a
 # bootstrap of B replicates gives is 2 / (B + 1), so Holm over m metrics needs B >= 40 m - 1 (docs/detections.md).

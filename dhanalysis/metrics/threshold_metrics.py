@@ -6,7 +6,7 @@ AP averages over every score threshold; a deployed detector keeps the detections
 "what does it find, and how often is it wrong, at the threshold I ship?" and "which class does it mistake for which?".
 
 - **Average recall** is COCOeval's summarize(): ``stats[6:12]`` (AR@1, AR@10, AR@100 over area "all", AR@100 for
-  small / medium / large) from the recall array of the evaluation `dhanalysis.analysis.coco_match` already ran, the
+  small / medium / large) from the recall array of the evaluation `dhanalysis.metrics.coco_match` already ran, the
   mean over IoU 0.50:0.95 and over the classes with ground truth; per class, the mean over the IoU thresholds.
 - **Threshold metrics** reuse COCOeval's matching (greedy by score; crowd and area rules; area "all"; the 100 best
   detections per image and class) at IoU 0.5 and 0.75. Since COCOeval matches in score order, the detections with
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import coco_match
+from dhanalysis.metrics import coco_match
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import (DETECTIONS_CONFUSION_CSV, DETECTIONS_F1_CURVE_CSV, DETECTIONS_RECALL_CSV,
                               DETECTIONS_THRESHOLDS_CSV)
@@ -64,7 +64,7 @@ PROTOCOL = {
 # ---------------------------------------------------------------------------------------------------- average recall
 def _standard_thresholds(ev: coco_match.Evaluation) -> np.ndarray:
     """Which of the evaluation's IoU thresholds are COCO's 0.50:0.95 (all of them when those are not all present, as
-    `dhanalysis.analysis.detections.ap_metrics` reads them): an extra threshold such as 0.1 stays out of AR."""
+    `dhanalysis.metrics.detections.ap_metrics` reads them): an extra threshold such as 0.1 stays out of AR."""
     thr = np.asarray(ev.params.iouThrs, np.float64)
     if all(np.isclose(thr, t).any() for t in COCO_IOUS):
         return np.array([np.isclose(COCO_IOUS, t).any() for t in thr])

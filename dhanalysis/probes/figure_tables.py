@@ -13,9 +13,9 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from dhanalysis.analysis.groups import assign_difficulty, difficulty_from_ap
-from dhanalysis.analysis.pcc import pcc_table
-from dhanalysis.analysis.stats import bin_summary
+from dhanalysis.metrics.groups import assign_difficulty, difficulty_from_ap
+from dhanalysis.probes.pcc import pcc_table
+from dhanalysis.stats.moments import bin_summary
 from dhanalysis.results import ResultsTree, pick_mode
 from dhanalysis.vocab import PREDEFINED
 

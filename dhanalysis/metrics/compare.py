@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import detections, measures, replicates
-from dhanalysis.analysis.bootstrap import CONFIDENCE, DEFAULT_REPLICATES, holm, interval, replicate_counts
+from dhanalysis.metrics import detections, measures, replicates
+from dhanalysis.stats.bootstrap import CONFIDENCE, DEFAULT_REPLICATES, holm, interval, replicate_counts
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table
 from dhanalysis.results import RESULTS

@@ -6,9 +6,9 @@ field (the detection score, or any other per-detection score such as each head's
 the mean and std of the score per IoU bin; a 20 × 20 histogram of (IoU, score).
 
 Calibration asks the other half (is a detection with score s a true positive with probability s?) and lives in
-`dhanalysis.analysis.calibration`.
+`dhanalysis.metrics.calibration`.
 
-Inputs are the per-detection table of `dhanalysis.analysis.detections` (columns image_id, category_id, size, iou,
+Inputs are the per-detection table of `dhanalysis.metrics.detections` (columns image_id, category_id, size, iou,
 tp_50, … and the score fields); everything here is numpy, pandas and scipy.
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dhanalysis.analysis.bootstrap import interval, replicate_counts
-from dhanalysis.analysis.stats import pcc_from_moments
+from dhanalysis.stats.bootstrap import interval, replicate_counts
+from dhanalysis.stats.moments import pcc_from_moments
 from dhanalysis.vocab import SIZE_GROUPS
 
 NUM_BINS = 20  # IoU bins of width 0.05, as the sliding-window statistics

@@ -1,7 +1,7 @@
 """COCOeval's box evaluation (``evaluate()`` + ``accumulate()``), vectorised: the same matching, the same
 precision, recall and score arrays, computed over every (image, class) at once instead of in a Python loop per pair.
 
-Why: the detections analysis (`dhanalysis.analysis.detections`) needs five evaluations of one results file — the
+Why: the detections analysis (`dhanalysis.metrics.detections`) needs five evaluations of one results file — the
 real AP, two oracle rescorings (a new score order changes the greedy matching) and analyze()'s Sim and Oth curves —
 and pycocotools spends nearly all of each in its per-(image, class) loop. Every rule below is COCOeval's, and
 tests/test_coco_match.py checks the arrays against pycocotools' own on generated files with crowds, area ranges,

@@ -9,22 +9,22 @@ no model.
 - **Matching is COCOeval's.** One evaluation (IoU 0.5:0.95 plus 0.1 for analyze's Loc curve; areas all / small /
   medium / large; 100 detections per image and class) gives the real AP and each detection's matched ground truth
   and true-positive flag at IoU 0.5 and 0.75: COCOeval's greedy matching by score, its crowd and area rules. It runs
-  in `dhanalysis.analysis.coco_match`, COCOeval's evaluate + accumulate vectorised over every image and class, whose
+  in `dhanalysis.metrics.coco_match`, COCOeval's evaluate + accumulate vectorised over every image and class, whose
   arrays equal pycocotools' element for element (tests/test_coco_match.py): the analysis needs five evaluations,
   and pycocotools' per-(image, class) loop made them the bulk of its time at COCO size.
 - **IoU of a detection** (alignment, oracle): with the best-overlapping non-crowd ground truth of its own class, 0
   when none; ``iou_any`` / ``gt_any``: the same over every class. **Size** (its group): the COCO area group of that
   best same-class ground truth when it overlaps one, else of its own box (the rule of `dhanalysis pcc`).
-- **Alignment** (`dhanalysis.analysis.alignment`): every detection of the file, grouped overall, by size, by class.
+- **Alignment** (`dhanalysis.metrics.alignment`): every detection of the file, grouped overall, by size, by class.
 - **Oracle rescoring**: the evaluation again with each detection's score replaced by its IoU, and by score × IoU;
   the matching is redone, since COCOeval matches in score order.
-- **TIDE** (`dhanalysis.analysis.tide`) and **analyze()** (`dhanalysis.analysis.coco_analyze`) by their own
+- **TIDE** (`dhanalysis.metrics.tide`) and **analyze()** (`dhanalysis.metrics.coco_analyze`) by their own
   definitions.
 - **Average recall, precision / recall / F1 at a score threshold, confusion matrix**
-  (`dhanalysis.analysis.threshold_metrics`): COCO's AR from the same evaluation, the threshold metrics from its
+  (`dhanalysis.metrics.threshold_metrics`): COCO's AR from the same evaluation, the threshold metrics from its
   matching, the confusion matrix by ultralytics' counting.
-- **Calibration** (`dhanalysis.analysis.calibration`: D-ECE and MCE at IoU 0.5 / 0.75 from the same matching,
-  LaECE_0 from one more evaluation at IoU 0) and **LRP / oLRP** at IoU 0.5 (`dhanalysis.analysis.lrp`), each by its
+- **Calibration** (`dhanalysis.metrics.calibration`: D-ECE and MCE at IoU 0.5 / 0.75 from the same matching,
+  LaECE_0 from one more evaluation at IoU 0) and **LRP / oLRP** at IoU 0.5 (`dhanalysis.metrics.lrp`), each by its
   paper's definition.
 
 Bad input (a missing file, a results file with a missing key, an unknown image or category id, a NaN or negative-size
@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import (alignment, calibration, coco_analyze, coco_match, formats, lrp, measures,
+from dhanalysis.metrics import (alignment, calibration, coco_analyze, coco_match, formats, lrp, measures,
                                   threshold_metrics, tide)
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_json, claim, read_identity, write_table

@@ -28,7 +28,7 @@ same, so each measure here follows one published definition and its reference im
   class without ground truth are left out. (SAOD, CVPR 2023, validated TPs at IoU 0.1; the ECCV 2024 protocol lowered
   it to 0.) The authors' code also drops a class whose LaECE_c is exactly 0; here it counts.
 
-**Matching** for every measure is COCOeval's (`dhanalysis.analysis.coco_match`): greedy by score within each image and
+**Matching** for every measure is COCOeval's (`dhanalysis.metrics.coco_match`): greedy by score within each image and
 class, crowd and area rules of area "all", the 100 best detections per image and class. The detections measured are
 those COCOeval counts (evaluated, not ignored: a detection matched to a crowd is neither right nor wrong).
 """
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import coco_match
+from dhanalysis.metrics import coco_match
 from dhanalysis.errors import DHError
 
 EQUAL_WIDTH, EQUAL_COUNT = "equal-width", "equal-count"

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import calibration, coco_match, detections, lrp, measures, threshold_metrics, tide
-from dhanalysis.analysis.bootstrap import DEFAULT_REPLICATES, interval, replicate_counts
+from dhanalysis.metrics import calibration, coco_match, detections, lrp, measures, threshold_metrics, tide
+from dhanalysis.stats.bootstrap import DEFAULT_REPLICATES, interval, replicate_counts
 
 CHUNK_CELLS = 1 << 22  # replicates × detections held at once (float64: 32 MiB per array)
 
@@ -521,7 +521,7 @@ def interval_table(resampled: ResampledFile, reps: dict[str, np.ndarray]) -> pd.
 def detector_intervals(inputs: detections.DetectionInputs, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
                        positive_iou: float = measures.DEFAULT_POSITIVE_IOU) -> pd.DataFrame:
     """Every headline metric of one detector with its 95% bootstrap interval over images (`INTERVAL_COLUMNS`): the
-    one-detector form of `dhanalysis.analysis.compare` (the same draws for the same number of images and seed)."""
+    one-detector form of `dhanalysis.metrics.compare` (the same draws for the same number of images and seed)."""
     resampled = resample_file(inputs, positive_iou)
     counts = replicate_counts(len(resampled.image_ids), replicates, seed)
     return interval_table(resampled, resampled.replicates(counts))

@@ -21,7 +21,7 @@ applies them (the tests run both on the same files and compare every ΔAP):
   detection* (a class detected but absent from the ground truth counts with AP 0, unlike COCOeval).
 
 The matching is TIDE's, not COCOeval's (COCOeval keeps 100 detections per image *and class*, uses area ranges and
-a crowd-IoU ≥ 0.5); `dhanalysis.analysis.detections` reports both side by side.
+a crowd-IoU ≥ 0.5); `dhanalysis.metrics.detections` reports both side by side.
 """
 
 from __future__ import annotations

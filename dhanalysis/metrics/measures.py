@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.bootstrap import interval, replicate_counts
-from dhanalysis.analysis.stats import NUM_BINS, pcc_from_moments
+from dhanalysis.stats.bootstrap import interval, replicate_counts
+from dhanalysis.stats.moments import NUM_BINS, pcc_from_moments
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import ALIGNMENT_MEASURES
 
@@ -205,7 +205,7 @@ def object_values(group: torch.Tensor, x: torch.Tensor, s: torch.Tensor, positiv
     """
     import torch
 
-    from dhanalysis.analysis.stats import iou_bin
+    from dhanalysis.stats.moments import iou_bin
 
     group = group.long()
     b = (iou_bin(x) if bins is None else bins).long()  # binned before the cast, as the statistics are
@@ -481,7 +481,7 @@ def results_measures(table: pd.DataFrame, score_fields: Sequence[str] = ("score"
 
     ``table``: one row per detection with ``image_id``, ``category_id``, ``category``, ``size``, ``iou`` (with its
     best same-class ground truth), ``gt`` (that ground truth's id, -1 none) and the score fields
-    (`dhanalysis.analysis.detections.detection_table`). An object is a ground truth with the detections matched to
+    (`dhanalysis.metrics.detections.detection_table`). An object is a ground truth with the detections matched to
     it; detections that overlap none are kept per (image, class, size) as boxes on no object.
     """
     bins, objects = results_objects(table, score_fields, iou, positive_iou)

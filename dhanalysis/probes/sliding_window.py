@@ -15,16 +15,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhanalysis.analysis.groups import size_index
-from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, MEASURES_FORMAT, check_measure_format, object_frame,
+from dhanalysis.metrics.groups import size_index
+from dhanalysis.metrics.measures import (DEFAULT_POSITIVE_IOU, MEASURES_FORMAT, check_measure_format, object_frame,
                                           object_row_tensor, object_values, positive_bin)
-from dhanalysis.analysis.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, check_grid_kind, grid_info,
+from dhanalysis.probes.proposals import (DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT, check_grid_kind, grid_info,
                                            sliding_window_grid, sliding_window_proposals)
-from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, iter_rows,
+from dhanalysis.probes.harness import (ImageContext, ModelRun, RunOptions, TaskState, Written, iter_rows,
                                         run_analysis, stored_key, write_summary)
-from dhanalysis.analysis.scoring import (PRECISIONS, AdaptiveBatch, FastScorer, head_tasks, sample_per_box,
+from dhanalysis.probes.scoring import (PRECISIONS, AdaptiveBatch, FastScorer, head_tasks, sample_per_box,
                                          score_boxes)
-from dhanalysis.analysis.stats import NUM_BINS, add_moments, cell_index, iou_bin, new_sums, stats_frame
+from dhanalysis.stats.moments import NUM_BINS, add_moments, cell_index, iou_bin, new_sums, stats_frame
 from dhanalysis.errors import DHError
 from dhanalysis.folders import differences, write_table
 from dhanalysis.results import RESULTS

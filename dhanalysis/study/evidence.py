@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.bootstrap import (DEFAULT_REPLICATES, CocoMatches, holm, pcc_of_sums, positions_of,
+from dhanalysis.stats.bootstrap import (DEFAULT_REPLICATES, CocoMatches, holm, pcc_of_sums, positions_of,
                                            ratio_of_sums, replicate_counts, seed_image_t, t_interval, t_p_value)
-from dhanalysis.analysis.stats import MOMENTS, NUM_BINS, PCC_MOMENTS
+from dhanalysis.stats.moments import MOMENTS, NUM_BINS, PCC_MOMENTS
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import (CHUNKS_DIR, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, MODEL_PROPOSAL_SETS,
                               PCC_CHUNKS, PCC_STATS_CSV, SIZE_GROUPS, SLIDING_WINDOW_CHUNKS,
@@ -47,7 +47,7 @@ REG_FROM_BIN = 8  # windows with proposal IoU ≥ 0.4, where §3.3 says the conv
 # ----------------------------------------------------------------------------------------- per-image sums
 def _chunks(chunk_dir: Path, task: str) -> list[dict]:
     """The per-image payloads of ``task`` in an analysis's chunk folder, one image per chunk."""
-    from dhanalysis.analysis.runner import per_image_payloads
+    from dhanalysis.probes.harness import per_image_payloads
 
     return per_image_payloads(chunk_dir, task)
 
@@ -73,8 +73,8 @@ class ImageSums:
 def _rank_sums(chunk_dir: Path, task: str, image_ids: list[int], heads: int, sets: int) -> np.ndarray:
     """``(N, heads, sets, G, 2)`` per image: Σρ and the number of objects with a within-object Spearman ρ, from the
     chunks' object rows (one row per object, head and box set; rows of boxes on no object are left out)."""
-    from dhanalysis.analysis.measures import OBJECT_VALUES, ROW_KEYS
-    from dhanalysis.analysis.runner import iter_rows
+    from dhanalysis.metrics.measures import OBJECT_VALUES, ROW_KEYS
+    from dhanalysis.probes.harness import iter_rows
 
     order = np.asarray(image_ids, dtype=np.int64)  # sorted: the chunks are read in image-id order
     out = np.zeros((len(image_ids), heads, sets, len(SIZE_GROUPS), 2))

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis.groups import assign_difficulty, size_index
-from dhanalysis.analysis.measures import (DEFAULT_POSITIVE_IOU, MEASURE_COLUMNS, MEASURE_REPLICATES, MEASURES,
+from dhanalysis.metrics.groups import assign_difficulty, size_index
+from dhanalysis.metrics.measures import (DEFAULT_POSITIVE_IOU, MEASURE_COLUMNS, MEASURE_REPLICATES, MEASURES,
                                           MEASURES_FORMAT, check_measure_format, measure_table, object_frame,
                                           object_row_tensor, object_values, positive_bin, score_bins)
-from dhanalysis.analysis.stats import NUM_BINS, PCC_MOMENTS
+from dhanalysis.stats.moments import NUM_BINS, PCC_MOMENTS
 from dhanalysis.results import RESULTS
 from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_PROPOSAL_SETS, PREDEFINED, PROPOSAL_SETS,
                               RPN_PROPOSALS, SIZE_GROUPS, find_mode)
@@ -47,7 +47,7 @@ from dhanalysis.vocab import (DETECTIONS, DIFFICULTY_GROUPS, HEAD_TYPES, MODEL_P
 if TYPE_CHECKING:  # the model side imports torch where it is used: pcc_table works on tables alone
     import torch
 
-    from dhanalysis.analysis.runner import ImageContext, TaskState
+    from dhanalysis.probes.harness import ImageContext, TaskState
 
 RPN_BACKGROUND = ("keep", "drop")  # what the rpn set does with proposals that overlap no ground truth
 DEFAULT_RPN_BACKGROUND = "keep"
@@ -59,7 +59,7 @@ PCC_COLUMNS = (*PCC_KEYS, *MEASURE_COLUMNS)
 
 def detection_mode(model, head: str) -> str | None:
     """The inference mode whose detections show ``head``'s classifier (None when the head has no classifier)."""
-    from dhanalysis.analysis.scoring import head_tasks
+    from dhanalysis.probes.scoring import head_tasks
 
     tasks = head_tasks(model)
     if not tasks.get(head, {}).get("cls"):
@@ -128,7 +128,7 @@ class ProposalPCCTask:
 
     def __init__(self, model, batch_size: int, rpn_background: str = DEFAULT_RPN_BACKGROUND,
                  num_classes: int | None = None, positive_iou: float = DEFAULT_POSITIVE_IOU):
-        from dhanalysis.analysis.scoring import AdaptiveBatch, head_tasks
+        from dhanalysis.probes.scoring import AdaptiveBatch, head_tasks
 
         self.rpn_background = check_rpn_background(rpn_background)
         self.model = model
@@ -142,7 +142,7 @@ class ProposalPCCTask:
     def new_state(self) -> TaskState:
         import torch
 
-        from dhanalysis.analysis.runner import TaskState
+        from dhanalysis.probes.harness import TaskState
 
         cells = len(MODEL_PROPOSAL_SETS) * self.num_classes * len(SIZE_GROUPS) * NUM_BINS
         sums = torch.zeros(len(self.heads), cells, len(PCC_MOMENTS), dtype=torch.float64, device=self.device)
@@ -155,8 +155,8 @@ class ProposalPCCTask:
         ``iou`` > 0), ``labels`` the class whose score ``s`` is, ``size`` their size index."""
         import torch
 
-        from dhanalysis.analysis.measures import moment_sums
-        from dhanalysis.analysis.stats import iou_bin
+        from dhanalysis.metrics.measures import moment_sums
+        from dhanalysis.stats.moments import iou_bin
 
         h, k = self.heads.index(head), MODEL_PROPOSAL_SETS.index(which)
         groups = len(SIZE_GROUPS)
@@ -177,7 +177,7 @@ class ProposalPCCTask:
                                                        values[keep]))
 
     def process(self, ctx: ImageContext, state: TaskState) -> int:
-        from dhanalysis.analysis.scoring import score_boxes
+        from dhanalysis.probes.scoring import score_boxes
         from dhanalysis.model.conventions import from_convention
 
         if not self.heads:
@@ -246,7 +246,7 @@ class ProposalPCCTask:
     def objects(self, chunk_dir, model_name: str, category_ids: list[int],
                 category_names: list[str]) -> pd.DataFrame:
         """The object rows of every finished chunk (`measures.OBJECT_COLUMNS` plus ``mode``)."""
-        from dhanalysis.analysis.runner import iter_rows
+        from dhanalysis.probes.harness import iter_rows
 
         parts = [object_frame(rows.numpy(), self.heads, MODEL_PROPOSAL_SETS, model_name, category_ids, category_names)
                  for rows in iter_rows(chunk_dir, self.name, "objects")]
@@ -350,12 +350,12 @@ def compute_pcc(
     """
     import time
 
-    from dhanalysis.analysis.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT
-    from dhanalysis.analysis.runner import RunOptions, Written, claim_outputs, run_tasks, write_summary
-    from dhanalysis.analysis.sliding_window import (DEFAULT_BATCH_SIZE, check_window_options, compute_sliding_window,
+    from dhanalysis.probes.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT
+    from dhanalysis.probes.harness import RunOptions, Written, claim_outputs, run_tasks, write_summary
+    from dhanalysis.probes.sliding_window import (DEFAULT_BATCH_SIZE, check_window_options, compute_sliding_window,
                                                     finished_sliding_window)
     from dhanalysis.folders import write_table
-    from dhanalysis.analysis.runner import stored_key
+    from dhanalysis.probes.harness import stored_key
     from dhanalysis.errors import DHError
     from dhanalysis.vocab import (PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV, SLIDING_WINDOW_OBJECTS_CSV,
                                   SLIDING_WINDOW_STATS_CSV)

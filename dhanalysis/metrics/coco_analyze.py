@@ -1,7 +1,7 @@
 """COCO's ``analyze()`` breakdown (Hoiem-style, from the COCO API's Matlab ``analyze.m``) of one results file.
 
 Seven precision–recall curves per class, each forgiving one more kind of error, read off COCOeval's evaluation
-(`dhanalysis.analysis.coco_match`; area all, 100 detections per image and class):
+(`dhanalysis.metrics.coco_match`; area all, 100 detections per image and class):
 
 - **C75**, **C50**: PR at IoU 0.75 and 0.5 (COCO's own curves: their AP is COCOeval's AP75 / AP50);
 - **Loc**: PR at IoU 0.1 — localisation errors forgiven, duplicates still false positives;
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dhanalysis.analysis import coco_match
+from dhanalysis.metrics import coco_match
 
 CURVES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 ANALYZE_COLUMNS = ("category_id", "category", "curve", "AP")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from dhanalysis.analysis.fast_heads import FastHeads
+from dhanalysis.probes.fast_heads import FastHeads
 from dhanalysis.boxes import clip_boxes, matched_iou
 from dhanalysis.engine.distributed import cpu_has_bf16
 from dhanalysis.errors import DHError, OutOfMemory

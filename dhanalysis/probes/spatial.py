@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhanalysis.analysis.runner import (ImageContext, ModelRun, RunOptions, TaskState, Written, run_analysis,
+from dhanalysis.probes.harness import (ImageContext, ModelRun, RunOptions, TaskState, Written, run_analysis,
                                         write_summary)
-from dhanalysis.analysis.scoring import AdaptiveBatch
+from dhanalysis.probes.scoring import AdaptiveBatch
 from dhanalysis.errors import DHError
 from dhanalysis.folders import atomic_write_bytes, write_table
 from dhanalysis.model.conventions import to_convention
