@@ -1,10 +1,13 @@
-"""What a model's results folder holds, declared once: each analysis's `Outputs`, in one registry (`RESULTS`);
-and `ResultsTree`, the one reader of a results folder.
+"""What a model's results folder holds, declared once: one row per analysis (`Outputs`: its name, its command, the
+files it writes, the figures and tables drawn from them), in one registry (`RESULTS`); and `ResultsTree`, the one
+reader of a results folder.
 
 Every list of result files derives from it, so they cannot drift apart: what ``overwrite`` deletes when a folder
 changes model (`result_paths`), what one analysis deletes when it starts again (`owned_paths`), what marks a folder
-as a model's results (`MODEL_MARKERS`), and what a shipped reproduction keeps (`shipped_files`). A new analysis adds
-one `Outputs` row here and is covered by all four.
+as a model's results (`MODEL_MARKERS`), and what a shipped reproduction keeps (`shipped_files`). The command line
+builds the analyses' subcommands from the rows (`dhanalysis.cli.COMMANDS`), and the tests check each row against its
+command's help, what a run of it writes and the figures table. A new analysis adds one `Outputs` row here (its file
+names written in the row) and is covered by all of them.
 
 Torch-free (pandas and numpy only): figures, findings and the reproduction read it.
 """
@@ -44,6 +47,12 @@ class Outputs:
     what: str = "results"  # how errors name its results, e.g. "sliding-window results"
     shipped: tuple[str, ...] = ()  # the files a shipped reproduction keeps (small, portable; no raw rows or paths)
     marks_model: bool = True  # its files show a folder is a model's (architecture.csv may sit in a results root)
+    command: str | None = None  # its `dhanalysis` subcommand; None: written by another (reproduce) or a library call
+    help: str = ""  # the command's one line in `dhanalysis --help`
+    # the module defining the command (``add_arguments(parser)``, ``run(args)``, its docstring the command's help),
+    # imported only when the command runs: a cli module, or the analysis module itself
+    command_module: str | None = None
+    figures: tuple[str, ...] = ()  # what `dhanalysis figures` draws from its files: keys of its figures and tables
 
 
 RESULTS: dict[str, Outputs] = {
@@ -52,31 +61,49 @@ RESULTS: dict[str, Outputs] = {
         Outputs("model", (CONFIG_JSON,), summary=CONFIG_JSON, what="a model's results", shipped=(CONFIG_JSON,)),
         # the detections' sidecar is eval's record: which stage (before / after NMS) every detections file holds
         Outputs("eval", (EVAL_CSV, PER_CLASS_AP_CSV, EVALUATED_IMAGES_JSON, detections_file("*"), DETECTIONS_INFO_JSON),
-                summary=DETECTIONS_INFO_JSON, what="evaluation results", shipped=(EVAL_CSV, PER_CLASS_AP_CSV)),
+                summary=DETECTIONS_INFO_JSON, what="evaluation results", shipped=(EVAL_CSV, PER_CLASS_AP_CSV),
+                command="eval", help="COCO box AP of a checkpoint, every inference mode in one pass",
+                command_module="dhanalysis.cli.evaluate", figures=("figA1", "figA2", "table5")),
         Outputs("sliding-window",
                 (*table_files(SLIDING_WINDOW_STATS_CSV), *table_files(SLIDING_WINDOW_OBJECTS_CSV),
                  *table_files(RAW_SAMPLE_CSV), SLIDING_WINDOW_SUMMARY_JSON),
                 summary=SLIDING_WINDOW_SUMMARY_JSON, chunks=SLIDING_WINDOW_CHUNKS, what="sliding-window results",
-                shipped=(SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON)),
+                shipped=(SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON),
+                command="sliding-window", help="score ~14k sliding-window proposals per box (paper §3.1)",
+                command_module="dhanalysis.cli.sliding_window",
+                figures=("fig2", "fig3", "fig6", "fig7", "figA1", "figA2", "figA3")),
         Outputs("pcc", (*table_files(PCC_CSV), *table_files(PCC_STATS_CSV), *table_files(PCC_OBJECTS_CSV),
                         PCC_SUMMARY_JSON),
                 summary=PCC_SUMMARY_JSON, chunks=PCC_CHUNKS, what="PCC results",
-                shipped=(PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON)),
+                shipped=(PCC_CSV, PCC_STATS_CSV, PCC_SUMMARY_JSON),
+                command="pcc", help="Pearson correlation of IoU and classification score (paper §3.2)",
+                command_module="dhanalysis.cli.pcc", figures=("fig3", "figA2")),
         Outputs("spatial-corr", (SPATIAL_CORR_NPZ, *table_files(SPATIAL_CORR_CSV), SPATIAL_SUMMARY_JSON),
                 summary=SPATIAL_SUMMARY_JSON, chunks=SPATIAL_CORR_CHUNKS, what="spatial-correlation results",
-                shipped=(SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON)),
+                shipped=(SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON),
+                command="spatial-corr", help="spatial correlation of head outputs and fc6 weights (paper §3.4)",
+                command_module="dhanalysis.cli.spatial_corr", figures=("fig4",)),
         # photographic: the tables name image files of the dataset, so a reproduction ships the PNGs instead
-        Outputs("qualitative", (QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV), what="qualitative results"),
+        Outputs("qualitative", (QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV), what="qualitative results",
+                figures=("figA4", "figA5")),
         Outputs("architecture", (ARCHITECTURE_CSV,), what="the conv-head's layer table", shipped=(ARCHITECTURE_CSV,),
-                marks_model=False),
+                marks_model=False, figures=("fig5",)),
         # `dhanalysis detections`: any detector's results file (the per-detection table may be large: not shipped)
         Outputs("detections", (*(f for t in DETECTIONS_TABLES
                                  for f in (table_files(t) if t in DETECTIONS_PARQUET else (t,))),
                                DETECTIONS_SUMMARY_JSON),
-                summary=DETECTIONS_SUMMARY_JSON, what="detection results"),
+                summary=DETECTIONS_SUMMARY_JSON, what="detection results",
+                command="detections",
+                help="any detector's results file: score-IoU alignment, TIDE and COCO error breakdowns",
+                command_module="dhanalysis.cli.detections",
+                figures=("det-alignment", "det-analyze", "det-tide", "det-reliability", "det-confusion",
+                         "det-measures")),
         # `dhanalysis compare`: two detectors' results files, every metric's difference with its paired interval
         Outputs("compare", (COMPARE_CSV, COMPARE_SUMMARY_JSON), summary=COMPARE_SUMMARY_JSON,
-                what="a comparison of two detectors"),
+                what="a comparison of two detectors",
+                command="compare",
+                help="two detectors' results files: every metric's difference, paired intervals, Holm",
+                command_module="dhanalysis.cli.compare", figures=("det-compare",)),
     )
 }
 

@@ -152,7 +152,7 @@ def _cli_main():
 
     try:
         for module_name, _ in COMMANDS.values():
-            importlib.import_module(f"dhanalysis.cli.{module_name}")
+            importlib.import_module(module_name)
         return main
     except ImportError:
         from dhanalysis.cli import data as data_cli

@@ -1,4 +1,5 @@
-"""The ``dhanalysis`` command line: one module per subcommand, each with ``add_arguments`` and ``run``.
+"""The ``dhanalysis`` command line: one module per subcommand, each with ``add_arguments`` and ``run``; an analysis's
+subcommand is read from its row in `dhanalysis.results.RESULTS`.
 
 User errors (`DHError`) print one line, ``dhanalysis: error: ...``, and exit with code 2; anything else is a bug and
 keeps its traceback.
@@ -12,28 +13,33 @@ import sys
 
 from dhanalysis.engine.host import retain_freed_memory
 from dhanalysis.errors import DHError
+from dhanalysis.results import RESULTS
 
 DESCRIPTION = "Train, analyse and plot the head variants of Double-Head R-CNN (Wu et al., CVPR 2020)."
 
-# subcommand -> (module under dhanalysis.cli, one-line help). Modules are imported lazily so that
-# `dhanalysis variants` does not pay for importing torch's whole detection stack.
-COMMANDS: dict[str, tuple[str, str]] = {
+# The commands that set up, train and pipeline: subcommand -> (module under dhanalysis.cli, one-line help). The
+# analyses' commands come from their rows in `dhanalysis.results.RESULTS` (name, help, module), listed between them.
+SETUP: dict[str, tuple[str, str]] = {
     "variants": ("variants", "list the head variants and what each branch does"),
     "params": ("params", "parameter table of a config's model, or Table 2's parameter column"),
     "data": ("data", "make the synthetic dataset or convert Pascal VOC to COCO format"),
     "pretrain": ("pretrain", "pretrain a ResNet on the dataset's box crops (local stand-in for ImageNet weights)"),
     "train": ("train", "train a model from a config (CPU, one GPU, or torchrun)"),
-    "eval": ("evaluate", "COCO box AP of a checkpoint, every inference mode in one pass"),
-    "sliding-window": ("sliding_window", "score ~14k sliding-window proposals per box (paper §3.1)"),
-    "pcc": ("pcc", "Pearson correlation of IoU and classification score (paper §3.2)"),
-    "spatial-corr": ("spatial_corr", "spatial correlation of head outputs and fc6 weights (paper §3.4)"),
-    "detections": ("detections", "any detector's results file: score-IoU alignment, TIDE and COCO error breakdowns"),
-    "compare": ("compare", "two detectors' results files: every metric's difference, paired intervals, Holm"),
+}
+PIPELINES: dict[str, tuple[str, str]] = {
     "sweep": ("sweep", "the paper's ablation sweeps (Tables 1-3, Fig. 8)"),
     "figures": ("figures", "render the paper's figures and tables from result files (no model is run)"),
     "demo": ("demo", "the whole pipeline on the synthetic dataset on CPU (--quick: tiny models)"),
     "reproduce": ("reproduce", "the CPU-scale reproduction: trained detectors, every analysis, the paper's claims"),
     "convert": ("convert", "write torchvision/detectron2/mmdet/maskrcnn-benchmark weights as a dhanalysis checkpoint"),
+}
+
+# subcommand -> (dotted module defining add_arguments and run, one-line help). Modules are imported lazily so that
+# `dhanalysis variants` does not pay for importing torch's whole detection stack.
+COMMANDS: dict[str, tuple[str, str]] = {
+    **{name: (f"dhanalysis.cli.{module}", text) for name, (module, text) in SETUP.items()},
+    **{o.command: (o.command_module, o.help) for o in RESULTS.values() if o.command and o.command_module},
+    **{name: (f"dhanalysis.cli.{module}", text) for name, (module, text) in PIPELINES.items()},
 }
 
 
@@ -57,7 +63,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command is not None and name != command:
             sub.add_parser(name, help=help_text)
             continue
-        module = importlib.import_module(f"dhanalysis.cli.{module_name}")
+        module = importlib.import_module(module_name)
         doc = (module.__doc__ or help_text).strip()
         p = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
@@ -110,15 +116,14 @@ def _skip_images_remedy(args: argparse.Namespace | None) -> str:
 
 
 # What a command interrupted by Ctrl-C needs to go on, since that differs: train resumes only with --resume, eval and
-# pretrain start over, the analyses resume chunk by chunk, sweeps and studies skip what is finished. Commands not
-# listed resume by being rerun.
+# pretrain start over, the analyses with chunks (their rows') resume chunk by chunk, sweeps and studies skip what is
+# finished. Commands not listed resume by being rerun.
 ON_INTERRUPT: dict[str, str] = {
     "train": "rerun it with --resume (without --overwrite) to continue from the last checkpoint in --out",
     "eval": "rerun the same command to evaluate again (evaluation does not resume; it starts over)",
     "pretrain": "rerun the same command to pretrain again (pretraining does not resume; it starts over)",
-    "sliding-window": "rerun the same command to resume after the last finished chunk",
-    "pcc": "rerun the same command to resume after the last finished chunk",
-    "spatial-corr": "rerun the same command to resume after the last finished chunk",
+    **{o.command: "rerun the same command to resume after the last finished chunk"
+       for o in RESULTS.values() if o.command and o.chunks},
     "sweep": "rerun the same command to resume: finished runs are skipped and the interrupted one continues from its "
              "last checkpoint",
     "reproduce": "rerun the same command to resume: finished steps are skipped and training continues from its last "

@@ -21,7 +21,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.stats.bootstrap import DEFAULT_REPLICATES
-    from dhanalysis.cli.common import add_positive_iou_argument, at_least, non_negative_int
+    from dhanalysis.flags import at_least, non_negative_int
+    from dhanalysis.metrics.measures import add_positive_iou_argument
 
     parser.add_argument("--gt", required=True, metavar="GT.json", help="COCO ground-truth (instances) json")
     parser.add_argument("--results", required=True, action="append", default=[], metavar="dets.json",
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dhanalysis.metrics.compare import check_settings, compute_compare
     from dhanalysis.metrics.measures import positive_bin
-    from dhanalysis.cli.common import flag_error, print_written
+    from dhanalysis.flags import flag_error, print_written
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_folder
 

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from dhanalysis.cli.common import non_negative_int, positive_int
+from dhanalysis.flags import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dhanalysis.metrics.alignment import ALIGNMENT_REPLICATES
     from dhanalysis.metrics.calibration import BINNINGS, EQUAL_WIDTH
     from dhanalysis.metrics.threshold_metrics import DEFAULT_CONFUSION_IOU, DEFAULT_SCORE_THRESHOLD
-    from dhanalysis.cli.common import fraction
+    from dhanalysis.flags import fraction
     from dhanalysis.vocab import DETECTION_STAGES
 
     parser.add_argument("--gt", required=True, metavar="GT.json", help="COCO ground-truth (instances) json")
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confusion-iou", type=fraction, default=DEFAULT_CONFUSION_IOU, metavar="T",
                         help=f"a detection and a ground truth pair in the confusion matrix when their IoU > T "
                              f"(default {DEFAULT_CONFUSION_IOU})")
-    from dhanalysis.cli.common import add_positive_iou_argument
+    from dhanalysis.metrics.measures import add_positive_iou_argument
 
     add_positive_iou_argument(parser)
     parser.add_argument("--calibration-bins", choices=BINNINGS, default=EQUAL_WIDTH,
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dhanalysis.metrics.detections import compute_detections
     from dhanalysis.metrics.formats import InputOptions
-    from dhanalysis.cli.common import check_at_least, print_written
+    from dhanalysis.flags import check_at_least, print_written
     from dhanalysis.errors import DHError
     from dhanalysis.folders import check_writable_folder
     from dhanalysis.vocab import DETECTIONS_ORACLE_CSV, DETECTIONS_THRESHOLDS_CSV, DETECTIONS_TIDE_CSV

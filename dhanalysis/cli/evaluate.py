@@ -5,11 +5,11 @@
   dhanalysis eval --ckpt model_final.pth --out results/x-before-nms --before-nms
 
 Writes eval.csv (model, mode, AP, AP50, AP75, APs, APm, APl; AP values are fractions in [0, 1]), per_class_ap.csv
-(model, mode, category_id, category, AP; the analyses rank class difficulty from it), detections_<mode>.json (COCO
-results format, original category ids, each head's class score as <head>_score) and eval_stage.json (the
-detections' stage, after_nms or before_nms, and the thresholds that made them). With several --ckpt, each model's
-results go to OUT/<model name>/. A folder holding another model's results (its config.json differs), or detections
-of the other stage, is refused without --overwrite.
+(model, mode, category_id, category, AP; the analyses rank class difficulty from it), evaluated_images.json (the
+image ids AP was measured on), detections_<mode>.json (COCO results format, original category ids, each head's class
+score as <head>_score) and eval_stage.json (the detections' stage, after_nms or before_nms, and the thresholds that
+made them). With several --ckpt, each model's results go to OUT/<model name>/. A folder holding another model's
+results (its config.json differs), or detections of the other stage, is refused without --overwrite.
 
 --before-nms keeps every detection above the score threshold (model.score_thresh) and the small-box rule, with no
 per-class NMS and no per-image top-k: several boxes per object, what the within-object measures of 'dhanalysis
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import add_model_arguments, check_at_least, models
+from dhanalysis.flags import check_at_least
+from dhanalysis.probes.flags import add_model_arguments, models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # files only; never open a window
 
-    from dhanalysis.cli.common import flag_error
+    from dhanalysis.flags import flag_error
     from dhanalysis.errors import DHError
     from dhanalysis.figures.render import FIGURES, TABLE_CAPTIONS, Results, check_formats, render_all
     from dhanalysis.folders import check_writable_folder

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import non_negative_int, positive_int
+from dhanalysis.flags import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import at_least, positive_float, positive_int
+from dhanalysis.flags import at_least, positive_float, positive_int
 
 # three quarters of a batch are object crops, and BatchNorm needs more than one value per channel: with fewer than
 # four images a batch can hold a single crop, whose last stage is 1 x 1 for crops under 33 pixels

@@ -21,7 +21,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from dhanalysis.cli.common import at_least
+from dhanalysis.flags import at_least
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

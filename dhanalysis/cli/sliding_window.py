@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, add_window_arguments, check_at_least, models,
-                                   print_written, run_options, window_values)
+from dhanalysis.flags import check_at_least, print_written
+from dhanalysis.probes.flags import (add_model_arguments, add_run_arguments, add_window_arguments, models, run_options,
+                                     window_values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

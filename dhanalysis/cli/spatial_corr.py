@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import (add_model_arguments, add_run_arguments, check_at_least, models, print_written,
-                                   run_options)
+from dhanalysis.flags import check_at_least, print_written
+from dhanalysis.probes.flags import add_model_arguments, add_run_arguments, models, run_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import positive_int
+from dhanalysis.flags import positive_int
 from dhanalysis.vocab import SWEEP_CSV, SWEEP_RESULTS_CSV
 
 

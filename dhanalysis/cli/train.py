@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from dhanalysis.cli.common import positive_int
+from dhanalysis.flags import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

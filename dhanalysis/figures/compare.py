@@ -10,8 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dhanalysis.errors import DHError
+from dhanalysis.figures.from_files import FileFigure
 from dhanalysis.figures.style import new_figure, paper_style
-from dhanalysis.vocab import ALIGNMENT_MEASURE_LABELS
+from dhanalysis.vocab import ALIGNMENT_MEASURE_LABELS, COMPARE_CSV, COMPARE_SUMMARY_JSON
 
 FAMILY_TITLES = {"coco": "COCO AP and AR", "tide": "TIDE: AP lost to each error (ΔAP)",
                  "alignment": "score–IoU alignment", "calibration": "calibration", "lrp": "LRP"}
@@ -61,3 +62,10 @@ def plot_compare(table: pd.DataFrame, names: Mapping[str, str] | None = None) ->
         fig.suptitle(f"{b} − {a} on {n} images: 95% paired bootstrap intervals; filled: Holm rejects 0 "
                      f"(green favours {b}, orange {a})", fontsize=8)
     return fig
+
+
+FILE_FIGURES: dict[str, FileFigure] = {
+    "det-compare": FileFigure("Detections: two detectors compared", (COMPARE_CSV,),
+                              lambda read: plot_compare(read(COMPARE_CSV), read(COMPARE_SUMMARY_JSON).get("names")),
+                              COMPARE_SUMMARY_JSON),
+}

@@ -14,8 +14,12 @@ from matplotlib.figure import Figure
 
 from dhanalysis.errors import DHError
 from dhanalysis.figures.correlation import measures_of
+from dhanalysis.figures.from_files import FileFigure, Reader
 from dhanalysis.figures.style import new_figure, paper_style
-from dhanalysis.vocab import ALIGNMENT_MEASURE_LABELS, SIZE_GROUPS
+from dhanalysis.vocab import (ALIGNMENT_MEASURE_LABELS, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV,
+                              DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV,
+                              DETECTIONS_CALIBRATION_CSV, DETECTIONS_CONFUSION_CSV, DETECTIONS_MEASURES_CSV,
+                              DETECTIONS_SUMMARY_JSON, DETECTIONS_TIDE_CSV, SIZE_GROUPS)
 
 ANALYZE_COLORS = {"C75": "#FFFFFF", "C50": "#3F7FBF", "Loc": "#7FBFFF", "Sim": "#BFBF3F", "Oth": "#FFBF7F",
                   "BG": "#FF7F7F", "FN": "#BF3F3F"}  # the classic analyze() palette, lightest first
@@ -223,3 +227,34 @@ def plot_measures(table: pd.DataFrame, groupings: Sequence[str] = ("all", "size"
         fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), frameon=False,
                    title="score field: value and 95% bootstrap interval over images")
     return fig
+
+
+def _measures_or_why(read: Reader) -> Figure | str:
+    """The alignment measures of det_measures.csv, or why a folder's table cannot be drawn (it has no rows)."""
+    table = read(DETECTIONS_MEASURES_CSV)
+    if table.empty:
+        return (f"needs {DETECTIONS_MEASURES_CSV} with rows (the folder's has none; rerun dhanalysis detections on a "
+                "results file with detections)")
+    return plot_measures(table)
+
+
+_SUMMARY = DETECTIONS_SUMMARY_JSON  # every figure needs the finished analysis's record; two read it
+_HIST, _BINS, _CORR = DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV
+
+FILE_FIGURES: dict[str, FileFigure] = {
+    "det-alignment": FileFigure("Detections: score vs IoU", (_HIST, _BINS, _CORR),
+                                lambda read: plot_alignment(read(_HIST), read(_BINS), read(_CORR)), _SUMMARY),
+    "det-analyze": FileFigure("Detections: COCO analyze()", (DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_ANALYZE_CSV),
+                              lambda read: plot_analyze(read(DETECTIONS_ANALYZE_PR_CSV), read(DETECTIONS_ANALYZE_CSV)),
+                              _SUMMARY),
+    "det-tide": FileFigure("Detections: TIDE", (DETECTIONS_TIDE_CSV,),
+                           lambda read: plot_tide(read(DETECTIONS_TIDE_CSV), read(_SUMMARY).get("tide_ap50")),
+                           _SUMMARY),
+    "det-reliability": FileFigure("Detections: reliability", (DETECTIONS_CALIBRATION_CSV,),
+                                  lambda read: plot_reliability(read(DETECTIONS_CALIBRATION_CSV), read(_SUMMARY)),
+                                  _SUMMARY),
+    "det-confusion": FileFigure("Detections: confusion matrix", (DETECTIONS_CONFUSION_CSV,),
+                                lambda read: plot_confusion(read(DETECTIONS_CONFUSION_CSV)), _SUMMARY),
+    "det-measures": FileFigure("Detections: alignment measures", (DETECTIONS_MEASURES_CSV,), _measures_or_why,
+                               _SUMMARY),
+}

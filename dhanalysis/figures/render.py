@@ -17,10 +17,11 @@ draw the tidy tables handed to them.
 
 from __future__ import annotations
 
+import importlib
 import io
-import json
+import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -28,17 +29,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dhanalysis.errors import DHError
-from dhanalysis.figures import ablation, architecture, compare, correlation, detections, qualitative, sliding_window
+from dhanalysis.figures import ablation, architecture, correlation, qualitative, sliding_window
+from dhanalysis.figures.from_files import FileFigure, draw_from_files
 from dhanalysis.figures.style import RC, head_label, save_figure, variant_label
 from dhanalysis.folders import write_table
-from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, ResultsTree, spatial_frame
+from dhanalysis.results import DOUBLE_HEAD_PREFERENCE, RESULTS, ResultsTree, spatial_frame
 from dhanalysis.results import ModelResults, discover_models, variant_from_name  # noqa: F401 - the reader, as before
-from dhanalysis.vocab import (DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV, DETECTIONS_ALIGNMENT_HIST_CSV,
-                              DETECTIONS_ANALYZE_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CALIBRATION_CSV,
-                              DETECTIONS_CONFUSION_CSV, DETECTIONS_MEASURES_CSV, DETECTIONS_SUMMARY_JSON,
-                              DETECTIONS_TIDE_CSV, HEAD_TYPES, PREDEFINED, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
-                              VARIANTS)
-from dhanalysis.vocab import COMPARE_CSV, COMPARE_SUMMARY_JSON, EVAL_CSV, METRICS, PER_CLASS_AP_CSV
+from dhanalysis.vocab import (EVAL_CSV, HEAD_TYPES, METRICS, PER_CLASS_AP_CSV, PREDEFINED, QUALITATIVE_CSV,
+                              QUALITATIVE_IMAGES_CSV, VARIANTS)
 
 HeadRef = tuple[str, str]  # (model name, head type)
 PAPER_HEAD_VARIANTS = {"fc": "single-fc", "conv": "single-conv"}  # whose head is "the fc-head" / "the conv-head"
@@ -400,37 +398,6 @@ def _qualitative(res: Results, case: str) -> tuple[Figure, pd.DataFrame] | str:
             "dhanalysis reproduce)")
 
 
-def _detections(res: Results, draw: Callable[[Callable[[str], pd.DataFrame], dict], Figure | str],
-                *files: str) -> tuple[Figure, pd.DataFrame] | str:
-    """A figure of `dhanalysis detections` from the first model folder holding its tables, with the first of
-    them (what it draws, as the analysis wrote it); ``draw`` may instead return the line saying why it cannot."""
-    for m in res.models.values():
-        if m.path(DETECTIONS_SUMMARY_JSON) and all(m.path(f) for f in files):
-            summary = json.loads(m.path(DETECTIONS_SUMMARY_JSON).read_text())
-            drawn = draw(lambda f, m=m: pd.read_csv(m.path(f)), summary)
-            return drawn if isinstance(drawn, str) else (drawn, pd.read_csv(m.path(files[0])))
-    return f"needs {', '.join(files)} (dhanalysis detections)"
-
-
-def _det_measures(read: Callable[[str], pd.DataFrame], summary: dict) -> Figure | str:
-    """The alignment measures of det_measures.csv, or why a folder's table cannot be drawn (it has no rows)."""
-    table = read(DETECTIONS_MEASURES_CSV)
-    if table.empty:
-        return (f"needs {DETECTIONS_MEASURES_CSV} with rows (the folder's has none; rerun dhanalysis detections on a "
-                "results file with detections)")
-    return detections.plot_measures(table)
-
-
-def _compare(res: Results) -> tuple[Figure, pd.DataFrame] | str:
-    """The differences of `dhanalysis compare` from the first folder holding its table and summary."""
-    for m in res.models.values():
-        if m.path(COMPARE_SUMMARY_JSON) and m.path(COMPARE_CSV):
-            table = pd.read_csv(m.path(COMPARE_CSV))
-            names = json.loads(m.path(COMPARE_SUMMARY_JSON).read_text()).get("names")
-            return compare.plot_compare(table, names), table
-    return f"needs {COMPARE_CSV} and {COMPARE_SUMMARY_JSON} (dhanalysis compare)"
-
-
 FIGURES: dict[str, tuple[str, Builder]] = {
     "fig2": ("Fig. 2", _fig2),
     "fig3": ("Fig. 3", _fig3),
@@ -444,25 +411,24 @@ FIGURES: dict[str, tuple[str, Builder]] = {
     "figA3": ("Fig. A.3", _figA3),
     "figA4": ("Fig. A.4", lambda res: _qualitative(res, "A.4")),
     "figA5": ("Fig. A.5", lambda res: _qualitative(res, "A.5")),
-    "det-alignment": ("Detections: score vs IoU", lambda res: _detections(
-        res, lambda read, s: detections.plot_alignment(read(DETECTIONS_ALIGNMENT_HIST_CSV),
-                                                       read(DETECTIONS_ALIGNMENT_BINS_CSV),
-                                                       read(DETECTIONS_ALIGNMENT_CSV)),
-        DETECTIONS_ALIGNMENT_HIST_CSV, DETECTIONS_ALIGNMENT_BINS_CSV, DETECTIONS_ALIGNMENT_CSV)),
-    "det-analyze": ("Detections: COCO analyze()", lambda res: _detections(
-        res, lambda read, s: detections.plot_analyze(read(DETECTIONS_ANALYZE_PR_CSV), read(DETECTIONS_ANALYZE_CSV)),
-        DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_ANALYZE_CSV)),
-    "det-tide": ("Detections: TIDE", lambda res: _detections(
-        res, lambda read, s: detections.plot_tide(read(DETECTIONS_TIDE_CSV), s.get("tide_ap50")), DETECTIONS_TIDE_CSV)),
-    "det-reliability": ("Detections: reliability", lambda res: _detections(
-        res, lambda read, s: detections.plot_reliability(read(DETECTIONS_CALIBRATION_CSV), s),
-        DETECTIONS_CALIBRATION_CSV)),
-    "det-confusion": ("Detections: confusion matrix", lambda res: _detections(
-        res, lambda read, s: detections.plot_confusion(read(DETECTIONS_CONFUSION_CSV)), DETECTIONS_CONFUSION_CSV)),
-    "det-measures": ("Detections: alignment measures", lambda res: _detections(
-        res, _det_measures, DETECTIONS_MEASURES_CSV)),
-    "det-compare": ("Detections: two detectors compared", _compare),
 }
+
+
+def _file_figures() -> dict[str, tuple[str, Builder]]:
+    """Every figures module's ``FILE_FIGURES`` (`dhanalysis.figures.from_files`), in the order the analyses' rows
+    (`dhanalysis.results.RESULTS`) name them, each pointing its skip line at its row's command."""
+    import dhanalysis.figures as package
+
+    declared: dict[str, FileFigure] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "render":
+            declared.update(getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "FILE_FIGURES", {}))
+    return {key: (declared[key].title, partial(draw_from_files, spec=declared[key],
+                                               command=f"dhanalysis {row.command or row.analysis}"))
+            for row in RESULTS.values() for key in row.figures if key in declared}
+
+
+FIGURES.update(_file_figures())  # the paper's figures first, then the analyses' own
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)
 SUBSTITUTE_NOTES: dict[str, Callable[[Results], str | None]] = {

@@ -36,6 +36,8 @@ functions need numpy and pandas only.
 
 from __future__ import annotations
 
+import argparse
+
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -551,3 +553,12 @@ def measures_of_sums(sums: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray
     """measure -> (n, value) of per-image sums totalled over images (`image_measure_sums`), with leading axes kept
     (replicates): pooled and positive PCC, the object measures and, with bin sums, the decomposition."""
     return _object_measures(sums)
+
+
+def add_positive_iou_argument(parser: argparse.ArgumentParser) -> None:
+    """--positive-iou: the boxes the localisation measures rank (sliding-window, pcc, detections, compare); the one
+    flag of this module, beside its default, so that a command at any floor above can offer it."""
+    parser.add_argument("--positive-iou", type=float, default=DEFAULT_POSITIVE_IOU, metavar="T",
+                        help=f"boxes with IoU >= T are the positives of the alignment measures (PCC among positives, "
+                             f"rank correlation within each object, the NMS gap); a multiple of 0.05 (default "
+                             f"{DEFAULT_POSITIVE_IOU})")

@@ -1,7 +1,7 @@
 """What the commands that read checkpoints share: their flags, the workspace's models when no --ckpt is given, and
 the translation of flags into the library's plain values (a bad flag fails here, named, before a model is loaded).
 
-Not a subcommand: `eval`, `sliding-window`, `pcc` and `spatial-corr` import it.
+`eval`, `sliding-window`, `pcc` and `spatial-corr` use it; so may a model analysis that defines its own command.
 """
 
 from __future__ import annotations
@@ -12,65 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from dhanalysis.errors import DHError
+from dhanalysis.flags import check_at_least, flag_error
 
 TRAIN_HINT = "dhanalysis train --config configs/synth/single-fc.yaml --out checkpoints/synth-single-fc"
-
-
-# ------------------------------------------------------------------------------------------------ flag types
-# argparse ``type=`` converters that refuse a value out of range while the command line is parsed, before any work:
-# argparse words the refusal as one line naming the flag (``argument --iterations: must be an integer >= 1, got 0``).
-def _integer(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got '{text}'") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
-    return value
-
-
-def _number(text: str, low: float, low_open: bool, high: float | None = None) -> float:
-    import math
-
-    wanted = (f"a number in [{low:g}, {high:g}]" if high is not None
-              else f"a finite number {'>' if low_open else '>='} {low:g}")
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got '{text}'") from None
-    above = value > low if low_open else value >= low
-    if not (math.isfinite(value) and above and (high is None or value <= high)):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """A count that must be at least 1 (iterations, images, batch sizes, processes)."""
-    return _integer(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """A count where 0 means none or off (workers, depth)."""
-    return _integer(text, 0)
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0 (a learning rate)."""
-    return _number(text, 0.0, low_open=True)
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1] (a probability, a threshold)."""
-    return _number(text, 0.0, low_open=False, high=1.0)
-
-
-def at_least(low: int):
-    """A type for an integer flag with its own floor (e.g. a batch that needs several images)."""
-
-    def convert(text: str) -> int:
-        return _integer(text, low)
-
-    return convert
 
 
 # ------------------------------------------------------------------------------------------------ flags
@@ -130,34 +74,9 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scoring", choices=("fast", "reference"), default="fast",
                         help="fast: gather RoIAlign + matmul heads (default); reference: the model's own probe "
                              "(torchvision RoIAlign, NCHW heads), fp32 only. Both give the same statistics")
+    from dhanalysis.metrics.measures import add_positive_iou_argument
+
     add_positive_iou_argument(parser)
-
-
-def add_positive_iou_argument(parser: argparse.ArgumentParser) -> None:
-    """--positive-iou: the boxes the localisation measures rank (sliding-window, pcc, detections)."""
-    from dhanalysis.metrics.measures import DEFAULT_POSITIVE_IOU
-
-    parser.add_argument("--positive-iou", type=float, default=DEFAULT_POSITIVE_IOU, metavar="T",
-                        help=f"boxes with IoU >= T are the positives of the alignment measures (PCC among positives, "
-                             f"rank correlation within each object, the NMS gap); a multiple of 0.05 (default "
-                             f"{DEFAULT_POSITIVE_IOU})")
-
-
-# ------------------------------------------------------------------------------------------------ flags -> values
-def check_at_least(args: argparse.Namespace, **minimums: int) -> None:
-    """``--flag must be at least N``: the flag-named form of the library's value checks, before anything runs."""
-    for dest, low in minimums.items():
-        value = getattr(args, dest, None)
-        if value is not None and value < low:
-            raise DHError(f"--{dest.replace('_', '-')} must be at least {low}, got {value}")
-
-
-def flag_error(flag: str, check, *values: Any) -> Any:
-    """``check(*values)``, with a `DHError` it raises prefixed by the flag the values came from."""
-    try:
-        return check(*values)
-    except DHError as exc:
-        raise DHError(f"{flag}: {exc}") from None
 
 
 def window_values(args: argparse.Namespace) -> dict:
@@ -189,13 +108,11 @@ def run_options(args: argparse.Namespace):
 def workspace_checkpoints(root: Path = Path("checkpoints")) -> dict[str, Path]:
     """Every finished run under ``root`` by name; none is a one-line error saying how to make one."""
     from dhanalysis.probes.harness import finished_runs
-    from dhanalysis.cli import COMMANDS
     from dhanalysis.vocab import FINAL_CHECKPOINT
 
     runs = finished_runs(root)
     if not runs:
-        convert = (f", convert one ('dhanalysis convert ... --out checkpoints/NAME/{FINAL_CHECKPOINT}')"
-                   if "convert" in COMMANDS else "")
+        convert = f", convert one ('dhanalysis convert ... --out checkpoints/NAME/{FINAL_CHECKPOINT}')"
         raise DHError(f"no --ckpt given and no finished run ({FINAL_CHECKPOINT}) under {root.resolve()}; train one "
                       f"('{TRAIN_HINT}'){convert} or pass --ckpt FILE")
     return runs
@@ -226,7 +143,3 @@ def models(args: argparse.Namespace, **dataset: Any) -> Iterator:
         if taken and run.rank == 0:
             print(f"[{i}/{len(ckpts)}] {run.name}: {run.ckpt} -> {run.folder}", flush=True)
         yield run
-
-
-def print_written(paths: list[Path]) -> None:
-    print(f"wrote {', '.join(str(p) for p in paths)}")
