@@ -290,6 +290,8 @@ DETECTIONS_SUMMARY_JSON = "detections_summary.json"
 # bootstrap interval, p-value and Holm verdict; the summary (the folder's record) last
 COMPARE_CSV = "compare.csv"
 COMPARE_SUMMARY_JSON = "compare_summary.json"
+# the one page of a results folder (`dhanalysis.figures.report`): headline numbers, figures, definitions, protocol
+REPORT_HTML = "report.html"
 # the resumable analyses' per-image chunks: <results folder>/chunks/<analysis>/
 CHUNKS_DIR = "chunks"
 SLIDING_WINDOW_CHUNKS, PCC_CHUNKS, SPATIAL_CORR_CHUNKS = "sliding_window", "pcc", "spatial_corr"
