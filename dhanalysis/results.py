@@ -28,7 +28,7 @@ from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, COMPARE_CSV, COMPARE
                               DETECTIONS_INFO_JSON, DETECTIONS_PARQUET, DETECTIONS_SUMMARY_JSON,
                               DETECTIONS_TABLES, EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV,
                               PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV,
-                              QUALITATIVE_IMAGES_CSV, RAW_SAMPLE_CSV, SLIDING_WINDOW_CHUNKS,
+                              QUALITATIVE_IMAGES_CSV, RAW_SAMPLE_CSV, REPORT_HTML, SLIDING_WINDOW_CHUNKS,
                               SLIDING_WINDOW_OBJECTS_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON,
                               SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON,
                               SWEEP_RESULTS_CSV, VARIANTS, detections_file, table_files)
@@ -104,6 +104,11 @@ RESULTS: dict[str, Outputs] = {
                 command="compare",
                 help="two detectors' results files: every metric's difference, paired intervals, Holm",
                 command_module="dhanalysis.cli.compare", figures=("det-compare",)),
+        # `dhanalysis report`: one page of whatever a folder holds (detections and compare also write it themselves);
+        # it may sit in a folder of models, so it does not mark one
+        Outputs("report", (REPORT_HTML,), what="a report page", marks_model=False, command="report",
+                help="one self-contained report.html of a results folder: numbers, intervals, figures, protocol",
+                command_module="dhanalysis.cli.report"),
     )
 }
 

@@ -232,6 +232,20 @@ def test_an_empty_folder_is_refused(tmp_path):
         write_report(tmp_path / "missing")
 
 
+def test_the_report_command_keeps_a_page_it_did_not_write(det_folder, tmp_path, capsys):
+    """`dhanalysis report` writes the page; a file at --out that another program wrote stays unless --overwrite,
+    and the command's own page is replaced freely."""
+    from dhanalysis.cli import main
+
+    out = tmp_path / "page.html"
+    out.write_text("<html>someone else's</html>")
+    assert main(["report", "--results", str(det_folder), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "<html>someone else's</html>"
+    assert main(["report", "--results", str(det_folder), "--out", str(out), "--overwrite"]) == 0
+    assert page(det_folder) .count("<img") == out.read_text().count("<img") > 0
+    assert main(["report", "--results", str(det_folder), "--out", str(out)]) == 0  # its own page: replaced
+
+
 # ------------------------------------------------------------------------------------------------ in a browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # appended to a copy of the page: records load errors (images included) and each image's decoded width

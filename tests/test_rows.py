@@ -136,7 +136,8 @@ def test_a_small_run_writes_exactly_the_declared_files(row, tmp_path):
     out = tmp_path / "out"
     assert main(SMALL_RUNS[row.command](tmp_path, out)) == 0
     written = sorted(p.name for p in out.iterdir() if p.is_file())
-    declared = (*row.files, *RESULTS["model"].files)  # a model's analyses also write its config.json
+    # a model's analyses also write its config.json; detections and compare their folder's report page
+    declared = (*row.files, *RESULTS["model"].files, *RESULTS["report"].files)
     assert [f for f in written if not any(fnmatch.fnmatch(f, d) for d in declared)] == []
     parquet = importlib.util.find_spec("pyarrow") is not None
     missing = [d for d in row.files if (parquet or not d.endswith(".parquet"))

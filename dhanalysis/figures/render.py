@@ -414,6 +414,9 @@ FIGURES: dict[str, tuple[str, Builder]] = {
 }
 
 
+CONSUMERS = {"render", "report"}  # figures modules that use the figures table rather than declare into it
+
+
 def _file_figures() -> dict[str, tuple[str, Builder]]:
     """Every figures module's ``FILE_FIGURES`` (`dhanalysis.figures.from_files`), in the order the analyses' rows
     (`dhanalysis.results.RESULTS`) name them, each pointing its skip line at its row's command."""
@@ -421,7 +424,7 @@ def _file_figures() -> dict[str, tuple[str, Builder]]:
 
     declared: dict[str, FileFigure] = {}
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "render":
+        if info.name not in CONSUMERS:
             declared.update(getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "FILE_FIGURES", {}))
     return {key: (declared[key].title, partial(draw_from_files, spec=declared[key],
                                                command=f"dhanalysis {row.command or row.analysis}"))

@@ -497,13 +497,26 @@ def report_html(res: Results, title: str) -> str:
     sections = "".join(f'<section id="{key}"><h2>{name}</h2>{bodies[key]}</section>' for key, name in SECTIONS)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<meta name=\"generator\" content=\"{GENERATOR}\">"
             f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
             f"<header><h1>{_esc(title)}</h1><p class=\"note\">Model folders: {_esc(models)}. "
             f"{len(drawn)} figures. Numbers are as the tables hold them (AP and other rates as fractions).</p>"
             f"<nav>{nav}</nav></header>{sections}</body></html>\n")
 
 
-def write_report(folder: Path, out: Path | None = None) -> Path:
+GENERATOR = "dhanalysis report"  # marks a page this module wrote: only such a page is replaced without --overwrite
+
+
+def written_by_us(path: Path) -> bool:
+    """Whether ``path`` is a report page this module wrote (its generator tag within the first few kB)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f'<meta name="generator" content="{GENERATOR}">' in f.read(4096)
+    except OSError:
+        return False
+
+
+def write_report(folder: Path, out: Path | None = None, overwrite: bool = False) -> Path:
     """Write the report page of a results folder (default ``folder / report.html``) atomically; returns its path.
 
     ``folder``: a model folder (``dhanalysis detections``, ``compare``, ``sliding-window``, ``pcc``, ``eval`` …) or a
@@ -518,5 +531,7 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
         raise DHError(f"{folder} holds no results (no model folder and no sweeps); give the folder a dhanalysis "
                       "analysis wrote")
     out = Path(out) if out is not None else folder / REPORT_HTML
+    if out.exists() and not overwrite and not written_by_us(out):
+        raise DHError(f"{out} exists and is not a report this command wrote; choose another --out or pass --overwrite")
     atomic_write_text(out, report_html(res, f"Results: {folder.resolve().name}"))
     return out
