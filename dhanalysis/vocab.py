@@ -191,6 +191,16 @@ def size_index(area: Any) -> Any:
 def size_group(area: float) -> str:
     """COCO's size group of one annotation area in pixels: small < 32², medium < 96², large otherwise."""
     return SIZE_GROUPS[int(size_index(area))]
+
+
+# COCOeval's area ranges (params.areaRng) by label: ``ALL_SIZES`` takes every area (COCOeval's 0 to 1e10), then the
+# size groups. The ranges are closed at both ends, so COCOeval evaluates an area on a shared bound in both groups
+# (`size_index` names the larger one). The one statement of "all", read by every COCO evaluation.
+ALL_SIZES = "all"
+AREA_RANGES = {ALL_SIZES: (0.0, 1e10), **dict(zip(SIZE_GROUPS, ((0.0, float(SMALL_MAX_AREA)),
+                                                                (float(SMALL_MAX_AREA), float(LARGE_MIN_AREA)),
+                                                                (float(LARGE_MIN_AREA), 1e10))))}
+
 # Class difficulty: terciles of the classes ranked by a reference model's per-class AP, highest first (App. A.1).
 DIFFICULTY_GROUPS = ("easy", "medium", "hard")
 

@@ -1,6 +1,8 @@
-"""Bootstrap intervals: AP recomputed from pycocotools' matching equals COCOeval, on every image and on a resampled
-image list (duplicates included); moment sums give scipy's Pearson r; intervals cover what they should; the seed ×
-image t interval reduces to known intervals where it must; the findings' AP replicates resample the AP images.
+"""Bootstrap intervals: AP recomputed per replicate from one matching (`metrics.resampled_ap`) equals pycocotools'
+COCOeval, on every image and on a resampled image list (duplicates included), also on files with crowds, every size
+group and more than 100 detections of an image and class; moment sums give scipy's Pearson r; intervals cover what
+they should; the seed × image t interval reduces to known intervals where it must; the findings' AP replicates
+resample the AP images.
 
 The coverage of the findings' interval method is measured in tests/test_interval_coverage.py."""
 
@@ -13,9 +15,8 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from dhanalysis.stats.bootstrap import (CocoMatches, interval, pcc_of_sums, positions_of, ratio_of_sums,
-                                           replicate_counts)
-from dhanalysis.engine.evaluate import coco_ap
+from dhanalysis.metrics.resampled_ap import CocoMatches
+from dhanalysis.stats.bootstrap import interval, pcc_of_sums, positions_of, ratio_of_sums, replicate_counts
 
 
 def fake_coco(seed: int = 0, images: int = 12, cats: int = 3):
@@ -47,37 +48,60 @@ def fake_coco(seed: int = 0, images: int = 12, cats: int = 3):
     return coco, dets
 
 
-def test_ap_from_matches_equals_cocoeval_on_all_and_resampled_images():
-    coco, dets = fake_coco()
-    ids = sorted(coco.getImgIds())
+def corner_cases(seed: int = 0):
+    """test_coco_match's generated file (crowds, every size group, more than 100 detections of one image and class,
+    images without objects or detections) as a pycocotools COCO, its detections and the images evaluated."""
+    from test_coco_match import sparse_case
+
+    gt, dets, image_ids = sparse_case(seed)
+    return as_coco(gt), dets, sorted(image_ids)
+
+
+def as_coco(gt: dict):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.dataset = gt
+        coco.createIndex()
+    return coco
+
+
+def cocoeval_ap(coco, dets: list[dict], image_ids: list[int]) -> tuple[float, float]:
+    """pycocotools' (AP, AP50): COCOeval's stats[0:2]."""
+    from test_coco_match import pycocotools_eval
+
+    ev = pycocotools_eval(coco.dataset, dets, image_ids)
+    return float(ev.stats[0]), float(ev.stats[1])
+
+
+@pytest.mark.parametrize("case", ["noisy", "corner_cases"])
+def test_ap_from_matches_equals_cocoeval_on_all_and_resampled_images(case):
+    if case == "noisy":
+        coco, dets = fake_coco()
+        ids = sorted(coco.getImgIds())
+    else:
+        coco, dets, ids = corner_cases()
     matches = CocoMatches.from_results(coco, dets, ids)
-    summary, _ = coco_ap(coco, dets, ids)
-    ap, ap50 = matches.ap()
-    assert ap == pytest.approx(summary["AP"], abs=1e-12) and ap50 == pytest.approx(summary["AP50"], abs=1e-12)
+    want = cocoeval_ap(coco, dets, ids)
+    assert matches.ap() == pytest.approx(want, abs=1e-12)
 
     # a resampled image list = a dataset in which the drawn images appear as often as drawn: build it for COCOeval
     counts = replicate_counts(len(ids), 3, seed=5)
     for row in counts:
         positions = positions_of(row)
         assert len(positions) == len(ids) and len(set(positions)) < len(ids)  # duplicates present
-        from pycocotools.coco import COCO
-
+        by_image = {i: [a for a in coco.dataset["annotations"] if a["image_id"] == i] for i in ids}
         copy_gt = {"images": [], "annotations": [], "categories": coco.dataset["categories"]}
         copy_dets = []
         for new_id, pos in enumerate(positions, 1):
             old = ids[pos]
             copy_gt["images"].append({"id": new_id, "width": 200, "height": 200})
-            for a in coco.imgToAnns[old]:
+            for a in by_image[old]:
                 copy_gt["annotations"].append({**a, "id": len(copy_gt["annotations"]) + 1, "image_id": new_id})
             copy_dets += [{**d, "image_id": new_id} for d in dets if d["image_id"] == old]
-        ref = COCO()
-        with contextlib.redirect_stdout(io.StringIO()):
-            ref.dataset = copy_gt
-            ref.createIndex()
-        expected, _ = coco_ap(ref, copy_dets, list(range(1, len(positions) + 1)))
-        got_ap, got_ap50 = matches.ap(positions)
-        assert got_ap == pytest.approx(expected["AP"], abs=1e-9)
-        assert got_ap50 == pytest.approx(expected["AP50"], abs=1e-9)
+        expected = cocoeval_ap(as_coco(copy_gt), copy_dets, list(range(1, len(positions) + 1)))
+        assert matches.ap(positions) == pytest.approx(expected, abs=1e-12)
 
 
 def test_moment_sums_give_pearson_and_means():
@@ -199,12 +223,10 @@ def test_p_value_agrees_with_the_interval():
 def constructed_matches(num_images: int, hit_rate: float, rng: np.random.Generator) -> CocoMatches:
     """One category, one object and one detection per image: the first 100 images always hit, the rest with
     ``hit_rate`` (so AP on the first 100 is 1 and on all of them is not)."""
-    thresholds = np.array([0.5, 0.75])
-    rows = []
-    for i in range(num_images):
-        hit = i < 100 or rng.uniform() < hit_rate
-        rows.append((np.array([rng.uniform(0.1, 1.0)]), np.full((2, 1), hit), np.zeros((2, 1), bool), 1))
-    return CocoMatches(list(range(1, num_images + 1)), [rows], thresholds, np.linspace(0, 1, 101))
+    hit = (np.arange(num_images) < 100) | (rng.uniform(size=num_images) < hit_rate)
+    return CocoMatches(list(range(1, num_images + 1)), np.arange(num_images), np.zeros(num_images, np.int64),
+                       rng.uniform(0.1, 1.0, num_images), np.stack([hit, hit]), np.zeros((2, num_images), bool),
+                       np.ones((num_images, 1), np.int64), np.array([0.5, 0.75]))
 
 
 def test_ap_draws_resample_the_images_ap_is_measured_on():

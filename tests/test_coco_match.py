@@ -1,8 +1,8 @@
 """The vectorised COCO evaluation equals pycocotools' COCOeval element for element: every detection's match and
-ignore flag at every threshold and area range, and the accumulated precision, recall and score arrays — on files
-built to hit COCOeval's corner cases (crowds, areas at the range edges, tied scores, tied IoUs from duplicate and
-integer boxes, more than 100 detections of one image and class, classes with no objects or only crowds, images with
-no objects)."""
+ignore flag at every threshold and area range, the accumulated precision, recall and score arrays, and summarize()'s
+twelve stats — on files built to hit COCOeval's corner cases (crowds, areas at the range edges, tied scores, tied IoUs
+from duplicate and integer boxes, more than 100 detections of one image and class, classes with no objects or only
+crowds, images with no objects, images with no detections, evaluated image subsets, other max detections)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import io
 import numpy as np
 import pytest
 
-from dhanalysis.metrics.coco_match import detection_boxes, evaluate, ground_truth_boxes
+from dhanalysis.metrics.coco_match import (area_index, class_ap, detection_boxes, evaluate, ground_truth_boxes,
+                                              result_boxes, summarize)
 
 
 def generated(seed: int) -> tuple[dict, list[dict]]:
@@ -114,3 +115,68 @@ def test_cocoeval_corner_cases_occur():
     assert len(set(scores)) < len(scores) / 3  # tied scores
     assert len(boxes) < len(dets)  # identical boxes: tied IoUs
     assert any(a["iscrowd"] for a in gt["annotations"]) and any(a["area"] == 96.0**2 for a in gt["annotations"])
+
+
+def pycocotools_eval(gt: dict, dets: list[dict], image_ids=None, max_dets=None):
+    """pycocotools' COCOeval of ``dets`` on ``gt`` with its default parameters (optionally other images and max
+    detections): evaluated, accumulated and summarized."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]), "bbox")  # loadRes edits the dicts it gets
+        if image_ids is not None:
+            ev.params.imgIds = sorted(image_ids)
+        if max_dets is not None:
+            ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+def sparse_case(seed: int) -> tuple[dict, list[dict], list[int]]:
+    """A generated file with an image of objects but no detections, an image with neither, and an image with
+    detections only; evaluated on a subset of its images (the detections of the others are not counted)."""
+    gt, dets = generated(seed)
+    gt = {**gt, "images": [*gt["images"], {"id": 5, "width": 50, "height": 50}]}  # no objects, no detections
+    with_objects = sorted({a["image_id"] for a in gt["annotations"]})
+    undetected = with_objects[1]
+    dets = [d for d in dets if d["image_id"] != undetected]
+    left_out = with_objects[-1]
+    image_ids = [im["id"] for im in gt["images"] if im["id"] != left_out]
+    return gt, dets, image_ids
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("max_dets", [None, (1, 5, 50)])
+def test_summary_equals_cocoevals_stats(seed, max_dets):
+    """summarize()'s twelve stats (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l) and each class's AP are
+    pycocotools': with the default max detections and with others (where COCOeval's AP at 100 detections is -1)."""
+    gt, dets, image_ids = sparse_case(seed)
+    ref = pycocotools_eval(gt, dets, image_ids, max_dets)
+    ev = evaluate(ground_truth_boxes(gt), result_boxes(dets), image_ids, [c["id"] for c in gt["categories"]],
+                  max_dets=max_dets or (1, 10, 100))
+    for key in ("precision", "recall", "scores"):
+        assert np.array_equal(ev.eval[key], ref.eval[key]), key
+    stats = summarize(ev)
+    assert stats.shape == (12,) and np.array_equal(stats, np.asarray(ref.stats)), (stats, ref.stats)
+    assert (stats[0] == -1) == (max_dets is not None) and (stats[1:] > 0).all()
+    prec = ref.eval["precision"][:, :, :, 0, -1]
+    want = [prec[:, :, k][prec[:, :, k] > -1].mean() if (prec[:, :, k] > -1).any() else np.nan
+            for k in range(prec.shape[2])]
+    np.testing.assert_array_equal(class_ap(ev), want)
+    assert np.isnan(class_ap(ev)).sum() == 2  # category 9 has no objects, 5 only crowds
+
+
+def test_the_all_range_is_found_by_label():
+    gt, dets = generated(0)
+    ev = evaluate(ground_truth_boxes(gt), result_boxes(dets), [im["id"] for im in gt["images"]],
+                  [c["id"] for c in gt["categories"]], area_ranges=[(0.0, 32.0**2), (0.0, 1e10)],
+                  area_labels=["small", "all"])
+    assert area_index(ev.params) == 1 and area_index(ev.params, "small") == 0
+    with pytest.raises(ValueError, match="'large' is not one of"):
+        area_index(ev.params, "large")

@@ -18,7 +18,7 @@ from dhanalysis.engine.evaluate import coco_ap, evaluate
 from dhanalysis.engine.train import lr_factor, scale_schedule, train
 from dhanalysis.errors import DHError
 from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint
-from dhanalysis.vocab import INFERENCE_MODES
+from dhanalysis.vocab import INFERENCE_MODES, METRICS
 
 from helpers import tiny_config
 
@@ -106,6 +106,50 @@ def _interpolated_ap(matched: list[bool], num_gt: int) -> float:
     points = np.linspace(0, 1, 101)
     return float(np.mean([envelope[recall >= r - 1e-12].max() if (recall >= r - 1e-12).any() else 0.0
                           for r in points]))
+
+
+def _coco(gt: dict):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.dataset = gt
+        coco.createIndex()
+    return coco
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_coco_ap_equals_pycocotools(seed):
+    """eval's AP (COCOeval's stats[0:6]) and per-class AP equal pycocotools' COCOeval on files with crowds, objects of
+    every size group, several categories (one without objects, one of crowds only), more than 100 detections of one
+    image and class, images with no detections or no objects, on a subset of the images."""
+    from test_coco_match import pycocotools_eval, sparse_case
+
+    gt, dets, image_ids = sparse_case(seed)
+    ref = pycocotools_eval(gt, dets, image_ids)
+    summary, per_class = coco_ap(_coco(gt), dets, image_ids)
+    assert list(summary) == list(METRICS)
+    for i, name in enumerate(METRICS):
+        assert summary[name] == pytest.approx(ref.stats[i], abs=1e-12), name
+    prec = ref.eval["precision"][:, :, :, 0, -1]
+    assert list(per_class) == ref.params.catIds
+    for k, cat in enumerate(ref.params.catIds):
+        p = prec[:, :, k][prec[:, :, k] > -1]
+        assert (per_class[cat] == pytest.approx(p.mean(), abs=1e-12)) if p.size else np.isnan(per_class[cat]), cat
+    assert len({v for v in per_class.values() if v == v}) >= 3
+
+
+def test_coco_ap_of_no_detections_is_zero_where_objects_count():
+    """No detections: AP 0, and per class 0 where the evaluated images hold objects that count, NaN elsewhere (as
+    COCOeval leaves a class without such objects out)."""
+    from test_coco_match import sparse_case
+
+    gt, _, image_ids = sparse_case(0)
+    summary, per_class = coco_ap(_coco(gt), [], image_ids)
+    assert summary == dict.fromkeys(METRICS, 0.0)
+    counted = {a["category_id"] for a in gt["annotations"] if not a["iscrowd"] and a["image_id"] in image_ids}
+    assert {c for c, v in per_class.items() if v == 0.0} == counted
+    assert all(np.isnan(v) for c, v in per_class.items() if c not in counted)
 
 
 def test_coco_ap_equals_the_paper_metric_computed_by_hand():

@@ -1,4 +1,5 @@
-"""COCO box AP for every inference mode in one pass (Table 3, Fig. 8 a–d), through pycocotools.
+"""COCO box AP for every inference mode in one pass (Table 3, Fig. 8 a–d), by the package's COCO engine
+(`dhanalysis.metrics.coco_match`, equal to pycocotools' COCOeval).
 
 The backbone, RPN and RoI features are computed once per image; each mode only re-runs the cheap last step (score
 fusion, box decoding, NMS). Detections are written as COCO results JSON with the dataset's original category ids.
@@ -11,8 +12,6 @@ detections files hold; it is eval's record of the folder, so the two stages neve
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from dhanalysis.data.coco import CocoDataset, collate_fn
 from dhanalysis.engine.distributed import all_gather_object, get_rank, get_world_size, is_main
 from dhanalysis.folders import FolderTaken, atomic_write_json, atomic_write_text, claim, read_json, write_table
+from dhanalysis.metrics import coco_match
 from dhanalysis.results import RESULTS, owned_paths
 from dhanalysis.vocab import (AFTER_NMS, BEFORE_NMS, DETECTION_STAGES, EVAL_CSV, EVALUATED_IMAGES_JSON, METRICS,
                               PER_CLASS_AP_CSV, detections_file)
@@ -49,34 +49,19 @@ def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, label_to_cat_i
 
 
 def coco_ap(coco_gt, results: list[dict], image_ids: list[int]) -> tuple[dict[str, float], dict[int, float]]:
-    """(summary metrics as fractions, per-category AP) of ``results`` against the ground truth ``coco_gt``.
+    """(summary metrics as fractions, per-category AP) of ``results`` against the ground truth ``coco_gt`` (a
+    pycocotools COCO), on ``image_ids``, by the package's COCO engine (`coco_match`, equal to pycocotools' COCOeval).
 
-    Per-category AP averages COCOeval's precision over IoU thresholds 0.5:0.95 and recall, area 'all', 100
-    detections, skipping the -1 entries of categories without ground truth; those categories get NaN.
+    The summary is COCOeval's ``stats[0:6]`` (a metric without ground truth to count, -1 there, is 0). Per-category
+    AP averages COCOeval's precision over IoU thresholds 0.5:0.95 and recall, area 'all', 100 detections, skipping
+    the -1 entries of categories without ground truth that counts on these images; those categories get NaN.
     """
-    from pycocotools.cocoeval import COCOeval
-
-    cat_ids = sorted(coco_gt.getCatIds())
-    if not results:
-        return dict.fromkeys(METRICS, 0.0), {c: 0.0 if coco_gt.getAnnIds(catIds=[c], iscrowd=False) else float("nan")
-                                              for c in cat_ids}
-    with contextlib.redirect_stdout(io.StringIO()):
-        # loadRes adds segmentation, area, id and iscrowd to the dicts it is given: copies keep ``results`` (which
-        # is written as the detections file) as the COCO results format has it
-        coco_dt = coco_gt.loadRes([dict(r) for r in results])
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = sorted(image_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    summary = {name: max(float(ev.stats[i]), 0.0) for i, name in enumerate(METRICS)}
-    precision = ev.eval["precision"]  # (T, R, K, A, M)
-    per_class = {}
-    for k, cat in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        per_class[cat] = float(p.mean()) if p.size else float("nan")
-    return summary, per_class
+    gt = coco_gt.dataset
+    ev = coco_match.evaluate(coco_match.ground_truth_boxes(gt), coco_match.result_boxes(results), image_ids,
+                             [c["id"] for c in gt["categories"]])
+    stats = coco_match.summarize(ev)
+    summary = {name: max(float(stats[i]), 0.0) for i, name in enumerate(METRICS)}
+    return summary, dict(zip(ev.params.catIds, (float(ap) for ap in coco_match.class_ap(ev))))
 
 
 @torch.no_grad()

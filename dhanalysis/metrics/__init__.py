@@ -1,7 +1,9 @@
 """Metrics of any detector's results file (no model needed): what COCO's evaluation, TIDE, calibration and LRP say,
 and how well the scores rank each object's boxes by fit, each with an image-bootstrap interval.
 
-- `coco_match`: COCOeval's matching and accumulation, vectorised (pycocotools' arrays, element by element);
+- `coco_match`: COCOeval's matching, accumulation and summary, vectorised (pycocotools' arrays, element by element):
+  the package's one COCO box evaluation, read by `eval`, the study's bootstrap and `detections`;
+- `resampled_ap`: COCO AP on bootstrap replicates of the evaluated images, from one `coco_match` matching;
 - `detections`: the `detections` analysis of a results file: checks, matches, oracle AP, every table below;
 - `measures`: the score-IoU alignment measures every box set gets (pooled and positives-only PCC, rank correlation
   within each object, the IoU lost at NMS, the pooled PCC's decomposition), also used by the model probes;

@@ -80,7 +80,7 @@ def analyze_breakdown(gt: dict, gt_boxes: coco_match.Boxes, dt: coco_match.Boxes
     """
     p = main_eval.params
     thr = np.asarray(p.iouThrs)
-    area = [tuple(a) for a in p.areaRng].index((0, 1e10)) if [0, 1e10] in [list(a) for a in p.areaRng] else 0
+    area = coco_match.area_index(p)
     prec = main_eval.eval["precision"][:, :, :, area, -1]  # (T, R, K)
     index = {t: int(np.flatnonzero(np.isclose(thr, t))[0]) for t in (0.75, 0.5, 0.1)}
     cat_ids = list(p.catIds)

@@ -1,11 +1,14 @@
 """COCOeval's box evaluation (``evaluate()`` + ``accumulate()``), vectorised: the same matching, the same
 precision, recall and score arrays, computed over every (image, class) at once instead of in a Python loop per pair.
 
-Why: the detections analysis (`dhanalysis.metrics.detections`) needs five evaluations of one results file — the
-real AP, two oracle rescorings (a new score order changes the greedy matching) and analyze()'s Sim and Oth curves —
-and pycocotools spends nearly all of each in its per-(image, class) loop. Every rule below is COCOeval's, and
-tests/test_coco_match.py checks the arrays against pycocotools' own on generated files with crowds, area ranges,
-tied scores and IoUs and more than 100 detections per image and class, element for element:
+It is the package's one COCO box evaluation: `eval`'s AP of every inference mode and per-class AP
+(`dhanalysis.engine.evaluate`, through `summarize` and `class_ap`), the study's AP on bootstrap replicates of the
+images (`dhanalysis.metrics.resampled_ap`, reusing `precision_recall`) and the detections analysis
+(`dhanalysis.metrics.detections`), which needs five evaluations of one results file — the real AP, two oracle
+rescorings (a new score order changes the greedy matching) and analyze()'s Sim and Oth curves — where pycocotools
+spends nearly all of each in its per-(image, class) loop. Every rule below is COCOeval's, and tests/test_coco_match.py
+checks the arrays (and summarize()'s stats) against pycocotools' own on generated files with crowds, area ranges, tied
+scores and IoUs and more than 100 detections per image and class, element for element:
 
 - detections of an (image, class) are ranked by score, ties in file order (a stable sort), and the first
   ``max_dets[-1]`` are evaluated;
@@ -29,13 +32,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dhanalysis.vocab import LARGE_MIN_AREA, SIZE_GROUPS, SMALL_MAX_AREA
+from dhanalysis.vocab import ALL_SIZES, SIZE_GROUPS
+from dhanalysis.vocab import AREA_RANGES as RANGES_BY_LABEL
 
-# COCOeval's default area ranges (params.areaRng, closed at both ends): "all", then the size groups, whose bounds are
-# the vocabulary's (`vocab.size_index` assigns an area on a shared bound to the larger group, as COCOeval counts it)
-AREA_LABELS = ("all", *SIZE_GROUPS)
-AREA_RANGES = ((0.0, 1e10), (0.0, float(SMALL_MAX_AREA)), (float(SMALL_MAX_AREA), float(LARGE_MIN_AREA)),
-               (float(LARGE_MIN_AREA), 1e10))
+# COCOeval's default area ranges (params.areaRng, closed at both ends): "all", then the size groups (`vocab`'s)
+AREA_LABELS = tuple(RANGES_BY_LABEL)
+AREA_RANGES = tuple(RANGES_BY_LABEL.values())
 MAX_DETS = (1, 10, 100)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 
@@ -67,6 +69,13 @@ def ground_truth_boxes(gt: dict) -> Boxes:
                  crowd=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool).reshape(-1))
 
 
+def result_boxes(results: Sequence[dict]) -> Boxes:
+    """A COCO results list (``image_id``, ``category_id``, ``bbox`` xywh, ``score``) as pycocotools' ``loadRes``
+    reads it: area w * h, ids 1..N in list order."""
+    return detection_boxes([r["image_id"] for r in results], [r["category_id"] for r in results],
+                           [r["bbox"] for r in results], [r["score"] for r in results])
+
+
 def detection_boxes(image: np.ndarray, category: np.ndarray, xywh: np.ndarray, score: np.ndarray) -> Boxes:
     xywh = np.asarray(xywh, np.float64).reshape(-1, 4)
     return Boxes(image=np.asarray(image, np.int64), category=np.asarray(category, np.int64), xywh=xywh,
@@ -91,6 +100,15 @@ def ground_truth_ignored(gt: Boxes, area_range: tuple[float, float]) -> np.ndarr
     The one statement of the rule, read by the evaluation and by the counts of ground truths that count."""
     lo, hi = area_range
     return gt.crowd | (gt.area < lo) | (gt.area > hi)
+
+
+def area_index(params: SimpleNamespace, label: str = ALL_SIZES) -> int:
+    """Position of area range ``label`` (default "all") in an evaluation's ``areaRngLbl``: found by label, as
+    COCOeval's summarize finds it, whatever ranges the evaluation ran."""
+    labels = list(params.areaRngLbl)
+    if label not in labels:
+        raise ValueError(f"area range {label!r} is not one of the evaluation's {labels}")
+    return labels.index(label)
 
 
 @dataclass
@@ -131,124 +149,192 @@ def evaluate(gt: Boxes, dt: Boxes, image_ids: Sequence[int], cat_ids: Sequence[i
     cat_ids = [int(c) for c in np.unique(np.asarray(cat_ids, np.int64))]
     max_dets = sorted(int(m) for m in max_dets)
     thr = np.asarray(iou_thresholds, np.float64)
-    T, A, K, I = len(thr), len(area_ranges), len(cat_ids), len(image_ids)
-    max_det = int(max_dets[-1])
     img_pos = {i: p for p, i in enumerate(image_ids)}
     cat_pos = {c: p for p, c in enumerate(cat_ids)}
-
-    # ---- detections: rank within (image, class) by score, ties in file order
     d_img, d_cat = _group_index(dt.image, dt.category, img_pos, cat_pos)
-    n = len(dt)
-    keep = (d_img >= 0) & (d_cat >= 0)
-    group = np.where(keep, d_cat * I + d_img, -1)
-    order = np.lexsort((np.arange(n), -dt.score, group))
-    sorted_group = group[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_group)) + 1] if n else np.zeros(0, np.int64)
-    rank = np.empty(n, np.int64)
-    seg_start = np.repeat(starts, np.diff(np.r_[starts, n]))
-    rank[order] = np.arange(n) - seg_start
-    evaluated = keep & (rank < max_det)
-
-    # ---- ground truths of the evaluated images and classes
     g_img, g_cat = _group_index(gt.image, gt.category, img_pos, cat_pos)
-    g_keep = np.flatnonzero((g_img >= 0) & (g_cat >= 0))
-    g_group = g_cat[g_keep] * I + g_img[g_keep]
+    rank, evaluated = _rank(d_img, d_cat, dt.score, len(image_ids), max_dets[-1])
+    known = (g_img >= 0) & (g_cat >= 0)  # ground truths of the evaluated images and classes
+    pairs = _candidate_pairs(gt, dt, np.where(evaluated, d_cat * len(image_ids) + d_img, -1),
+                             np.where(known, g_cat * len(image_ids) + g_img, -1), rank, thr)
+    dt_match = np.zeros((len(area_ranges), len(thr), len(dt)), np.int64)
+    dt_ignore = np.zeros((len(area_ranges), len(thr), len(dt)), bool)
+    positives = np.zeros((len(area_ranges), len(cat_ids)), np.int64)  # ground truths that count, per class
+    for a, (lo, hi) in enumerate(area_ranges):
+        g_ign = ground_truth_ignored(gt, (lo, hi))
+        _match_area(pairs, g_ign, gt.ids, thr, max_dets[-1], dt_match[a], dt_ignore[a])
+        outside = (dt.area < lo) | (dt.area > hi)
+        dt_ignore[a] |= (dt_match[a] == 0) & (outside & evaluated)[None, :]
+        positives[a] = np.bincount(g_cat[known & ~g_ign], minlength=len(cat_ids))
+    acc = np.flatnonzero(evaluated)
+    # COCOeval's order: class, then score (stable) over the concatenation in image order and within-image rank
+    acc = acc[np.lexsort((rank[acc], d_img[acc], -dt.score[acc], d_cat[acc]))]
+    precision, recall, scores = _accumulate(dt_match, dt_ignore, dt.score, rank, acc, d_cat[acc], positives,
+                                            max_dets)
+    params = SimpleNamespace(iouThrs=thr, recThrs=REC_THRS, areaRng=[list(r) for r in area_ranges],
+                             areaRngLbl=list(area_labels), maxDets=list(max_dets), catIds=cat_ids, imgIds=image_ids)
+    return Evaluation(params, {"precision": precision, "recall": recall, "scores": scores}, evaluated, rank,
+                      dt_match, dt_ignore)
 
-    # ---- candidate pairs: every evaluated detection with every ground truth of its group, IoU >= lowest threshold
-    det_rows = np.flatnonzero(evaluated)
-    det_group = group[det_rows]
-    g_order = np.argsort(g_group, kind="stable")  # file order within a group
-    g_sorted, g_rows = g_group[g_order], g_keep[g_order]
-    lo = np.searchsorted(g_sorted, det_group, side="left")
-    hi = np.searchsorted(g_sorted, det_group, side="right")
-    counts = hi - lo
+
+def _rank(d_img: np.ndarray, d_cat: np.ndarray, score: np.ndarray, num_images: int, max_det: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(rank of each detection within its image and class by falling score, ties in file order; whether it is
+    evaluated: of an evaluated image and class, and among its ``max_det`` best)."""
+    n = len(score)
+    keep = (d_img >= 0) & (d_cat >= 0)
+    group = np.where(keep, d_cat * num_images + d_img, -1)
+    order = np.lexsort((np.arange(n), -score, group))
+    starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1] if n else np.zeros(0, np.int64)
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    return rank, keep & (rank < max_det)
+
+
+@dataclass
+class _Pairs:
+    """Every (evaluated detection, ground truth of its image and class) pair with IoU >= the lowest threshold."""
+
+    det: np.ndarray  # detection rows
+    gt: np.ndarray  # ground-truth rows
+    slot: np.ndarray  # the ground truth's position in its group, file order (COCOeval's order among equals)
+    crowd: np.ndarray
+    iou: np.ndarray
+    rank: np.ndarray  # the detection's rank
+
+
+def _candidate_pairs(gt: Boxes, dt: Boxes, group: np.ndarray, g_group: np.ndarray, rank: np.ndarray,
+                     thr: np.ndarray) -> _Pairs:
+    """The pairs an evaluated detection may match, with pycocotools' IoU (``group``, ``g_group``: the image-and-class
+    group of each detection and ground truth, -1 for those not evaluated)."""
+    det_rows = np.flatnonzero(group >= 0)
+    g_keep = np.flatnonzero(g_group >= 0)
+    g_order = np.argsort(g_group[g_keep], kind="stable")  # file order within a group
+    g_sorted, g_rows = g_group[g_keep][g_order], g_keep[g_order]
+    lo = np.searchsorted(g_sorted, group[det_rows], side="left")
+    counts = np.searchsorted(g_sorted, group[det_rows], side="right") - lo
     pair_det = np.repeat(det_rows, counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_slot = np.repeat(lo, counts) + offsets  # position in g_sorted
     pair_gt = g_rows[pair_slot]
     crowd = gt.crowd[pair_gt]
     iou = box_iou(dt.xywh[pair_det], gt.xywh[pair_gt], crowd)
-    near = iou >= min(float(thr.min()), 1 - 1e-10) if T else np.zeros(len(iou), bool)
-    pair_det, pair_gt, pair_slot, crowd, iou = (a[near] for a in (pair_det, pair_gt, pair_slot, crowd, iou))
-    pair_rank = rank[pair_det]
+    near = iou >= min(float(thr.min()), 1 - 1e-10) if len(thr) else np.zeros(len(iou), bool)
+    return _Pairs(pair_det[near], pair_gt[near], pair_slot[near], crowd[near], iou[near], rank[pair_det[near]])
+
+
+def _match_area(pairs: _Pairs, g_ign: np.ndarray, gt_ids: np.ndarray, thr: np.ndarray, max_det: int,
+                dt_match: np.ndarray, dt_ignore: np.ndarray) -> None:
+    """COCOeval's greedy matching under one area range (``g_ign``: its ignored ground truths), rank by rank over
+    every image and class at once; fills ``dt_match`` and ``dt_ignore`` ``(T, N)`` (matched to an ignored one)."""
     bound = np.minimum(thr, 1 - 1e-10)[:, None]  # COCOeval's min([t, 1 - 1e-10])
+    ign = g_ign[pairs.gt]
+    # within a detection: non-ignored after ignored, then IoU, then COCOeval's ground-truth order (non-ignored
+    # first, file order) — so the last available pair is COCOeval's choice
+    p = np.lexsort((pairs.slot, pairs.iou, ~ign, pairs.det, pairs.rank))
+    p_det, p_gt, p_ign, p_crowd, p_iou = pairs.det[p], pairs.gt[p], ign[p], pairs.crowd[p], pairs.iou[p]
+    taken = np.zeros((len(thr), len(g_ign)), bool)
+    rank_bounds = np.searchsorted(pairs.rank[p], np.arange(max_det + 1))
+    for r in range(max_det):
+        s, e = rank_bounds[r], rank_bounds[r + 1]
+        if s == e:
+            continue
+        dets, gts = p_det[s:e], p_gt[s:e]
+        ok = (p_iou[s:e][None, :] >= bound) & (p_crowd[s:e][None, :] | ~taken[:, gts])
+        first = np.r_[0, np.flatnonzero(np.diff(dets)) + 1]
+        pos = np.where(ok, np.arange(e - s)[None, :], -1)
+        best = np.maximum.reduceat(pos, first, axis=1)  # (T, detections of this rank)
+        t_idx, d_idx = np.nonzero(best >= 0)
+        chosen = best[t_idx, d_idx]
+        taken[t_idx, gts[chosen]] = True
+        dt_match[t_idx, dets[first[d_idx]]] = gt_ids[gts[chosen]]
+        dt_ignore[t_idx, dets[first[d_idx]]] = p_ign[s:e][chosen]
 
-    dt_match = np.zeros((A, T, n), np.int64)
-    dt_ignore = np.zeros((A, T, n), bool)
-    gt_ignored_by_area = []
-    for a, (a_lo, a_hi) in enumerate(area_ranges):
-        g_ign = ground_truth_ignored(gt, (a_lo, a_hi))
-        gt_ignored_by_area.append(g_ign)
-        ign = g_ign[pair_gt]
-        # within a detection: non-ignored after ignored, then IoU, then COCOeval's ground-truth order (non-ignored
-        # first, file order) — so the last available pair is COCOeval's choice
-        p = np.lexsort((pair_slot, iou, ~ign, pair_det, pair_rank))
-        p_det, p_gt, p_ign, p_crowd, p_iou, p_rank = (x[p] for x in (pair_det, pair_gt, ign, crowd, iou, pair_rank))
-        taken = np.zeros((T, len(gt)), bool)
-        rank_bounds = np.searchsorted(p_rank, np.arange(max_det + 1))
-        for r in range(max_det):
-            s, e = rank_bounds[r], rank_bounds[r + 1]
-            if s == e:
-                continue
-            dets, gts = p_det[s:e], p_gt[s:e]
-            ok = (p_iou[s:e][None, :] >= bound) & (p_crowd[s:e][None, :] | ~taken[:, gts])
-            first = np.r_[0, np.flatnonzero(np.diff(dets)) + 1]
-            pos = np.where(ok, np.arange(e - s)[None, :], -1)
-            best = np.maximum.reduceat(pos, first, axis=1)  # (T, detections of this rank)
-            t_idx, d_idx = np.nonzero(best >= 0)
-            chosen = best[t_idx, d_idx]
-            taken[t_idx, gts[chosen]] = True
-            dt_match[a, t_idx, dets[first[d_idx]]] = gt.ids[gts[chosen]]
-            dt_ignore[a, t_idx, dets[first[d_idx]]] = p_ign[s:e][chosen]
-        outside = (dt.area < a_lo) | (dt.area > a_hi)
-        dt_ignore[a] |= (dt_match[a] == 0) & (outside & evaluated)[None, :]
 
-    # ---- accumulate
-    R, M = len(REC_THRS), len(max_dets)
+def _accumulate(dt_match: np.ndarray, dt_ignore: np.ndarray, score: np.ndarray, rank: np.ndarray, acc: np.ndarray,
+                acc_cat: np.ndarray, positives: np.ndarray, max_dets: list[int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COCOeval's accumulate: (precision (T, R, K, A, M), recall (T, K, A, M), scores (T, R, K, A, M)), -1 where a
+    class has no ground truth that counts. ``acc``: the evaluated detections in accumulation order, ``acc_cat``
+    their class positions; ``positives`` ``(A, K)``."""
+    (A, T, _), K, R, M = dt_match.shape, positives.shape[1], len(REC_THRS), len(max_dets)
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
     scores = -np.ones((T, R, K, A, M))
-    # COCOeval's order: class, then score (stable) over the concatenation in image order and within-image rank
-    acc = det_rows[np.lexsort((rank[det_rows], d_img[det_rows], -dt.score[det_rows], d_cat[det_rows]))]
-    acc_cat = d_cat[acc]
     cat_bounds = np.searchsorted(acc_cat, np.arange(K + 1))
     for a in range(A):
-        npig_all = np.bincount(g_cat[g_keep][~gt_ignored_by_area[a][g_keep]], minlength=K)
-        for k in range(K):
-            s, e = cat_bounds[k], cat_bounds[k + 1]
-            npig = int(npig_all[k])
-            if npig == 0:
-                continue  # COCOeval leaves -1: no ground truth that counts
-            rows = acc[s:e]
+        for k in np.flatnonzero(positives[a] > 0):  # COCOeval leaves -1: no ground truth that counts
+            rows = acc[cat_bounds[k]:cat_bounds[k + 1]]
             for m, md in enumerate(max_dets):
                 sel = rows[rank[rows] < md]
-                matched = dt_match[a][:, sel] != 0
-                ignored = dt_ignore[a][:, sel]
-                tps = matched & ~ignored
-                fps = ~matched & ~ignored
-                tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
-                fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
-                nd = len(sel)
-                sc = dt.score[sel]
-                for t in range(T):
-                    tp, fp = tp_sum[t], fp_sum[t]
-                    rc = tp / npig
-                    pr = tp / (fp + tp + np.spacing(1))
-                    recall[t, k, a, m] = rc[-1] if nd else 0
-                    if nd:
-                        pr = np.maximum.accumulate(pr[::-1])[::-1]
-                    inds = np.searchsorted(rc, REC_THRS, side="left")
-                    valid = inds < nd
-                    q = np.zeros(R)
-                    ss = np.zeros(R)
-                    q[valid] = pr[inds[valid]]
-                    ss[valid] = sc[inds[valid]]
-                    precision[t, :, k, a, m] = q
-                    scores[t, :, k, a, m] = ss
-    params = SimpleNamespace(iouThrs=thr, recThrs=REC_THRS, areaRng=[list(r) for r in area_ranges],
-                             areaRngLbl=list(area_labels), maxDets=list(max_dets), catIds=cat_ids, imgIds=image_ids)
-    return Evaluation(params, {"precision": precision, "recall": recall, "scores": scores}, evaluated, rank,
-                      dt_match, dt_ignore)
+                precision[:, :, k, a, m], recall[:, k, a, m], scores[:, :, k, a, m] = precision_recall(
+                    dt_match[a][:, sel] != 0, dt_ignore[a][:, sel], score[sel], int(positives[a, k]))
+    return precision, recall, scores
+
+
+def precision_recall(matched: np.ndarray, ignored: np.ndarray, score: np.ndarray, positives: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class's curves as COCOeval's accumulate reads them: (interpolated precision ``(T, R)`` at the recall
+    thresholds `REC_THRS`, recall ``(T,)`` reached, score ``(T, R)`` where each threshold is read).
+
+    ``matched``, ``ignored`` ``(T, D)``: the detections in accumulation order (falling score); ``positives``: the
+    ground truths that count (> 0). Precision is made monotone from the right and is 0 past the highest recall."""
+    T, nd = matched.shape
+    tp = np.cumsum(matched & ~ignored, axis=1).astype(dtype=float)
+    fp = np.cumsum(~matched & ~ignored, axis=1).astype(dtype=float)
+    precision, at = np.zeros((T, len(REC_THRS))), np.zeros((T, len(REC_THRS)))
+    if not nd:
+        return precision, np.zeros(T), at
+    rc = tp / positives
+    pr = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    for t in range(T):
+        inds = np.searchsorted(rc[t], REC_THRS, side="left")
+        valid = inds < nd
+        precision[t, valid] = pr[t, inds[valid]]
+        at[t, valid] = score[inds[valid]]
+    return precision, rc[:, -1], at
+
+
+# ---------------------------------------------------------------------------------------------------- summaries
+def summarize(ev: Evaluation) -> np.ndarray:
+    """COCOeval.summarize()'s twelve box statistics (its ``stats``): AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100,
+    ARs, ARm, ARl. Each is the mean of the precision (recall) entries of its IoU threshold(s), area range (found by
+    label) and max detections that exist (> -1); -1 where none does, as COCOeval reports it. Needs COCOeval's three
+    max detections (the AP at 0.5 and 0.75 and the area APs read the third, the ARs each)."""
+    md = list(ev.params.maxDets)
+    if len(md) < 3:
+        raise ValueError(f"COCOeval's summary reads three max detections; the evaluation has {md}")
+    specs = [("precision", None, ALL_SIZES, 100), ("precision", 0.5, ALL_SIZES, md[2]),
+             ("precision", 0.75, ALL_SIZES, md[2]), *(("precision", None, g, md[2]) for g in SIZE_GROUPS),
+             *(("recall", None, ALL_SIZES, m) for m in md[:3]), *(("recall", None, g, md[2]) for g in SIZE_GROUPS)]
+    return np.array([_summary_value(ev, *spec) for spec in specs])
+
+
+def _summary_value(ev: Evaluation, array: str, iou: float | None, area: str, max_det: int) -> float:
+    """One of summarize()'s numbers: ``array`` ("precision" (T, R, K, A, M) or "recall" (T, K, A, M)) at ``iou``
+    (every threshold when None; an exact match, as COCOeval's), ``area`` and ``max_det``."""
+    p = ev.params
+    s = ev.eval[array]
+    if iou is not None:
+        s = s[np.flatnonzero(np.asarray(p.iouThrs) == iou)]
+    s = np.take(np.take(s, [i for i, lbl in enumerate(p.areaRngLbl) if lbl == area], axis=-2),
+                [i for i, m in enumerate(p.maxDets) if m == max_det], axis=-1)
+    s = s[s > -1]
+    return float(np.mean(s)) if s.size else -1.0
+
+
+def class_ap(ev: Evaluation, area: str = ALL_SIZES) -> np.ndarray:
+    """``(K,)`` each class's AP (in ``catIds`` order): COCOeval's precision of the class averaged over the IoU
+    thresholds and recall points under ``area`` and the largest max detections; NaN for a class without ground truth
+    that counts (its entries are -1)."""
+    prec = ev.eval["precision"][:, :, :, area_index(ev.params, area), -1]  # (T, R, K)
+    out = np.full(prec.shape[2], np.nan)
+    for k in range(prec.shape[2]):
+        p = prec[:, :, k]
+        p = p[p > -1]
+        if p.size:
+            out[k] = float(p.mean())
+    return out
 
 
 @dataclass
@@ -266,7 +352,7 @@ class Outcomes:
     positives: np.ndarray  # (K,) int64
 
 
-def outcomes(ev: Evaluation, gt: Boxes, dt: Boxes, iou_threshold: float, area: str = "all") -> Outcomes:
+def outcomes(ev: Evaluation, gt: Boxes, dt: Boxes, iou_threshold: float, area: str = ALL_SIZES) -> Outcomes:
     """Every counted detection of ``dt`` at ``iou_threshold`` (one of ``ev``'s thresholds) under ``area``, with its
     true-positive flag and the IoU of its match: what the measures of a matching (LRP, calibration) are sums over.
     ``ev`` is the evaluation of ``dt`` on ``gt``."""
@@ -275,7 +361,7 @@ def outcomes(ev: Evaluation, gt: Boxes, dt: Boxes, iou_threshold: float, area: s
     hit = np.flatnonzero(np.isclose(thr, iou_threshold, rtol=0, atol=1e-12))
     if not len(hit):
         raise ValueError(f"IoU {iou_threshold} is not one of the evaluation's thresholds {thr.tolist()}")
-    a, t = list(p.areaRngLbl).index(area), int(hit[0])
+    a, t = area_index(p, area), int(hit[0])
     rows = np.flatnonzero(ev.evaluated & ~ev.dt_ignore[a, t])
     match = ev.dt_match[a, t][rows]
     tp = match > 0

@@ -332,15 +332,16 @@ def ap_metrics(ev) -> dict[str, float]:
     standard = np.array([np.isclose(thr, t).any() for t in COCO_IOUS]).all()
     keep = np.array([np.isclose(COCO_IOUS, t).any() for t in thr]) if standard else np.ones(len(thr), bool)
     prec = ev.eval["precision"]  # (T, R, K, A, M)
+    area = coco_match.area_index(p)
 
     def mean(x: np.ndarray) -> float:
         x = x[x > -1]
         return float(x.mean()) if x.size else float("nan")
 
-    out = {"AP": mean(prec[keep][..., 0, -1])}
+    out = {"AP": mean(prec[keep][..., area, -1])}
     for name, t in (("AP50", 0.5), ("AP75", 0.75)):
         hit = np.flatnonzero(np.isclose(thr, t))
-        out[name] = mean(prec[hit[0], :, :, 0, -1]) if len(hit) else float("nan")
+        out[name] = mean(prec[hit[0], :, :, area, -1]) if len(hit) else float("nan")
     for name, label in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
         if label in p.areaRngLbl:
             out[name] = mean(prec[keep][..., p.areaRngLbl.index(label), -1])
@@ -391,7 +392,7 @@ def _coco_matches(ev: coco_match.Evaluation, num_rows: int) -> dict[str, np.ndar
     matched ground-truth id (-1 none), ignored (None where not evaluated) and true-positive flags."""
     p = ev.params
     thr = np.asarray(p.iouThrs)
-    area = [list(a) for a in p.areaRng].index([0, 1e10])
+    area = coco_match.area_index(p)
     out = {"evaluated": ev.evaluated.copy()}
     for t in MATCH_IOUS:
         ti = int(np.flatnonzero(np.isclose(thr, t / 100))[0])

@@ -43,6 +43,7 @@ import pandas as pd
 
 from dhanalysis.metrics import calibration, coco_match, detections, lrp, measures, threshold_metrics, tide
 from dhanalysis.stats.bootstrap import DEFAULT_REPLICATES, interval, replicate_counts
+from dhanalysis.vocab import ALL_SIZES
 
 CHUNK_CELLS = 1 << 22  # replicates × detections held at once (float64: 32 MiB per array)
 
@@ -217,6 +218,7 @@ class CocoCurves:
         positives = np.einsum("bi,aik->bak", counts, self.positives)  # (B, A, K)
         precision_sum = np.zeros((b, len(self.areas), thresholds))
         recall_sum = np.zeros((b, thresholds))
+        every = self.areas.index(ALL_SIZES)
         for k, per_area in enumerate(self.curves):
             for a, c in enumerate(per_area):
                 pos = positives[:, a, k]
@@ -234,20 +236,20 @@ class CocoCurves:
                 sums = precision_sums(tp, counted, pos_t, recall_points, np.spacing(1))
                 has = pos[:, None] > 0
                 precision_sum[:, a] += np.where(has, sums, 0.0)
-                if a == 0:
+                if a == every:
                     with np.errstate(divide="ignore", invalid="ignore"):
                         recall_sum += np.where(has, tp[:, :, -1] / pos[:, None], 0.0)
         classes = (positives > 0).sum(axis=2)  # (B, A)
         r = len(recall_points)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = {"AP": precision_sum[:, 0].sum(axis=1) / (classes[:, 0] * thresholds * r)}
+            out = {"AP": precision_sum[:, every].sum(axis=1) / (classes[:, every] * thresholds * r)}
             for name, iou in (("AP50", 0.5), ("AP75", 0.75)):
                 t = int(np.flatnonzero(np.isclose(self.iou_thresholds, iou))[0])
-                out[name] = precision_sum[:, 0, t] / (classes[:, 0] * r)
+                out[name] = precision_sum[:, every, t] / (classes[:, every] * r)
             for name, label in (("APs", "small"), ("APm", "medium"), ("APl", "large")):
                 a = self.areas.index(label)
                 out[name] = precision_sum[:, a].sum(axis=1) / (classes[:, a] * thresholds * r)
-            out["AR100"] = recall_sum.sum(axis=1) / (classes[:, 0] * thresholds)
+            out["AR100"] = recall_sum.sum(axis=1) / (classes[:, every] * thresholds)
         return out
 
 
@@ -494,7 +496,8 @@ def resample_file(inputs: detections.DetectionInputs,
     values[OLRP_METRIC] = olrp["olrp"]
     cats = np.asarray(ev.params.catIds, np.int64)
     gt = inputs.gt_boxes
-    counted = (~coco_match.ground_truth_ignored(gt, tuple(ev.params.areaRng[0])) & np.isin(gt.category, cats)
+    every = ev.params.areaRng[coco_match.area_index(ev.params)]
+    counted = (~coco_match.ground_truth_ignored(gt, tuple(every)) & np.isin(gt.category, cats)
                & np.isin(gt.image, image_ids))
     positives = np.zeros((len(image_ids), len(cats)))
     np.add.at(positives, (np.searchsorted(image_ids, gt.image[counted]), np.searchsorted(cats, gt.category[counted])),

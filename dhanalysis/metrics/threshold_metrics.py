@@ -115,7 +115,7 @@ def _counted(ev: coco_match.Evaluation, gt: coco_match.Boxes, dt: coco_match.Box
     order of ``order``, its class position, score and whether it is a true positive; per class the number of ground
     truths that count."""
     p = ev.params
-    a = list(p.areaRngLbl).index("all")
+    a = coco_match.area_index(p)
     t = int(np.flatnonzero(np.isclose(np.asarray(p.iouThrs, np.float64), iou))[0])
     cat_ids = np.asarray(p.catIds, np.int64)
     rows = order[~ev.dt_ignore[a, t][order]]

@@ -39,16 +39,13 @@ cannot measure better.
 
 Everything a finding needs is a function of per-image sums, so a replicate is a weighted sum: with per-image sums
 ``X`` ``(N, m)`` and replicate counts ``W`` ``(B, N)`` (how often each image was drawn), ``W @ X`` gives all ``B``
-replicates of the ``m`` totals at once. COCO AP is not a sum; `CocoMatches` keeps pycocotools' per-image matching
-(done once) and recomputes the precision-recall accumulation of each replicate the way ``COCOeval.accumulate`` does.
+replicates of the ``m`` totals at once. COCO AP is not a sum; `dhanalysis.metrics.resampled_ap.CocoMatches` keeps
+the package's COCO matching (`coco_match`, done once) and reruns its accumulation on each replicate's images.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import chi2
@@ -167,101 +164,6 @@ def ratio_of_sums(sums: np.ndarray) -> np.ndarray:
     """Mean from ``(..., 2)`` columns (Σvalue, count); NaN where the count is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sums[..., 1] > 0, sums[..., 0] / sums[..., 1], np.nan)
-
-
-@dataclass
-class CocoMatches:
-    """pycocotools' per-image matching of one detection set, kept so that AP can be recomputed on resampled images.
-
-    ``per_cat[k]`` lists, per image position, (scores ``(D,)``, matched ``(T, D)`` bool, ignored ``(T, D)`` bool,
-    non-ignored ground truths) for category k, area "all", the first 100 detections, as ``COCOeval.evaluate`` left
-    them; ``image_ids`` fixes the positions.
-    """
-
-    image_ids: list[int]
-    per_cat: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]]
-    iou_thresholds: np.ndarray
-    recall_thresholds: np.ndarray
-
-    @classmethod
-    def from_results(cls, coco_gt, results: list[dict], image_ids: list[int]) -> CocoMatches:
-        from pycocotools.cocoeval import COCOeval
-
-        image_ids = sorted(int(i) for i in image_ids)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes(results) if results else None
-            ev = COCOeval(coco_gt, coco_dt if coco_dt is not None else coco_gt.loadRes([_dummy(coco_gt, image_ids)]),
-                          "bbox")
-            ev.params.imgIds = image_ids
-            ev.evaluate()
-        p = ev.params
-        max_det = p.maxDets[-1]
-        n_img, n_area = len(p.imgIds), len(p.areaRng)
-        area_all = [tuple(a) for a in p.areaRng].index(tuple(p.areaRng[0]))
-        per_cat = []
-        for k in range(len(p.catIds)):
-            rows = []
-            for i in range(n_img):
-                e = ev.evalImgs[k * n_area * n_img + area_all * n_img + i]
-                if e is None:
-                    rows.append((np.zeros(0), np.zeros((len(p.iouThrs), 0), bool), np.zeros((len(p.iouThrs), 0),
-                                                                                           bool), 0))
-                    continue
-                scores = np.asarray(e["dtScores"][:max_det], dtype=np.float64)
-                matched = np.asarray(e["dtMatches"][:, :max_det] > 0)
-                ignored = np.asarray(e["dtIgnore"][:, :max_det], dtype=bool)
-                if not results:  # the placeholder detection must not count
-                    scores, matched, ignored = scores[:0], matched[:, :0], ignored[:, :0]
-                rows.append((scores, matched, ignored, int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))))
-            per_cat.append(rows)
-        return cls(image_ids, per_cat, np.asarray(p.iouThrs), np.asarray(p.recThrs))
-
-    def precision(self, positions: np.ndarray) -> np.ndarray:
-        """``(T, R, K)`` interpolated precision on the images at ``positions`` (repeats allowed); -1 where a category
-        has no ground truth, as ``COCOeval.accumulate``."""
-        T, R, K = len(self.iou_thresholds), len(self.recall_thresholds), len(self.per_cat)
-        out = -np.ones((T, R, K))
-        for k, rows in enumerate(self.per_cat):
-            picked = [rows[i] for i in positions]
-            npig = sum(r[3] for r in picked)
-            if npig == 0:
-                continue
-            scores = np.concatenate([r[0] for r in picked])
-            order = np.argsort(-scores, kind="mergesort")
-            matched = np.concatenate([r[1] for r in picked], axis=1)[:, order]
-            ignored = np.concatenate([r[2] for r in picked], axis=1)[:, order]
-            tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
-            fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
-            for t in range(T):
-                if tp.shape[1] == 0:
-                    out[t, :, k] = 0.0
-                    continue
-                recall = tp[t] / npig
-                prec = tp[t] / (tp[t] + fp[t] + np.spacing(1))
-                prec = np.maximum.accumulate(prec[::-1])[::-1]  # the precision envelope
-                idx = np.searchsorted(recall, self.recall_thresholds, side="left")
-                q = np.zeros(R)
-                valid = idx < len(prec)
-                q[valid] = prec[idx[valid]]
-                out[t, :, k] = q
-        return out
-
-    def ap(self, positions: np.ndarray | None = None) -> tuple[float, float]:
-        """(AP over IoU 0.50:0.95, AP50) on the images at ``positions`` (default: every image once)."""
-        positions = np.arange(len(self.image_ids)) if positions is None else positions
-        prec = self.precision(positions)
-
-        def mean(p: np.ndarray) -> float:
-            p = p[p > -1]
-            return float(p.mean()) if p.size else float("nan")
-
-        return mean(prec), mean(prec[self.iou_thresholds == 0.5] if np.any(self.iou_thresholds == 0.5) else prec[:1])
-
-
-def _dummy(coco_gt, image_ids: list[int]) -> dict:
-    """One placeholder detection, because pycocotools cannot load an empty result list."""
-    cat = sorted(coco_gt.getCatIds())[0]
-    return {"image_id": image_ids[0], "category_id": cat, "bbox": [0.0, 0.0, 1.0, 1.0], "score": 0.0}
 
 
 def positions_of(counts_row: np.ndarray) -> np.ndarray:

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.stats.bootstrap import (DEFAULT_REPLICATES, CocoMatches, holm, pcc_of_sums, positions_of,
-                                           ratio_of_sums, replicate_counts, seed_image_t, t_interval, t_p_value)
+from dhanalysis.metrics.resampled_ap import CocoMatches
+from dhanalysis.stats.bootstrap import (DEFAULT_REPLICATES, holm, pcc_of_sums, positions_of, ratio_of_sums,
+                                           replicate_counts, seed_image_t, t_interval, t_p_value)
 from dhanalysis.stats.moments import MOMENTS, NUM_BINS, PCC_MOMENTS
 from dhanalysis.errors import DHError
 from dhanalysis.vocab import (CHUNKS_DIR, FINDINGS_CSV, FINDINGS_MD, HEAD_TYPES, MODEL_PROPOSAL_SETS,
