@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install bench gpu-check notebooks clean-venv
+.PHONY: demo test test-fast install browser bench gpu-check notebooks clean-venv
 
 install: $(STAMP)
 
@@ -18,8 +18,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/dhanalysis demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q
+
+# the report page's test loads it in headless Chromium: Debian's package where the machine allows installing it
+# (root and apt), else that one test is skipped with its reason
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && timeout 300 apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	  && echo "installed Debian's chromium for the report page's browser test"; } \
+	  || echo "no chromium: the report page's browser test will be skipped"
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"

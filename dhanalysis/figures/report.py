@@ -161,7 +161,9 @@ def _measure_rows(frame: pd.DataFrame, source: str, who: tuple[str, ...]) -> lis
     rows = []
     for r in frame[frame["grouping"] == "all"].to_dict("records"):
         name = " / ".join(str(r[c]) for c in who if isinstance(r.get(c), str) and r[c])
-        rows += _rows(source, name, [(r["measure"], r["pcc"], r.get("ci_low"), r.get("ci_high"), r.get("n"))])
+        # a table written before the alignment measures holds the paper's pooled PCC only, without intervals
+        rows += _rows(source, name, [(r.get("measure", "pooled_pcc"), r["pcc"], r.get("ci_low"), r.get("ci_high"),
+                                      r.get("n"))])
     return rows
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from dhanalysis.study.evidence import format_estimate
+from dhanalysis.figures.report import write_report
 from dhanalysis.folders import atomic_write_text
 from dhanalysis.results import shipped_files
+from dhanalysis.study.evidence import format_estimate
 from dhanalysis.study.layout import Replicate
 from dhanalysis.study.runner import Outcome
-from dhanalysis.vocab import (DOSE_CSV, EVAL_CSV, FINDINGS_CSV, FINDINGS_MD, HEADS_CSV, PER_SEED_CSV,
+from dhanalysis.vocab import (DOSE_CSV, EVAL_CSV, FINDINGS_CSV, FINDINGS_MD, HEADS_CSV, PER_SEED_CSV, REPORT_HTML,
                               STUDY_SUMMARY_JSON, SWEEP_CSV, SWEEP_RESULTS_CSV, TRUNKS_CSV)
 
 STUDY_FILES = (FINDINGS_CSV, FINDINGS_MD, PER_SEED_CSV, TRUNKS_CSV, HEADS_CSV, DOSE_CSV, STUDY_SUMMARY_JSON)
@@ -48,6 +49,7 @@ def ship(outcome: Outcome, dest: str | Path, readme: str | Path | None = None) -
         (dest / "trunks" / evals.parent.name).mkdir(parents=True, exist_ok=True)
         copy_portable(evals, dest / "trunks" / evals.parent.name / EVAL_CSV, work)
     copy_figures(outcome.figures, dest / "figures")
+    write_report(dest, overwrite=True)  # the shipped tables on one page (REPORT_HTML), made from dest's own files
     atomic_write_text(dest / "README.md", shipped_readme(dest))
     if readme is not None:
         update_readme(Path(readme), pd.read_csv(dest / FINDINGS_CSV))
@@ -199,7 +201,9 @@ def shipped_readme(dest: Path) -> str:
              f"**{summary.get('split', 'test')}** split. The model folders and `sweeps/` hold the primary "
              "replicate (the first trunk's first seed), which the figures draw; `replicates/` every trunk and "
              "seed's AP tables; `findings_per_seed.csv` each seed's value of every claim; `findings_by_trunk.csv` "
-             "the fc-vs-conv claims on both trunks; `heads_params.csv` every trained head's weights.", ""]
+             "the fc-vs-conv claims on both trunks; `heads_params.csv` every trained head's weights; "
+             f"[`{REPORT_HTML}`]({REPORT_HTML}) the primary replicate's numbers, intervals and figures on one "
+             "self-contained page.", ""]
     if checks:
         lines += ["## Quality checks", "", checks_section(summary)]
     if (dest / FINDINGS_CSV).is_file():
