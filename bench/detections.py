@@ -1,7 +1,8 @@
 """Evaluation engines and whole analyses of one detector's results, side by side on COCO val2017-sized files.
 
   python -m bench.detections [--images 5000] [--dets-per-image 100] [--bootstrap 1000] [--repeats 1] [--json PATH]
-  python -m bench --quick     # this section among the others, on 60 images
+  python -m bench.detections --quick   # 12 images, 20 replicates: a smoke test of the harness (seconds), not numbers
+  python -m bench --quick              # this section among the others, at the same quick size
 
 Generates COCO-like files (``--images`` images of 640 × 480, 80 classes in 12 supercategories, ~7.3 objects per
 image with COCO's mix of sizes and 1% crowds; 100 detections per image: a jittered box on most objects, some with
@@ -19,7 +20,10 @@ another class, duplicates, and the rest background boxes of low score) and runs 
 
 Every candidate runs in its own fresh interpreter (``python -m bench.detections --worker NAME ...``), so each has
 the whole machine's memory to itself and its **peak memory** is that process's peak resident set (VmHWM on Linux,
-else ``ru_maxrss``; interpreter and imports included, the peak after the imports is reported beside it).
+else ``ru_maxrss``; interpreter and imports included, the peak after the imports is reported beside it). Every
+process first applies the host memory policy every ``dhanalysis`` command runs under (`dhanalysis.engine.host`:
+freed blocks kept for reuse), so ours is measured as the command runs and the peers under the same allocator
+setting; each row records whether it took effect (``freed_memory_retained``).
 Candidates are interleaved round by round (A, B, C, ..., A, B, C, ...), and ratios are paired within a round. A
 peer that is not installed is skipped with a line saying so (``pip install -e '.[bench]'`` installs them; vernier is
 left out of that extra since it pulls pyarrow, which changes what dhanalysis writes: install it elsewhere with
@@ -43,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dhanalysis.engine.host import retain_freed_memory
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # candidate -> (what it is, the distribution to install); the first engine is the reference of the others' ratios
@@ -59,7 +65,7 @@ ANALYSES = {
     "ours": ("ours: dhanalysis detections, every table written", "dhanalysis"),
 }
 NOT_INSTALLED = 3  # a worker's exit status when its package is missing
-QUICK = {"images": 60, "dets_per_image": 100, "bootstrap": 1000}
+QUICK = {"images": 12, "dets_per_image": 20, "bootstrap": 20}
 FULL = {"images": 5000, "dets_per_image": 100, "bootstrap": 1000}
 
 
@@ -217,8 +223,9 @@ WORKERS = {name: globals()[f"engine_{name}"] for name in ENGINES} | {
     name: globals()[f"analysis_{name}"] for name in ANALYSES}
 
 
-def worker(name: str, gt_path: Path, det_path: Path, replicates: int, out: Path) -> int:
-    """Run one candidate in this (fresh) process and write what it measured, with this process's peak memory."""
+def worker(name: str, gt_path: Path, det_path: Path, replicates: int, out: Path, retained: bool) -> int:
+    """Run one candidate in this (fresh) process and write what it measured, with this process's peak memory and
+    whether the memory policy is in effect here (``retained``: what `main` applied before anything ran)."""
     fn = WORKERS[name]
     try:
         _import_of(name)
@@ -227,7 +234,7 @@ def worker(name: str, gt_path: Path, det_path: Path, replicates: int, out: Path)
         return NOT_INSTALLED
     after_imports = _rss_mib()
     found = fn(gt_path, det_path, replicates)
-    found |= {"peak_mib": _rss_mib(), "rss_after_imports_mib": after_imports}
+    found |= {"peak_mib": _rss_mib(), "rss_after_imports_mib": after_imports, "freed_memory_retained": retained}
     out.write_text(json.dumps(found))
     return 0
 
@@ -324,6 +331,7 @@ def _engine_row(runs: list[dict], reference: list[dict]) -> dict:
     row = {"times": totals, "best_s": min(totals), "load_s": min(r["load_s"] for r in runs),
            "eval_s": min(r["eval_s"] for r in runs), "peak_mib": max(r["peak_mib"] for r in runs),
            "rss_after_imports_mib": runs[0]["rss_after_imports_mib"], "ap": runs[0]["ap"],
+           "freed_memory_retained": all(r["freed_memory_retained"] for r in runs),
            "load_average_1min": [r["load_average_1min"] for r in runs]}
     if reference:
         row["ap_minus_pycocotools"] = runs[0]["ap"] - reference[0]["ap"]
@@ -338,6 +346,7 @@ def _analysis_row(runs: list[dict]) -> dict:
     best = runs[times.index(min(times))]
     return {"times": times, "best_s": min(times), "peak_mib": max(r["peak_mib"] for r in runs),
             "rss_after_imports_mib": runs[0]["rss_after_imports_mib"], "ap50": runs[0]["ap50"],
+            "freed_memory_retained": all(r["freed_memory_retained"] for r in runs),
             "load_average_1min": [r["load_average_1min"] for r in runs]} | (
         {"ap": best["ap"], "steps_s": best["steps_s"]} if "steps_s" in best else {})
 
@@ -386,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=None,
                         help=f"our analysis' bootstrap replicates (default {FULL['bootstrap']})")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (default 1: each takes minutes)")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK['images']} images: a smoke test")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK['images']} images, {QUICK['dets_per_image']} "
+                        f"detections each, {QUICK['bootstrap']} replicates: a smoke test (seconds)")
     parser.add_argument("--site", type=Path, help="a folder of peers installed outside the venv (pip install "
                                                    "--target DIR vernier), on the peers' path only")
     parser.add_argument("--json", type=Path)
@@ -395,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    retained = retain_freed_memory()  # as every dhanalysis command runs (engine/host.py), before any candidate
     if args.worker:
-        return worker(args.worker, args.gt, args.results, args.bootstrap or 0, args.worker_out)
+        return worker(args.worker, args.gt, args.results, args.bootstrap or 0, args.worker_out, retained)
     found = run(quick=args.quick, repeats=args.repeats, images=args.images, dets_per_image=args.dets_per_image,
                 bootstrap=args.bootstrap, site=args.site)
     print(table(found))

@@ -120,8 +120,9 @@ class ModelConfig:
     # the source framework's box conventions (dhanalysis.model.conventions): "continuous" (width = x2 - x1) or
     # "plus_one" (maskrcnn-benchmark and the authors' code: width = x2 - x1 + 1 in the coder, clipping to W - 1, NMS,
     # the FPN level, the enlarged RoI and the COCO export); small-box filters "torchvision" (proposals >= 1e-3 px,
-    # detections >= 1e-2 px), "nonempty" (detectron2, mmdet: proposals > 0 px, detections all) or "none"; the dw/dh
-    # clamp "max" (log(1000/16) from above) or "both" (mmdet)
+    # detections >= 1e-2 px), "detectron2" (proposals > 0 px; detections > 0 px after NMS and the top-k cut),
+    # "nonempty" (mmdet: proposals > 0 px, detections all) or "none"; the dw/dh clamp "max" (log(1000/16) from above)
+    # or "both" (mmdet)
     box_convention: str = "continuous"
     box_filter: str = "torchvision"
     box_clamp: str = "max"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 
@@ -42,3 +44,24 @@ def test_the_measures_cost_runs_quick():
     for key in ("overhead", "measures_share", "seconds_with", "seconds_without", "seconds_measures_alone"):
         assert found[key] == found[key] and abs(found[key]) < float("inf"), key
     assert found["seconds_measures_alone"] > 0
+
+
+def test_the_detections_bench_runs_quick_under_the_memory_policy(tmp_path):
+    """``python -m bench.detections --quick``: every candidate in its own process, each under the memory policy the
+    command line applies (engine/host.py), so its rows are measured as `dhanalysis detections` runs; the engines
+    agree with pycocotools on the generated files."""
+    out = tmp_path / "detections.json"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}  # a malloc left untuned
+    run = subprocess.run([sys.executable, "-m", "bench.detections", "--quick", "--json", str(out)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(out.read_text())
+    rows = {**found["engines"], **found["analyses"]}
+    assert {"pycocotools", "coco_match", "ours"} <= set(rows)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert {name: row["freed_memory_retained"] for name, row in rows.items()} == {name: glibc for name in rows}
+    for name, row in found["engines"].items():
+        assert abs(row["ap_minus_pycocotools"]) < 1e-6, name
+    assert found["analyses"]["ours"]["ap"] == pytest.approx(found["engines"]["pycocotools"]["ap"], abs=1e-9)
+    assert "| ours: dhanalysis detections, every table written" in run.stdout

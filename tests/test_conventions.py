@@ -146,15 +146,80 @@ def test_plus_one_models_speak_continuous_boxes_at_their_boundary():
 
 def test_box_filters_drop_what_each_library_drops():
     """torchvision drops proposals under 1e-3 px and detections under 1e-2 px; detectron2 and mmdetection drop only
-    empty proposals (w > 0 and h > 0) and no detection; maskrcnn-benchmark drops nothing."""
+    empty proposals (w > 0 and h > 0); detectron2 drops empty detections after NMS, mmdetection none;
+    maskrcnn-benchmark drops nothing."""
     from dhanalysis.model.conventions import BOX_FILTERS, keep_sized
 
-    boxes = torch.tensor([[0, 0, 5, 5], [0, 0, 0, 5], [0, 0, 5e-4, 5], [0, 0, 5e-3, 5], [0, 0, 5, 2e-2]])
-    kept = {name: (keep_sized(boxes, rule.proposals).tolist(), keep_sized(boxes, rule.detections).tolist())
+    boxes = torch.tensor([[0, 0, 5, 5], [0, 0, 0, 5], [0, 0, 5e-4, 5], [0, 0, 5e-3, 5], [0, 0, 5, 2e-2],
+                          [0, 3, 5, 3]])
+    kept = {name: tuple(keep_sized(boxes, r).tolist() for r in (rule.proposals, rule.detections, rule.final))
             for name, rule in BOX_FILTERS.items()}
-    assert kept["torchvision"] == ([0, 3, 4], [0, 4])
-    assert kept["nonempty"] == ([0, 2, 3, 4], [0, 1, 2, 3, 4])
-    assert kept["none"] == ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+    everything = [0, 1, 2, 3, 4, 5]
+    assert kept["torchvision"] == ([0, 3, 4], [0, 4], everything)
+    assert kept["detectron2"] == ([0, 2, 3, 4], everything, [0, 2, 3, 4])
+    assert kept["nonempty"] == ([0, 2, 3, 4], everything, everything)
+    assert kept["none"] == (everything, everything, everything)
+
+
+def off_image_regressor(model: torch.nn.Module) -> torch.nn.Module:
+    """The box regressor of a tiny Single-FC made extreme: class 1's boxes move 100 widths right and class 2's 100
+    heights up, so clipping leaves them empty (a line on the image's border); class 3's stay the proposals."""
+    predictor = model.roi_heads.branches["fc"].predictor.bbox_pred
+    with torch.no_grad():
+        predictor.weight.zero_()
+        predictor.bias.zero_()
+        predictor.bias[4 * 1 + 0] = 1000.0  # dx = 1000 / 10 widths
+        predictor.bias[4 * 2 + 1] = -1000.0  # dy
+    return model
+
+
+def test_detectron2_drops_empty_detections_last():
+    """Under a regressor that throws boxes off the image, ``box_filter=nonempty`` (mmdetection) keeps zero-size
+    detections and ``detectron2`` keeps none: it returns exactly mmdetection's detections less the empty ones, so an
+    empty box that made the top k leaves its slot unfilled (detectron2 filters after NMS and the cut)."""
+    from helpers import two_images
+
+    images, _ = two_images()
+    settings = ["model.score_thresh=0.0", "model.detections_per_img=40"]
+    torch.manual_seed(0)
+    keeping = off_image_regressor(build_model(tiny_config("single-fc", NO_WEIGHTS, *settings,
+                                                          "model.box_filter=nonempty")).eval())
+    dropping = build_model(tiny_config("single-fc", NO_WEIGHTS, *settings, "model.box_filter=detectron2")).eval()
+    dropping.load_state_dict(keeping.state_dict())
+    torchvision_rule = build_model(tiny_config("single-fc", NO_WEIGHTS, *settings)).eval()
+    torchvision_rule.load_state_dict(keeping.state_dict())
+    with torch.no_grad():
+        kept, dropped, default = keeping(images), dropping(images), torchvision_rule(images)
+    for k, d, t in zip(kept, dropped, default):
+        wh = k["boxes"][:, 2:] - k["boxes"][:, :2]
+        empty = (wh <= 0).any(dim=1)
+        assert empty.sum() > 0 and (~empty).sum() > 0 and len(k["boxes"]) == 40
+        assert {int(c) for c in k["labels"][empty]} <= {1, 2}
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(d[key], k[key][~empty]), key
+        # torchvision drops them before NMS, so its top 40 refills with every non-empty box; detectron2's does not
+        assert ((t["boxes"][:, 2:] - t["boxes"][:, :2]) > 0).all() and len(d["boxes"]) < len(t["boxes"]) < 40
+
+
+def test_the_detectron2_converter_turns_the_empty_detection_rule_on():
+    """The settings of a converted detectron2 model drop empty detections (its ``detector_postprocess``)."""
+    import numpy as np
+
+    from dhanalysis.config import load_config
+    from dhanalysis.model.conventions import BOX_FILTERS, keep_sized
+    from dhanalysis.model.convert import from_detectron2
+
+    state = {f"backbone.bottom_up.res4.{i}.conv1.weight": np.zeros((1, 1, 1, 1), np.float32) for i in range(6)}
+    state.update({"backbone.fpn_output2.weight": np.zeros((16, 16, 3, 3), np.float32),
+                  "roi_heads.box_head.fc1.weight": np.zeros((32, 16), np.float32),
+                  "roi_heads.box_predictor.cls_score.weight": np.zeros((4, 32), np.float32),
+                  "roi_heads.box_predictor.bbox_pred.weight": np.zeros((12, 32), np.float32)})
+    conversion = from_detectron2.convert({"model": state}, "model_final.pkl", (1, 2, 3))
+    cfg = load_config(None, ["model.backbone.weights=null", *conversion.settings])
+    rule = BOX_FILTERS[cfg.model.box_filter].final
+    boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0], [7.0, 0.0, 7.0, 5.0], [0.0, 4.0, 5.0, 4.0], [1.0, 1.0, 1.5, 1.5]])
+    assert keep_sized(boxes, rule).tolist() == [0, 3]
+    assert load_config(None, []).model.box_filter == "torchvision"  # our own models keep torchvision's rule
 
 
 def test_default_rpn_filter_is_torchvisions_and_plus_one_clips_to_the_last_pixel():

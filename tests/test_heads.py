@@ -205,23 +205,27 @@ def test_branch_inference_form_and_a_head_without_one():
 
 
 def test_fusion_rules_follow_their_formulas():
-    # worked by hand from §4.2 (Eq. 4) and Table 3: complementary 1 − (1 − s_fc)(1 − s_conv), max, mean
-    s_fc = torch.tensor([[0.2, 0.9, 0.0, 0.5]])
-    s_conv = torch.tensor([[0.6, 0.3, 0.4, 0.5]])
-    torch.testing.assert_close(fuse_scores(s_fc, s_conv, "complementary"), torch.tensor([[0.68, 0.93, 0.4, 0.75]]))
-    torch.testing.assert_close(fuse_scores(s_fc, s_conv, "max"), torch.tensor([[0.6, 0.9, 0.4, 0.5]]))
-    torch.testing.assert_close(fuse_scores(s_fc, s_conv, "average"), torch.tensor([[0.4, 0.6, 0.2, 0.5]]))
-    torch.manual_seed(0)
-    a, b = torch.rand(50, 5), torch.rand(50, 5)
-    torch.testing.assert_close(fuse_scores(a, b, "complementary"), fuse_scores(b, a, "complementary"))
-    torch.testing.assert_close(fuse_scores(a, b, "complementary"), 1 - (1 - a) * (1 - b))
-    for rule in ("max", "average"):  # symmetric, and between the two scores
-        fused = fuse_scores(a, b, rule)
-        torch.testing.assert_close(fused, fuse_scores(b, a, rule))
-        assert (fused >= torch.minimum(a, b)).all() and (fused <= torch.maximum(a, b)).all()
+    """§4.2 (Eq. 4) and Table 3, each rule against its formula: complementary s_fc + s_conv·(1 − s_fc) =
+    1 − (1 − s_fc)(1 − s_conv), max, the mean. Worked by hand on a few scores (a sure score, a tie, a zero), then
+    against float64 numpy on random ones."""
+    s_fc = torch.tensor([[0.2, 0.9, 0.0, 0.5, 1.0]])
+    s_conv = torch.tensor([[0.6, 0.3, 0.4, 0.5, 0.7]])
+    by_hand = {"complementary": [[0.68, 0.93, 0.4, 0.75, 1.0]],  # 1 − 0.8·0.4, 1 − 0.1·0.7, ..., 1 − 0·0.3
+               "max": [[0.6, 0.9, 0.4, 0.5, 1.0]],
+               "average": [[0.4, 0.6, 0.2, 0.5, 0.85]]}
+    for rule, expected in by_hand.items():
+        np.testing.assert_allclose(fuse_scores(s_fc, s_conv, rule).double().numpy(), expected, rtol=0, atol=1e-7,
+                                   err_msg=rule)
+    rng = np.random.default_rng(0)
+    a, b = rng.random((50, 5)), rng.random((50, 5))
+    reference = {"complementary": 1.0 - (1.0 - a) * (1.0 - b), "max": np.where(a >= b, a, b), "average": (a + b) / 2}
+    for rule, expected in reference.items():
+        fused = fuse_scores(torch.from_numpy(a).float(), torch.from_numpy(b).float(), rule)
+        assert fused.shape == (50, 5) and fused.dtype == torch.float32
+        np.testing.assert_allclose(fused.double().numpy(), expected, rtol=0, atol=1e-6, err_msg=rule)
     assert set(FUSION_RULES) == {m.fusion for m in INFERENCE_MODES.values() if m.fusion}  # no rule unnamed, none unused
-    fused = fuse_scores(a, b, "complementary")
-    assert (fused >= torch.maximum(a, b) - 1e-7).all() and (fused <= 1).all()
+    with pytest.raises(ValueError, match="unknown fusion rule 'min'"):
+        fuse_scores(s_fc, s_conv, "min")
 
 
 def test_fused_scores_reach_detections_unchanged():

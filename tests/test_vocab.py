@@ -32,23 +32,63 @@ def test_vocab_and_everything_that_reads_tables_import_without_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "a torch-free module imported torch"
 
 
-def test_mode_table_is_well_formed_and_every_name_resolves_to_its_row():
+# Every inference mode, written from the paper (Table 3, Fig. 8): name -> (whose classifiers score, whose regressor
+# places the box, how two classifiers' scores combine), and the other names each answers to
+PAPER_MODES = {
+    "conv": (("conv",), "conv", None),
+    "fc": (("fc",), "fc", None),
+    "fc-cls+conv-reg": (("fc",), "conv", None),
+    "conv-cls+fc-reg": (("conv",), "fc", None),
+    "max": (("fc", "conv"), "conv", "max"),
+    "average": (("fc", "conv"), "conv", "average"),
+    "complementary": (("fc", "conv"), "conv", "complementary"),
+}
+PAPER_ALIASES = {"none": "fc-cls+conv-reg", "conv-cls+conv-reg": "conv", "fc-cls+fc-reg": "fc",
+                 "max-cls+conv-reg": "max", "average-cls+conv-reg": "average",
+                 "complementary-cls+conv-reg": "complementary"}
+
+
+def test_every_mode_name_resolves_to_the_papers_row():
     from dhanalysis.errors import DHError
     from dhanalysis.model.variants import parse_mode
 
-    for name, m in INFERENCE_MODES.items():
-        assert m.name == name and m.reg in HEAD_TYPES and set(m.cls) <= set(HEAD_TYPES) and m.label
-        assert (m.fusion is not None) == (len(m.cls) == 2), f"{name}: two classifiers need a fusion rule, one none"
-        assert parse_mode(name) is m and parse_mode(m.spelled) is m
-    assert parse_mode("none") is INFERENCE_MODES["fc-cls+conv-reg"]
+    assert set(INFERENCE_MODES) == set(PAPER_MODES)
+    for name, (cls, reg, fusion) in {**PAPER_MODES, **{a: PAPER_MODES[m] for a, m in PAPER_ALIASES.items()}}.items():
+        m = parse_mode(name)
+        assert (m.cls, m.reg, m.fusion) == (cls, reg, fusion), name
     with pytest.raises(DHError, match="complementary"):  # the error lists the table's modes
         parse_mode("no-such-mode")
-    # Table 3's rows, read from the paper: no fusion (fc-head classifies, conv-head regresses), max, average,
+    # Table 3's rows, in the paper's order: no fusion (fc-head classifies, conv-head regresses), max, average,
     # complementary, each with the conv-head's boxes
     assert FUSION_MODES == ("fc-cls+conv-reg", "max", "average", "complementary")
-    assert [(INFERENCE_MODES[m].cls, INFERENCE_MODES[m].reg, INFERENCE_MODES[m].fusion) for m in FUSION_MODES] == [
-        (("fc",), "conv", None), (("fc", "conv"), "conv", "max"), (("fc", "conv"), "conv", "average"),
-        (("fc", "conv"), "conv", "complementary")]
+
+
+def test_each_mode_detects_with_the_scores_and_boxes_the_paper_says():
+    """What a mode's row does, through the RoI heads: the scores are the named head's probabilities (or the two
+    heads' fused by the named rule: Eq. 4 for complementary) and the deltas the named head's, against float64."""
+    import torch
+
+    from dhanalysis.model import build_model
+
+    g = torch.Generator().manual_seed(0)
+    heads = {h: {"cls": torch.randn(6, 4, generator=g) * 2, "reg": torch.randn(6, 16, generator=g)}
+             for h in ("fc", "conv")}
+    p = {h: np.exp(v["cls"].double().numpy()) / np.exp(v["cls"].double().numpy()).sum(1, keepdims=True)
+         for h, v in heads.items()}
+    expected_scores = {
+        "conv": p["conv"], "fc": p["fc"], "fc-cls+conv-reg": p["fc"], "conv-cls+fc-reg": p["conv"],
+        "max": np.maximum(p["fc"], p["conv"]), "average": (p["fc"] + p["conv"]) / 2,
+        "complementary": 1 - (1 - p["fc"]) * (1 - p["conv"]),
+    }
+    expected_boxes = {"conv": "conv", "fc": "fc", "fc-cls+conv-reg": "conv", "conv-cls+fc-reg": "fc", "max": "conv",
+                      "average": "conv", "complementary": "conv"}
+    roi_heads = build_model(tiny_config("double-head-ext")).roi_heads
+    assert set(expected_scores) == set(INFERENCE_MODES)
+    for name in (*INFERENCE_MODES, *PAPER_ALIASES):
+        scores, deltas = roi_heads.mode_scores_and_deltas(heads, name)
+        mode = PAPER_ALIASES.get(name, name)
+        np.testing.assert_allclose(scores.double().numpy(), expected_scores[mode], rtol=0, atol=1e-6, err_msg=name)
+        assert torch.equal(deltas, heads[expected_boxes[mode]]["reg"]), name
 
 
 def test_variant_table_is_well_formed():

@@ -355,6 +355,7 @@ def train_together(
     sampling); the others see the same images and RoIs (common random numbers: comparisons between them are
     paired), and each starts from its own head initialisation, that of `train` with its seed.
     """
+    retain_freed_memory()  # the steps' activations are reused, not faulted in anew (engine/host.py), from Python too
     if resume and overwrite:
         raise DHError("resume=True continues the run in the folder and overwrite=True discards it; pass one of them")
     for cfg in cfgs:  # configs built in code (dataclasses.replace) skip config_from_dict's range checks
@@ -425,7 +426,6 @@ def _train_group(cfgs: list[Config], outs: list[Path], states: list[dict | None]
                  max_iterations: int | None, progress: bool) -> list[Path]:
     """Models resuming from the same iteration, trained in one loop; returns each one's latest checkpoint."""
     rank, t = get_rank(), cfgs[0].train
-    retain_freed_memory()  # the step's activations are reused, not faulted in anew (engine/host.py)
     torch.manual_seed(t.seed + rank)
     random.seed(t.seed + rank)
     dataset = build_dataset(cfgs[0].data, train=True)

@@ -10,9 +10,13 @@ spread through the code. Outside the model boxes are continuous: `from_conventio
 proposals and regressed boxes into COCO's frame (x2 + 1, so the COCO export is [x, y, w + 1, h + 1] as the source
 writes it) and `to_convention` the boxes an analysis gives it; both sit at the model's boundary only.
 
-Small boxes (`BOX_FILTERS`): torchvision drops RPN proposals under 1e-3 px and detections under 1e-2 px; detectron2
-and mmdetection keep every proposal wider and taller than 0 and every detection; maskrcnn-benchmark keeps all (a
-clipped box there is at least 1 px).
+Small boxes (`BOX_FILTERS`): torchvision drops RPN proposals under 1e-3 px and detections under 1e-2 px (before NMS);
+detectron2 and mmdetection keep every proposal wider and taller than 0; mmdetection keeps every detection, while
+detectron2's last inference step (``detector_postprocess``, after NMS and the top-k cut) drops the detections whose
+clipped box is empty (width or height 0: a box regressed off the image and clipped to its border);
+maskrcnn-benchmark keeps all (a clipped box there is at least 1 px). detectron2 clips and filters again after scaling
+the boxes to the original image; here the rule reads the boxes clipped to the network's input, which differs only for
+a box within float rounding of the border.
 
 ``box_clamp``: the decoded log-size change dw, dh is capped at log(1000 / 16) from above (torchvision, detectron2,
 maskrcnn-benchmark) or on both sides (``"both"``, mmdetection's delta coder).
@@ -57,15 +61,20 @@ class SizeRule:
     strict: bool = False
 
 
+NONEMPTY = SizeRule(0.0, strict=True)  # width > 0 and height > 0
+
+
 @dataclass(frozen=True)
 class BoxFilter:
     proposals: SizeRule  # RPN proposals after clipping
-    detections: SizeRule  # the box head's detections after clipping and the score threshold
+    detections: SizeRule  # the box head's detections after clipping and the score threshold, before NMS
+    final: SizeRule = SizeRule(None)  # the detections NMS and the top-k cut leave: a slot taken is not refilled
 
 
 BOX_FILTERS = {
     "torchvision": BoxFilter(SizeRule(1e-3), SizeRule(1e-2)),
-    "nonempty": BoxFilter(SizeRule(0.0, strict=True), SizeRule(None)),  # detectron2, mmdetection
+    "detectron2": BoxFilter(NONEMPTY, SizeRule(None), final=NONEMPTY),
+    "nonempty": BoxFilter(NONEMPTY, SizeRule(None)),  # mmdetection
     "none": BoxFilter(SizeRule(None), SizeRule(None)),  # maskrcnn-benchmark
 }
 
@@ -330,7 +339,7 @@ class ConventionRPN(RegionProposalNetwork):
         return final_boxes, final_scores
 
 
-__all__ = ["RESIZE_RULES", "resized_size", "BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "SizeRule", "BoxFilter",
-           "extent", "box_sizes",
+__all__ = ["RESIZE_RULES", "resized_size", "BOX_CONVENTIONS", "BOX_CLAMPS", "BOX_FILTERS", "NONEMPTY", "SizeRule",
+           "BoxFilter", "extent", "box_sizes",
            "clip_to_image", "keep_sized", "batched_nms", "scale_boxes_about_centre", "to_convention", "from_convention",
            "ConventionBoxCoder", "ConventionRPN"]

@@ -172,6 +172,7 @@ class DoubleHeadRoIHeads(RoIHeads):
         self.mode = mode
         self.box_convention = box_convention
         self.detection_size_rule = BOX_FILTERS[box_filter].detections
+        self.final_size_rule = BOX_FILTERS[box_filter].final
 
     # --- shared forward pieces ----------------------------------------------------------------------------
     @property
@@ -284,7 +285,8 @@ class DoubleHeadRoIHeads(RoIHeads):
         head_scores: dict[str, torch.Tensor] | None = None,
         suppress: bool = True,
     ) -> list[dict[str, torch.Tensor]]:
-        """Score threshold, small-box rule, then per-class NMS and top-k on *probabilities*.
+        """Score threshold, small-box rule, then per-class NMS and top-k on *probabilities*, then the final size rule
+        (detectron2 drops empty boxes last, so an empty box that made the top k leaves its slot empty).
 
         torchvision's `postprocess_detections` applies a softmax to logits, which would renormalise fused scores
         that no longer come from one softmax; here the given scores reach the detections unchanged.
@@ -314,6 +316,7 @@ class DoubleHeadRoIHeads(RoIHeads):
                 keep = keep[: self.detections_per_img]
             else:
                 keep = torch.sort(probs, descending=True, stable=True).indices
+            keep = keep[keep_sized(boxes[keep], self.final_size_rule, self.box_convention)]
             result = {"boxes": boxes[keep], "scores": probs[keep], "labels": labels[keep]}
             for head, parts in per_head.items():
                 result[f"{head}_score"] = parts[i][rows[keep], labels[keep]]

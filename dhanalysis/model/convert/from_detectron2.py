@@ -51,7 +51,7 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
         "model.resize_rule=round",
         "model.resize_kernel=pil",
         "model.exif_orientation=true",
-        "model.box_filter=nonempty",
+        "model.box_filter=detectron2",
         "model.head.aligned=true",
         "model.head.sampling_ratio=0",
         "model.loss.smooth_l1_beta=0.0",
