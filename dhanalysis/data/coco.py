@@ -153,6 +153,30 @@ def _quick_check(path: Path) -> str | None:
     return _try_decode(path)
 
 
+class ClippedBoxes(NamedTuple):
+    """Boxes clipped to their image (`clip_to_images`), with what each was before: ``(n,)`` bool masks."""
+
+    xyxy: np.ndarray  # (n, 4) float64, clipped to the image (meaningless where not ``inside``)
+    finite: np.ndarray  # four finite numbers
+    positive: np.ndarray  # finite, with positive width and height
+    inside: np.ndarray  # positive, and something of it is left inside the image: the boxes kept
+    clipped: np.ndarray  # kept, but changed by clipping
+
+
+def clip_to_images(raw: np.ndarray, width: np.ndarray, height: np.ndarray) -> ClippedBoxes:
+    """COCO ``raw`` xywh boxes ``(n, 4)`` clipped to their image's ``width`` / ``height`` ``(n,)``, and which of them
+    survive: NaN / infinite ones and empty ones are compared without warnings and come out not ``inside``."""
+    x, y, w, h = raw.T
+    finite = np.isfinite(raw).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        positive = finite & (w > 0) & (h > 0)
+        x1, y1 = np.clip(x, 0, width), np.clip(y, 0, height)
+        x2, y2 = np.clip(x + w, 0, width), np.clip(y + h, 0, height)
+        inside = positive & (x2 > x1) & (y2 > y1)
+        clipped = inside & ((x1 != x) | (y1 != y) | (x2 != x + w) | (y2 != y + h))
+    return ClippedBoxes(np.stack([x1, y1, x2, y2], axis=1), finite, positive, inside, clipped)
+
+
 @dataclass
 class _Annotations:
     """All kept boxes of a split in flat arrays sorted by image (cheap to share with DataLoader workers)."""
@@ -307,6 +331,31 @@ class CocoDataset(torch.utils.data.Dataset):
         self._position = {image_id: k for k, image_id in enumerate(self._all_ids)}
 
     def _parse_annotations(self, annotations: list) -> None:
+        """Read every annotation into flat arrays, drop (and count) the degenerate boxes, clip the rest to their
+        image and keep them grouped by image (`_Annotations`), so that reading an image slices instead of searching.
+        """
+        raw, img_index, labels, area, iscrowd = self._annotation_arrays(annotations)
+        sizes = np.array([self._images[i][1:] for i in self._all_ids], dtype=np.float64).reshape(-1, 2)
+        boxes = clip_to_images(raw, sizes[img_index, 0], sizes[img_index, 1])
+        self._count_dropped(boxes, len(annotations))
+
+        keep = np.flatnonzero(boxes.inside)
+        keep = keep[np.argsort(img_index[keep], kind="stable")]
+        box_area = (raw[:, 2] * raw[:, 3])[keep]
+        ann_area = np.where(np.isfinite(area[keep]) & (area[keep] > 0), area[keep], box_area)
+        self._ann = _Annotations(
+            boxes=boxes.xyxy[keep].astype(np.float32),
+            labels=labels[keep],
+            area=ann_area.astype(np.float32),
+            iscrowd=iscrowd[keep],
+            starts=np.searchsorted(img_index[keep], np.arange(len(self._all_ids) + 1)),
+        )
+        self.crowd_boxes: int = int(self._ann.iscrowd.sum())
+
+    def _annotation_arrays(self, annotations: list) -> tuple[np.ndarray, ...]:
+        """``(raw xywh (n, 4) float64, image position (n,), label (n,), area (n,), iscrowd (n,))`` of the annotations
+        in file order; a bbox that is not four numbers is NaN (dropped later, counted as malformed), an annotation of
+        an unknown image or category is a `DHError`, as the file is then not the one the images belong to."""
         index_of = self._position
         n = len(annotations)
         raw = np.full((n, 4), np.nan, dtype=np.float64)
@@ -333,6 +382,11 @@ class CocoDataset(torch.utils.data.Dataset):
                 raw[k] = [_as_float(v) for v in bbox]
             area[k] = _as_float(ann.get("area"))
             iscrowd[k] = 1 if ann.get("iscrowd") else 0
+        self._refuse_unknown_references(unknown_images, unknown_cats)
+        return raw, img_index, labels, area, iscrowd
+
+    def _refuse_unknown_references(self, unknown_images: list[tuple[Any, Any]], unknown_cats: list[Any]) -> None:
+        """One `DHError` counting the annotations whose image or category the file does not list (first one named)."""
         if unknown_images:
             ann_id, image_id = unknown_images[0]
             raise DHError(
@@ -345,39 +399,20 @@ class CocoDataset(torch.utils.data.Dataset):
                 f"'categories' (first: {unknown_cats[0]}); fix or regenerate the file"
             )
 
-        sizes = np.array([self._images[i][1:] for i in self._all_ids], dtype=np.float64).reshape(-1, 2)
-        width, height = sizes[img_index, 0], sizes[img_index, 1]
-        x, y, w, h = raw.T
-        finite = np.isfinite(raw).all(axis=1)
-        with np.errstate(invalid="ignore"):
-            positive = finite & (w > 0) & (h > 0)
-            x1, y1 = np.clip(x, 0, width), np.clip(y, 0, height)
-            x2, y2 = np.clip(x + w, 0, width), np.clip(y + h, 0, height)
-            inside = positive & (x2 > x1) & (y2 > y1)
-            clipped = inside & ((x1 != x) | (y1 != y) | (x2 != x + w) | (y2 != y + h))
+    def _count_dropped(self, boxes: ClippedBoxes, n: int) -> None:
+        """Record how many boxes were dropped, by reason, and clipped, and warn once: a user should learn that the
+        file holds boxes the model never sees."""
+        finite, positive, inside = boxes.finite, boxes.positive, boxes.inside
         self.dropped_by_reason: dict[str, int] = {
             "non-finite or malformed": int((~finite).sum()),
             "zero or negative size": int((finite & ~positive).sum()),
             "outside the image": int((positive & ~inside).sum()),
         }
         self.dropped_boxes: int = int((~inside).sum())
-        self.clipped_boxes: int = int(clipped.sum())
+        self.clipped_boxes: int = int(boxes.clipped.sum())
         if self.dropped_boxes:
             detail = ", ".join(f"{v} {k}" for k, v in self.dropped_by_reason.items() if v)
             log.warning("dropped %d of %d boxes in %s as degenerate (%s)", self.dropped_boxes, n, self.ann_file, detail)
-
-        keep = np.flatnonzero(inside)
-        keep = keep[np.argsort(img_index[keep], kind="stable")]
-        box_area = (w * h)[keep]
-        ann_area = np.where(np.isfinite(area[keep]) & (area[keep] > 0), area[keep], box_area)
-        self._ann = _Annotations(
-            boxes=np.stack([x1, y1, x2, y2], axis=1)[keep].astype(np.float32),
-            labels=labels[keep],
-            area=ann_area.astype(np.float32),
-            iscrowd=iscrowd[keep],
-            starts=np.searchsorted(img_index[keep], np.arange(len(self._all_ids) + 1)),
-        )
-        self.crowd_boxes: int = int(self._ann.iscrowd.sum())
 
     def _missing_ids(self) -> list[int]:
         """Ids whose file is absent: one directory listing instead of a stat per image (COCO has 118k)."""

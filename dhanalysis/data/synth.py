@@ -430,58 +430,88 @@ def render_synth_image(params: SynthParams, split: str, index: int, pending: lis
     canvas = _background(rng, size, params.clutter)
     ranges = _group_ranges(params)
     full_range = (params.min_object_size, min(params.max_object_size, 0.95 * size))
-    min_visible = 1.0 - params.max_occlusion
     placed: list[_Placed] = []
 
     for _ in range(int(rng.integers(params.min_objects, params.max_objects + 1))):
         forced = pending[0] if pending else None
-        for _attempt in range(20):
-            cls, polys, box = _sample_shape(rng, params, placed, ranges[forced] if forced else full_range, bool(forced))
-            raster = _rasterize(polys, size)
-            if raster is None:
-                continue
-            sl, alpha = raster
-            if forced is not None and _group_of(box) != forced:
-                continue  # capped by the image size: the box fell out of the group it was drawn for
-            full_area = sum(_polygon_area(v) * (1 if fill else -1) for v, fill in polys)
-            # Keep an object only if enough of it shows (border truncation), and only if it leaves every earlier
-            # object enough visible area: objects hidden more than max_occlusion are never drawn, so every drawn
-            # object is annotated.
-            if float(alpha.sum()) < min_visible * full_area:
-                continue
-            overlaps = [p.hidden_by(sl, alpha) for p in placed]
-            if any(o is not None and p.visible_area - o[2] < min_visible * p.full_area
-                   for o, p in zip(overlaps, placed)):
-                continue
-            break
-        else:
+        shape = _fit_shape(rng, params, placed, ranges[forced] if forced else full_range, forced)
+        if shape is None:
             continue
-
-        _paint(rng, canvas, sl, alpha)
-
-        for p, o in zip(placed, overlaps):
-            if o is not None:
-                mine, theirs, hidden = o
-                p.visible[mine] *= 1.0 - alpha[theirs]
-                p.visible_area -= hidden
-        tight = _visible_box(polys, box, size)
-        placed.append(_Placed(cls.cat_id, tight, box, sl, alpha, alpha.copy(), full_area, float(alpha.sum())))
+        _paint(rng, canvas, shape.region, shape.alpha)
+        _cover(placed, shape.overlaps, shape.alpha)
+        tight = _visible_box(shape.polys, shape.box, size)
+        placed.append(_Placed(shape.cls.cat_id, tight, shape.box, shape.region, shape.alpha, shape.alpha.copy(),
+                              shape.full_area, float(shape.alpha.sum())))
         if pending is not None and _group_of(tight) in pending:
             pending.remove(_group_of(tight))
 
-    # Uniform integer noise with the requested std: a fraction of the cost of Gaussian noise at this size.
-    pixels = np.asarray(canvas)
-    k = int(round(params.noise * math.sqrt(3)))
-    if k > 0:
-        noisy = pixels.astype(np.int16) + rng.integers(-k, k + 1, pixels.shape, dtype=np.int16)
-        pixels = np.clip(noisy, 0, 255).astype(np.uint8)
-    else:
-        pixels = pixels.copy()
+    pixels = _add_noise(rng, np.asarray(canvas), params.noise)
     objects = [
         SynthObject(p.category_id, p.box, p.full_box, p.region, p.alpha, 1.0 - p.visible_area / p.full_area)
         for p in placed
     ]
     return SynthImage(pixels, objects)
+
+
+class _Shape(NamedTuple):
+    """A shape that fits the image (`_fit_shape`), not yet painted."""
+
+    cls: ShapeClass
+    polys: Polygons
+    box: tuple[float, float, float, float]  # xyxy of the whole shape, unclipped
+    region: Region
+    alpha: np.ndarray  # (h, w) coverage over ``region``
+    full_area: float  # area of the whole shape, including parts outside the image
+    overlaps: list[tuple[Region, Region, float] | None]  # `_Placed.hidden_by` of each placed object
+
+
+def _fit_shape(rng: np.random.Generator, params: SynthParams, placed: list[_Placed],
+               side_range: tuple[float, float], forced: str | None, attempts: int = 20) -> _Shape | None:
+    """Sample shapes until one may be drawn, at most ``attempts`` times (None: give up on this object).
+
+    A shape may be drawn when it lands in the ``forced`` size group (if any), enough of it shows inside the image,
+    and it leaves every ``placed`` object enough visible area: objects hidden more than ``max_occlusion`` are never
+    drawn, so every drawn object is annotated.
+    """
+    size = params.image_size
+    min_visible = 1.0 - params.max_occlusion
+    for _attempt in range(attempts):
+        cls, polys, box = _sample_shape(rng, params, placed, side_range, bool(forced))
+        raster = _rasterize(polys, size)
+        if raster is None:
+            continue
+        sl, alpha = raster
+        if forced is not None and _group_of(box) != forced:
+            continue  # capped by the image size: the box fell out of the group it was drawn for
+        full_area = sum(_polygon_area(v) * (1 if fill else -1) for v, fill in polys)
+        if float(alpha.sum()) < min_visible * full_area:
+            continue  # truncated too much by the image border
+        overlaps = [p.hidden_by(sl, alpha) for p in placed]
+        if any(o is not None and p.visible_area - o[2] < min_visible * p.full_area
+               for o, p in zip(overlaps, placed)):
+            continue
+        return _Shape(cls, polys, box, sl, alpha, full_area, overlaps)
+    return None
+
+
+def _cover(placed: list[_Placed], overlaps: list[tuple[Region, Region, float] | None], alpha: np.ndarray) -> None:
+    """Take what a newly painted object (coverage ``alpha``) hides from the visible coverage and area of each earlier
+    object, so their occlusion is known when the image is done."""
+    for p, o in zip(placed, overlaps):
+        if o is not None:
+            mine, theirs, hidden = o
+            p.visible[mine] *= 1.0 - alpha[theirs]
+            p.visible_area -= hidden
+
+
+def _add_noise(rng: np.random.Generator, pixels: np.ndarray, noise: float) -> np.ndarray:
+    """``pixels`` (H, W, 3) uint8 plus uniform integer noise with standard deviation ``noise`` (a copy either way):
+    a fraction of the cost of Gaussian noise at this size."""
+    k = int(round(noise * math.sqrt(3)))
+    if k > 0:
+        noisy = pixels.astype(np.int16) + rng.integers(-k, k + 1, pixels.shape, dtype=np.int16)
+        return np.clip(noisy, 0, 255).astype(np.uint8)
+    return pixels.copy()
 
 
 # ---------------------------------------------------------------------------------------------------------- files

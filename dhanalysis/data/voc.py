@@ -200,46 +200,15 @@ def voc_to_coco(
             raise DHError(f"{voc_root / sub} not found; {voc_root} must be a VOC folder such as VOCdevkit/VOC2007")
     ids = _split_ids(voc_root, splits)
     _claim_out_folder(voc_root, out, list(ids), overwrite)
-    parsed: dict[str, list[dict[str, Any]]] = {}
-    for split, names in ids.items():
-        records = []
-        for stem in names:
-            xml_file = voc_root / "Annotations" / f"{stem}.xml"
-            if not xml_file.is_file():
-                raise DHError(f"VOC annotation {xml_file} (listed in split '{split}') not found")
-            records.append(parse_voc_xml(xml_file))
-        parsed[split] = records
-
-    names_found = {obj["name"] for records in parsed.values() for r in records for obj in r["objects"]}
-    class_names = list(VOC_CLASSES) if names_found <= set(VOC_CLASSES) else sorted(names_found)
+    parsed = {split: _parse_split(voc_root, split, names) for split, names in ids.items()}
+    class_names = voc_class_names(parsed)
     cat_id = {name: k for k, name in enumerate(class_names, start=1)}
     categories = [{"id": cat_id[n], "name": n, "supercategory": "voc"} for n in class_names]
 
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     result = {}
     for split, records in parsed.items():
-        image_dir = out / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        for image_id, record in enumerate(records, start=1):
-            src = voc_root / "JPEGImages" / record["filename"]
-            if not src.is_file():
-                raise DHError(f"image {src} (named in the VOC annotation of split '{split}') not found")
-            width, height = record["width"], record["height"]
-            if width <= 0 or height <= 0:
-                width, height = _image_size(src)
-            _link_or_copy(src, image_dir / record["filename"])
-            images.append({"id": image_id, "file_name": record["filename"], "width": width, "height": height})
-            for obj in record["objects"]:
-                bbox = voc_box_to_coco(obj["box"])
-                annotations.append({
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat_id[obj["name"]],
-                    "bbox": bbox,
-                    "area": bbox[2] * bbox[3],
-                    "iscrowd": int(obj["difficult"]),
-                })
+        images, annotations = _convert_split(voc_root, out / split, split, records, cat_id)
         data = {
             "info": {"description": f"{_DESCRIPTION}{voc_root}", "version": "1", "split": split,
                      "contributor": CONTRIBUTOR, "source": str(voc_root.resolve())},
@@ -252,3 +221,51 @@ def voc_to_coco(
         atomic_write_text(ann_file, json.dumps(data))
         result[split] = ann_file
     return result
+
+
+def _parse_split(voc_root: Path, split: str, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The parsed XML annotation (`parse_voc_xml`) of each image of ``split``, in the split file's order; every file
+    is read before anything is written, so a missing one leaves the output folder untouched."""
+    records = []
+    for stem in names:
+        xml_file = voc_root / "Annotations" / f"{stem}.xml"
+        if not xml_file.is_file():
+            raise DHError(f"VOC annotation {xml_file} (listed in split '{split}') not found")
+        records.append(parse_voc_xml(xml_file))
+    return records
+
+
+def voc_class_names(parsed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The category names of all splits together: the 20 VOC classes in their standard order when every name found
+    is one of them (so labels match other VOC tools), else the sorted names found."""
+    names_found = {obj["name"] for records in parsed.values() for r in records for obj in r["objects"]}
+    return list(VOC_CLASSES) if names_found <= set(VOC_CLASSES) else sorted(names_found)
+
+
+def _convert_split(voc_root: Path, image_dir: Path, split: str, records: list[dict[str, Any]],
+                   cat_id: dict[str, int]) -> tuple[list[dict], list[dict]]:
+    """Link (or copy) the split's images into ``image_dir`` and return its COCO ``images`` and ``annotations``
+    entries; ids count from 1 in record order, and VOC's ``difficult`` objects become crowd boxes, which COCO
+    evaluation ignores as VOC's does."""
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for image_id, record in enumerate(records, start=1):
+        src = voc_root / "JPEGImages" / record["filename"]
+        if not src.is_file():
+            raise DHError(f"image {src} (named in the VOC annotation of split '{split}') not found")
+        width, height = record["width"], record["height"]
+        if width <= 0 or height <= 0:
+            width, height = _image_size(src)
+        _link_or_copy(src, image_dir / record["filename"])
+        images.append({"id": image_id, "file_name": record["filename"], "width": width, "height": height})
+        for obj in record["objects"]:
+            bbox = voc_box_to_coco(obj["box"])
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": cat_id[obj["name"]],
+                "bbox": bbox,
+                "area": bbox[2] * bbox[3],
+                "iscrowd": int(obj["difficult"]),
+            })
+    return images, annotations

@@ -112,17 +112,32 @@ def pretrain_backbone(
     if not len(boxes):
         raise DHError(f"{root}/{split} has no boxes to pretrain on")
     net = getattr(resnet, arch)(num_classes=dataset.num_classes + 1)
+    accuracy = _train_on_crops(net, (images, boxes, labels), g, iterations, batch_size, crop_size, lr,
+                               f"pretrain {arch}" if progress else None)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    atomic_torch_save(state, out)
+    log.info("pretrained %s on %d boxes of %s/%s in %.0fs (crop accuracy %.3f over the last quarter); wrote %s",
+             arch, len(boxes), root, split, time.perf_counter() - start, accuracy, out)
+    return out
+
+
+def _train_on_crops(net: torch.nn.Module, split: tuple[torch.Tensor, torch.Tensor, torch.Tensor], g: torch.Generator,
+                    iterations: int, batch_size: int, crop_size: int, lr: float, progress: str | None) -> float:
+    """Train ``net`` in place on fresh crops of ``split`` (`_load_split`'s images, boxes, labels) every iteration,
+    SGD under a OneCycle schedule peaking at ``lr``; returns the crop accuracy over the last quarter of the
+    iterations, the one number that says whether the weights are worth fine-tuning from. ``progress``: the
+    description of a progress bar (None: no bar)."""
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.15)
     bar = None
-    if progress:
+    if progress is not None:
         from tqdm import tqdm
 
-        bar = tqdm(total=iterations, desc=f"pretrain {arch}", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=iterations, desc=progress, unit="it", dynamic_ncols=True)
     net.train()
     correct = seen = 0
     for it in range(iterations):
-        x, y = _sample_crops(images, boxes, labels, batch_size, crop_size, g)
+        x, y = _sample_crops(*split, batch_size, crop_size, g)
         logits = net(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -137,9 +152,4 @@ def pretrain_backbone(
             bar.set_postfix(loss=f"{loss.item():.3f}")
     if bar is not None:
         bar.close()
-    state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    atomic_torch_save(state, out)
-    accuracy = correct / max(seen, 1)
-    log.info("pretrained %s on %d boxes of %s/%s in %.0fs (crop accuracy %.3f over the last quarter); wrote %s",
-             arch, len(boxes), root, split, time.perf_counter() - start, accuracy, out)
-    return out
+    return correct / max(seen, 1)

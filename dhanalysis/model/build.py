@@ -324,6 +324,31 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     path, which says what the model was trained from.
     """
     m = config.model
+    config, classes = resolve_num_classes(config, num_classes)
+    variant = get_variant(m.variant)
+    check_model_options(m)
+    layout = class_layout(m, classes)
+    # built in this order (backbone, RPN, branches) so a seeded build draws its initial weights as it always has
+    backbone = build_backbone(m.backbone, pretrained)
+    channels = m.backbone.fpn_channels
+    rpn = build_rpn(m, channels)
+    branches, weights = build_branches(m, variant, heads, channels, classes, layout)
+    mode = m.mode or default_mode(m.variant, m.loss)
+    check_mode(m.variant, m.loss, mode)
+    roi_heads = build_roi_heads(m, branches, weights, mode)
+    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
+                               m.resize_rule, m.box_convention, m.resize_kernel)
+    model = DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)
+    if m.conv_memory_format == "contiguous":
+        evaluate_conv_heads_in_modules(model)
+    return model.to(memory_format=conv_memory_format(m.conv_memory_format))
+
+
+def resolve_num_classes(config: Config, num_classes: int | None) -> tuple[Config, int]:
+    """``(config, classes)``: the foreground class count from the config, else from the dataset's ``num_classes``,
+    written into the returned config so a checkpoint rebuilds the same predictors; a missing or contradicting count
+    is a `DHError` before anything is built."""
+    m = config.model
     classes = m.num_classes or num_classes
     if not classes:
         raise DHError("the number of classes is unknown: set model.num_classes or build the model from a dataset")
@@ -331,12 +356,12 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         raise DHError(f"config says model.num_classes={m.num_classes} but the dataset has {num_classes} classes")
     if not m.num_classes:
         config = replace(config, model=replace(m, num_classes=classes))
-    variant = get_variant(m.variant)
-    check_model_options(m)
-    layout = class_layout(m, classes)
-    backbone = build_backbone(m.backbone, pretrained)
-    channels = m.backbone.fpn_channels
+    return config, classes
 
+
+def build_rpn(m, channels: int) -> ConventionRPN:
+    """torchvision's RPN on ``m.rpn``'s anchors, in the config's box convention (its 0.7 / 0.3 matching thresholds
+    are the paper's and fixed), with the unit-weight box coder RPNs use."""
     anchor_sizes = tuple((s,) for s in m.rpn.anchor_sizes)
     anchors = SourceAnchorGenerator(anchor_sizes, (tuple(m.rpn.aspect_ratios),) * len(anchor_sizes),
                                     m.rpn.anchor_style, m.rpn.anchor_strides)
@@ -354,7 +379,14 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         box_filter=m.box_filter,
     )
     rpn.box_coder = ConventionBoxCoder((1.0, 1.0, 1.0, 1.0), m.box_convention, m.box_clamp)
+    return rpn
 
+
+def build_branches(m, variant, heads: Mapping[str, nn.Module] | None, channels: int, classes: int,
+                   layout: ClassLayout) -> tuple[dict[str, Branch], dict[str, dict[str, float]]]:
+    """``(branches, loss weights)`` of the variant's branches that have a loss: each a head (the user's from
+    ``heads`` or the config's) with a predictor of the tasks it is trained for. A branch with no loss is left out,
+    as it would never train (e.g. ``loss.w_conv = 0``)."""
     heads = dict(heads or {})
     unknown = sorted(set(heads) - {spec.name for spec in variant.branches})
     if unknown:
@@ -364,16 +396,20 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
     for spec in variant.branches:
         w = branch_loss_weights(spec, m.loss)
         if w["cls"] <= 0 and w["reg"] <= 0:
-            continue  # a head with no loss would never train (e.g. loss.w_conv = 0)
+            continue
         weights[spec.name] = w
         head = heads[spec.name] if spec.name in heads else build_head(spec.head, m.head, channels)
         if not isinstance(getattr(head, "out_dim", None), int):
             raise DHError(f"heads['{spec.name}'] has no integer out_dim; set it to the width of the head's output")
         predictor = Predictor(head.out_dim, classes + 1, cls=w["cls"] > 0, reg=w["reg"] > 0, layout=layout)
         branches[spec.name] = Branch(spec.head, head, predictor)
+    return branches, weights
 
-    mode = m.mode or default_mode(m.variant, m.loss)
-    check_mode(m.variant, m.loss, mode)
+
+def build_roi_heads(m, branches: dict[str, Branch], weights: dict[str, dict[str, float]],
+                    mode: str) -> DoubleHeadRoIHeads:
+    """The RoI heads around ``branches``: one level pooler for all of them, the config's sampling, thresholds and
+    box convention, and the (10, 10, 5, 5)-weighted box coder of Faster R-CNN's second stage."""
     roi_heads = DoubleHeadRoIHeads(
         branches,
         weights,
@@ -390,14 +426,15 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         box_filter=m.box_filter,
     )
     roi_heads.box_coder = ConventionBoxCoder((10.0, 10.0, 5.0, 5.0), m.box_convention, m.box_clamp)
-    transform = InputTransform(m.min_size, m.max_size, list(m.pixel_mean), list(m.pixel_std), m.input_format,
-                               m.resize_rule, m.box_convention, m.resize_kernel)
-    model = DoubleHeadRCNN(config, backbone, rpn, roi_heads, transform)
-    if m.conv_memory_format == "contiguous":  # the source's arithmetic: conv-heads evaluate in their NCHW modules too
-        for module in model.modules():
-            if isinstance(module, ConvHead):
-                module.__dict__["_eval_in_modules"] = True
-    return model.to(memory_format=conv_memory_format(m.conv_memory_format))
+    return roi_heads
+
+
+def evaluate_conv_heads_in_modules(model: nn.Module) -> None:
+    """Make every conv-head evaluate through its NCHW modules: the arithmetic of the library a contiguous-format
+    model is converted from, which ``model.conv_memory_format = "contiguous"`` asks for."""
+    for module in model.modules():
+        if isinstance(module, ConvHead):
+            module.__dict__["_eval_in_modules"] = True
 
 
 CONV_MEMORY_FORMATS = ("auto", "contiguous")  # model.conv_memory_format

@@ -30,6 +30,7 @@ size) with ``box`` -1. Every set gets every alignment measure of `measures` in `
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -348,74 +349,100 @@ def compute_pcc(
     ``positive_iou`` sets the positives of the measures (`measures`), ``replicates`` the bootstrap draws of their
     intervals (0: none).
     """
-    import time
-
     from dhanalysis.probes.proposals import DEFAULT_GRID, DEFAULT_PROPOSALS_PER_GT
-    from dhanalysis.probes.harness import RunOptions, Written, claim_outputs, run_tasks, write_summary
-    from dhanalysis.probes.sliding_window import (DEFAULT_BATCH_SIZE, check_window_options, compute_sliding_window,
-                                                    finished_sliding_window)
-    from dhanalysis.folders import write_table
-    from dhanalysis.probes.harness import stored_key
-    from dhanalysis.errors import DHError
-    from dhanalysis.vocab import (PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV, SLIDING_WINDOW_OBJECTS_CSV,
-                                  SLIDING_WINDOW_STATS_CSV)
+    from dhanalysis.probes.harness import RunOptions, Written, run_tasks, write_summary
+    from dhanalysis.probes.sliding_window import DEFAULT_BATCH_SIZE
 
     proposals_per_gt = DEFAULT_PROPOSALS_PER_GT if proposals_per_gt is None else proposals_per_gt
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     grid = grid or DEFAULT_GRID
     options = options or RunOptions()
+    check_pcc_options(raw_sample, precision, scoring, grid, positive_iou, rpn_background, replicates)
+    started = time.perf_counter()
+    key = _claim_pcc_outputs(run, positive_iou, replicates, rpn_background, overwrite)
+    stats, reused = _predefined_stats(run, proposals_per_gt=proposals_per_gt, batch_size=batch_size,
+                                      raw_sample=raw_sample, seed=seed, precision=precision, scoring=scoring,
+                                      grid=grid, positive_iou=positive_iou, options=options, overwrite=overwrite)
+    task = ProposalPCCTask(run.model, batch_size, rpn_background, run.dataset.num_classes, positive_iou)
+    merged = run_tasks(run, OUTPUTS, [task], key, options, overwrite)
+    if merged is None:
+        return None
+    state = merged.states.get(task.name) or task.new_state()
+    table, written = _write_pcc_tables(run, task, state, merged.chunk_dir, stats, difficulty, positive_iou,
+                                       replicates)
+    counts = {name: int(state.counts.get(name, 0))
+              for name in ("rpn_proposals", "rpn_background_dropped", "detections")}
+    summary = write_summary(run, OUTPUTS, key, merged, started, heads_with_classifier=task.heads,
+                            detection_modes=task.modes, sliding_window_reused=reused,
+                            proposals_per_gt=proposals_per_gt, grid=grid, rpn_background=rpn_background,
+                            difficulty_from=difficulty_from, positive_iou=positive_iou,
+                            bootstrap_replicates=replicates, **counts)
+    return Written(table, summary, [*written, run.folder / OUTPUTS.summary])
+
+
+def check_pcc_options(raw_sample: int, precision: str, scoring: str, grid: str, positive_iou: float,
+                      rpn_background: str, replicates: int) -> None:
+    """A one-line `DHError` for values the PCC analysis cannot run with, before anything is claimed or computed."""
+    from dhanalysis.errors import DHError
+    from dhanalysis.probes.sliding_window import check_window_options
+
     check_window_options(raw_sample, precision, scoring, grid, positive_iou)
     check_rpn_background(rpn_background)
     if replicates < 0:
         raise DHError(f"bootstrap replicates must be 0 or more, got {replicates}")
-    started = time.perf_counter()
-    outputs = OUTPUTS
+
+
+def _claim_pcc_outputs(run, positive_iou: float, replicates: int, rpn_background: str, overwrite: bool) -> dict:
+    """Make the folder's PCC files this analysis's (`harness.claim_outputs`) and return their key: what the result
+    depends on. Stored results in an older measures format are refused first unless ``overwrite``."""
+    from dhanalysis.probes.harness import claim_outputs, stored_key
+
     if not overwrite:
-        check_measure_format(stored_key(run.folder / outputs.summary), run.folder, outputs.what)
-    key = {"analysis": outputs.analysis, "config": run.config, **run.data_key, "positive_iou": float(positive_iou),
+        check_measure_format(stored_key(run.folder / OUTPUTS.summary), run.folder, OUTPUTS.what)
+    key = {"analysis": OUTPUTS.analysis, "config": run.config, **run.data_key, "positive_iou": float(positive_iou),
            "replicates": int(replicates), "measures_format": MEASURES_FORMAT}
     if rpn_background != DEFAULT_RPN_BACKGROUND:  # absent at the default, so earlier results keep their identity
         key["rpn_background"] = rpn_background
-    claim_outputs(run, outputs, key, overwrite)
+    claim_outputs(run, OUTPUTS, key, overwrite)
+    return key
+
+
+def _predefined_stats(run, *, proposals_per_gt: int, batch_size: int, raw_sample: int, seed: int, precision: str,
+                      scoring: str, grid: str, positive_iou: float, options,
+                      overwrite: bool) -> tuple[pd.DataFrame | None, bool]:
+    """``(the sliding-window statistics table, reused)``: the folder's own when a finished sliding-window result of
+    the same windows is there (scoring ~14k windows per box again would be the slow half of the analysis), else
+    computed now, which also writes the object rows PCC reads. The table is None on ranks other than 0."""
+    from dhanalysis.probes.sliding_window import compute_sliding_window, finished_sliding_window
+    from dhanalysis.vocab import SLIDING_WINDOW_STATS_CSV
 
     reused = not overwrite and finished_sliding_window(run, proposals_per_gt, precision, grid, positive_iou)
     if reused:
-        stats = pd.read_csv(run.folder / SLIDING_WINDOW_STATS_CSV) if run.rank == 0 else None
-    else:
-        windows = compute_sliding_window(run, proposals_per_gt=proposals_per_gt, batch_size=batch_size,
-                                         raw_sample=raw_sample, seed=seed, precision=precision, scoring=scoring,
-                                         grid=grid, positive_iou=positive_iou, options=options, overwrite=overwrite)
-        stats = windows.table if windows is not None else None
+        return (pd.read_csv(run.folder / SLIDING_WINDOW_STATS_CSV) if run.rank == 0 else None), reused
+    windows = compute_sliding_window(run, proposals_per_gt=proposals_per_gt, batch_size=batch_size,
+                                     raw_sample=raw_sample, seed=seed, precision=precision, scoring=scoring,
+                                     grid=grid, positive_iou=positive_iou, options=options, overwrite=overwrite)
+    return (windows.table if windows is not None else None), reused
 
-    task = ProposalPCCTask(run.model, batch_size, rpn_background, run.dataset.num_classes, positive_iou)
-    merged = run_tasks(run, outputs, [task], key, options, overwrite)
-    if merged is None:
-        return None
+
+def _write_pcc_tables(run, task: ProposalPCCTask, state: TaskState, chunk_dir, stats: pd.DataFrame | None,
+                      difficulty: dict[int, str] | None, positive_iou: float,
+                      replicates: int) -> tuple[pd.DataFrame, list]:
+    """Write ``pcc.csv`` (`pcc_table` of the three sets, the predefined one's object rows read from the folder's
+    sliding-window result), ``pcc_stats.csv`` and ``pcc_objects.csv``; returns ``pcc.csv``'s table and the files
+    written."""
+    from dhanalysis.folders import write_table
+    from dhanalysis.vocab import PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV, SLIDING_WINDOW_OBJECTS_CSV
+
     dataset = run.dataset
     cat_ids = [dataset.label_to_cat_id[k] for k in range(1, dataset.num_classes + 1)]
     names = list(dataset.category_names)
-    state = merged.states.get(task.name) or task.new_state()
     pcc_stats = task.frame(state, run.name, cat_ids, names)
-    objects = task.objects(merged.chunk_dir, run.name, cat_ids, names)
+    objects = task.objects(chunk_dir, run.name, cat_ids, names)
     window_objects = pd.read_csv(run.folder / SLIDING_WINDOW_OBJECTS_CSV, keep_default_na=False,
                                  na_values=[""]).assign(mode="")
     table = pcc_table(stats, pcc_stats, difficulty, pd.concat([window_objects, objects], ignore_index=True),
                       positive_iou, replicates)
     written = write_table(table, run.folder / PCC_CSV) + write_table(pcc_stats, run.folder / PCC_STATS_CSV)
     written += write_table(objects, run.folder / PCC_OBJECTS_CSV)
-    summary = write_summary(
-        run, outputs, key, merged, started,
-        heads_with_classifier=task.heads,
-        detection_modes=task.modes,
-        sliding_window_reused=reused,
-        proposals_per_gt=proposals_per_gt,
-        grid=grid,
-        rpn_background=rpn_background,
-        difficulty_from=difficulty_from,
-        positive_iou=positive_iou,
-        bootstrap_replicates=replicates,
-        rpn_proposals=int(state.counts.get("rpn_proposals", 0)),
-        rpn_background_dropped=int(state.counts.get("rpn_background_dropped", 0)),
-        detections=int(state.counts.get("detections", 0)),
-    )
-    return Written(table, summary, [*written, run.folder / outputs.summary])
+    return table, written

@@ -252,19 +252,8 @@ def compute_sliding_window(
     merged = run_analysis(run, OUTPUTS, [task], key, options, overwrite)
     if merged is None:
         return None
-    dataset = run.dataset
-    cat_ids = [dataset.label_to_cat_id[k] for k in range(1, dataset.num_classes + 1)]
     state = merged.states.get(task.name) or task.new_state()
-    stats = task.frame(state, run.name, cat_ids, list(dataset.category_names))
-    written = write_table(stats, run.folder / SLIDING_WINDOW_STATS_CSV)
-    written += write_table(objects_table(merged.chunk_dir, task, run.name, cat_ids, list(dataset.category_names)),
-                           run.folder / SLIDING_WINDOW_OBJECTS_CSV)
-    if raw_sample > 0:
-        parts = [task.raw_frame(rows, run.name, cat_ids) for rows in iter_rows(merged.chunk_dir, task.name,
-                                                                               "raw_sample")]
-        empty = torch.zeros(0, 8, dtype=torch.float64)
-        raw = pd.concat(parts, ignore_index=True) if parts else task.raw_frame(empty, run.name, cat_ids)
-        written += write_table(raw, run.folder / RAW_SAMPLE_CSV)
+    stats, written = _write_window_tables(run, task, state, merged.chunk_dir)
     boxes = int(merged.counts.get("boxes", 0))
     windows = int(state.counts.get("windows", 0))
     summary = write_summary(
@@ -284,3 +273,26 @@ def compute_sliding_window(
         positive_iou=positive_iou,
     )
     return Written(stats, summary, [*written, run.folder / OUTPUTS.summary])
+
+
+def _write_window_tables(run: ModelRun, task: SlidingWindowTask, state: TaskState,
+                         chunk_dir) -> tuple[pd.DataFrame, list]:
+    """Write the statistics table of the merged ``state``, the object rows and (when the task keeps one) the raw
+    sample of the chunks in ``chunk_dir`` to the model folder; returns the statistics table, which the summary and
+    PCC read, and the files written."""
+    dataset = run.dataset
+    cat_ids = [dataset.label_to_cat_id[k] for k in range(1, dataset.num_classes + 1)]
+    stats = task.frame(state, run.name, cat_ids, list(dataset.category_names))
+    written = write_table(stats, run.folder / SLIDING_WINDOW_STATS_CSV)
+    written += write_table(objects_table(chunk_dir, task, run.name, cat_ids, list(dataset.category_names)),
+                           run.folder / SLIDING_WINDOW_OBJECTS_CSV)
+    if task.raw_sample > 0:
+        written += write_table(raw_sample_table(chunk_dir, task, run.name, cat_ids), run.folder / RAW_SAMPLE_CSV)
+    return stats, written
+
+
+def raw_sample_table(chunk_dir, task: SlidingWindowTask, model_name: str, category_ids: list[int]) -> pd.DataFrame:
+    """The raw sample rows of every finished chunk (`RAW_COLUMNS`); the columns alone when no chunk has any."""
+    parts = [task.raw_frame(rows, model_name, category_ids) for rows in iter_rows(chunk_dir, task.name, "raw_sample")]
+    empty = torch.zeros(0, 8, dtype=torch.float64)
+    return pd.concat(parts, ignore_index=True) if parts else task.raw_frame(empty, model_name, category_ids)
