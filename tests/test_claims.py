@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from dhanalysis.errors import DHError
-from dhanalysis.stats.bootstrap import CocoMatches, t_interval, t_p_value
+from dhanalysis.metrics.resampled_ap import CocoMatches
+from dhanalysis.stats.bootstrap import t_interval, t_p_value
 from dhanalysis.stats.moments import MOMENTS, NUM_BINS
 from dhanalysis.study import claims as C
 from dhanalysis.study.evidence import Estimate, Evidence, ImageSums, findings_table, verdict
@@ -364,9 +365,9 @@ def test_grid_pairs_unmeasured_or_without_the_modes(monkeypatch):
 
 def hits(rng: np.random.Generator, hit_rate: float) -> CocoMatches:
     """One category, one object and one detection per image, a hit with ``hit_rate``."""
-    rows = [(np.array([rng.uniform(0.1, 1.0)]), np.full((2, 1), rng.uniform() < hit_rate), np.zeros((2, 1), bool), 1)
-            for _ in range(40)]
-    return CocoMatches(list(range(1, 41)), [rows], np.array([0.5, 0.75]), np.linspace(0, 1, 101))
+    hit = rng.uniform(size=40) < hit_rate
+    return CocoMatches(list(range(1, 41)), np.arange(40), np.zeros(40, np.int64), rng.uniform(0.1, 1.0, 40),
+                       np.stack([hit, hit]), np.zeros((2, 40), bool), np.ones((40, 1), np.int64), np.array([0.5, 0.75]))
 
 
 def test_grid_component_is_the_ap_gap_in_points_averaged_over_seeds():
