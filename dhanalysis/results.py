@@ -25,15 +25,18 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, COMPARE_CSV, COMPARE_SUMMARY_JSON, CONFIG_JSON,
-                              DETECTIONS_INFO_JSON, DETECTIONS_PARQUET, DETECTIONS_SUMMARY_JSON,
-                              DETECTIONS_TABLES, EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV,
-                              PCC_STATS_CSV, PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV,
-                              QUALITATIVE_IMAGES_CSV, RAW_SAMPLE_CSV, REPORT_HTML, SLIDING_WINDOW_CHUNKS,
-                              SLIDING_WINDOW_OBJECTS_CSV, SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON,
-                              SPATIAL_CORR_CHUNKS, SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON,
-                              SWEEP_RESULTS_CSV, VARIANTS, detections_file, table_files)
+                              DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CSV, DETECTIONS_F1_CURVE_CSV,
+                              DETECTIONS_INFO_JSON, DETECTIONS_PARQUET, DETECTIONS_SUMMARY_JSON, DETECTIONS_TABLES,
+                              EVAL_CSV, EVALUATED_IMAGES_JSON, PCC_CHUNKS, PCC_CSV, PCC_OBJECTS_CSV, PCC_STATS_CSV,
+                              PCC_SUMMARY_JSON, PER_CLASS_AP_CSV, QUALITATIVE_CSV, QUALITATIVE_IMAGES_CSV,
+                              RAW_SAMPLE_CSV, REPORT_HTML, SLIDING_WINDOW_CHUNKS, SLIDING_WINDOW_OBJECTS_CSV,
+                              SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS,
+                              SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, SWEEP_RESULTS_CSV, VARIANTS,
+                              detections_file, table_files)
 
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")  # of several two-head models, whose results come first
+# `dhanalysis detections`' tables that grow with the number of detections: a shipped reproduction leaves them out
+DETECTIONS_UNSHIPPED = (DETECTIONS_CSV, DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_F1_CURVE_CSV)
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,14 @@ RESULTS: dict[str, Outputs] = {
                 figures=("figA4", "figA5")),
         Outputs("architecture", (ARCHITECTURE_CSV,), what="the conv-head's layer table", shipped=(ARCHITECTURE_CSV,),
                 marks_model=False, figures=("fig5",)),
-        # `dhanalysis detections`: any detector's results file (the per-detection table may be large: not shipped)
+        # `dhanalysis detections`: any detector's results file. A reproduction ships its small tables, not
+        # `DETECTIONS_UNSHIPPED` (the per-detection table; analyze()'s PR curves and the F1 curve, ~100 kB each at
+        # the study's 300 test images)
         Outputs("detections", (*(f for t in DETECTIONS_TABLES
                                  for f in (table_files(t) if t in DETECTIONS_PARQUET else (t,))),
                                DETECTIONS_SUMMARY_JSON),
                 summary=DETECTIONS_SUMMARY_JSON, what="detection results",
+                shipped=(*(t for t in DETECTIONS_TABLES if t not in DETECTIONS_UNSHIPPED), DETECTIONS_SUMMARY_JSON),
                 command="detections",
                 help="any detector's results file: score-IoU alignment, TIDE and COCO error breakdowns",
                 command_module="dhanalysis.cli.detections",
@@ -100,7 +106,7 @@ RESULTS: dict[str, Outputs] = {
                          "det-measures")),
         # `dhanalysis compare`: two detectors' results files, every metric's difference with its paired interval
         Outputs("compare", (COMPARE_CSV, COMPARE_SUMMARY_JSON), summary=COMPARE_SUMMARY_JSON,
-                what="a comparison of two detectors",
+                what="a comparison of two detectors", shipped=(COMPARE_CSV, COMPARE_SUMMARY_JSON),
                 command="compare",
                 help="two detectors' results files: every metric's difference, paired intervals, Holm",
                 command_module="dhanalysis.cli.compare", figures=("det-compare",)),

@@ -318,6 +318,9 @@ TRUNKS_CSV = "findings_by_trunk.csv"  # the fc-vs-conv claims side by side on ev
 DOSE_CSV = "dose_response.csv"  # the §3.2 differences against the Single-FC − Single-Conv AP gap, per fc width
 HEADS_CSV = "heads_params.csv"  # every trained head's conv / fc weights
 STUDY_SUMMARY_JSON = "reproduction_summary.json"  # the plan, the quality checks per trunk and replicate
+# the primary replicate's `dhanalysis detections` of each analysed model and `dhanalysis compare` of a pair: one folder
+# each, one level below the replicate's results tree (so no results reader takes them for model folders)
+DETECTIONS_DIR = "detections"
 
 
 def table_files(csv_name: str) -> tuple[str, str]:

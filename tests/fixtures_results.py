@@ -4,7 +4,8 @@
 (six shape classes) and the four ablation sweeps. The sliding-window sums come from random raw (IoU, score,
 regressed IoU) values, so means, standard deviations and PCCs computed from them are real statistics; ``pcc.csv``
 and ``results.csv`` are written by the project's own writers (`pcc_table`, `write_index`). AP values of the sweeps
-are the paper's (Tables 1-3) so the tests can look for them.
+are the paper's (Tables 1-3) so the tests can look for them. With ``detections``, ``root/detections/`` holds what a
+study writes there, made by the real `compute_detections` and `compute_compare` on a small generated case.
 """
 
 from __future__ import annotations
@@ -210,10 +211,11 @@ def write_sweeps(root: Path, rng: np.random.Generator) -> None:
 
 def write_fake_results(root: str | Path, seed: int = 0, models: Sequence[str] | None = None,
                        sweeps: bool = True, architecture: bool = True,
-                       parts: Sequence[str] = ("stats", "pcc", "spatial", "eval")) -> Path:
+                       parts: Sequence[str] = ("stats", "pcc", "spatial", "eval"), detections: bool = False) -> Path:
     """Fake results under ``root``: one folder per model (``models``: folder names of `MODELS`, default all), the
-    sweeps under ``root/sweeps`` and, with ``architecture``, a small conv-head's ``architecture.csv`` in the
-    Double-Head-Ext folder. Returns ``root``."""
+    sweeps under ``root/sweeps``, with ``architecture`` a small conv-head's ``architecture.csv`` in the
+    Double-Head-Ext folder, and with ``detections`` the study's ``detections/`` folder (`write_fake_detections`).
+    Returns ``root``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for name in models or list(MODELS):
@@ -227,4 +229,74 @@ def write_fake_results(root: str | Path, seed: int = 0, models: Sequence[str] | 
 
         head = ConvHead(in_channels=16, dim=32, bottleneck=8, num_blocks=3, non_local=True, non_local_dim=16)
         write_architecture(head, root / "synth-double-head-ext")
+    if detections:
+        write_fake_detections(root / "detections", seed)
     return root
+
+
+# (box jitter, score = base + slope · IoU + noise of this spread): the fc-like detector scores by fit, the conv-like
+# one places its boxes better but scores them almost regardless of fit
+DETECTORS = {"single-fc": (0.16, 0.15, 0.80, 0.06), "single-conv": (0.08, 0.45, 0.30, 0.18)}
+
+
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return float(w * h / (a[2] * a[3] + b[2] * b[3] - w * h))
+
+
+def fake_detection_case(rng: np.random.Generator, images: int = 24) -> tuple[dict, dict[str, list[dict]]]:
+    """A COCO ground truth of the six shape classes on 320-pixel images (small, medium and large objects) and, per
+    `DETECTORS` entry, a results file on it: one or two boxes per object (10% missed, 10% of another class) and one
+    low-scored background box per image."""
+    cats = [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(CATEGORIES)]
+    imgs, anns = [], []
+    for i in range(images):
+        imgs.append({"id": i + 1, "width": 320, "height": 320, "file_name": f"{i + 1:06d}.jpg"})
+        for _ in range(int(rng.integers(1, 5))):
+            s = float(rng.choice([20, 60, 140]) * rng.uniform(0.8, 1.2))
+            x, y = rng.uniform(0, 320 - s, 2)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(rng.integers(1, 7)),
+                         "bbox": [float(x), float(y), s, s], "area": s * s, "iscrowd": 0})
+    results = {}
+    for name, (shift, base, slope, noise) in DETECTORS.items():
+        dets = []
+        for a in anns:
+            box = np.array(a["bbox"])
+            for _ in range(int(rng.integers(1, 3)) if rng.random() >= 0.1 else 0):
+                x, y = box[:2] + rng.normal(0, shift, 2) * box[2:]
+                w, h = box[2:] * np.exp(rng.normal(0, shift, 2))
+                iou = _iou_xywh(box, np.array([x, y, w, h]))
+                cat = a["category_id"] if rng.random() >= 0.1 else int(rng.integers(1, 7))
+                dets.append({"image_id": a["image_id"], "category_id": cat, "bbox": [float(v) for v in (x, y, w, h)],
+                             "score": float(np.clip(base + slope * iou + rng.normal(0, noise), 0.01, 1.0))})
+        for im in imgs:
+            x, y = rng.uniform(0, 260, 2)
+            dets.append({"image_id": im["id"], "category_id": int(rng.integers(1, 7)),
+                         "bbox": [float(x), float(y), 40.0, 40.0], "score": float(rng.uniform(0.01, 0.3))})
+        results[name] = dets
+    return {"images": imgs, "annotations": anns, "categories": cats}, results
+
+
+def write_fake_detections(folder: Path, seed: int = 0, replicates: int = 40) -> Path:
+    """What a study writes into a replicate's ``detections/``: `compute_detections` of each `DETECTORS` entry in
+    ``<name>/`` and `compute_compare` of the two in ``<a>-vs-<b>/``, on `fake_detection_case` (its input files are
+    temporary, as a study's are not part of what ships). Returns ``folder``."""
+    import tempfile
+
+    from dhanalysis.metrics.compare import compute_compare
+    from dhanalysis.metrics.detections import compute_detections
+
+    gt, results = fake_detection_case(np.random.default_rng(seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path = Path(tmp) / "instances_test.json"
+        gt_path.write_text(json.dumps(gt))
+        paths = {name: Path(tmp) / f"{name}.json" for name in results}
+        for name, dets in results.items():
+            paths[name].write_text(json.dumps(dets))
+            compute_detections(gt_path, paths[name], folder / name, replicates=replicates, stage="after_nms",
+                               progress=lambda _: None)
+        a, b = DETECTORS
+        compute_compare(gt_path, [paths[a], paths[b]], folder / f"{a}-vs-{b}", names=[a, b],
+                        num_replicates=replicates, progress=lambda _: None)
+    return folder

@@ -3,6 +3,7 @@ kernel) and writes its figures; notebooks are committed executed, with no errors
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from fixtures_results import write_fake_results
+from dhanalysis.vocab import DETECTIONS_DIR
+from fixtures_results import DETECTORS, write_fake_results
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -22,6 +24,10 @@ NOTEBOOKS = {
     "ablations": ["fig8.png", "table1.md", "table2.md", "table3.md", "table5.md"],
     "architecture": ["fig5.png"],
     "findings": [],
+    # the study's detections/ folder: each model's figures, and the comparison's, in a folder of its own
+    "detections": [f"{DETECTIONS_DIR}/{name}/{key}.png" for name in DETECTORS
+                   for key in ("det-alignment", "det-tide", "det-reliability", "det-measures")]
+                  + [f"{DETECTIONS_DIR}/{'-vs-'.join(DETECTORS)}/det-compare.png"],
 }
 SHIPPED = ROOT / "docs" / "reproduction"
 FAKE_FINDINGS = pd.DataFrame({
@@ -42,7 +48,7 @@ FAKE_FINDINGS = pd.DataFrame({
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    results = write_fake_results(tmp_path_factory.mktemp("results"))
+    results = write_fake_results(tmp_path_factory.mktemp("results"), detections=True)
     FAKE_FINDINGS.to_csv(results / "findings.csv", index=False)
     return results
 
@@ -95,6 +101,13 @@ def test_notebook_runs_and_writes_its_figures(name, fake, tmp_path, monkeypatch)
         shown = _shown(nb)
         assert all(v in shown for v in FAKE_FINDINGS["verdict"]) and "the conv-head regresses better" in shown
         assert "findings.csv" not in _stdout(nb)
+    if name == "detections":  # each model's AP and the pair's AP difference, as the analyses wrote them
+        shown = _shown(nb)
+        for model in DETECTORS:
+            summary = json.loads((fake / DETECTIONS_DIR / model / "detections_summary.json").read_text())
+            assert f"{summary['coco']['AP']:.3f}" in shown, model
+        ap = pd.read_csv(fake / DETECTIONS_DIR / "-vs-".join(DETECTORS) / "compare.csv").set_index("metric").loc["AP"]
+        assert f"{ap['difference']:.3f} [{ap['ci_low']:.3f}, {ap['ci_high']:.3f}]" in shown
 
 
 def test_notebook_prints_the_skip_line_for_missing_inputs(tmp_path, monkeypatch):
@@ -117,6 +130,9 @@ def test_findings_notebook_says_what_writes_a_missing_findings_csv(tmp_path, mon
 def test_notebooks_execute_on_the_shipped_reproduction(name, tmp_path, monkeypatch):
     if not (SHIPPED / "findings.csv").is_file():
         pytest.skip(f"no shipped reproduction ({SHIPPED.relative_to(ROOT)}/findings.csv); "
+                    "`dhanalysis reproduce --ship docs/reproduction` writes it")
+    if name == "detections" and not (SHIPPED / DETECTIONS_DIR).is_dir():
+        pytest.skip(f"the shipped reproduction has no {DETECTIONS_DIR}/ yet ({SHIPPED.relative_to(ROOT)}); "
                     "`dhanalysis reproduce --ship docs/reproduction` writes it")
     nb = run_notebook(name, None, tmp_path, monkeypatch)
     assert not _errors(nb), f"{name}.ipynb: {_errors(nb)}"

@@ -273,7 +273,16 @@ def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, 
     page = (dest / "README.md").read_text()
     assert alignment_section(frame) in page and dose_section(pd.read_csv(dest / "dose_response.csv")) in page
     assert not [p for p in files if p.suffix in (".pt", ".pth") or "chunks" in p.parts or p.name.startswith(
-        "detections_")]
+        "detections_") and p.name != "detections_summary.json"]
+    # the detections analyses' small tables, without the per-detection table or the per-detection curves
+    analysed = layout.detections(TINY.trunks[0], 0)
+    for folder in (p for p in analysed.iterdir() if p.is_dir()):
+        shipped = {p.name for p in (dest / "detections" / folder.name).iterdir()}
+        summary = "compare_summary.json" if (folder / "compare.csv").is_file() else "detections_summary.json"
+        assert summary in shipped and not shipped & {"detections.csv", "detections.parquet", "det_f1_curve.csv",
+                                                      "det_analyze_pr.csv"}, folder.name
+        assert shipped <= {p.name for p in folder.iterdir()}
+    assert "`detections/`" in page
     assert sum(p.stat().st_size for p in files) < 20 * 2**20
     records = [p for p in files if p.suffix in (".json", ".csv")]
     assert records and not [p for p in records if str(layout.work.resolve()) in p.read_text()]
@@ -287,6 +296,45 @@ def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, 
     contradicted = frame[(frame["verdict"] == "contradicted") & (frame["role"] != "component")]
     assert all(f"{r.section}: {r.statement}" in text for r in contradicted.itertuples())
 
+
+
+def test_primary_detections_are_analysed_and_compared_once(study):
+    """The primary replicate's detections/: `detections` of each analysed model's default-mode file (or nothing, for
+    a tiny model that detected nothing), `compare` of Single-FC with Single-Conv; none of its folders is read as a
+    model's; a second call recomputes nothing."""
+    from dhanalysis.metrics.detections import compute_detections
+    from dhanalysis.results import discover_models
+    from dhanalysis.study.runner import Steps, primary_detections
+    from dhanalysis.vocab import DEFAULT_MODES
+
+    layout, _, log = study
+    trunk = TINY.trunks[0]
+    primary, folder = layout.replicate_results(trunk, 0), layout.detections(trunk, 0)
+    assert folder.parent == primary and "detections" not in discover_models(primary)
+    assert "detections of single-fc, single-conv" in log.read_text()
+    gt = layout.data / "annotations" / "instances_test.json"
+    for role, (grid, run) in ANALYSED.items():
+        dets = primary / "sweeps" / grid / run / f"detections_{DEFAULT_MODES[role]}.json"
+        if not json.loads(dets.read_text()):
+            assert not (folder / role).exists(), role
+            continue
+        summary = json.loads((folder / role / "detections_summary.json").read_text())
+        assert summary["run"]["results"]["name"] == dets.name and summary["run"]["replicates"] == TINY.replicates
+        assert summary["stage"] == "after_nms" and summary["images"] == len(json.loads(gt.read_text())["images"])
+        # the same numbers as the analysis run here on the same files, without a folder
+        fresh = compute_detections(gt, dets, replicates=TINY.replicates, progress=lambda _: None)
+        assert summary["coco"]["AP"] == pytest.approx(fresh.summary["coco"]["AP"], abs=1e-12)
+    pair = folder / "single-fc-vs-single-conv"
+    if (folder / "single-fc").is_dir() and (folder / "single-conv").is_dir():
+        compared = json.loads((pair / "compare_summary.json").read_text())
+        assert compared["names"] == {"a": "single-fc", "b": "single-conv"} and compared["replicates"] == TINY.replicates
+        table = pd.read_csv(pair / "compare.csv").set_index("metric")
+        for role, side in (("single-fc", "a"), ("single-conv", "b")):
+            ap = json.loads((folder / role / "detections_summary.json").read_text())["coco"]["AP"]
+            assert table.loc["AP", side] == pytest.approx(ap, abs=1e-9)
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    primary_detections(TINY, layout, Steps(1))
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
 
 
 def test_quality_targets_are_read_at_the_worst_replicate(study):

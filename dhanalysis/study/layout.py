@@ -4,6 +4,7 @@ every other file name the package writes.
 
   layout = Layout(Path("work"), "reproduction", "synth")
   layout.replicate_results(trunk, 0)        # work/results/reproduction/single-fc-trunk/seed0
+  layout.detections(trunk, 0)               # work/results/reproduction/single-fc-trunk/seed0/detections
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dhanalysis.study.plan import Trunk
+from dhanalysis.vocab import DETECTIONS_DIR
 
 # How every head is trained: from scratch on a trunk's frozen backbone, FPN and RPN
 PROTOCOL = "shared-trunk"
@@ -88,6 +90,13 @@ class Layout:
     def replicate_results(self, trunk: Trunk, seed: int) -> Path:
         """One replicate's results tree: ``sweeps/<grid>/<run>/`` and ``<model>/`` (what figures and findings read)."""
         return self.results / self.replicate(trunk, seed).name
+
+    def detections(self, trunk: Trunk, seed: int) -> Path:
+        """One replicate's analyses of its models' detections files: ``<role>/`` (`dhanalysis detections`) and
+        ``<a>-vs-<b>/`` (`dhanalysis compare`). They sit one level below the results tree, not beside its model
+        folders: each holds an analysis's marker files (`results.MODEL_MARKERS`), and `results.discover_models`
+        reads the tree's own sub-folders only, so the figures and findings never take them for models."""
+        return self.replicate_results(trunk, seed) / DETECTIONS_DIR
 
 
 __all__ = ["PROTOCOL", "Layout", "Replicate"]

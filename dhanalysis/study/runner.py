@@ -6,9 +6,10 @@
 Steps: the synthetic dataset (train / val / test) -> backbone pretraining on box crops -> each trunk trained end to
 end -> per trunk and seed, every head run trained *together* on the frozen trunk (one RoI sampling and pooling per
 iteration for all heads: `engine.train.train_together`) and evaluated in every mode on the test split -> the
-analysed models' sliding-window, PCC and spatial analyses on the test split -> the primary replicate's qualitative
-images, architecture table and figures -> the heads' parameter table -> the findings over every seed and trunk ->
-the quality checks and a summary.
+analysed models' sliding-window, PCC and spatial analyses on the test split -> the primary replicate's detections
+analysed (`dhanalysis detections` of each analysed model, `dhanalysis compare` of Single-FC with Single-Conv) -> its
+qualitative images, architecture table and figures -> the heads' parameter table -> the findings over every seed and
+trunk -> the quality checks and a summary.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from dhanalysis.study.findings import study_findings
 from dhanalysis.study.layout import PROTOCOL, Layout
 from dhanalysis.study.plan import (ANALYSED, EXT_RUN, StudyPlan, Trunk, analysed_models, head_runs,
                                    untrained_models)
-from dhanalysis.vocab import (DOSE_CSV, EVAL_CSV, FINAL_CHECKPOINT, HEADS_CSV, PCC_CSV, PER_CLASS_AP_CSV,
-                              SPATIAL_CORR_NPZ, STUDY_SUMMARY_JSON)
+from dhanalysis.vocab import (DOSE_CSV, EVAL_CSV, EVALUATED_IMAGES_JSON, FINAL_CHECKPOINT, HEADS_CSV, PCC_CSV,
+                              PER_CLASS_AP_CSV, SPATIAL_CORR_NPZ, STUDY_SUMMARY_JSON, VARIANTS, detections_file,
+                              split_paths)
 
 @dataclass
 class Outcome:
@@ -68,8 +70,9 @@ def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = 
     layout = Layout(Path(work), tag, plan.data_dir)
     device = str(resolve_device(device))
     reps = plan.replicates_of()
-    step = Steps(4 + 2 * len(plan.trunks) + 3 * len(reps) + plan.untrained_baseline)  # data, pretraining, each
-    # trunk twice, each replicate thrice (heads, their evaluation, analyses), the untrained heads, figures, findings
+    step = Steps(5 + 2 * len(plan.trunks) + 3 * len(reps) + plan.untrained_baseline)  # data, pretraining, each
+    # trunk twice, each replicate thrice (heads, their evaluation, analyses), the untrained heads, the primary's
+    # detections, figures, findings
     started = time.perf_counter()
     prepare_data(plan, layout, step)
     trunks = {t.name: train_trunk(plan, layout, t, device, step) for t in plan.trunks}
@@ -82,6 +85,7 @@ def run_study(plan: StudyPlan, work: str | Path, tag: str, device: str | None = 
     for trunk, seed in reps:
         analyse_replicate(plan, layout, trunk, seed, device, step)
     primary = layout.replicate_results(*reps[0])
+    primary_detections(plan, layout, step)
     step(f"the primary replicate's qualitative images, architecture and figures -> {layout.figures}")
     primary_extras(plan, layout, primary, device)
     step(f"findings over {len(plan.seeds)} seed(s) and {len(plan.trunks)} trunk(s) -> {layout.results}")
@@ -268,6 +272,71 @@ def analyse_replicate(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, 
                                      max_images=plan.analysis_images, device=device, split=plan.split,
                                      data_root=layout.data):
             compute_spatial_corr(model_run, options=options)
+
+
+# the paired comparison of the primary replicate's detections: (A, B), the difference is B - A (§3's pair)
+DETECTIONS_PAIR = ("single-fc", "single-conv")
+
+
+def primary_detections(plan: StudyPlan, layout: Layout, step: Steps) -> Path:
+    """`dhanalysis detections` of each analysed model's detections file (its variant's default mode) on the plan's
+    split, and `dhanalysis compare` of `DETECTIONS_PAIR`, for the primary replicate: ``<role>/`` and
+    ``<a>-vs-<b>/`` under `Layout.detections`, with the plan's bootstrap replicates. A folder already holding the
+    same analysis is read back, not recomputed (the analyses claim their folders), so a rerun resumes; a model that
+    detected nothing has no folder (an empty results file is not an analysis), and then no comparison is made."""
+    from dhanalysis.metrics.compare import compute_compare
+    from dhanalysis.metrics.detections import compute_detections
+
+    trunk, seed = plan.replicates_of()[0]
+    out = layout.detections(trunk, seed)
+    files = analysed_detections(plan, layout, trunk, seed)
+    a, b = DETECTIONS_PAIR
+    step(f"detections of {', '.join(files) or 'no model'} analysed, {b} compared with {a}, on {plan.split} -> {out}")
+    found = {role: path for role, path in files.items() if json.loads(path.read_text())}
+    for role in (r for r in files if r not in found):
+        print(f"  {role}: no detections in {files[role].name}, nothing to analyse", flush=True)
+    if not found:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    gt = evaluated_ground_truth(plan, layout, next(iter(found.values())).parent, out)
+    for role, path in found.items():
+        compute_detections(gt, path, out / role, replicates=plan.replicates, progress=_quiet)
+    if a in found and b in found:
+        compute_compare(gt, [found[a], found[b]], out / f"{a}-vs-{b}", names=[a, b], num_replicates=plan.replicates,
+                        progress=_quiet)
+    return out
+
+
+def _quiet(_: str) -> None:
+    """The analyses' progress lines, left out of the study's own."""
+
+
+def analysed_detections(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int) -> dict[str, Path]:
+    """role -> eval's detections file of each of `ANALYSED`'s models that trained on ``trunk`` at ``seed``, in the
+    default inference mode of its variant (the variant its analysed folder's config.json names)."""
+    from dhanalysis.results import discover_models
+
+    results = layout.replicate_results(trunk, seed)
+    roles = {role: gr for role, gr in analysed_models(trunk, plan, seed).items() if role in ANALYSED}
+    models = discover_models(results, list(roles))
+    return {role: results / "sweeps" / grid / run / detections_file(VARIANTS[models[role].variant].default_mode)
+            for role, (grid, run) in roles.items() if role in models and models[role].variant in VARIANTS}
+
+
+def evaluated_ground_truth(plan: StudyPlan, layout: Layout, run: Path, out: Path) -> Path:
+    """The ground truth the detections files answer: the split's annotation file, or, where the plan evaluates its
+    first ``eval_images`` only, that file cut to the images eval recorded in ``run`` (its evaluated_images.json),
+    written to ``out``: the images never shown to a model are not its misses."""
+    ann = split_paths(layout.data, plan.split)[1]
+    if plan.eval_images is None:
+        return ann
+    ids = set(json.loads((run / EVALUATED_IMAGES_JSON).read_text())["image_ids"])
+    gt = json.loads(ann.read_text())
+    cut = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
+           "annotations": [an for an in gt["annotations"] if an["image_id"] in ids]}
+    path = out / f"{ann.stem}_evaluated.json"
+    atomic_write_text(path, json.dumps(cut))
+    return path
 
 
 def primary_extras(plan: StudyPlan, layout: Layout, primary: Path, device: str) -> None:
