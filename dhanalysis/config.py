@@ -444,6 +444,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+_END_OF_DOCUMENT = "\n...\n"  # what PyYAML writes after a lone scalar
+
+
+def format_override(key: str, value: Any) -> str:
+    """``("model.head.non_local", False)`` -> ``"model.head.non_local=false"``: the ``--set`` string that
+    `parse_override` reads back as exactly ``value`` (YAML: true/false, null, lists in flow style, strings quoted
+    where YAML would read them as something else). Library values become command-line strings only here, at the
+    edge: the torchrun lines a sweep writes, the runs it lists."""
+    plain = list(value) if isinstance(value, tuple) else value
+    text = yaml.safe_dump(plain, default_flow_style=True, width=float("inf"))
+    return f"{key}={text.removesuffix(_END_OF_DOCUMENT).rstrip()}"
+
+
 def _assign(data: dict, keys: list[str], value: Any) -> None:
     """Set ``data[k1][k2]...[kn] = value``, copying each nested dict on the way (the input is never changed)."""
     node = data

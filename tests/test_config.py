@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 import dhanalysis
-from dhanalysis.config import (RENAMED_KEYS, Config, apply_overrides, config_from_dict, config_to_dict, load_config,
-                               migrate, parse_override, replace)
+from dhanalysis.config import (RENAMED_KEYS, Config, apply_overrides, config_from_dict, config_to_dict, format_override,
+                               load_config, migrate, parse_override, replace)
 from dhanalysis.errors import DHError
 
 
@@ -154,6 +154,40 @@ def test_parse_override_reads_the_value_as_yaml():
     assert parse_override(" train.lr =0.5") == (["train", "lr"], 0.5)
     with pytest.raises(DHError, match="is not of the form key=value"):
         parse_override("train.iterations")
+
+
+# every kind of value the sweeps and converters pass (floats that look whole, ints, bools, None, names, lists of
+# each) and strings YAML would read as something else were they written bare
+FORMATTED = [1.0, 2.5, 0.7, 0.0, 1e-4, 1e20, float("inf"), 1, 0, 1024, True, False, None, "single-fc", "bgr255",
+             "resnet50", "/data/a b/c.pth", [103.53, 116.28, 123.675], [1.0, 1.0, 1.0], [4, 8, 16, 32, 64],
+             [0, 1, 2, 3, 5], ["backbone", "rpn"], [], "true", "null", "1", "1.5", "", "a: b", "[x", "- y", "#z",
+             " padded ", "x=y"]
+
+
+def _same(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("value", FORMATTED, ids=repr)
+def test_format_override_is_the_inverse_of_parse_override(value):
+    """A value formatted as a ``--set`` string reads back as itself, type included: the torchrun lines a sweep
+    writes build the configs the sweep would."""
+    text = format_override("model.head.x", value)
+    keys, parsed = parse_override(text)
+    assert keys == ["model", "head", "x"] and _same(parsed, value), text
+    assert "\n" not in text  # one shell word once quoted
+
+
+def test_format_override_writes_what_a_user_would():
+    assert format_override("model.head.non_local", False) == "model.head.non_local=false"
+    assert format_override("model.backbone.weights", None) == "model.backbone.weights=null"
+    assert format_override("model.loss.w_fc", 2.0) == "model.loss.w_fc=2.0"
+    assert format_override("model.rpn.anchor_strides", (4, 8)) == "model.rpn.anchor_strides=[4, 8]"
+    assert parse_override(format_override("model.rpn.anchor_strides", (4, 8)))[1] == [4, 8]  # a tuple as a list
 
 
 def test_overrides_reach_nested_keys_without_touching_the_input():

@@ -215,7 +215,7 @@ def test_the_detectron2_converter_turns_the_empty_detection_rule_on():
                   "roi_heads.box_predictor.cls_score.weight": np.zeros((4, 32), np.float32),
                   "roi_heads.box_predictor.bbox_pred.weight": np.zeros((12, 32), np.float32)})
     conversion = from_detectron2.convert({"model": state}, "model_final.pkl", (1, 2, 3))
-    cfg = load_config(None, ["model.backbone.weights=null", *conversion.settings])
+    cfg = load_config(None, values={"model.backbone.weights": None, **conversion.settings})
     rule = BOX_FILTERS[cfg.model.box_filter].final
     boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0], [7.0, 0.0, 7.0, 5.0], [0.0, 4.0, 5.0, 4.0], [1.0, 1.0, 1.5, 1.5]])
     assert keep_sized(boxes, rule).tolist() == [0, 3]

@@ -16,14 +16,14 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.transforms.functional import pil_to_tensor
 
 from dhanalysis.cli import main
-from dhanalysis.config import load_config
+from dhanalysis.config import format_override, load_config, parse_override
 from dhanalysis.data.coco import CocoDataset, split_paths
 from dhanalysis.data.synth import make_synth_dataset
 from dhanalysis.errors import DHError
 from dhanalysis.model.build import (InputTransform, build_backbone, build_model, legacy_cell_anchors,
                                     unrounded_cell_anchors)
 from dhanalysis.model.checkpoint import load_checkpoint, read_checkpoint
-from dhanalysis.model.convert import convert_source
+from dhanalysis.model.convert import COCO_CATEGORY_IDS, SOURCES, convert_source
 from dhanalysis.model.heads import ClassLayout
 
 from helpers import randomise_norms
@@ -453,6 +453,38 @@ def test_every_source_tensor_lands_where_it_should(source, tmp_path):
     del state[next(iter(LANDINGS[source]))]
     with pytest.raises(DHError, match="weights of the model are missing"):
         convert_source(FROM.get(source, source), write_source(source, state, tmp_path / "short.pth"))
+
+
+def same_value(a, b) -> bool:
+    """Equal, types included (1.0 is not 1, True is not "true")."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("source", ["torchvision", *SOURCE_KEYS])
+def test_converter_settings_are_values_and_the_users_win(source, torchvision_pair, tmp_path):
+    """Each converter's settings are plain values that a ``--set`` string reproduces exactly, and the user's
+    overrides apply over them."""
+    import importlib
+
+    from dhanalysis.model.convert.common import read_source
+
+    src = torchvision_pair[3] if source == "torchvision" else write_source(source, distinct_state(source),
+                                                                          tmp_path / "src.pth")
+    name = FROM.get(source, source)
+    module = importlib.import_module(f"dhanalysis.model.convert.{SOURCES[name]}")
+    settings = module.convert(read_source(src), str(src), COCO_CATEGORY_IDS).settings
+    assert settings and all(isinstance(k, str) for k in settings)
+    for key, value in settings.items():
+        keys, parsed = parse_override(format_override(key, value))
+        assert ".".join(keys) == key and same_value(parsed, value), (key, value)
+    assert load_config(None, [format_override(k, v) for k, v in settings.items()]) == load_config(None, values=settings)
+    user = "nonempty" if settings.get("model.box_filter") == "none" else "none"
+    model, _ = convert_source(name, src, overrides=[*SMALL, f"model.box_filter={user}"])
+    assert model.config.model.box_filter == user and model.config.model.min_size == 160
 
 
 @pytest.mark.parametrize("source", ["torchvision", *SOURCE_KEYS])

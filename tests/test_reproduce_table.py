@@ -106,7 +106,7 @@ def test_row_builds_the_papers_model(row):
     if row["Sweep run"]:  # the sweep run on the same config builds the same model
         grid, name = row["Sweep run"].split("/")
         (run,) = [r for r in grid_runs(grid) if r.name == name]
-        swept = load_config(preset_path(row["Config"]), list(run.overrides)).model
+        swept = load_config(preset_path(row["Config"]), values=run.overrides).model
         assert swept == m
         if run.modes:
             assert row["Mode"] in run.modes

@@ -162,6 +162,24 @@ def test_load_models_claims_the_model_folder(world, tmp_path):
     assert not (folder / "eval.csv").exists() and (folder / "notes.md").read_text() == "mine"
 
 
+def test_opening_a_model_writes_nothing_until_its_folder_is_claimed(world, tmp_path):
+    """`open_models` loads (model, dataset, folder-to-be) and touches no folder; `claim_run` then claims it, refusing
+    another model's folder as `load_models` does."""
+    from dhanalysis.probes.harness import claim_run, open_models
+
+    folder = tmp_path / "res"
+    (run,) = open_models([world.ckpt["single-fc"]], out=folder, device="cpu")
+    assert run.folder == folder and run.name == "synth-single-fc" and len(run.dataset) == 3
+    assert not folder.exists()
+    assert claim_run(run) is run
+    assert json.loads((folder / "config.json").read_text()) == run.config
+    (other,) = open_models([world.ckpt["double-head"]], out=folder, device="cpu")
+    with pytest.raises(FolderTaken):
+        claim_run(other)
+    claim_run(other, overwrite=True)
+    assert json.loads((folder / "config.json").read_text())["model"]["variant"] == "double-head"
+
+
 def test_an_analysis_resumes_its_own_results_and_restarts_on_overwrite(world, tmp_path):
     options = RunOptions(chunk_size=1, progress=False)
     (run,) = load_models([world.ckpt["single-fc"]], out=tmp_path, max_images=2, device="cpu")

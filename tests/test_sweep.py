@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pandas as pd
 import pytest
 
-from dhanalysis.cli import main
-from dhanalysis.config import load_config, preset_path
-from dhanalysis.engine.sweep import fig8_runs, grid_runs, table1_runs, table2_runs, write_index
+from dhanalysis.cli import build_parser, main
+from dhanalysis.config import config_to_dict, load_config, parse_override, preset_path
+from dhanalysis.engine.sweep import GRIDS, fig8_runs, grid_runs, set_flags, table1_runs, table2_runs, write_index
 from dhanalysis.model.variants import effective_loss_weights
 
 
@@ -15,10 +17,10 @@ def test_table1_runs_reproduce_the_paper_weights():
     runs = {r.name: r for r in table1_runs()}
     assert len(runs) == 10
     # e.g. the bottom-group Double-Head: fc-head cls 2.0, conv-head reg 2.5, nothing else
-    cfg = load_config(preset_path("synth/double-head.yaml"), list(runs["double-head-w2"].overrides))
+    cfg = load_config(preset_path("synth/double-head.yaml"), values=runs["double-head-w2"].overrides)
     w = {k: v for k, v in effective_loss_weights(cfg.model.variant, cfg.model.loss).items() if v}
     assert w == {("fc", "cls"): 2.0, ("conv", "reg"): 2.5}
-    cfg = load_config(preset_path("synth/double-head.yaml"), list(runs["double-head-reverse-w1"].overrides))
+    cfg = load_config(preset_path("synth/double-head.yaml"), values=runs["double-head-reverse-w1"].overrides)
     w = {k: v for k, v in effective_loss_weights(cfg.model.variant, cfg.model.loss).items() if v}
     assert w == {("fc", "reg"): 1.0, ("conv", "cls"): 1.0}
 
@@ -50,12 +52,77 @@ def test_emit_torchrun_commands(tmp_path):
     assert "--set model.head.num_blocks=5 --set model.head.non_local=true" in lines[-2]
 
 
+def exactly(a, b) -> bool:
+    """Equal with the same types all the way down (1.0 is not 1, True is not "true")."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(exactly(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(exactly(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_every_grid_value_survives_its_set_flag():
+    """What a torchrun line carries (`set_flags`) reads back, through the command line's parser, as the run's own
+    value: float stays float, a bool a bool."""
+    for grid in GRIDS:
+        for run in grid_runs(grid):
+            flags = set_flags(run.overrides)
+            assert len(flags) == len(run.overrides)
+            for (key, value), flag in zip(run.overrides.items(), flags):
+                keys, parsed = parse_override(flag)
+                assert ".".join(keys) == key and exactly(parsed, value), (run.name, flag)
+
+
+USER_SETS = ["train.iterations=7", "model.loss.w_fc=3.0", "model.head.num_blocks=2", "model.variant=single-conv"]
+
+
+@pytest.mark.parametrize("base", ["configs/synth/double-head-ext.yaml", "configs/coco/r50/single-fc.yaml"])
+def test_emitted_torchrun_lines_build_the_runs_configs(base, tmp_path, monkeypatch):
+    """Each trained run's config as `run_sweep` builds it equals the one its --emit-torchrun line builds through
+    `dhanalysis train`'s parser, the user's --set flags included (the run's own values win over them in both)."""
+    import dhanalysis.engine.train as engine_train
+    from dhanalysis.engine.sweep import run_sweep
+
+    class Built(Exception):
+        pass
+
+    swept = {}
+
+    def capture(cfg, out, **kwargs):
+        swept[out.name] = config_to_dict(cfg)
+        raise Built
+
+    monkeypatch.setattr(engine_train, "train", capture)
+    parser = build_parser("train")
+    for grid in ("table1", "table2", "fig8"):
+        out = tmp_path / grid
+        sets = [f"--set={s}" for s in USER_SETS]
+        assert main(["sweep", "--grid", grid, "--config", base, "--out", str(out), "--emit-torchrun", "2", *sets]) == 0
+        lines = (out / "commands.sh").read_text().splitlines()[2:]
+        runs = grid_runs(grid)
+        assert len(lines) == len(runs)
+        for run, line in zip(runs, lines):
+            with pytest.raises(Built):
+                run_sweep(grid, base, out, USER_SETS, device="cpu", runs=[run], log=lambda text: None)
+            argv = shlex.split(line.split(" && ")[0])
+            args = parser.parse_args(argv[argv.index("dhanalysis") + 1:])
+            emitted = config_to_dict(load_config(args.config, args.overrides))
+            emitted["name"] = swept[run.name]["name"]  # `dhanalysis train` names a run after its --config file
+            assert exactly(emitted, swept[run.name]), run.name
+            model = swept[run.name]["model"]  # the run's values win over the user's flags; those it leaves apply
+            assert (model["variant"], model["loss"]["w_fc"]) == (run.overrides["model.variant"],
+                                                                  run.overrides["model.loss.w_fc"])
+            assert swept[run.name]["train"]["iterations"] == 7
+
+
 # Bases that differ from what the grids hold fixed: Ext's λ = (0.7, 0.8) and non-local blocks, Single-FC's ω = 1.
 BASES = ("configs/coco/r50/double-head-ext.yaml", "configs/coco/r50/single-fc.yaml", "configs/synth/double-head.yaml")
 
 
 def resolved(base: str, run) -> tuple:
-    m = load_config(preset_path(base), list(run.overrides)).model
+    m = load_config(preset_path(base), values=run.overrides).model
     return (m.variant, m.head.num_blocks, m.head.non_local, m.loss.w_fc, m.loss.w_conv, m.loss.lambda_fc,
             m.loss.lambda_conv)
 

@@ -37,12 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dhanalysis.engine.sweep import grid_runs, run_sweep, torchrun_commands
+    from dhanalysis.engine.sweep import grid_runs, run_sweep, set_flags, torchrun_commands
 
     runs = grid_runs(args.grid)
     if args.list:
         for r in runs:
-            print(f"{r.name:24s} {' '.join(r.overrides) or '(evaluation only)'}")
+            print(f"{r.name:24s} {' '.join(set_flags(r.overrides)) or '(evaluation only)'}")
         return 0
     source = preflight(args, runs)
     out = Path(args.out)
@@ -93,7 +93,7 @@ def preflight(args: argparse.Namespace, runs: list) -> str:
     if not table3:
         for r in runs:  # each run's whole config, as run_sweep and the emitted commands will build it
             if not args.only or r.name in args.only:
-                load_config(source, [*args.overrides, *r.overrides, f"name={r.name}"])
+                load_config(source, args.overrides, values={**r.overrides, "name": r.name})
     if args.emit_torchrun is not None:  # the emitted commands run elsewhere: a --ckpt may not be here yet
         for flag, value in (("--max-images", args.max_images), ("--device", args.device)):
             if value is not None:

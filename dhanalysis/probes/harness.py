@@ -3,9 +3,10 @@
 Every analysis of §3 is a *task*: given one image's FPN features and ground truth it adds to running sums (and,
 optionally, a few raw rows). The runner owns everything else, in the order one ``--ckpt`` meets it:
 
-- **models** (`load_models`): each checkpoint is loaded in turn with the dataset it was trained for, and its results
-  folder is claimed: ``config.json`` records whose results the folder holds, and another model's folder is refused
-  unless ``overwrite`` (`dhanalysis.folders.claim`). Without checkpoints, `finished_runs` lists the workspace's;
+- **models** (`load_models`): each checkpoint is loaded in turn with the dataset it was trained for (`open_models`),
+  and its results folder is claimed (`claim_run`): ``config.json`` records whose results the folder holds, and
+  another model's folder is refused unless ``overwrite`` (`dhanalysis.folders.claim`). Without checkpoints,
+  `finished_runs` lists the workspace's;
 - **one analysis** (`run_analysis`): its output files are claimed for the analysis key (model, data, arguments), then
   its tasks run in chunks, and `write_summary` writes the summary every analysis shares, last;
 - **one backbone pass per image**: transform + backbone + FPN run once, and every task reads the same features;
@@ -135,25 +136,24 @@ def open_dataset(root: Path, split: str, num_classes: int, ckpt: str = "the chec
     return dataset
 
 
-def load_models(
+def open_models(
     ckpts: Sequence[str | Path],
     names: Sequence[str] | None = None,
     data_root: str | Path | None = None,
     split: str | None = None,
     out: str | Path | None = None,
     max_images: int | None = None,
-    overwrite: bool = False,
     device: str | None = None,
     strict: bool = False,
     skip_bad_images: bool = False,
     check: Callable[[Any], None] | None = None,
 ) -> Iterator[ModelRun]:
-    """Load each checkpoint in turn (one model in memory at a time) with its dataset, and claim its results folder.
+    """Load each checkpoint in turn (one model in memory at a time) with its dataset; nothing is written.
 
     ``names`` name the models (default: each config's ``name``) and their folders: ``out`` itself for one model,
-    ``out/<name>`` for several, ``results/<name>`` without ``out``. ``data_root`` and ``split`` default to the
-    config's ``data.root`` and ``data.val_split``; ``max_images`` keeps the first N images. ``check(config)`` runs
-    before the folder is claimed, so a request the model cannot serve writes nothing.
+    ``out/<name>`` for several, ``results/<name>`` without ``out`` (`claim_run` makes the folder the model's).
+    ``data_root`` and ``split`` default to the config's ``data.root`` and ``data.val_split``; ``max_images`` keeps
+    the first N images. ``check(config)`` runs last, so a request the model cannot serve stops before any claim.
     """
     from dhanalysis.config import config_to_dict
     from dhanalysis.model.checkpoint import load_checkpoint
@@ -181,11 +181,34 @@ def load_models(
         if check is not None:
             check(cfg)
         folder = (Path(out) / name if len(ckpts) > 1 else Path(out)) if out else RESULTS / name
-        config = config_to_dict(cfg)
-        rank = _rank()
-        claim_model_folder(folder, config, overwrite, rank)
         data_key = {"data_root": str(root.resolve()), "split": split_name, "max_images": max_images}
-        yield ModelRun(ckpt, name, model, dataset, folder, dev, config, data_key, rank)
+        yield ModelRun(ckpt, name, model, dataset, folder, dev, config_to_dict(cfg), data_key, _rank())
+
+
+def claim_run(run: ModelRun, overwrite: bool = False) -> ModelRun:
+    """Make ``run.folder`` hold ``run``'s results (`claim_model_folder`: another model's folder is refused unless
+    ``overwrite``); returns ``run``."""
+    claim_model_folder(run.folder, run.config, overwrite, run.rank)
+    return run
+
+
+def load_models(
+    ckpts: Sequence[str | Path],
+    names: Sequence[str] | None = None,
+    data_root: str | Path | None = None,
+    split: str | None = None,
+    out: str | Path | None = None,
+    max_images: int | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    strict: bool = False,
+    skip_bad_images: bool = False,
+    check: Callable[[Any], None] | None = None,
+) -> Iterator[ModelRun]:
+    """Each checkpoint loaded with its dataset (`open_models`, whose arguments these are) and its results folder
+    claimed (`claim_run`), one model in memory at a time: what every analysis command runs on."""
+    for run in open_models(ckpts, names, data_root, split, out, max_images, device, strict, skip_bad_images, check):
+        yield claim_run(run, overwrite)
 
 
 def _rank() -> int:

@@ -104,7 +104,7 @@ UNTRAINED = {"single-fc-init": SINGLE_FC_RUN, "single-conv-init": SINGLE_CONV_RU
 def width_runs(widths: tuple[int, ...]) -> list[Run]:
     """Single-FC (Table 1's weight-1.0 settings) at each fc6 width: its own ``model.head.fc_dim`` pins the width."""
     base = next(r for r in table1_runs() if r.name == SINGLE_FC_RUN)
-    return [Run(width_run(d), (*base.overrides, f"model.head.fc_dim={d}"),
+    return [Run(width_run(d), {**base.overrides, "model.head.fc_dim": d},
                 {"variant": "single-fc", "w_fc": 1.0, "w_conv": 1.0, "group": "fc widths", "fc_dim": d})
             for d in widths]
 

@@ -64,21 +64,22 @@ def schedule_values(plan: StudyPlan, iterations: int) -> dict:
             "train.checkpoint_period": period}
 
 
-def regime_runs(regime: RegimePlan, iterations: int | None = None) -> list[tuple[str, dict, list[str]]]:
-    """(run name, overrides, Table 1 run's own overrides) of every run schedule ``iterations`` trains (None: the
-    widths' schedules): Single-FC per fc width and Single-Conv, then the other variants with the plan's heads."""
+def regime_runs(regime: RegimePlan, iterations: int | None = None) -> list[tuple[str, dict, dict]]:
+    """(run name, overrides, Table 1 run's own overrides; both ``{dotted.key: value}``) of every run schedule
+    ``iterations`` trains (None: the widths' schedules): Single-FC per fc width and Single-Conv, then the other
+    variants with the plan's heads."""
     from dhanalysis.engine.sweep import table1_runs
 
-    runs: list[tuple[str, dict, list[str]]] = []
+    runs: list[tuple[str, dict, dict]] = []
     if iterations is None or iterations in regime.schedules:
         single = {"model.loss.w_fc": 1.0, "model.loss.w_conv": 1.0, "model.loss.lambda_fc": 1.0,
                   "model.loss.lambda_conv": 1.0, "model.head.non_local": False}
-        runs += [(f"single-fc-d{d}", {**single, "model.variant": "single-fc", "model.head.fc_dim": d}, [])
+        runs += [(f"single-fc-d{d}", {**single, "model.variant": "single-fc", "model.head.fc_dim": d}, {})
                  for d in regime.fc_dims]
-        runs.append(("single-conv", {**single, "model.variant": "single-conv"}, []))
+        runs.append(("single-conv", {**single, "model.variant": "single-conv"}, {}))
     if iterations is not None and iterations in regime.variant_schedules:
         table1 = {r.name: r for r in table1_runs()}
-        runs += [(name, {"model.variant": table1[name].meta["variant"]}, list(table1[name].overrides))
+        runs += [(name, {"model.variant": table1[name].meta["variant"]}, dict(table1[name].overrides))
                  for name in regime.variants]
     return runs
 
@@ -109,7 +110,7 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
                   "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": regime.seed}
         todo = [(name, o, own) for name, o, own in runs if not (ckpts / name / FINAL_CHECKPOINT).exists()]
         if todo:
-            cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), own,
+            cfgs = [load_config(preset_path("synth/double-head-ext.yaml"),
                                 values={**run_values(values, own), **o, "name": name}) for name, o, own in todo]
             train_together(cfgs, [ckpts / name for name, _, _ in todo], resume=True, device=device)
         evaluate_runs(on_split, layout, [(ckpts / name / FINAL_CHECKPOINT, results / name, name, None)

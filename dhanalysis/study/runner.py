@@ -167,11 +167,10 @@ def evaluate_runs(plan: StudyPlan, layout: Layout, runs: list[tuple[Path, Path, 
                       outs=[out for _, out, _, _ in todo], names=[name for _, _, name, _ in todo], progress=False)
 
 
-def run_values(values: dict, overrides) -> dict:
-    """The plan's head values without the keys a run pins itself in its ``overrides`` (``key=value`` strings: its own
-    win, e.g. a width run's fc6)."""
-    own = {o.split("=", 1)[0] for o in overrides}
-    return {k: v for k, v in values.items() if k not in own}
+def run_values(values: dict, overrides: dict) -> dict:
+    """A run's whole values: the plan's head ``values`` with the run's own ``overrides`` over them (its own win, e.g.
+    a width run's fc6)."""
+    return {**{k: v for k, v in values.items() if k not in overrides}, **overrides}
 
 
 def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_ckpt: Path, device: str,
@@ -189,7 +188,7 @@ def train_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, trunk_
               "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": seed}
     todo = [(g, r) for g, r in runs if not (ckpts / g / r.name / FINAL_CHECKPOINT).exists()]
     if todo:
-        cfgs = [load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
+        cfgs = [load_config(preset_path("synth/double-head-ext.yaml"),
                             values={**run_values(values, r.overrides), "name": r.name}) for _, r in todo]
         train_together(cfgs, [ckpts / g / r.name for g, r in todo], resume=True, device=device)
     step(f"COCO AP of every mode of {len(runs)} runs on {plan.split}, evaluated together -> {results / 'sweeps'}")
@@ -229,7 +228,7 @@ def untrained_heads(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int, tr
     runs = {r.name: r for rs in head_runs(plan, trunk, seed).values() for r in rs}
     for role, (_, run) in models.items():
         r = runs[run]
-        cfg = load_config(preset_path("synth/double-head-ext.yaml"), list(r.overrides),
+        cfg = load_config(preset_path("synth/double-head-ext.yaml"),
                           values={**run_values(values, r.overrides), "name": role})
         untrained_checkpoint(cfg, num_classes, layout.runs(trunk, seed) / "untrained" / role / FINAL_CHECKPOINT)
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dhanalysis.config import Config, load_config
+from dhanalysis.config import Config, apply_overrides, apply_values, config_from_dict
 from dhanalysis.errors import DHError
 
 # source name -> its module here; read by `dhanalysis convert` for its choices, so importing this table (and not
@@ -35,10 +36,10 @@ COCO_CATEGORY_IDS = (
 
 @dataclass
 class Conversion:
-    """What a source module returns: the settings its weights need (dotted overrides), our state dict, and every
-    dropped source key with the reason."""
+    """What a source module returns: the settings its weights need (``{dotted.key: value}``), our state dict, and
+    every dropped source key with the reason."""
 
-    settings: list[str]
+    settings: dict[str, Any]
     weights: dict
     dropped: dict[str, str] = field(default_factory=dict)
 
@@ -48,7 +49,8 @@ def convert_source(source: str, src: str | Path, category_ids: tuple[int, ...] |
     """The model of ``src`` (a file of ``source``'s format), loaded strictly, and the dropped keys with reasons.
 
     ``category_ids``: the dataset's category ids, in label order (sorted), for classifiers indexed by category id
-    (torchvision's 91 COCO slots); default COCO's 80. ``overrides``: dotted config settings applied last.
+    (torchvision's 91 COCO slots); default COCO's 80. ``overrides``: the user's ``key=value`` strings, applied over
+    the converter's settings (the user's win).
     """
     from dhanalysis.model.convert.common import load_converted, read_source
 
@@ -58,7 +60,8 @@ def convert_source(source: str, src: str | Path, category_ids: tuple[int, ...] |
     data = read_source(src)
     conversion: Conversion = module.convert(data, str(src), tuple(category_ids or COCO_CATEGORY_IDS))
     name = Path(src).stem.replace(".", "-")
-    cfg = load_config(None, [f"name={name}", "model.backbone.weights=null", *conversion.settings, *(overrides or [])])
+    values = {"name": name, "model.backbone.weights": None, **conversion.settings}
+    cfg = config_from_dict(apply_overrides(apply_values({}, values), overrides))
     model = load_converted(cfg, conversion.weights, str(src))
     return model, conversion.dropped
 

@@ -215,10 +215,9 @@ def shape(state: dict[str, torch.Tensor], key: str, path: str) -> tuple[int, ...
     return tuple(state[key].shape)
 
 
-def background_last_settings(slots: int, reg_rows: int) -> list[str]:
-    """Config settings for a classifier with the background in its last slot (detectron2, mmdetection) and a
+def background_last_settings(slots: int, reg_rows: int) -> dict[str, Any]:
+    """Config values for a classifier with the background in its last slot (detectron2, mmdetection) and a
     regressor of one box per foreground class, or one class-agnostic box (``reg_rows`` = 4)."""
     classes = slots - 1
-    layout = ",".join(str(s) for s in (classes, *range(classes)))
-    return [f"model.num_classes={classes}", f"model.num_slots={slots}", f"model.class_slots=[{layout}]",
-            f"model.reg_layout={'agnostic' if reg_rows == 4 else 'per_foreground'}"]
+    return {"model.num_classes": classes, "model.num_slots": slots, "model.class_slots": [classes, *range(classes)],
+            "model.reg_layout": "agnostic" if reg_rows == 4 else "per_foreground"}

@@ -37,25 +37,25 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     slots = shape(state, "roi_heads.box_predictor.cls_score.weight", path)[0]
     reg = shape(state, "roi_heads.box_predictor.bbox_pred.weight", path)[0]
     depth = resnet_depth(state, r"backbone\.bottom_up\.res4\.(\d+)\.conv1\.weight", path)
-    settings = [
-        "model.variant=single-fc",
-        f"model.backbone.name={depth}",
-        "model.backbone.stride_in_1x1=true",
-        f"model.backbone.fpn_channels={shape(state, 'backbone.fpn_output2.weight', path)[0]}",
-        f"model.head.fc_dim={shape(state, 'roi_heads.box_head.fc1.weight', path)[0]}",
-        "model.input_format=bgr255",
-        "model.pixel_mean=[103.53,116.28,123.675]",
-        "model.pixel_std=[1.0,1.0,1.0]",
-        "model.rpn.anchor_style=unrounded",
-        "model.rpn.anchor_strides=[4,8,16,32,64]",
-        "model.resize_rule=round",
-        "model.resize_kernel=pil",
-        "model.exif_orientation=true",
-        "model.box_filter=detectron2",
-        "model.head.aligned=true",
-        "model.head.sampling_ratio=0",
-        "model.loss.smooth_l1_beta=0.0",
-        *background_last_settings(slots, reg),
-    ]
+    settings = {
+        "model.variant": "single-fc",
+        "model.backbone.name": depth,
+        "model.backbone.stride_in_1x1": True,
+        "model.backbone.fpn_channels": shape(state, "backbone.fpn_output2.weight", path)[0],
+        "model.head.fc_dim": shape(state, "roi_heads.box_head.fc1.weight", path)[0],
+        "model.input_format": "bgr255",
+        "model.pixel_mean": [103.53, 116.28, 123.675],
+        "model.pixel_std": [1.0, 1.0, 1.0],
+        "model.rpn.anchor_style": "unrounded",
+        "model.rpn.anchor_strides": [4, 8, 16, 32, 64],
+        "model.resize_rule": "round",
+        "model.resize_kernel": "pil",
+        "model.exif_orientation": True,
+        "model.box_filter": "detectron2",
+        "model.head.aligned": True,
+        "model.head.sampling_ratio": 0,
+        "model.loss.smooth_l1_beta": 0.0,
+        **background_last_settings(slots, reg),
+    }
     mapped, more = apply_rules(state, RULES, path)
     return Conversion(settings, mapped, {**dropped, **more})

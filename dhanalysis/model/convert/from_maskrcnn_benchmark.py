@@ -76,46 +76,46 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     slots = shape(state, cls_key, path)[0]
     reg = shape(state, "roi_heads.box.predictor.bbox_pred.weight", path)[0]
     depth = resnet_depth(state, r"backbone\.body\.layer3\.(\d+)\.conv1\.weight", path)
-    settings = [
-        f"model.backbone.name={depth}",
-        "model.backbone.stride_in_1x1=true",
-        f"model.backbone.fpn_channels={shape(state, 'backbone.fpn.fpn_layer1.weight', path)[0]}",
-        f"model.head.fc_dim={shape(state, 'roi_heads.box.feature_extractor.fc6.weight', path)[0]}",
-        "model.input_format=bgr255",
-        "model.pixel_mean=[102.9801,115.9465,122.7717]",
-        "model.pixel_std=[1.0,1.0,1.0]",
-        "model.rpn.anchor_style=legacy",
-        "model.rpn.anchor_strides=[4,8,16,32,64]",
-        "model.resize_rule=maskrcnn_benchmark",
-        "model.resize_kernel=pil",
-        "model.box_convention=plus_one",
-        "model.box_filter=none",
-        f"model.num_classes={slots - 1}",
-        f"model.reg_layout={'agnostic' if reg == 8 else 'per_slot'}",
-    ]
+    settings = {
+        "model.backbone.name": depth,
+        "model.backbone.stride_in_1x1": True,
+        "model.backbone.fpn_channels": shape(state, "backbone.fpn.fpn_layer1.weight", path)[0],
+        "model.head.fc_dim": shape(state, "roi_heads.box.feature_extractor.fc6.weight", path)[0],
+        "model.input_format": "bgr255",
+        "model.pixel_mean": [102.9801, 115.9465, 122.7717],
+        "model.pixel_std": [1.0, 1.0, 1.0],
+        "model.rpn.anchor_style": "legacy",
+        "model.rpn.anchor_strides": [4, 8, 16, 32, 64],
+        "model.resize_rule": "maskrcnn_benchmark",
+        "model.resize_kernel": "pil",
+        "model.box_convention": "plus_one",
+        "model.box_filter": "none",
+        "model.num_classes": slots - 1,
+        "model.reg_layout": "agnostic" if reg == 8 else "per_slot",
+    }
     rules = list(SINGLE_FC)
     extractor = "roi_heads.box.feature_extractor."
     if ext:
         stacks = len({k.split(".")[4] for k in state if ".feature_extractor.shared_nonlocal." in k})
-        settings += [
-            "model.variant=double-head-ext",
-            "model.loss.lambda_fc=0.7",
-            "model.loss.lambda_conv=0.8",
-            "model.head.non_local=true",
-            "model.head.non_local_mode=dot",
-            "model.head.non_local_groups=4",
-            f"model.head.num_blocks={1 + 2 * stacks}",
-            f"model.head.conv_dim={shape(state, extractor + 'nonlocal_conv.top.0.weight', path)[0]}",
-            f"model.head.non_local_dim={shape(state, extractor + 'shared_nonlocal.0.g.weight', path)[0]}"
-            if stacks else "model.head.non_local_dim=512",
-            "model.head.conv_roi_scale=1.3",
-        ]
+        settings.update({
+            "model.variant": "double-head-ext",
+            "model.loss.lambda_fc": 0.7,
+            "model.loss.lambda_conv": 0.8,
+            "model.head.non_local": True,
+            "model.head.non_local_mode": "dot",
+            "model.head.non_local_groups": 4,
+            "model.head.num_blocks": 1 + 2 * stacks,
+            "model.head.conv_dim": shape(state, extractor + "nonlocal_conv.top.0.weight", path)[0],
+            "model.head.non_local_dim": shape(state, extractor + "shared_nonlocal.0.g.weight", path)[0]
+            if stacks else 512,
+            "model.head.conv_roi_scale": 1.3,
+        })
         if stacks:
             ff = shape(state, extractor + "shared_nonlocal.0.ffconv.bottleneck.0.weight", path)
-            settings.append(f"model.head.bottleneck_dim={ff[0]}")
+            settings["model.head.bottleneck_dim"] = ff[0]
         rules = list(DOUBLE_HEAD_EXT)
     else:
-        settings.append("model.variant=single-fc")
+        settings["model.variant"] = "single-fc"
     if reg == 8:
         rules = [keep(BOX + r"predictor\.(bbox_pred)(_fc)?\.(weight|bias)",
                       lambda m: f"roi_heads.branches.{'fc' if m.group(2) or not ext else 'conv'}.predictor.bbox_pred."

@@ -67,26 +67,26 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     slots = shape(state, "roi_head.bbox_head.fc_cls.weight", path)[0]
     reg = shape(state, "roi_head.bbox_head.fc_reg.weight", path)[0]
     depth = resnet_depth(state, r"backbone\.layer3\.(\d+)\.conv1\.weight", path)
-    common = [
-        f"model.backbone.name={depth}",
-        f"model.backbone.fpn_channels={shape(state, 'neck.fpn_convs.0.conv.weight', path)[0]}",
-        "model.rpn.anchor_style=unrounded",
-        "model.rpn.anchor_strides=[4,8,16,32,64]",
-        "model.resize_rule=round",
-        "model.resize_kernel=opencv",
-        "model.box_filter=nonempty",
-        "model.box_clamp=both",
-        "model.head.aligned=true",
-        "model.head.sampling_ratio=0",
-        *background_last_settings(slots, reg),
-    ]
+    common = {
+        "model.backbone.name": depth,
+        "model.backbone.fpn_channels": shape(state, "neck.fpn_convs.0.conv.weight", path)[0],
+        "model.rpn.anchor_style": "unrounded",
+        "model.rpn.anchor_strides": [4, 8, 16, 32, 64],
+        "model.resize_rule": "round",
+        "model.resize_kernel": "opencv",
+        "model.box_filter": "nonempty",
+        "model.box_clamp": "both",
+        "model.head.aligned": True,
+        "model.head.sampling_ratio": 0,
+        **background_last_settings(slots, reg),
+    }
     if any(k.startswith("roi_head.bbox_head.shared_fcs.") for k in state):
         if any(k.startswith(("roi_head.bbox_head.shared_convs.", "roi_head.bbox_head.cls_", "roi_head.bbox_head.reg_"))
                for k in state):
             raise DHError(f"source weights {path}: a ConvFCBBoxHead with convs or separate cls/reg layers has no "
                           "counterpart here; only Shared2FCBBoxHead (shared_fcs.0/1) converts")
-        settings = ["model.variant=single-fc",
-                    f"model.head.fc_dim={shape(state, 'roi_head.bbox_head.shared_fcs.0.weight', path)[0]}", *common]
+        settings = {"model.variant": "single-fc",
+                    "model.head.fc_dim": shape(state, "roi_head.bbox_head.shared_fcs.0.weight", path)[0], **common}
         mapped, more = apply_rules(state, SHARED_2FC, path)
         return Conversion(settings, mapped, {**dropped, **more})
     if not any(k.startswith("roi_head.bbox_head.res_block.") for k in state):
@@ -97,17 +97,17 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
                        if "roi_head.bbox_head.conv_branch.0.conv1.conv.weight" in state
                        else "roi_head.bbox_head.conv_branch.0.conv1.weight", path)[0]
     blocks = len({k.split(".")[3] for k in state if k.startswith("roi_head.bbox_head.conv_branch.")})
-    settings = [
-        "model.variant=double-head",
-        "model.loss.lambda_fc=1.0",
-        "model.loss.lambda_conv=1.0",
-        f"model.head.fc_dim={shape(state, 'roi_head.bbox_head.fc_branch.0.weight', path)[0]}",
-        f"model.head.conv_dim={res[0]}",
-        f"model.head.bottleneck_dim={bottleneck}",
-        f"model.head.num_blocks={1 + blocks}",
-        "model.head.non_local=false",
-        "model.head.conv_roi_scale=1.3",
-        *common,
-    ]
+    settings = {
+        "model.variant": "double-head",
+        "model.loss.lambda_fc": 1.0,
+        "model.loss.lambda_conv": 1.0,
+        "model.head.fc_dim": shape(state, "roi_head.bbox_head.fc_branch.0.weight", path)[0],
+        "model.head.conv_dim": res[0],
+        "model.head.bottleneck_dim": bottleneck,
+        "model.head.num_blocks": 1 + blocks,
+        "model.head.non_local": False,
+        "model.head.conv_roi_scale": 1.3,
+        **common,
+    }
     mapped, more = apply_rules(state, RULES, path)
     return Conversion(settings, mapped, {**dropped, **more})

@@ -31,19 +31,18 @@ def convert(data: dict, path: str, category_ids: tuple[int, ...]) -> Conversion:
     fpn = shape(state, "rpn.head.cls_logits.weight", path)[1]
     fc_dim = shape(state, "roi_heads.box_head.fc6.weight", path)[0]
     depth = resnet_depth(state, r"backbone\.body\.layer3\.(\d+)\.conv1\.weight", path)
-    settings = [
-        "model.variant=single-fc",
-        f"model.backbone.name={depth}",
-        f"model.backbone.fpn_channels={fpn}",
-        f"model.head.fc_dim={fc_dim}",
-    ]
+    settings = {
+        "model.variant": "single-fc",
+        "model.backbone.name": depth,
+        "model.backbone.fpn_channels": fpn,
+        "model.head.fc_dim": fc_dim,
+    }
     if slots == COCO_SLOTS:
         if any(not 1 <= c < COCO_SLOTS for c in category_ids):
             raise DHError(f"category ids must lie in 1..90 to read torchvision's COCO slots, got {list(category_ids)}")
-        slots_list = ",".join(str(s) for s in (0, *category_ids))
-        settings += [f"model.num_classes={len(category_ids)}", f"model.num_slots={slots}",
-                     f"model.class_slots=[{slots_list}]"]
+        settings.update({"model.num_classes": len(category_ids), "model.num_slots": slots,
+                         "model.class_slots": [0, *category_ids]})
     else:
-        settings.append(f"model.num_classes={slots - 1}")
+        settings["model.num_classes"] = slots - 1
     mapped, more = apply_rules(state, RULES, path)
     return Conversion(settings, mapped, {**dropped, **more})
