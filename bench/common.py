@@ -48,3 +48,37 @@ def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
 def log(message: str) -> None:
     """Progress on stderr-like stdout, flushed, so a long run shows where it is."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cpu_kind(cpuinfo: str | None = None, environ: dict | None = None) -> str:
+    """The CPU kind a measurement belongs to, by the instruction sets its kernels may use: "AMX", "AVX-512" or
+    "AVX2" (else "other"), with the model name, and "(emulated: ...)" where ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY
+    restrict oneDNN's and ATen's kernels to fewer than the CPU has. Ratios against another library differ per kind
+    (oneDNN picks its kernels by it), so every such row names the kind it was measured on."""
+    import os
+    from pathlib import Path
+
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    environ = os.environ if environ is None else environ
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    model = fields.get("model name", "unknown CPU")
+    native = ("AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags
+              else "other")
+    order = ["other", "AVX2", "AVX-512", "AMX"]
+    limits = []
+    onednn = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if onednn:
+        limits.append("AVX2" if onednn.startswith("AVX2") else "AVX-512" if onednn.startswith("AVX512")
+                      and "AMX" not in onednn else "AMX" if "AMX" in onednn else "other")
+    aten = environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if aten:
+        limits.append({"avx2": "AVX2", "avx512": "AVX-512"}.get(aten, "other"))
+    kind = min([native, *limits], key=order.index)
+    if kind != native:
+        return f"{kind} (emulated on {model}, {native}: ONEDNN_MAX_CPU_ISA={onednn or '-'}, " \
+               f"ATEN_CPU_CAPABILITY={aten or '-'})"
+    return f"{kind} ({model})"

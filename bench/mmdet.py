@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import interleaved, log, paired_ratio
+from bench.common import cpu_kind, interleaved, log, paired_ratio
 
 TRAIN_SIZE, EVAL_SHAPE, ROIS = 512, (800, 1088), 512
 
@@ -114,8 +114,8 @@ def run(device: str = "cpu", repeats: int = 3) -> dict:
         reason = ("mmdetection is not installed (build it with /work/shared/tools/build-mmdet.sh VENV, run with its "
                   "python)")
         log(f"mmdet: skipped: {reason}")
-        return {"skipped": reason, "line": f"| ours / mmdetection Double-Head step and evaluation | skipped: {reason} "
-                                           "| | |"}
+        return {"skipped": reason, "cpu_kind": cpu_kind(),
+                "line": f"| ours / mmdetection Double-Head step and evaluation, {cpu_kind()} | skipped: {reason} | | |"}
     import logging
 
     import mmdet
@@ -184,11 +184,12 @@ def run(device: str = "cpu", repeats: int = 3) -> dict:
            "step_ours_s": step["ours"]["best"], "step_mmdet_s": step["mmdet"]["best"],
            "step_ours_over_mmdet": paired_ratio(step, "ours", "mmdet"),
            "eval_ours_s": ev["ours"]["best"], "eval_mmdet_s": ev["mmdet"]["best"],
-           "eval_ours_over_mmdet": paired_ratio(ev, "ours", "mmdet"), "step_times": step, "eval_times": ev}
+           "eval_ours_over_mmdet": paired_ratio(ev, "ours", "mmdet"), "step_times": step, "eval_times": ev,
+           "cpu_kind": cpu_kind()}
     log(f"mmdet: step ours {out['step_ours_s']:.2f} s, mmdetection {out['step_mmdet_s']:.2f} s "
         f"({out['step_ours_over_mmdet']:.3f}); evaluation ours {out['eval_ours_s']:.2f} s, mmdetection "
         f"{out['eval_mmdet_s']:.2f} s ({out['eval_ours_over_mmdet']:.3f})")
-    out["line"] = (f"| Double-Head R-50-FPN, ours / mmdetection: training step; evaluation | "
+    out["line"] = (f"| Double-Head R-50-FPN, ours / mmdetection: training step; evaluation, {out['cpu_kind']} | "
                    f"{out['step_ours_s']:.2f} / {out['step_mmdet_s']:.2f} s "
                    f"(paired {out['step_ours_over_mmdet']:.3f}); "
                    f"{out['eval_ours_s']:.2f} / {out['eval_mmdet_s']:.2f} s (paired {out['eval_ours_over_mmdet']:.3f})"

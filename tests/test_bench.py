@@ -65,3 +65,38 @@ def test_the_detections_bench_runs_quick_under_the_memory_policy(tmp_path):
         assert abs(row["ap_minus_pycocotools"]) < 1e-6, name
     assert found["analyses"]["ours"]["ap"] == pytest.approx(found["engines"]["pycocotools"]["ap"], abs=1e-9)
     assert "| ours: dhanalysis detections, every table written" in run.stdout
+
+
+@pytest.mark.parametrize("flags, env, kind", [
+    ("fpu sse2 avx avx2 fma avx512f avx512bw amx_bf16 amx_tile", {}, "AMX (Xeon X)"),
+    ("fpu sse2 avx avx2 fma avx512f avx512bw", {}, "AVX-512 (Xeon X)"),
+    ("fpu sse2 avx avx2 fma", {}, "AVX2 (Xeon X)"),
+    ("fpu sse2", {}, "other (Xeon X)"),
+    # oneDNN and ATen held to AVX2 on an AMX CPU: the AVX2 kind, said to be emulated
+    ("avx2 avx512f amx_tile", {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+     "AVX2 (emulated on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)"),
+    ("avx2 avx512f amx_tile", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+     "AVX-512 (emulated on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX512_CORE, ATEN_CPU_CAPABILITY=-)"),
+    ("avx2 avx512f", {"ATEN_CPU_CAPABILITY": "default"},
+     "other (emulated on Xeon X, AVX-512: ONEDNN_MAX_CPU_ISA=-, ATEN_CPU_CAPABILITY=default)"),
+    ("avx2", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "AVX2 (Xeon X)"),  # a limit above the CPU changes nothing
+])
+def test_the_cpu_kind_follows_the_flags_and_the_kernel_limits(flags, env, kind):
+    """The mmdetection rows name the CPU kind they were measured on, emulation included (issue: ratios per kind)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.common import cpu_kind
+    finally:
+        sys.path.remove(str(ROOT))
+    cpuinfo = f"processor\t: 0\nmodel name\t: Xeon X\nflags\t\t: {flags}\n"
+    assert cpu_kind(cpuinfo, env) == kind
+
+
+def test_the_mmdetection_row_names_the_cpu_kind_when_skipped():
+    run = subprocess.run([sys.executable, "-c", "import json, bench.mmdet as m; print(json.dumps(m.run()))"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    if "skipped" not in out:
+        pytest.skip("mmdetection is installed here: the full row is measured by python -m bench")
+    assert out["cpu_kind"] in out["line"] and out["cpu_kind"].split()[0] in ("AMX", "AVX-512", "AVX2", "other")
