@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from bench import conv_head, detections, evaluate, mmdet, peak, sliding, together, train
-from bench.common import log
+from bench.common import cpuinfo_fields, log
 from dhanalysis.engine.host import retain_freed_memory
 
 # (JSON key path, target, comparison, what it is): the targets of the performance issue
@@ -49,8 +49,7 @@ def lookup(results: dict, path: str):
 
 
 def environment(threads: int) -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    model = cpuinfo_fields().get("model name", platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return {"torch": torch.__version__, "threads": threads, "cpu": model, "cpu_capability":
             torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -50,20 +50,33 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (or of ``cpuinfo``), e.g. "model name", "flags"; empty
+    where the platform has no such file."""
+    from pathlib import Path
+
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block ends at its blank line
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_kind(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     """The CPU kind a measurement belongs to, by the instruction sets its kernels may use: "AMX", "AVX-512" or
     "AVX2" (else "other"), with the model name, and "(emulated: ...)" where ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY
     restrict oneDNN's and ATen's kernels to fewer than the CPU has. Ratios against another library differ per kind
     (oneDNN picks its kernels by it), so every such row names the kind it was measured on."""
     import os
-    from pathlib import Path
 
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.exists() else ""
     environ = os.environ if environ is None else environ
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = cpuinfo_fields(cpuinfo)
     flags = set(fields.get("flags", "").split())
     model = fields.get("model name", "unknown CPU")
     native = ("AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags

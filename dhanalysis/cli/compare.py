@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from dhanalysis.metrics.measures import positive_bin
     from dhanalysis.flags import flag_error, print_written
     from dhanalysis.errors import DHError
-    from dhanalysis.cli.detections import write_report_quietly
+    from dhanalysis.cli.report import page_line
     from dhanalysis.folders import check_writable_folder
 
     check_writable_folder(args.out)
@@ -74,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
         print_written(done.paths)
     else:
         print(f"{args.out} already holds this comparison of these files; nothing recomputed")
-    print(f"report: {write_report_quietly(args.out, args.overwrite)}")
+    print(f"report: {page_line(args.out, args.overwrite)}")
     return 0

@@ -121,6 +121,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from dhanalysis.cli.report import page_line
     from dhanalysis.metrics.detections import compute_detections
     from dhanalysis.metrics.formats import InputOptions
     from dhanalysis.flags import check_at_least, print_written
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         print_written(done.paths)
     else:
         print(f"{args.out} already holds this analysis of these files; nothing recomputed")
-    print(f"report: {write_report_quietly(args.out, args.overwrite)}")
+    print(f"report: {page_line(args.out, args.overwrite)}")
     return 0
 
 
@@ -186,20 +187,3 @@ def stage_line(summary: dict) -> str:
     note = "" if stage == BEFORE_NMS else "; within-object measures cover few objects after NMS (read their n)"
     return f"detections stage: {stage} (from {where}){note}"
 
-
-def write_report_quietly(out, overwrite: bool) -> str:
-    """The folder's report.html (`dhanalysis report`), drawn without a window: the page's path, or why it was left
-    alone (a report.html this command did not write stays unless --overwrite)."""
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    from dhanalysis.errors import DHError
-    from dhanalysis.figures.report import write_report
-
-    try:
-        return str(write_report(Path(out), overwrite=overwrite))
-    except DHError as exc:
-        return f"not written: {exc}"

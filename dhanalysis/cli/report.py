@@ -14,6 +14,7 @@ with --overwrite.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +26,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    path = write_page(Path(args.results), Path(args.out) if args.out else None, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
 
+
+def write_page(folder: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """`dhanalysis.figures.report.write_report`, drawn without a window (files only): the page's path."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only; never open a window
+    matplotlib.use("Agg")
 
     from dhanalysis.figures.report import write_report
 
-    path = write_report(Path(args.results), Path(args.out) if args.out else None, overwrite=args.overwrite)
-    print(f"wrote {path}")
-    return 0
+    return write_report(folder, out, overwrite=overwrite)
+
+
+def page_line(folder: str | Path, overwrite: bool) -> str:
+    """What `detections` and `compare` print of the page they write beside their tables: its path, or why it was
+    left alone (a report.html this command did not write stays unless --overwrite)."""
+    from dhanalysis.errors import DHError
+
+    try:
+        return str(write_page(folder, overwrite=overwrite))
+    except DHError as exc:
+        return f"not written: {exc}"
