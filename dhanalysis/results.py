@@ -9,7 +9,8 @@ builds the analyses' subcommands from the rows (`dhanalysis.cli.COMMANDS`), and 
 command's help, what a run of it writes and the figures table. A new analysis adds one `Outputs` row here (its file
 names written in the row) and is covered by all of them.
 
-Torch-free (pandas and numpy only): figures, findings and the reproduction read it.
+Torch-free: figures, findings and the reproduction read it. numpy and pandas are imported where a table is read,
+so the registry costs the command line nothing at start-up (every command's parser is built from it).
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, COMPARE_CSV, COMPARE_SUMMARY_JSON, CONFIG_JSON,
                               DETECTIONS_ANALYZE_PR_CSV, DETECTIONS_CSV, DETECTIONS_F1_CURVE_CSV,
@@ -33,6 +31,10 @@ from dhanalysis.vocab import (ARCHITECTURE_CSV, CHUNKS_DIR, COMPARE_CSV, COMPARE
                               SLIDING_WINDOW_STATS_CSV, SLIDING_WINDOW_SUMMARY_JSON, SPATIAL_CORR_CHUNKS,
                               SPATIAL_CORR_CSV, SPATIAL_CORR_NPZ, SPATIAL_SUMMARY_JSON, SWEEP_RESULTS_CSV, VARIANTS,
                               detections_file, table_files)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 DOUBLE_HEAD_PREFERENCE = ("double-head-ext", "double-head")  # of several two-head models, whose results come first
 # `dhanalysis detections`' tables that grow with the number of detections: a shipped reproduction leaves them out
@@ -202,6 +204,8 @@ def discover_models(root: str | Path, models: Sequence[str] | None = None) -> di
 
 def read_csv(path: Path | None, **kwargs: Any) -> pd.DataFrame | None:
     """A table, or None when the file is absent or has no rows."""
+    import pandas as pd
+
     if path is None:
         return None
     table = pd.read_csv(path, **kwargs)
@@ -221,6 +225,9 @@ SPATIAL_COLUMNS = ("model", "map", "cell_i", "cell_j", "value")
 def spatial_frame(maps: dict[str, np.ndarray], model_name: str) -> pd.DataFrame:
     """The (S², S²) maps of Fig. 4 as a tidy table (`SPATIAL_COLUMNS`): one row per (map, cell_i, cell_j);
     cell = y·S + x."""
+    import numpy as np
+    import pandas as pd
+
     parts = []
     for name, matrix in maps.items():
         i, j = np.meshgrid(np.arange(matrix.shape[0]), np.arange(matrix.shape[1]), indexing="ij")
@@ -276,6 +283,8 @@ class ResultsTree:
 
     def spatial(self, model: str) -> dict[str, np.ndarray]:
         def load(m: ModelResults) -> dict[str, np.ndarray]:
+            import numpy as np
+
             path = m.path(SPATIAL_CORR_NPZ)
             if path is None:
                 return {}
@@ -288,6 +297,8 @@ class ResultsTree:
 
     def evals(self) -> pd.DataFrame | None:
         """Every model's eval.csv rows, with ``variant``."""
+        import pandas as pd
+
         parts = [t for t in (self.eval(m) for m in self.models) if t is not None]
         return pd.concat(parts, ignore_index=True) if parts else None
 
@@ -308,6 +319,8 @@ class ResultsTree:
     @cached_property
     def sweeps(self) -> pd.DataFrame | None:
         """The sweeps' results.csv tables (``grid`` column: table1, table2, fig8, table3), concatenated."""
+        import pandas as pd
+
         if not self.sweeps_dir.is_dir():
             return None
         paths = sorted({*self.sweeps_dir.glob(SWEEP_RESULTS_CSV), *self.sweeps_dir.glob(f"*/{SWEEP_RESULTS_CSV}")})
@@ -324,6 +337,8 @@ class ResultsTree:
     @cached_property
     def architecture(self) -> pd.DataFrame | None:
         """architecture.csv of the results folder itself, else of a model (Double-Head-Ext's first)."""
+        import pandas as pd
+
         order = sorted(self.models.values(), key=lambda m: (m.variant not in DOUBLE_HEAD_PREFERENCE, m.name))
         for path in [self.root / ARCHITECTURE_CSV] + [m.folder / ARCHITECTURE_CSV for m in order]:
             if path.is_file():

@@ -90,3 +90,10 @@ def test_torch_free_modules_stay_torch_free(package):
             "    importlib.import_module(m.name)\n"
             "sys.exit('torch' in sys.modules)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, f"importing {package} imported torch"
+
+
+def test_the_command_line_starts_without_the_table_libraries():
+    """Every command's parser is built from the results registry: importing the command line loads neither torch
+    nor pandas / numpy (a command imports what it needs when it runs)."""
+    code = "import sys, dhanalysis.cli\nsys.exit(any(m in sys.modules for m in ('torch', 'pandas', 'numpy')))\n"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "the command line's start-up got heavier"
