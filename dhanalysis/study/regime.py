@@ -51,8 +51,9 @@ REGIME = RegimePlan()
 VARIANTS_REGIME = RegimePlan(fc_dims=(), schedules=(), variants=("double-fc-w1", "double-conv-w1",
                                                                   "double-head-reverse-w1", "double-head-w1"),
                              variant_schedules=(3600, 5400, 7200))
-# both at once: a schedule both train (7,200) trains every run together, one RoI sampling and pooling for all
-ALL_REGIME = replace(REGIME, variants=VARIANTS_REGIME.variants, variant_schedules=VARIANTS_REGIME.variant_schedules)
+# the schedule check of every compared run at once: each at the study's head schedule (5,400) and a longer one (7,200),
+# the runs of one schedule trained together (one RoI sampling and pooling for all)
+ALL_REGIME = replace(REGIME, schedules=(5400, 7200), variants=VARIANTS_REGIME.variants, variant_schedules=(5400, 7200))
 TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4), variants=("double-conv-w1",), variant_schedules=(4,))
 REGIMES = {"widths": REGIME, "variants": VARIANTS_REGIME, "all": ALL_REGIME}
 
