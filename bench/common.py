@@ -70,9 +70,12 @@ def cpuinfo_fields(cpuinfo: str | None = None) -> dict[str, str]:
 
 def cpu_kind(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     """The CPU kind a measurement belongs to, by the instruction sets its kernels may use: "AMX", "AVX-512" or
-    "AVX2" (else "other"), with the model name, and "(emulated: ...)" where ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY
-    restrict oneDNN's and ATen's kernels to fewer than the CPU has. Ratios against another library differ per kind
-    (oneDNN picks its kernels by it), so every such row names the kind it was measured on."""
+    "AVX2" (else "other"), with the model name, and "(emulated: ...)" where ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY
+    and MKL_ENABLE_INSTRUCTIONS restrict oneDNN's, ATen's and MKL's kernels to fewer than the CPU has. Ratios against
+    another library differ per kind (oneDNN picks its kernels by it), so every such row names the kind it was
+    measured on. An emulation that leaves one of the three libraries above the kind is "partly emulated" and says
+    which: MKL runs the matmuls (fc layers, 1×1 convolutions as matmuls), so leaving it at AVX-512 flatters the side
+    that uses more of them (BENCHMARKS.md)."""
     import os
 
     environ = os.environ if environ is None else environ
@@ -82,16 +85,22 @@ def cpu_kind(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     native = ("AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags
               else "other")
     order = ["other", "AVX2", "AVX-512", "AMX"]
-    limits = []
     onednn = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if onednn:
-        limits.append("AVX2" if onednn.startswith("AVX2") else "AVX-512" if onednn.startswith("AVX512")
-                      and "AMX" not in onednn else "AMX" if "AMX" in onednn else "other")
     aten = environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    mkl = environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()
+    held = {"oneDNN": native, "ATen": native, "MKL": native}
+    if onednn:
+        held["oneDNN"] = ("AVX2" if onednn.startswith("AVX2") else "AVX-512" if onednn.startswith("AVX512")
+                          and "AMX" not in onednn else "AMX" if "AMX" in onednn else "other")
     if aten:
-        limits.append({"avx2": "AVX2", "avx512": "AVX-512"}.get(aten, "other"))
-    kind = min([native, *limits], key=order.index)
+        held["ATen"] = {"avx2": "AVX2", "avx512": "AVX-512"}.get(aten, "other")
+    if mkl:
+        held["MKL"] = "AVX2" if mkl.startswith("AVX2") else "AVX-512" if mkl.startswith("AVX512") else "other"
+    held = {lib: min(level, native, key=order.index) for lib, level in held.items()}  # a limit above the CPU: moot
+    kind = min(held.values(), key=order.index)
     if kind != native:
-        return f"{kind} (emulated on {model}, {native}: ONEDNN_MAX_CPU_ISA={onednn or '-'}, " \
-               f"ATEN_CPU_CAPABILITY={aten or '-'})"
+        above = [lib for lib, level in held.items() if level != kind]
+        how = f"partly emulated ({', '.join(above)} not held)" if above else "emulated"
+        return f"{kind} ({how} on {model}, {native}: ONEDNN_MAX_CPU_ISA={onednn or '-'}, " \
+               f"ATEN_CPU_CAPABILITY={aten or '-'}, MKL_ENABLE_INSTRUCTIONS={mkl or '-'})"
     return f"{kind} ({model})"

@@ -72,13 +72,20 @@ def test_the_detections_bench_runs_quick_under_the_memory_policy(tmp_path):
     ("fpu sse2 avx avx2 fma avx512f avx512bw", {}, "AVX-512 (Xeon X)"),
     ("fpu sse2 avx avx2 fma", {}, "AVX2 (Xeon X)"),
     ("fpu sse2", {}, "other (Xeon X)"),
-    # oneDNN and ATen held to AVX2 on an AMX CPU: the AVX2 kind, said to be emulated
+    # oneDNN, ATen and MKL held to AVX2 on an AMX CPU: the AVX2 kind, said to be emulated
+    ("avx2 avx512f amx_tile", {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                               "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+     "AVX2 (emulated on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2)"),
+    # MKL left at the CPU's own kernels: only partly emulated, and the row says which library was not held
     ("avx2 avx512f amx_tile", {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
-     "AVX2 (emulated on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)"),
+     "AVX2 (partly emulated (MKL not held) on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, "
+     "MKL_ENABLE_INSTRUCTIONS=-)"),
     ("avx2 avx512f amx_tile", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
-     "AVX-512 (emulated on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX512_CORE, ATEN_CPU_CAPABILITY=-)"),
+     "AVX-512 (partly emulated (ATen, MKL not held) on Xeon X, AMX: ONEDNN_MAX_CPU_ISA=AVX512_CORE, "
+     "ATEN_CPU_CAPABILITY=-, MKL_ENABLE_INSTRUCTIONS=-)"),
     ("avx2 avx512f", {"ATEN_CPU_CAPABILITY": "default"},
-     "other (emulated on Xeon X, AVX-512: ONEDNN_MAX_CPU_ISA=-, ATEN_CPU_CAPABILITY=default)"),
+     "other (partly emulated (oneDNN, MKL not held) on Xeon X, AVX-512: ONEDNN_MAX_CPU_ISA=-, "
+     "ATEN_CPU_CAPABILITY=default, MKL_ENABLE_INSTRUCTIONS=-)"),
     ("avx2", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "AVX2 (Xeon X)"),  # a limit above the CPU changes nothing
 ])
 def test_the_cpu_kind_follows_the_flags_and_the_kernel_limits(flags, env, kind):

@@ -127,7 +127,9 @@ def test_inference_form_of_each_block_equals_the_module(name):
         fused = module.inference_form()
         # a ConvHead in eval without gradients runs its inference form itself: the reference is its modules
         ref = module.forward_as("modules", x) if isinstance(module, ConvHead) else module(x)
+        given = x_nhwc.clone()
         ours = fused(x_nhwc)
+    assert torch.equal(x_nhwc, given)  # the caller's input is never a block's scratch
     # a block maps channels-last to channels-last; a head returns (N, dim) either way
     torch.testing.assert_close(ours.permute(0, 3, 1, 2) if ref.dim() == 4 else ours, ref, rtol=1e-4, atol=1e-5)
     assert fused.flops_per_roi(5) > 0
@@ -173,6 +175,23 @@ def test_conv_head_evaluates_in_its_inference_form_of_the_current_weights():
     out = head(x.requires_grad_())
     assert out.grad_fn is not None  # with gradients: the modules
     torch.autograd.grad(out.sum(), x)
+
+
+@pytest.mark.parametrize("name", ["bottleneck", "non-local dot"])
+def test_a_scratch_input_takes_the_residual_sum_in_place(name):
+    """Inside the conv-head's inference form a block's input is the block before's own output: the residual sum
+    accumulates there (``addmm_``) instead of ``addmm`` copying the 1,000 × 49 × 1,024 input term into a new
+    tensor first; the result is the same as the copying call's."""
+    factory, channels = FUSABLE[name]
+    module = open_batchnorm(factory(), seed=1)
+    x = torch.randn(4, 5, 5, channels)
+    with torch.no_grad():
+        fused = module.inference_form()
+        copied = fused(x.clone())
+        scratch = x.clone()
+        ours = fused(scratch, scratch=True)
+    assert ours.data_ptr() == scratch.data_ptr()
+    torch.testing.assert_close(ours, copied, rtol=1e-6, atol=1e-6)
 
 
 def test_flops_of_the_inference_form_count_every_layer():

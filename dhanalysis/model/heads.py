@@ -73,8 +73,13 @@ class FusedLinear:
     def flops_per_row(self) -> int:
         return 2 * self.weight_t.shape[0] * self.weight_t.shape[1]
 
-    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-        """``x @ W + b``, plus ``residual`` (same shape as the output) when given, then the ReLU when ``relu``."""
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False,
+                 into_residual: bool = False) -> torch.Tensor:
+        """``x @ W + b``, plus ``residual`` (same shape as the output) when given, then the ReLU when ``relu``.
+
+        ``into_residual``: the sum is accumulated in ``residual``'s own memory (which must be contiguous), for a
+        residual nothing reads afterwards. ``addmm`` with a separate output first copies its input term there: at
+        the conv-head's 1,000 RoIs that is a 200 MB copy per block, 4% of an evaluation (BENCHMARKS.md)."""
         rows = x.reshape(-1, x.shape[-1])
         if residual is None and self.packed is not None and len(rows) and rows.dtype == torch.bfloat16:
             out = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias,
@@ -82,6 +87,8 @@ class FusedLinear:
             return out.reshape(*x.shape[:-1], out.shape[-1])
         if residual is None:
             out = torch.addmm(self.bias, rows, self.weight_t)
+        elif into_residual:
+            out = residual.view(len(rows), -1).addmm_(rows, self.weight_t).add_(self.bias)
         else:
             out = torch.addmm(residual.reshape(len(rows), -1), rows, self.weight_t).add_(self.bias)
         if relu:
@@ -227,9 +234,10 @@ class FusedResidualBlock:
     def flops_per_roi(self, size: int) -> int:
         return size * size * (self.conv1.flops_per_row + self.conv2.flops_per_row + self.shortcut.flops_per_row)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """The sum accumulates in the shortcut's own output (``scratch``, for the blocks' common call, is moot)."""
         h = self.conv1(x).relu_()
-        return self.conv2(h, residual=self.shortcut(x)).relu_()
+        return self.conv2(h, residual=self.shortcut(x), into_residual=True).relu_()
 
 
 class Bottleneck(nn.Module):
@@ -269,10 +277,11 @@ class FusedBottleneck:
     def flops_per_roi(self, size: int) -> int:
         return size * size * (self.conv1.flops_per_row + self.conv2.flops_per_row + self.conv3.flops_per_row)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """``scratch``: nothing reads ``x`` afterwards, so the identity shortcut's sum may overwrite it."""
         h = self.conv1(x).relu_()
         h = self.conv2(h).relu_()
-        return self.conv3(h, residual=x).relu_()
+        return self.conv3(h, residual=x, into_residual=scratch).relu_()
 
 
 class NonLocalBlock(nn.Module):
@@ -349,7 +358,8 @@ class FusedNonLocalBlock:
         inner = self.qkv.weight_t.shape[1] // 3
         return pos * (self.qkv.flops_per_row + self.out.flops_per_row) + 2 * (2 * pos * pos * inner)  # + θφᵀ, ·g
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """``scratch``: nothing reads ``x`` afterwards, so the residual sum may overwrite it."""
         n, h, w, _ = x.shape
         pos = h * w
         qkv = self.qkv(x).reshape(n, pos, 3, self.groups, -1)  # channel j of θ/φ/g is group j // (inner / groups)
@@ -357,7 +367,7 @@ class FusedNonLocalBlock:
         affinity = theta @ phi.transpose(2, 3)
         affinity = affinity.softmax(-1) if self.mode == "gaussian" else affinity.div_(pos)
         y = (affinity @ g).transpose(1, 2).reshape(n, h, w, -1)
-        return self.out(y, residual=x).relu_()
+        return self.out(y, residual=x, into_residual=scratch).relu_()
 
 
 class ConvHead(nn.Module):
@@ -538,9 +548,10 @@ class FusedConvHead:
         return sum(block.flops_per_roi(size) for block in self.blocks)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The output map before average pooling, channels-last ``(N, S, S, dim)``."""
-        for block in self.blocks:
-            x = block(x)
+        """The output map before average pooling, channels-last ``(N, S, S, dim)``. ``x`` is left as it was; each
+        later block's input is the block before's own output, which it may overwrite."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, scratch=i > 0)
         return x
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
