@@ -8,7 +8,7 @@
                                                 #     longer ones, Single-FC at several fc widths against Single-Conv
                                                 #     (--ship DIR copies its tables to DIR/regime/)
   dhanalysis reproduce --regime variants        # ... the other Table 1 variants at 3,600, 5,400 and 7,200 iterations
-  dhanalysis reproduce --regime all             # ... every compared run at 5,400 and 7,200 iterations, trained together
+  dhanalysis reproduce --regime all             # ... every compared run at 5,400 and 7,200 iterations, together
 
 The study itself is `dhanalysis.study` (plan, runner, claims, findings, shipping); this command parses flags and
 prints. Protocol (every result says which): per trunk, one detector trained end to end — the paper's protocol — whose
