@@ -8,7 +8,7 @@
                                                 #     longer ones, Single-FC at several fc widths against Single-Conv
                                                 #     (--ship DIR copies its tables to DIR/regime/)
   dhanalysis reproduce --regime variants        # ... the other Table 1 variants at 3,600, 5,400 and 7,200 iterations
-  dhanalysis reproduce --regime all             # ... every compared run at 5,400 and 7,200 iterations, together
+  dhanalysis reproduce --regime all             # ... every compared run at 5,400, 7,200 and 9,600 iterations, together
 
 The study itself is `dhanalysis.study` (plan, runner, claims, findings, shipping); this command parses flags and
 prints. Protocol (every result says which): per trunk, one detector trained end to end — the paper's protocol — whose
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only the regime pilot on the val split (the study's trunk, then: 'widths' (default) "
                         "Single-FC at several fc widths and Single-Conv, each at its schedule and longer ones; "
                         "'variants' the other Table 1 variants at 3,600, 5,400 and 7,200 head iterations; 'all' "
-                        "every one of them at 5,400 and 7,200, a schedule's runs trained together): "
+                        "every one of them at 5,400, 7,200 and 9,600, a schedule's runs trained together): "
                         "results/<study>/regime/regime*.csv")
     parser.add_argument("--replicates", type=at_least(2), help="bootstrap replicates of the findings, at least 2 (an "
                         "interval needs two; default: the study's, 4000, or 50 with --tiny)")
