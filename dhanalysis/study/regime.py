@@ -53,8 +53,8 @@ VARIANTS_REGIME = RegimePlan(fc_dims=(), schedules=(), variants=("double-fc-w1",
                              variant_schedules=(3600, 5400, 7200))
 # the schedule check of every compared run at once, the runs of one schedule trained together (one RoI sampling and
 # pooling for all): 5,400 against 7,200 chose the study's 7,200 (docs/reproduce.md), and 9,600 checks 7,200
-ALL_REGIME = replace(REGIME, schedules=(5400, 7200, 9600), variants=VARIANTS_REGIME.variants,
-                     variant_schedules=(5400, 7200, 9600))
+ALL_SCHEDULES = (5400, 7200, 9600)
+ALL_REGIME = replace(REGIME, schedules=ALL_SCHEDULES, variants=VARIANTS_REGIME.variants, variant_schedules=ALL_SCHEDULES)
 TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4), variants=("double-conv-w1",), variant_schedules=(4,))
 REGIMES = {"widths": REGIME, "variants": VARIANTS_REGIME, "all": ALL_REGIME}
 
