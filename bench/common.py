@@ -7,6 +7,7 @@ are taken per round (`paired_ratio`), so load that changes between rounds cancel
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -43,6 +44,36 @@ def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
     """Median over rounds of time[num] / time[den] of the same round: the two ran back to back under the same load,
     so a load that changes between rounds (other processes on the cores) cancels out of each ratio."""
     return statistics.median(a / b for a, b in zip(timings[num]["times"], timings[den]["times"]))
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free interval for the median of ``values``: ``(low, high, coverage)``.
+
+    The k-th smallest and k-th largest of n values bracket the population median unless at least n − k + 1 of
+    them fall on one side of it, which for independent draws from any continuous distribution has probability
+    2·P(Binomial(n, ½) ≤ k − 1). k is the largest whose coverage is still ≥ ``level``; where n is too small for
+    that (fewer than 6 values at 95%), the interval is the whole range and ``coverage`` says what it reaches (75% for
+    3), so a reader sees how far a benchmark's few rounds pin its ratio down.
+    """
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+
+    def coverage(k: int) -> float:  # 1 − 2·P(Binomial(n, ½) ≤ k − 1)
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return xs[k - 1], xs[n - k], coverage(k)
+
+
+def paired_interval(timings: dict[str, dict], num: str, den: str, level: float = 0.95) -> tuple[float, float, float]:
+    """`median_interval` of the per-round ratios that `paired_ratio` takes the median of."""
+    return median_interval([a / b for a, b in zip(timings[num]["times"], timings[den]["times"])], level)
 
 
 def log(message: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import cpu_kind, interleaved, log, paired_ratio
+from bench.common import cpu_kind, interleaved, log, paired_interval, paired_ratio
 
 TRAIN_SIZE, EVAL_SHAPE, ROIS = 512, (800, 1088), 512
 # ours ÷ mmdetection's, paired, that each CPU kind must reach (issue 39: ahead of the library users would otherwise use)
@@ -111,7 +111,8 @@ def _mmdet_batch(images, targets=None):
 
 
 def run(device: str = "cpu", repeats: int = 3) -> dict:
-    """``{"step_ours_over_mmdet", "eval_ours_over_mmdet", ...}`` (median paired ratios), or ``{"skipped": reason}``."""
+    """``{"step_ours_over_mmdet", "eval_ours_over_mmdet", ...}`` (median paired ratios, with ``step_interval`` and
+    ``eval_interval``: `paired_interval`'s (low, high, coverage) over the rounds), or ``{"skipped": reason}``."""
     if importlib.util.find_spec("mmdet") is None or importlib.util.find_spec("mmcv") is None:
         reason = ("mmdetection is not installed (build it with /work/shared/tools/build-mmdet.sh VENV, run with its "
                   "python)")
@@ -188,13 +189,21 @@ def run(device: str = "cpu", repeats: int = 3) -> dict:
            "eval_ours_s": ev["ours"]["best"], "eval_mmdet_s": ev["mmdet"]["best"],
            "eval_ours_over_mmdet": paired_ratio(ev, "ours", "mmdet"), "step_times": step, "eval_times": ev,
            "cpu_kind": cpu_kind()}
+    # the rounds' spread, so a ratio near its target reads as met, missed, or undecided at this many rounds
+    out["step_interval"] = paired_interval(step, "ours", "mmdet")
+    out["eval_interval"] = paired_interval(ev, "ours", "mmdet")
+
+    def ratio_text(key: str) -> str:
+        low, high, coverage = out[f"{key}_interval"]
+        return f"paired {out[f'{key}_ours_over_mmdet']:.3f}, {coverage:.0%} [{low:.3f}, {high:.3f}]"
+
     log(f"mmdet: step ours {out['step_ours_s']:.2f} s, mmdetection {out['step_mmdet_s']:.2f} s "
         f"({out['step_ours_over_mmdet']:.3f}); evaluation ours {out['eval_ours_s']:.2f} s, mmdetection "
         f"{out['eval_mmdet_s']:.2f} s ({out['eval_ours_over_mmdet']:.3f})")
     out["line"] = (f"| Double-Head R-50-FPN, ours / mmdetection: training step; evaluation, {out['cpu_kind']} | "
                    f"{out['step_ours_s']:.2f} / {out['step_mmdet_s']:.2f} s "
-                   f"(paired {out['step_ours_over_mmdet']:.3f}); "
-                   f"{out['eval_ours_s']:.2f} / {out['eval_mmdet_s']:.2f} s (paired {out['eval_ours_over_mmdet']:.3f})"
+                   f"({ratio_text('step')}); "
+                   f"{out['eval_ours_s']:.2f} / {out['eval_mmdet_s']:.2f} s ({ratio_text('eval')})"
                    f" | <= {STEP_TARGET}; <= {EVAL_TARGET} | "
                    f"{'yes' if out['step_ours_over_mmdet'] <= STEP_TARGET else 'NO'}; "
                    f"{'yes' if out['eval_ours_over_mmdet'] <= EVAL_TARGET else 'NO'} |")

@@ -107,3 +107,55 @@ def test_the_mmdetection_row_names_the_cpu_kind_when_skipped():
     if "skipped" not in out:
         pytest.skip("mmdetection is installed here: the full row is measured by python -m bench")
     assert out["cpu_kind"] in out["line"] and out["cpu_kind"].split()[0] in ("AMX", "AVX-512", "AVX2", "other")
+
+
+def _median_interval():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.common import median_interval
+    finally:
+        sys.path.remove(str(ROOT))
+    return median_interval
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 6, 9, 15, 40])
+def test_the_median_interval_is_the_order_statistic_interval_of_the_binomial(n):
+    """The k-th smallest and largest of n values, k the largest whose binomial coverage is >= 95%; fewer than 6 values
+    give the whole range and say what it covers (checked against scipy's binomial distribution)."""
+    from scipy.stats import binom
+
+    median_interval = _median_interval()
+    values = list(range(n, 0, -1))  # unsorted on purpose
+    low, high, coverage = median_interval(values)
+    ks = [k for k in range(1, (n + 1) // 2 + 1) if 1 - 2 * binom.cdf(k - 1, n, 0.5) >= 0.95]
+    k = max(ks) if ks else 1
+    assert (low, high) == (k, n - k + 1)
+    assert coverage == pytest.approx(1 - 2 * binom.cdf(k - 1, n, 0.5), abs=1e-12)
+
+
+def test_the_median_interval_covers_a_known_median_as_often_as_it_says():
+    """Simulated paired ratios with a known median, from a skewed law with rare slow rounds (as a shared machine's
+    timings are): over 4,000 draws of 9 rounds the interval holds the true median at least as often as it says."""
+    import numpy as np
+
+    median_interval = _median_interval()
+
+    def ratios(rng, n):  # lognormal around 0.8, and one round in ten 1.3× slower
+        return 0.8 * np.exp(rng.normal(0.0, 0.1, n)) * np.where(rng.random(n) < 0.1, 1.3, 1.0)
+
+    truth = float(np.median(ratios(np.random.default_rng(1), 2_000_000)))  # the mixture's median, to ~1e-4
+    rng = np.random.default_rng(0)
+    hits, coverage = 0, 0.0
+    for _ in range(4000):
+        low, high, coverage = median_interval(ratios(rng, 9).tolist())
+        hits += low <= truth <= high
+    assert coverage >= 0.95
+    assert hits / 4000 >= coverage - 0.01  # the binomial standard error at 4,000 draws is 0.003
+
+
+def test_the_median_interval_rejects_what_has_no_median():
+    median_interval = _median_interval()
+    with pytest.raises(ValueError, match="at least one value"):
+        median_interval([])
+    with pytest.raises(ValueError, match="level"):
+        median_interval([1.0, 2.0], level=1.0)
