@@ -40,10 +40,15 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 3,
             for name, t in runs.items()}
 
 
+def round_ratios(timings: dict[str, dict], num: str, den: str) -> list[float]:
+    """time[num] / time[den] of each round: the two ran back to back under the same load, so a load that changes
+    between rounds (other processes on the cores) cancels out of each ratio."""
+    return [a / b for a, b in zip(timings[num]["times"], timings[den]["times"])]
+
+
 def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
-    """Median over rounds of time[num] / time[den] of the same round: the two ran back to back under the same load,
-    so a load that changes between rounds (other processes on the cores) cancels out of each ratio."""
-    return statistics.median(a / b for a, b in zip(timings[num]["times"], timings[den]["times"]))
+    """The median over rounds of `round_ratios`."""
+    return statistics.median(round_ratios(timings, num, den))
 
 
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -72,8 +77,8 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
 
 
 def paired_interval(timings: dict[str, dict], num: str, den: str, level: float = 0.95) -> tuple[float, float, float]:
-    """`median_interval` of the per-round ratios that `paired_ratio` takes the median of."""
-    return median_interval([a / b for a, b in zip(timings[num]["times"], timings[den]["times"])], level)
+    """`median_interval` of the `round_ratios` that `paired_ratio` takes the median of."""
+    return median_interval(round_ratios(timings, num, den), level)
 
 
 def log(message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -13,17 +14,23 @@ import pytest
 from helpers import ROOT
 
 
+def _bench(module: str):
+    """``bench.<module>`` imported from the repository root (the benchmarks are not an installed package)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        return importlib.import_module(f"bench.{module}")
+    finally:
+        sys.path.remove(str(ROOT))
+
+
 @pytest.mark.slow
 def test_the_benchmark_runs_to_its_table(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--repeats", "1", "--json", str(out)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    sys.path.insert(0, str(ROOT))
-    try:
-        from bench.__main__ import TARGETS, lookup
-    finally:
-        sys.path.remove(str(ROOT))
+    main = _bench("__main__")
+    TARGETS, lookup = main.TARGETS, main.lookup
     results = json.loads(out.read_text())
     for path, _, _, what in TARGETS:
         value = lookup(results, path)  # every target measured, as a finite number, and printed in the table
@@ -90,11 +97,7 @@ def test_the_detections_bench_runs_quick_under_the_memory_policy(tmp_path):
 ])
 def test_the_cpu_kind_follows_the_flags_and_the_kernel_limits(flags, env, kind):
     """The mmdetection rows name the CPU kind they were measured on, emulation included (issue: ratios per kind)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from bench.common import cpu_kind
-    finally:
-        sys.path.remove(str(ROOT))
+    cpu_kind = _bench("common").cpu_kind
     cpuinfo = f"processor\t: 0\nmodel name\t: Xeon X\nflags\t\t: {flags}\n"
     assert cpu_kind(cpuinfo, env) == kind
 
@@ -109,22 +112,13 @@ def test_the_mmdetection_row_names_the_cpu_kind_when_skipped():
     assert out["cpu_kind"] in out["line"] and out["cpu_kind"].split()[0] in ("AMX", "AVX-512", "AVX2", "other")
 
 
-def _median_interval():
-    sys.path.insert(0, str(ROOT))
-    try:
-        from bench.common import median_interval
-    finally:
-        sys.path.remove(str(ROOT))
-    return median_interval
-
-
 @pytest.mark.parametrize("n", [1, 3, 5, 6, 9, 15, 40])
 def test_the_median_interval_is_the_order_statistic_interval_of_the_binomial(n):
     """The k-th smallest and largest of n values, k the largest whose binomial coverage is >= 95%; fewer than 6 values
     give the whole range and say what it covers (checked against scipy's binomial distribution)."""
     from scipy.stats import binom
 
-    median_interval = _median_interval()
+    median_interval = _bench("common").median_interval
     values = list(range(n, 0, -1))  # unsorted on purpose
     low, high, coverage = median_interval(values)
     ks = [k for k in range(1, (n + 1) // 2 + 1) if 1 - 2 * binom.cdf(k - 1, n, 0.5) >= 0.95]
@@ -138,7 +132,7 @@ def test_the_median_interval_covers_a_known_median_as_often_as_it_says():
     timings are): over 4,000 draws of 9 rounds the interval holds the true median at least as often as it says."""
     import numpy as np
 
-    median_interval = _median_interval()
+    median_interval = _bench("common").median_interval
 
     def ratios(rng, n):  # lognormal around 0.8, and one round in ten 1.3× slower
         return 0.8 * np.exp(rng.normal(0.0, 0.1, n)) * np.where(rng.random(n) < 0.1, 1.3, 1.0)
@@ -154,7 +148,7 @@ def test_the_median_interval_covers_a_known_median_as_often_as_it_says():
 
 
 def test_the_median_interval_rejects_what_has_no_median():
-    median_interval = _median_interval()
+    median_interval = _bench("common").median_interval
     with pytest.raises(ValueError, match="at least one value"):
         median_interval([])
     with pytest.raises(ValueError, match="level"):
