@@ -7,8 +7,9 @@
   dhanalysis reproduce --regime                 # the regime pilot on val: each compared head at its schedule and at
                                                 #     longer ones, Single-FC at several fc widths against Single-Conv
                                                 #     (--ship DIR copies its tables to DIR/regime/)
-  dhanalysis reproduce --regime variants        # ... the other Table 1 variants at 3,600, 5,400 and 7,200 iterations
-  dhanalysis reproduce --regime all             # ... every compared run at 5,400, 7,200 and 9,600 iterations, together
+  dhanalysis reproduce --regime variants        # ... the other Table 1 variants at longer schedules
+  dhanalysis reproduce --regime all             # ... every compared run at the longest ones, a schedule's runs
+                                                #     trained together (--regime's help lists the schedules)
 
 The study itself is `dhanalysis.study` (plan, runner, claims, findings, shipping); this command parses flags and
 prints. Protocol (every result says which): per trunk, one detector trained end to end — the paper's protocol — whose
@@ -33,12 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "to DIR, e.g. docs/reproduction, and regenerate the findings section of --readme")
     parser.add_argument("--readme", help="with --ship, the README whose findings section it regenerates (default: "
                         "README.md; 'none' to leave it)")
-    parser.add_argument("--regime", nargs="?", const="widths", choices=("widths", "variants", "all"),
-                        help="only the regime pilot on the val split (the study's trunk, then: 'widths' (default) "
-                        "Single-FC at several fc widths and Single-Conv, each at its schedule and longer ones; "
-                        "'variants' the other Table 1 variants at 3,600, 5,400 and 7,200 head iterations; 'all' "
-                        "every one of them at 5,400, 7,200 and 9,600, a schedule's runs trained together): "
-                        "results/<study>/regime/regime*.csv")
+    from dhanalysis.study.regime import REGIMES
+
+    pilots = "; ".join(f"'{name}'{' (default)' * (i == 0)}: {plan.describe()}" for i, (name, plan)
+                       in enumerate(REGIMES.items()))
+    parser.add_argument("--regime", nargs="?", const=next(iter(REGIMES)), choices=tuple(REGIMES),
+                        help=f"only the regime pilot, after the study's trunk; a schedule's runs train together. "
+                        f"{pilots}. Writes results/<study>/regime/regime*.csv")
     parser.add_argument("--replicates", type=at_least(2), help="bootstrap replicates of the findings, at least 2 (an "
                         "interval needs two; default: the study's, 4000, or 50 with --tiny)")
 

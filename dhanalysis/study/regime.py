@@ -43,6 +43,23 @@ class RegimePlan:
     variants: tuple[str, ...] = ()
     variant_schedules: tuple[int, ...] = ()
 
+    def describe(self) -> str:
+        """What the pilot trains, in words and its own numbers (the command's help is built from it, so the help
+        cannot drift from the plan)."""
+        parts = []
+        if self.fc_dims:
+            parts.append(f"Single-FC at fc widths {_listed(self.fc_dims, '')} and Single-Conv at "
+                         f"{_listed(self.schedules)} head iterations")
+        if self.variants:
+            parts.append(f"{_listed(self.variants, '')} at {_listed(self.variant_schedules)}")
+        return "; ".join(parts) + f" (seed {self.seed}, the {self.trunk} trunk, on {self.split})"
+
+
+def _listed(values: tuple, spec: str = ",") -> str:
+    """``(a, b, c)`` as "a, b and c", each formatted with ``spec`` (default: thousands separators)."""
+    words = [format(v, spec) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
 
 REGIME = RegimePlan()
 # every other variant of Table 1's weight-1.0 group at 3,600 (the earlier schedule), 5,400 and 7,200 head iterations:
@@ -54,7 +71,8 @@ VARIANTS_REGIME = RegimePlan(fc_dims=(), schedules=(), variants=("double-fc-w1",
 # the schedule check of every compared run at once, the runs of one schedule trained together (one RoI sampling and
 # pooling for all): 5,400 against 7,200 chose the study's 7,200 (docs/reproduce.md), and 9,600 checks 7,200
 ALL_SCHEDULES = (5400, 7200, 9600)
-ALL_REGIME = replace(REGIME, schedules=ALL_SCHEDULES, variants=VARIANTS_REGIME.variants, variant_schedules=ALL_SCHEDULES)
+ALL_REGIME = replace(REGIME, schedules=ALL_SCHEDULES, variants=VARIANTS_REGIME.variants,
+                     variant_schedules=ALL_SCHEDULES)
 TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4), variants=("double-conv-w1",), variant_schedules=(4,))
 REGIMES = {"widths": REGIME, "variants": VARIANTS_REGIME, "all": ALL_REGIME}
 
