@@ -47,7 +47,7 @@ def no_work(monkeypatch):
         raise AssertionError("the command started its work instead of refusing the input")
 
     for target in ("dhanalysis.engine.train._train_group", "dhanalysis.engine.pretrain.pretrain_backbone",
-                   "dhanalysis.engine.sweep.run_sweep", "dhanalysis.study.run_study", "dhanalysis.study.ship"):
+                   "dhanalysis.engine.sweep.run_sweep", "dhanalysis.study.runner.run_study", "dhanalysis.study.ship.ship"):
         monkeypatch.setattr(target, started)
 
 

@@ -250,10 +250,9 @@ def test_two_trunk_table_and_frozen_trunk_claims(study):
 
 
 def test_ship_copies_small_results_only_and_writes_pages_from_the_tables(study, tmp_path):
-    from dhanalysis.study import ship
     from dhanalysis.study.ship import (CHECKS_END, CHECKS_START, README_END, README_START, alignment_section,
                                        checks_section, dose_section, findings_section, read_section,
-                                       readme_findings)
+                                       readme_findings, ship)
 
     layout, _, _ = study
     frame = pd.read_csv(layout.results / "findings.csv")

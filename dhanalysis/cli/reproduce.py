@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dhanalysis.study import FULL, TINY, run_study, ship
+    from dhanalysis.study import FULL, TINY, run_study
+    from dhanalysis.study.ship import ship
 
     readme = preflight(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
