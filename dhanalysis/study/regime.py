@@ -14,6 +14,11 @@ heads at different points of their learning. This module measures both, on the f
 All runs of one schedule train together on the trunk (one RoI sampling and pooling per iteration for every head:
 `engine.train.train_together`), one seed, evaluated on ``val``. Outputs: ``regime.csv`` (one row per run and
 schedule), ``regime_convergence.csv`` and ``regime_gaps.csv``, derived from it.
+
+Each difference in those tables carries its standard error over the val images (``*_se_images``): every run's AP on
+the same bootstrap draws of the images, so a difference's replicates are paired. With one seed this is the image part
+of the noise only, a lower bound on the whole: a schedule whose AP is 0.5 points from the longest one's may still be
+converged when that standard error is 1 point, and the 0.3-point verdict is printed beside it, not replaced by it.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dhanalysis.study.plan import StudyPlan
 
 CONVERGED_WITHIN = 0.3  # AP points: a schedule within this of the longest one's AP has converged
+NOISE_REPLICATES = 500  # image draws behind the tables' standard errors (a standard error's own spread: ~3 %)
 REGIME_CSV, CONVERGENCE_CSV, GAPS_CSV = "regime.csv", "regime_convergence.csv", "regime_gaps.csv"
 
 
@@ -115,7 +122,7 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     from dhanalysis.errors import DHError
     from dhanalysis.folders import write_table
     from dhanalysis.study.runner import Steps, common_values, evaluate_runs, prepare_data, run_values, train_trunk
-    from dhanalysis.vocab import DEFAULT_MODES, FINAL_CHECKPOINT, VARIANTS
+    from dhanalysis.vocab import DEFAULT_MODES, FINAL_CHECKPOINT, VARIANTS, split_paths
 
     trunk = next((t for t in plan.trunks if t.name == regime.trunk), None)
     if trunk is None:
@@ -160,21 +167,64 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
                              else (2, r))
     frame = frame.assign(_o=order, _w=frame["fc_dim"].fillna(0)).sort_values(
         ["iterations", "_o", "_w"], kind="stable").drop(columns=["_o", "_w"]).reset_index(drop=True)
-    convergence, gaps = regime_tables(frame)
+    convergence, gaps = regime_tables(frame, ap_replicates(frame, out, split_paths(layout.data, regime.split)[1]))
     write_table(frame, out / Path(REGIME_CSV).stem, parquet=False)
     write_table(convergence, out / Path(CONVERGENCE_CSV).stem, parquet=False)
     write_table(gaps, out / Path(GAPS_CSV).stem, parquet=False)
     return frame
 
 
-def regime_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(convergence, gaps) from ``regime.csv``'s rows.
+def ap_replicates(frame: pd.DataFrame, results: Path, ground_truth: Path, replicates: int = NOISE_REPLICATES,
+                  seed: int = 0) -> np.ndarray:
+    """``(len(frame), replicates)``: each row's AP on the same bootstrap draws of the images it was evaluated on.
+
+    A row's AP is read from ``results/it<iterations>/<run>/``'s detections of its mode, matched once
+    (`metrics.resampled_ap.CocoMatches`, pycocotools' AP on each draw). One draw serves every row, so a difference
+    of two rows' replicates is paired: what the images the two runs share do to it is counted once.
+    """
+    import json
+
+    from dhanalysis.errors import DHError
+    from dhanalysis.stats.bootstrap import positions_of, replicate_counts
+    from dhanalysis.study.evidence import load_matches
+    from dhanalysis.vocab import DEFAULT_MODES, EVALUATED_IMAGES_JSON
+
+    gt = json.loads(Path(ground_truth).read_text())
+    folders = [Path(results) / f"it{int(r.iterations)}" / r.run for r in frame.itertuples()]
+    images = {tuple(json.loads((f / EVALUATED_IMAGES_JSON).read_text())["image_ids"]) for f in folders}
+    if len(images) != 1:  # paired draws need one image set: a run evaluated on other images is not comparable
+        raise DHError(f"the regime's runs under {results} were evaluated on {len(images)} different image sets; "
+                      "delete their eval.csv files and rerun `dhanalysis reproduce --regime` to evaluate them again")
+    ids = sorted(images.pop())
+    draws = [positions_of(row) for row in replicate_counts(len(ids), replicates, seed)]
+    out = np.empty((len(frame), replicates))
+    # rows written before regime.csv had a mode column are their variant's default mode (what was read then)
+    modes = frame["mode"].where(frame["mode"].notna(), frame["variant"].map(DEFAULT_MODES)) if "mode" in frame \
+        else frame["variant"].map(DEFAULT_MODES)
+    for i, (folder, mode) in enumerate(zip(folders, modes)):
+        matches = load_matches(gt, folder, [mode], ids)[mode]
+        out[i] = [matches.ap(d)[0] for d in draws]
+    return out
+
+
+def _se_points(replicates: np.ndarray) -> np.ndarray:
+    """Per row, the standard deviation of replicates in AP points (NaN where fewer than two are finite)."""
+    finite = np.isfinite(replicates).sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        return np.where(finite >= 2, 100 * np.nanstd(replicates, axis=1, ddof=1), np.nan)
+
+
+def regime_tables(frame: pd.DataFrame, replicates: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(convergence, gaps) from ``regime.csv``'s rows (and, where given, each row's AP on shared image draws:
+    `ap_replicates`, rows as ``frame``'s).
 
     convergence: per run and schedule, its AP against the longest schedule's, in AP points, and whether it is within
     `CONVERGED_WITHIN` (empty for the run's longest schedule itself, which nothing longer measures). gaps: per fc
     width and schedule, Single-FC − Single-Conv AP (and AP50) in points — positive is the paper's order (the fc-head
-    the better recogniser).
+    the better recogniser). With ``replicates``, each difference's standard error over the images
+    (``delta_se_images``, ``gap_AP_se_images``; one seed, so training noise is not in it).
     """
+    frame = frame.reset_index(drop=True)
     longest = frame.groupby("run")["iterations"].transform("max")  # each run's own longest schedule
     final = frame[frame["iterations"] == longest].set_index("run")["AP"]
     conv = frame.assign(AP_longest=frame["run"].map(final), longest=longest)
@@ -182,14 +232,27 @@ def regime_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # the longest schedule has nothing longer to be measured against: its convergence is unknown, not "yes"
     conv["converged"] = (conv["delta_points"].abs() <= CONVERGED_WITHIN).astype(object).where(
         conv["iterations"] < longest, None)
-    convergence = conv[["trunk", "run", "variant", "fc_dim", "iterations", "AP", "longest", "AP_longest",
-                        "delta_points", "converged"]]
-    single_conv = frame[frame["variant"] == "single-conv"].set_index("iterations")
+    columns = ["trunk", "run", "variant", "fc_dim", "iterations", "AP", "longest", "AP_longest", "delta_points",
+               "converged"]
+    single_conv = frame[frame["variant"] == "single-conv"]
     fc = frame[frame["variant"] == "single-fc"]
-    gaps = fc.assign(conv_AP=fc["iterations"].map(single_conv["AP"]),
-                     conv_AP50=fc["iterations"].map(single_conv["AP50"]))
+    conv_row = fc["iterations"].map(pd.Series(single_conv.index, index=single_conv["iterations"]))
+    gaps = fc.assign(conv_AP=conv_row.map(frame["AP"]), conv_AP50=conv_row.map(frame["AP50"]))
     gaps["gap_AP_points"] = 100 * (gaps["AP"] - gaps["conv_AP"])
     gaps["gap_AP50_points"] = 100 * (gaps["AP50"] - gaps["conv_AP50"])
     gaps["paper_order"] = gaps["gap_AP_points"] >= 0
-    return convergence, gaps[["trunk", "fc_dim", "iterations", "AP", "conv_AP", "gap_AP_points", "AP50", "conv_AP50",
-                              "gap_AP50_points", "paper_order"]].reset_index(drop=True)
+    gap_columns = ["trunk", "fc_dim", "iterations", "AP", "conv_AP", "gap_AP_points", "AP50", "conv_AP50",
+                   "gap_AP50_points", "paper_order"]
+    if replicates is not None:
+        final_row = frame["run"].map(pd.Series(frame.index[frame["iterations"] == longest],
+                                               index=frame.loc[frame["iterations"] == longest, "run"]))
+        se = _se_points(replicates[final_row.to_numpy()] - replicates)
+        conv["delta_se_images"] = np.where(conv["iterations"] < longest, se, np.nan)
+        columns.insert(columns.index("delta_points") + 1, "delta_se_images")
+        has_conv = conv_row.notna().to_numpy()
+        gap_se = np.full(len(fc), np.nan)
+        gap_se[has_conv] = _se_points(replicates[fc.index[has_conv]]
+                                      - replicates[conv_row[has_conv].astype(int).to_numpy()])
+        gaps["gap_AP_se_images"] = gap_se
+        gap_columns.insert(gap_columns.index("gap_AP_points") + 1, "gap_AP_se_images")
+    return conv[columns], gaps[gap_columns].reset_index(drop=True)
