@@ -364,16 +364,24 @@ def test_quality_targets_are_read_at_the_worst_replicate(study):
 
 
 def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
-    """The regime pilot (study/regime.py) reuses the study's trunk, evaluates every run on ``val`` only, and its
-    convergence and gap tables equal a recomputation from the runs' eval.csv files."""
+    """The regime pilot (study/regime.py) reuses the study's trunk, evaluates every run on ``val`` only (the study's
+    val images and more from the same generator: TINY_REGIME extends the split), and its convergence and gap tables
+    equal a recomputation from the runs' eval.csv files."""
     from dhanalysis.model.checkpoint import read_checkpoint
     from dhanalysis.study.regime import TINY_REGIME, run_regime
     from dhanalysis.vocab import DEFAULT_MODES
 
     layout, _, _ = study
     frame = run_regime(TINY, layout, TINY_REGIME, device="cpu")
-    val_ids = sorted(img["id"] for img in json.loads((layout.data / "annotations" / "instances_val.json").read_text())[
+    extended = layout.work / "data" / f"{layout.data_dir}-val{TINY_REGIME.val_images}"
+    val_ids = sorted(img["id"] for img in json.loads((extended / "annotations" / "instances_val.json").read_text())[
         "images"])
+    study_val = json.loads((layout.data / "annotations" / "instances_val.json").read_text())["images"]
+    assert len(val_ids) == TINY_REGIME.val_images > len(study_val)
+    for name in (img["file_name"] for img in study_val):  # the study's val images come first, unchanged
+        assert (extended / "val" / name).read_bytes() == (layout.data / "val" / name).read_bytes()
+    assert set(frame["images"]) == {TINY_REGIME.val_images}
+    out = TINY_REGIME.results(layout)
     # the widths and Single-Conv at every schedule; the other variants (with the plan's heads) at theirs
     runs = {it: ["single-conv", *[f"single-fc-d{d}" for d in TINY_REGIME.fc_dims]] for it in TINY_REGIME.schedules}
     for it in TINY_REGIME.variant_schedules:
@@ -382,7 +390,7 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
     ap = {}
     for it, names in runs.items():
         for run in names:
-            folder = layout.results / "regime" / f"it{it}" / run
+            folder = out / f"it{it}" / run
             assert json.loads((folder / EVALUATED_IMAGES_JSON).read_text())["image_ids"] == val_ids
             ev = pd.read_csv(folder / "eval.csv").set_index("mode")
             variant = frame[frame["run"] == run]["variant"].iloc[0]
@@ -390,7 +398,7 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
             state = read_checkpoint(layout.checkpoints / "regime" / f"it{it}" / run / "model_final.pth")
             assert state["iteration"] == it
             assert state["config"]["model"]["variant"] == variant
-    conv = pd.read_csv(layout.results / "regime" / "regime_convergence.csv")
+    conv = pd.read_csv(out / "regime_convergence.csv")
     for row in conv.itertuples():
         longest = max(it for it, names in runs.items() if row.run in names)  # the run's own longest schedule
         assert row.delta_points == pytest.approx(100 * (ap[longest, row.run] - ap[row.iterations, row.run]), abs=1e-9)
@@ -398,7 +406,7 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
             assert pd.isna(row.converged)  # nothing longer to measure it against
         else:
             assert bool(row.converged) == (abs(row.delta_points) <= 0.3)
-    gaps = pd.read_csv(layout.results / "regime" / "regime_gaps.csv")
+    gaps = pd.read_csv(out / "regime_gaps.csv")
     for row in gaps.itertuples():
         want = 100 * (ap[row.iterations, f"single-fc-d{row.fc_dim}"] - ap[row.iterations, "single-conv"])
         assert row.gap_AP_points == pytest.approx(want, abs=1e-9)
@@ -407,7 +415,8 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
     # --ship copies the three tables as written
     from dhanalysis.cli.reproduce import ship_regime
 
-    shipped = ship_regime(layout.results / "regime", tmp_path / "docs")
+    shipped = ship_regime(out, tmp_path / "docs")
     assert [p.name for p in shipped] == ["regime.csv", "regime_convergence.csv", "regime_gaps.csv"]
-    assert all(p.read_bytes() == (layout.results / "regime" / p.name).read_bytes() for p in shipped)
+    assert all(p.parent == tmp_path / "docs" / out.name for p in shipped)
+    assert all(p.read_bytes() == (out / p.name).read_bytes() for p in shipped)
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        in enumerate(REGIMES.items()))
     parser.add_argument("--regime", nargs="?", const=next(iter(REGIMES)), choices=tuple(REGIMES),
                         help=f"only the regime pilot, after the study's trunk; a schedule's runs train together. "
-                        f"{pilots}. Writes results/<study>/regime/regime*.csv")
+                        f"{pilots}. Writes results/<study>/regime/regime*.csv (regime-val<N>/ on N val images)")
     parser.add_argument("--replicates", type=at_least(2), help="bootstrap replicates of the findings, at least 2 (an "
                         "interval needs two; default: the study's, 4000, or 50 with --tiny)")
 
@@ -72,25 +72,26 @@ def run_regime_pilot(plan, workdir: Path, tag: str, args: argparse.Namespace) ->
     from dhanalysis.study.layout import Layout
 
     layout = Layout(workdir, tag, plan.data_dir)
-    frame = run_regime(plan, layout, TINY_REGIME if args.tiny else REGIMES[args.regime],
-                       str(resolve_device(args.device)))
+    regime = TINY_REGIME if args.tiny else REGIMES[args.regime]
+    frame = run_regime(plan, layout, regime, str(resolve_device(args.device)))
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(frame.to_string(index=False))
-    print(f"wrote {layout.results / 'regime'}")
+    print(f"wrote {regime.results(layout)}")
     if args.ship:
-        print(f"shipped {', '.join(str(p) for p in ship_regime(layout.results / 'regime', Path(args.ship)))}")
+        print(f"shipped {', '.join(str(p) for p in ship_regime(regime.results(layout), Path(args.ship)))}")
     return 0
 
 
 def ship_regime(results: Path, ship: Path) -> list[Path]:
-    """The regime's three tables copied, as written, to ``ship/regime/``."""
+    """The regime's three tables copied, as written, to ``ship/<results' folder name>/`` (``regime/`` on the study's
+    val split, ``regime-val<N>/`` on the extended one)."""
     import shutil
 
     from dhanalysis.study.regime import CONVERGENCE_CSV, GAPS_CSV, REGIME_CSV
 
-    (ship / "regime").mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(results / name, ship / "regime" / name)) for name in (REGIME_CSV, CONVERGENCE_CSV,
-                                                                                        GAPS_CSV)]
+    (ship / results.name).mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(results / name, ship / results.name / name))
+            for name in (REGIME_CSV, CONVERGENCE_CSV, GAPS_CSV)]
 
 
 def check_workdir(workdir: str) -> None:
