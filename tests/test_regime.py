@@ -1,7 +1,9 @@
 """The regime pilot's tables (dhanalysis/study/regime.py) without training: the standard errors of their differences
 come from one set of image draws shared by every run (identical detections differ by exactly nothing on every draw)
-and equal pycocotools' AP on the drawn images; runs evaluated on other images are refused; the command's help names
-what each pilot trains. Training and evaluating the pilot is tests/test_reproduce.py's."""
+and equal pycocotools' AP on the drawn images; runs evaluated on other images are refused; the shipped page's regime
+section is read from the tables, shows the measurement on the most images and is written only into a page shipping
+wrote; the command's help names what each pilot trains. Training and evaluating the pilot is
+tests/test_reproduce.py's."""
 
 from __future__ import annotations
 
@@ -86,6 +88,55 @@ def test_runs_evaluated_on_other_images_are_refused(pilot):
     other.write_text(json.dumps({"image_ids": json.loads(other.read_text())["image_ids"][:-1]}))
     with pytest.raises(DHError, match="2 different image sets"):
         ap_replicates(frame, results, gt, replicates=4)
+
+
+def write_tables(pilot, folder):
+    """The pilot's three tables, with standard errors, written to ``folder`` as `run_regime` writes them."""
+    frame, results, gt, *_ = pilot
+    convergence, gaps = regime_tables(frame, ap_replicates(frame, results, gt, replicates=8))
+    folder.mkdir(parents=True)
+    for name, table in (("regime.csv", frame.assign(images=12)), ("regime_convergence.csv", convergence),
+                        ("regime_gaps.csv", gaps)):
+        table.to_csv(folder / name, index=False)
+    return frame, convergence, gaps
+
+
+def test_shipped_regime_section_is_read_from_the_tables(pilot, tmp_path):
+    from dhanalysis.study.ship import regime_section
+
+    frame, convergence, gaps = write_tables(pilot, tmp_path / "regime-val12")
+    text = regime_section(tmp_path / "regime-val12", schedule=2)
+    assert "on 12 validation images" in text and "2 → 4" in text
+    for run, part in frame.groupby("run"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(run + " "))
+        assert line.split()[1:3] == [f"{100 * a:.1f}" for a in part.sort_values("iterations")["AP"]]
+        row = convergence[(convergence["run"] == run) & (convergence["iterations"] == 2)].iloc[0]
+        assert f"{row.delta_points:+.2f} ± {row.delta_se_images:.2f}" in line
+        assert line.split()[-1] == ("yes" if abs(row.delta_points) <= 0.3 else "no")
+    for r in gaps[gaps["iterations"] == 2].itertuples():
+        assert f"fc {r.fc_dim} {r.gap_AP_points:+.2f} ± {r.gap_AP_se_images:.2f}" in text
+
+
+def test_ship_regime_rewrites_only_the_page_ship_wrote_and_shows_the_most_images(pilot, tmp_path):
+    from dhanalysis.cli.reproduce import ship_regime
+    from dhanalysis.study.ship import SHIPPED_TITLE, regime_folder
+
+    write_tables(pilot, tmp_path / "work" / "regime-val12")
+    write_tables(pilot, tmp_path / "work" / "regime")
+    dest = tmp_path / "docs"
+    (dest / "regime-val4").mkdir(parents=True)  # an older, smaller measurement already shipped
+    for name in ("regime.csv", "regime_convergence.csv", "regime_gaps.csv"):
+        (dest / "regime-val4" / name).write_text((tmp_path / "work" / "regime" / name).read_text())
+    (dest / "README.md").write_text(f"{SHIPPED_TITLE}\n\nold page\n")
+    shipped = ship_regime(tmp_path / "work" / "regime-val12", dest)
+    assert shipped[-1] == dest / "README.md" and "## The regime, on val" in (dest / "README.md").read_text()
+    assert "on 12 validation images" in (dest / "README.md").read_text()
+    assert regime_folder(dest) == dest / "regime-val12"
+    ship_regime(tmp_path / "work" / "regime", dest)  # fewer images: the page keeps showing the most
+    assert regime_folder(dest) == dest / "regime-val12"
+    (dest / "README.md").write_text("# my own notes\n")  # a page ship did not write is left alone
+    assert len(ship_regime(tmp_path / "work" / "regime", dest)) == 3
+    assert (dest / "README.md").read_text() == "# my own notes\n"
 
 
 def test_regime_help_names_what_each_pilot_trains():

@@ -84,14 +84,22 @@ def run_regime_pilot(plan, workdir: Path, tag: str, args: argparse.Namespace) ->
 
 def ship_regime(results: Path, ship: Path) -> list[Path]:
     """The regime's three tables copied, as written, to ``ship/<results' folder name>/`` (``regime/`` on the study's
-    val split, ``regime-val<N>/`` on the extended one)."""
+    val split, ``regime-val<N>/`` on the extended one); where ``ship`` holds a shipped study, its index page is
+    written again from its tables, the regime's included."""
     import shutil
 
+    from dhanalysis.folders import atomic_write_text
     from dhanalysis.study.regime import CONVERGENCE_CSV, GAPS_CSV, REGIME_CSV
+    from dhanalysis.study.ship import SHIPPED_TITLE, shipped_readme
 
     (ship / results.name).mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(results / name, ship / results.name / name))
-            for name in (REGIME_CSV, CONVERGENCE_CSV, GAPS_CSV)]
+    copied = [Path(shutil.copyfile(results / name, ship / results.name / name))
+              for name in (REGIME_CSV, CONVERGENCE_CSV, GAPS_CSV)]
+    page = ship / "README.md"
+    if page.is_file() and page.read_text().startswith(SHIPPED_TITLE):  # only the page `ship` wrote
+        atomic_write_text(page, shipped_readme(ship))
+        copied.append(page)
+    return copied
 
 
 def check_workdir(workdir: str) -> None:
