@@ -188,7 +188,8 @@ FULL = StudyPlan(
     analysis_images=100,
     # §3's pair gets five seeds; Single-FC at 64, 1,024 and 2,048 wide as well (with 256: the dose-response). On val
     # at 7,200 iterations Single-Conv recognises better than Single-FC up to 1,024 wide (−4.2 AP at 256, −0.7 at
-    # 1,024) and as well as Single-FC 2,048 (+0.06): 2,048 is the strength-matched width
+    # 1,024) and as well as Single-FC 2,048 (+0.06; on val extended to 1,000 images −0.19 ± 0.32, a tie): 2,048 is
+    # the strength-matched width
     section3_seeds=(3, 4),
     fc_widths=(64, 1024, 2048),
     untrained_baseline=True,
