@@ -133,7 +133,8 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     from dhanalysis.engine.train import train_together
     from dhanalysis.errors import DHError
     from dhanalysis.folders import write_table
-    from dhanalysis.study.runner import Steps, common_values, evaluate_runs, prepare_data, run_values, train_trunk
+    from dhanalysis.study.runner import (Steps, common_values, evaluate_runs, evaluated_image_ids, prepare_data,
+                                         run_values, train_trunk)
     from dhanalysis.vocab import DEFAULT_MODES, FINAL_CHECKPOINT, VARIANTS, split_paths
 
     trunk = next((t for t in plan.trunks if t.name == regime.trunk), None)
@@ -167,13 +168,17 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
             has_fc = "fc" in VARIANTS[o["model.variant"]].head_types
             rows.append({"trunk": trunk.name, "run": name, "variant": o["model.variant"],
                          "fc_dim": width if has_fc else None,  # none: no fc-head (or the preset's width)
-                         "iterations": iterations, "split": regime.split, "images": _image_count(results / name),
-                         "seed": regime.seed,
+                         "iterations": iterations, "split": regime.split,
+                         "images": len(evaluated_image_ids(results / name)), "seed": regime.seed,
                          "mode": str(ev["mode"]), "AP": float(ev["AP"]), "AP50": float(ev["AP50"])})
     frame = pd.DataFrame(rows).astype({"fc_dim": "Int64"})
     previous = out / REGIME_CSV
     if previous.is_file():  # the rows of another regime plan run in the same folder (the widths, the variants)
         old = pd.read_csv(previous)
+        # rows written before regime.csv had a mode column (or a mode in every row) were read in their variant's
+        # default mode, which is what they are given here
+        old["mode"] = old.get("mode", pd.Series(index=old.index, dtype=object)).fillna(
+            old["variant"].map(DEFAULT_MODES))
         keep = ~old.set_index(["run", "iterations"]).index.isin(frame.set_index(["run", "iterations"]).index)
         frame = pd.concat([old[keep], frame], ignore_index=True).astype({"fc_dim": "Int64"})
     # one order however the rows came: per schedule, Single-FC by width, Single-Conv, then the other variants
@@ -201,21 +206,18 @@ def ap_replicates(frame: pd.DataFrame, results: Path, ground_truth: Path, replic
     from dhanalysis.errors import DHError
     from dhanalysis.stats.bootstrap import positions_of, replicate_counts
     from dhanalysis.study.evidence import load_matches
-    from dhanalysis.vocab import DEFAULT_MODES, EVALUATED_IMAGES_JSON
+    from dhanalysis.study.runner import evaluated_image_ids
 
     gt = json.loads(Path(ground_truth).read_text())
     folders = [Path(results) / f"it{int(r.iterations)}" / r.run for r in frame.itertuples()]
-    images = {tuple(json.loads((f / EVALUATED_IMAGES_JSON).read_text())["image_ids"]) for f in folders}
+    images = {tuple(evaluated_image_ids(f)) for f in folders}
     if len(images) != 1:  # paired draws need one image set: a run evaluated on other images is not comparable
         raise DHError(f"the regime's runs under {results} were evaluated on {len(images)} different image sets; "
                       "delete their eval.csv files and rerun `dhanalysis reproduce --regime` to evaluate them again")
-    ids = sorted(images.pop())
+    ids = list(images.pop())
     draws = [positions_of(row) for row in replicate_counts(len(ids), replicates, seed)]
     out = np.empty((len(frame), replicates))
-    # rows written before regime.csv had a mode column are their variant's default mode (what was read then)
-    modes = frame["mode"].where(frame["mode"].notna(), frame["variant"].map(DEFAULT_MODES)) if "mode" in frame \
-        else frame["variant"].map(DEFAULT_MODES)
-    for i, (folder, mode) in enumerate(zip(folders, modes)):
+    for i, (folder, mode) in enumerate(zip(folders, frame["mode"])):
         matches = load_matches(gt, folder, [mode], ids)[mode]
         out[i] = [matches.ap(d)[0] for d in draws]
     return out
@@ -238,15 +240,6 @@ def validation_layout(plan: StudyPlan, layout, regime: RegimePlan):
     extended = replace(layout, data_dir=f"{layout.data_dir}-val{regime.val_images}")
     make_synth_dataset(extended.data, **{**plan.data, "num_train": 0, "num_test": 0, "num_val": regime.val_images})
     return extended
-
-
-def _image_count(run: Path) -> int:
-    """How many images a run was evaluated on (its evaluated_images.json)."""
-    import json
-
-    from dhanalysis.vocab import EVALUATED_IMAGES_JSON
-
-    return len(json.loads((run / EVALUATED_IMAGES_JSON).read_text())["image_ids"])
 
 
 def regime_tables(frame: pd.DataFrame, replicates: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

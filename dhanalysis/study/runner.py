@@ -322,6 +322,11 @@ def analysed_detections(plan: StudyPlan, layout: Layout, trunk: Trunk, seed: int
             for role, (grid, run) in roles.items() if role in models and models[role].variant in VARIANTS}
 
 
+def evaluated_image_ids(run: Path) -> list[int]:
+    """The ids of the images eval recorded in a run's results folder (its evaluated_images.json), sorted."""
+    return sorted(json.loads((Path(run) / EVALUATED_IMAGES_JSON).read_text())["image_ids"])
+
+
 def evaluated_ground_truth(plan: StudyPlan, layout: Layout, run: Path, out: Path) -> Path:
     """The ground truth the detections files answer: the split's annotation file, or, where the plan evaluates its
     first ``eval_images`` only, that file cut to the images eval recorded in ``run`` (its evaluated_images.json),
@@ -329,7 +334,7 @@ def evaluated_ground_truth(plan: StudyPlan, layout: Layout, run: Path, out: Path
     ann = split_paths(layout.data, plan.split)[1]
     if plan.eval_images is None:
         return ann
-    ids = set(json.loads((run / EVALUATED_IMAGES_JSON).read_text())["image_ids"])
+    ids = set(evaluated_image_ids(run))
     gt = json.loads(ann.read_text())
     cut = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
            "annotations": [an for an in gt["annotations"] if an["image_id"] in ids]}

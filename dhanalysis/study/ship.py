@@ -233,8 +233,7 @@ def regime_folder(dest: Path) -> Path | None:
     """The shipped regime tables measured on the most validation images (``regime-val<N>/`` before ``regime/``, the
     study's own val split), or None when none shipped."""
     found = [p.parent for p in dest.glob(f"regime*/{CONVERGENCE_CSV}")]
-    return max(found, key=lambda p: int(p.name.removeprefix("regime-val") or 0) if p.name != "regime" else 0,
-               default=None)
+    return max(found, key=lambda p: int(p.name.removeprefix("regime-val")) if p.name != "regime" else 0, default=None)
 
 
 def regime_section(folder: Path, schedule: int | None = None) -> str:
