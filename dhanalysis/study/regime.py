@@ -172,8 +172,21 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
                          "images": len(evaluated_image_ids(results / name)), "seed": regime.seed,
                          "mode": str(ev["mode"]), "AP": float(ev["AP"]), "AP50": float(ev["AP50"])})
     frame = pd.DataFrame(rows).astype({"fc_dim": "Int64"})
-    previous = out / REGIME_CSV
-    if previous.is_file():  # the rows of another regime plan run in the same folder (the widths, the variants)
+    frame = with_earlier_rows(frame, out / REGIME_CSV)
+    convergence, gaps = regime_tables(frame, ap_replicates(frame, out, split_paths(measured.data, regime.split)[1]))
+    write_table(frame, out / Path(REGIME_CSV).stem, parquet=False)
+    write_table(convergence, out / Path(CONVERGENCE_CSV).stem, parquet=False)
+    write_table(gaps, out / Path(GAPS_CSV).stem, parquet=False)
+    return frame
+
+
+def with_earlier_rows(frame: pd.DataFrame, previous: Path) -> pd.DataFrame:
+    """``frame`` with the rows of ``previous`` (another regime plan's regime.csv in the same folder: the widths, the
+    variants) that it does not measure again, in one order however the rows came: per schedule, Single-FC by width,
+    Single-Conv, then the other variants."""
+    from dhanalysis.vocab import DEFAULT_MODES
+
+    if previous.is_file():
         old = pd.read_csv(previous)
         # rows written before regime.csv had a mode column (or a mode in every row) were read in their variant's
         # default mode, which is what they are given here
@@ -181,16 +194,10 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
             old["variant"].map(DEFAULT_MODES))
         keep = ~old.set_index(["run", "iterations"]).index.isin(frame.set_index(["run", "iterations"]).index)
         frame = pd.concat([old[keep], frame], ignore_index=True).astype({"fc_dim": "Int64"})
-    # one order however the rows came: per schedule, Single-FC by width, Single-Conv, then the other variants
     order = frame["run"].map(lambda r: (0, "") if r.startswith("single-fc-d") else (1, "") if r == "single-conv"
                              else (2, r))
-    frame = frame.assign(_o=order, _w=frame["fc_dim"].fillna(0)).sort_values(
+    return frame.assign(_o=order, _w=frame["fc_dim"].fillna(0)).sort_values(
         ["iterations", "_o", "_w"], kind="stable").drop(columns=["_o", "_w"]).reset_index(drop=True)
-    convergence, gaps = regime_tables(frame, ap_replicates(frame, out, split_paths(measured.data, regime.split)[1]))
-    write_table(frame, out / Path(REGIME_CSV).stem, parquet=False)
-    write_table(convergence, out / Path(CONVERGENCE_CSV).stem, parquet=False)
-    write_table(gaps, out / Path(GAPS_CSV).stem, parquet=False)
-    return frame
 
 
 def ap_replicates(frame: pd.DataFrame, results: Path, ground_truth: Path, replicates: int = NOISE_REPLICATES,
