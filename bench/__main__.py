@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import conv_head, detections, evaluate, mmdet, peak, sliding, together, train
+from bench import conv_head, detections, evaluate, mmdet, peak, replicates, sliding, together, train
 from bench.common import cpuinfo_fields, log
 from dhanalysis.engine.host import retain_freed_memory
 
@@ -106,6 +106,7 @@ def table(results: dict) -> str:
                  f"{tg['together_s_per_iter']:.2f} / {tg['one_at_a_time_s_per_iter']:.2f} (paired speed-up "
                  f"{tg['together_speedup']:.2f}x) | | |")
     lines += detections.rows(results["detections"])
+    lines += replicates.rows(results["replicates"])
     for path, target, op, what in TARGETS:
         value = lookup(results, path)
         met = value >= target if op == ">=" else value <= target
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     results["eval"] = evaluate.run(device, repeats=args.repeats + 1)
     results["together"] = together.run(device, repeats=args.repeats, quick=args.quick)
     results["detections"] = detections.run(quick=args.quick, repeats=1, log=log)  # minutes per round at full size
+    results["replicates"] = replicates.run(repeats=args.repeats + 1, quick=args.quick)
     results["targets"] = {path: {"value": lookup(results, path), "target": target, "op": op,
                                  "met": bool(lookup(results, path) >= target if op == ">=" else
                                              lookup(results, path) <= target)} for path, target, op, _ in TARGETS}

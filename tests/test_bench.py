@@ -39,6 +39,8 @@ def test_the_benchmark_runs_to_its_table(tmp_path):
     # the matmul floor of the sliding-window section ran (it is what broke unseen before)
     assert results["sliding_window"]["single_fc"]["head_matmul_seconds"] > 0
     assert results["together"]["together_speedup"] > 0 and "heads on one frozen trunk" in run.stdout
+    # the study's replicate AP, all at once, is the one-at-a-time accumulation's to the bit on the bench's own file
+    assert results["replicates"]["equal"] is True and "replicate AP" in run.stdout
 
 
 def test_the_measures_cost_runs_quick():

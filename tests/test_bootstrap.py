@@ -104,6 +104,50 @@ def test_ap_from_matches_equals_cocoeval_on_all_and_resampled_images(case):
         assert matches.ap(positions) == pytest.approx(expected, abs=1e-12)
 
 
+def tied_case(seed: int = 1):
+    """fake_coco with ties inside images: a detection's exact duplicate (a false positive once the object is
+    taken) and a far-off copy, both at the original's score, so true and false positives of one image share a
+    score (their copies interleave in a replicate)."""
+    coco, dets = fake_coco(seed, images=10)
+    extra = []
+    for d in dets[::3]:
+        x, y, w, h = d["bbox"]
+        extra += [dict(d), {**d, "bbox": [min(x + 90, 190), min(y + 90, 190), w / 3 + 1, h / 3 + 1]}]
+    return coco, dets + extra
+
+
+@pytest.mark.parametrize("case", ["noisy", "corner_cases", "tied"])
+def test_ap_of_every_replicate_at_once_equals_one_replicate_at_a_time_to_the_bit(case):
+    """`ap_replicates` weighs detections by their image's draw count instead of copying images: the same floats as
+    `ap` on each replicate's copied images (which equals COCOeval, above), crowds (threshold-dependent ignores),
+    ties inside an image, images drawn many times and classes absent from a replicate included."""
+    if case == "corner_cases":
+        coco, dets, ids = corner_cases()
+    else:
+        coco, dets = fake_coco() if case == "noisy" else tied_case()
+        ids = sorted(coco.getImgIds())
+    matches = CocoMatches.from_results(coco, dets, ids)
+    n = len(ids)
+    counts = replicate_counts(n, 60, seed=3)
+    one_image = np.zeros((1, n))
+    one_image[0, n // 2] = n  # a single image, drawn n times
+    counts = np.vstack([counts, one_image, np.ones((1, n))])
+    want = np.array([matches.ap(positions_of(row)) for row in counts])
+    got = matches.ap_replicates(counts)
+    assert got.shape == (len(counts), 2)
+    assert np.array_equal(got, want, equal_nan=True)
+    if case == "tied":  # the case holds what it is named for: a tie of one image's detections, in a drawn image
+        key = [(d["image_id"], d["category_id"], d["score"]) for d in dets]
+        assert len(set(key)) < len(key)
+
+
+def test_ap_replicates_refuses_counts_of_other_images():
+    coco, dets = fake_coco()
+    matches = CocoMatches.from_results(coco, dets, sorted(coco.getImgIds()))
+    with pytest.raises(ValueError, match="counts must be"):
+        matches.ap_replicates(np.ones((3, len(matches.image_ids) + 1)))
+
+
 def test_moment_sums_give_pearson_and_means():
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, 500)

@@ -7,6 +7,15 @@ matches within an image, so one matching serves every copy; only the accumulatio
 class's evaluated detections of the drawn images, concatenated in draw order (an image's own in rank order), sorted by
 falling score with a stable sort and read by `coco_match.precision_recall`, the accumulation `coco_match.evaluate`
 itself runs. A replicate's AP is thus pycocotools' on the copied images (tests/test_bootstrap.py).
+
+`CocoMatches.ap_replicates` computes every replicate at once, to the same bits, on integers until the last division.
+Within one class the copies of a detection are neighbours in the accumulation order (unless another detection of its
+image has the same score), and along a run of copies precision only rises (true positives) or recall stays (false
+positives), so every recall threshold's interpolated precision is read at a run's end: the cumulative true positives
+and counted detections with each detection weighted by its image's draw count, one row per replicate, read at the
+true positives (past one, precision only falls until the next). Detections of one image with one score are the
+exception (their copies interleave): they are written out once per copy, each present where the image is drawn that
+often. `bench/replicates.py` measures the gain.
 """
 
 from __future__ import annotations
@@ -15,8 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from dhanalysis.metrics import coco_match
+
+# replicates per block of `ap_replicates`: its (block, detections of a class) arrays stay near 8 MB
+_BLOCK_ELEMENTS = 1_000_000
 
 
 @dataclass
@@ -98,9 +111,117 @@ class CocoMatches:
         the precision entries that exist, as COCOeval's summarize; NaN where no class has a ground truth."""
         prec = self.precision(positions)
         at_50 = self.iou_thresholds == 0.5
+        return _mean_existing(prec), _mean_existing(prec[at_50] if at_50.any() else prec[:1])
 
-        def mean(p: np.ndarray) -> float:
-            p = p[p > -1]
-            return float(p.mean()) if p.size else float("nan")
+    def ap_replicates(self, counts: np.ndarray) -> np.ndarray:
+        """``(B, 2)`` (AP over IoU 0.50:0.95, AP50) on each replicate of ``counts`` ``(B, I)`` (how often each image
+        is drawn; `bootstrap.replicate_counts`): row b equals ``ap(positions_of(counts[b]))`` to the bit, computed
+        for every replicate at once (the module docstring says why that is exact)."""
+        counts = np.asarray(counts)
+        if counts.ndim != 2 or counts.shape[1] != len(self.image_ids) or (counts < 0).any() or (counts % 1).any():
+            raise ValueError(f"counts must be (replicates, {len(self.image_ids)}) non-negative whole numbers")
+        counts = counts.astype(np.int64)
+        num_thresholds, num_classes = len(self.iou_thresholds), self.positives.shape[1]
+        prec = -np.ones((len(counts), num_thresholds, len(coco_match.REC_THRS), num_classes))
+        positives = counts @ self.positives  # (B, K) ground truths that count
+        most = counts.max(axis=0, initial=0)  # (I,) the most copies of an image in any replicate
+        for k in range(num_classes):
+            has = np.flatnonzero(positives[:, k] > 0)
+            rows, copy = self._accumulation_order(k, most)
+            step = max(1, _BLOCK_ELEMENTS // max(1, len(rows)))
+            for lo in range(0, len(has), step):
+                b = has[lo:lo + step]
+                prec[b, :, :, k] = self._weighted_precision(rows, copy, counts[b], positives[b, k])
+        at_50 = self.iou_thresholds == 0.5
+        out = np.empty((len(counts), 2))
+        for b, p in enumerate(prec):  # summarize's mean per replicate, over the same entries in the same order
+            out[b] = _mean_existing(p), _mean_existing(p[at_50] if at_50.any() else p[:1])
+        return out
 
-        return mean(prec), mean(prec[at_50] if at_50.any() else prec[:1])
+    def _accumulation_order(self, k: int, most: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class ``k``'s detections in a replicate's accumulation order with each image's copies merged: falling
+        score, then image, then rank (a replicate's stable sort of its draw-ordered copies). A run of detections
+        of one image with one score is the exception: its copies interleave (copy 0's run, copy 1's, ...), so it
+        is written out ``most[image]`` times, each ``copy`` c present in a replicate that draws the image more than
+        c times. Returns the rows and their copy (-1: one entry weighted by the draw count)."""
+        lo, hi = np.searchsorted(self.category, [k, k + 1])
+        rows = np.arange(lo, hi)
+        rows = rows[np.lexsort((rows, self.image[rows], -self.score[rows]))]
+        score, image = self.score[rows], self.image[rows]
+        tied = np.zeros(len(rows), bool)
+        tied[1:] = (score[1:] == score[:-1]) & (image[1:] == image[:-1])
+        if not tied.any():
+            return rows, np.full(len(rows), -1)
+        starts = np.flatnonzero(~tied)  # runs of one image and score
+        ends = np.append(starts[1:], len(rows))
+        out_rows, out_copy = [], []
+        for a, e in zip(starts, ends):
+            if e - a == 1:
+                out_rows.append(rows[a:e])
+                out_copy.append(np.full(1, -1))
+            else:
+                n = int(most[image[a]])
+                out_rows.append(np.tile(rows[a:e], n))
+                out_copy.append(np.repeat(np.arange(n), e - a))
+        return np.concatenate(out_rows), np.concatenate(out_copy)
+
+    def _weighted_precision(self, rows: np.ndarray, copy: np.ndarray, counts: np.ndarray, positives: np.ndarray
+                            ) -> np.ndarray:
+        """``(B, T, R)`` one class's interpolated precision on B replicates: ``rows``, ``copy`` its entries in
+        accumulation order (`_accumulation_order`), ``counts`` ``(B, I)`` the draws, ``positives`` ``(B,)`` > 0 its
+        ground truths that count. The cumulative true positives and counted detections (matched or not, not
+        ignored) are read at the true positives only: past one, precision only falls until the next."""
+        drawn = counts[:, self.image[rows]]  # (B, E)
+        weight = np.where(copy < 0, drawn, drawn > copy)
+        kept = ~self.ignored[:, rows]
+        same_kept = bool((kept == kept[:1]).all())  # no threshold-dependent ignores: one cumulation serves all
+        counted = _cumulate(weight * kept[0]) if same_kept else None
+        need = _hits_needed(positives)
+        out = np.empty((len(counts), len(self.iou_thresholds), len(coco_match.REC_THRS)))
+        for t in range(len(self.iou_thresholds)):
+            at = np.flatnonzero(self.matched[t, rows] & kept[t])
+            upto = counted if same_kept else _cumulate(weight * kept[t])
+            out[:, t] = _interpolated(_cumulate(weight[:, at]), upto[:, at], need)
+        return out
+
+
+def _cumulate(a: np.ndarray) -> np.ndarray:
+    """Cumulative sums along rows of an integer array (torch's kernel: several times numpy's on these shapes)."""
+    return torch.cumsum(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)), dim=1).numpy()
+
+
+def _hits_needed(positives: np.ndarray) -> np.ndarray:
+    """``(B, R)`` per replicate with ``positives`` ``(B,)`` > 0 ground truths, the least k whose recall k / P (the
+    float `coco_match.precision_recall` computes) reaches each threshold of `coco_match.REC_THRS`: at most P."""
+    thr, pos = coco_match.REC_THRS[None, :], positives.astype(np.float64)[:, None]
+    need = np.ceil(thr * pos)  # within one of the least k: the product rounds
+    need = np.where((need - 1) / pos >= thr, need - 1, need)
+    return np.where(need / pos < thr, need + 1, need).astype(np.int64)
+
+
+def _interpolated(tp: np.ndarray, counted: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """``(B, R)`` `coco_match.precision_recall`'s interpolated precision from each replicate's cumulative true
+    positives ``tp`` and counted detections ``counted`` ``(B, J)`` (integers) at its true positives: the same floats
+    (tp / (fp + tp + eps), made monotone from the right) read where recall first reaches each threshold, found on
+    the integers (``need``: `_hits_needed`), 0 past the highest recall."""
+    num_b, num_j = tp.shape
+    if not num_j:
+        return np.zeros(need.shape)
+    pr = np.maximum.accumulate((tp / (counted + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    # first[b, k]: how many of replicate b's entries have fewer than k true positives, i.e. where k is first reached
+    width = int(need.max()) + 2
+    below = np.bincount((np.minimum(tp, width - 1) + np.arange(num_b)[:, None] * width).ravel(),
+                        minlength=num_b * width).reshape(num_b, width)
+    first = np.zeros((num_b, width), np.int64)
+    first[:, 1:] = _cumulate(below[:, :-1])
+    index = np.take_along_axis(first, need, axis=1)
+    out = np.zeros(index.shape)
+    valid = index < num_j
+    out[valid] = pr[np.nonzero(valid)[0], index[valid]]
+    return out
+
+
+def _mean_existing(p: np.ndarray) -> float:
+    """summarize's mean of the precision entries that exist (> -1); NaN where none does."""
+    p = p[p > -1]
+    return float(p.mean()) if p.size else float("nan")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dhanalysis.metrics.resampled_ap import CocoMatches
-from dhanalysis.stats.bootstrap import (DEFAULT_REPLICATES, holm, pcc_of_sums, positions_of, ratio_of_sums,
+from dhanalysis.stats.bootstrap import (DEFAULT_REPLICATES, holm, pcc_of_sums, ratio_of_sums,
                                            replicate_counts, seed_image_t, t_interval, t_p_value)
 from dhanalysis.stats.moments import MOMENTS, NUM_BINS, PCC_MOMENTS
 from dhanalysis.errors import DHError
@@ -278,9 +278,9 @@ class Evidence:
                 raise DHError(f"the seeds of run {key[0]} were evaluated on different images")
             own = np.array([m.ap()[metric] if m is not None else np.nan for m in per_seed])
             reps = np.full((self.replicates, len(per_seed)), np.nan)
-            for b, counts in enumerate(self.draws(ids)):
-                positions = positions_of(counts)
-                reps[b] = [m.ap(positions)[metric] if m is not None else np.nan for m in per_seed]
+            for s, m in enumerate(per_seed):
+                if m is not None:
+                    reps[:, s] = m.ap_replicates(self.draws(ids))[:, metric]
             self._ap_cache[(key, metric)] = (own, reps)
         return self._ap_cache[(key, metric)]
 

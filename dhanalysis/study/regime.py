@@ -211,7 +211,7 @@ def ap_replicates(frame: pd.DataFrame, results: Path, ground_truth: Path, replic
     import json
 
     from dhanalysis.errors import DHError
-    from dhanalysis.stats.bootstrap import positions_of, replicate_counts
+    from dhanalysis.stats.bootstrap import replicate_counts
     from dhanalysis.study.evidence import load_matches
     from dhanalysis.study.runner import evaluated_image_ids
 
@@ -222,11 +222,10 @@ def ap_replicates(frame: pd.DataFrame, results: Path, ground_truth: Path, replic
         raise DHError(f"the regime's runs under {results} were evaluated on {len(images)} different image sets; "
                       "delete their eval.csv files and rerun `dhanalysis reproduce --regime` to evaluate them again")
     ids = list(images.pop())
-    draws = [positions_of(row) for row in replicate_counts(len(ids), replicates, seed)]
+    draws = replicate_counts(len(ids), replicates, seed)
     out = np.empty((len(frame), replicates))
     for i, (folder, mode) in enumerate(zip(folders, frame["mode"])):
-        matches = load_matches(gt, folder, [mode], ids)[mode]
-        out[i] = [matches.ap(d)[0] for d in draws]
+        out[i] = load_matches(gt, folder, [mode], ids)[mode].ap_replicates(draws)[:, 0]
     return out
 
 
