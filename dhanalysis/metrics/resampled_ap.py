@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from dhanalysis.metrics import coco_match
 
@@ -186,8 +185,8 @@ class CocoMatches:
 
 
 def _cumulate(a: np.ndarray) -> np.ndarray:
-    """Cumulative sums along rows of an integer array (torch's kernel: several times numpy's on these shapes)."""
-    return torch.cumsum(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)), dim=1).numpy()
+    """Cumulative sums along the rows of an integer array (exact in any order)."""
+    return np.cumsum(a, axis=1, dtype=np.int64)
 
 
 def _hits_needed(positives: np.ndarray) -> np.ndarray:
@@ -208,13 +207,11 @@ def _interpolated(tp: np.ndarray, counted: np.ndarray, need: np.ndarray) -> np.n
     if not num_j:
         return np.zeros(need.shape)
     pr = np.maximum.accumulate((tp / (counted + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
-    # first[b, k]: how many of replicate b's entries have fewer than k true positives, i.e. where k is first reached
-    width = int(need.max()) + 2
-    below = np.bincount((np.minimum(tp, width - 1) + np.arange(num_b)[:, None] * width).ravel(),
-                        minlength=num_b * width).reshape(num_b, width)
-    first = np.zeros((num_b, width), np.int64)
-    first[:, 1:] = _cumulate(below[:, :-1])
-    index = np.take_along_axis(first, need, axis=1)
+    # where each replicate's true positives first reach each need: one search over the rows laid end to end, each
+    # row lifted above the one before (integers, so the lift is exact)
+    lift = (np.arange(num_b, dtype=np.int64) * (max(int(tp.max()), int(need.max())) + 1))[:, None]
+    found = np.searchsorted((tp + lift).ravel(), (need + lift).ravel()).reshape(need.shape)
+    index = found - np.arange(num_b)[:, None] * num_j
     out = np.zeros(index.shape)
     valid = index < num_j
     out[valid] = pr[np.nonzero(valid)[0], index[valid]]
