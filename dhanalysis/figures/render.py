@@ -431,6 +431,7 @@ def _file_figures() -> dict[str, tuple[str, Builder]]:
             for row in RESULTS.values() for key in row.figures if key in declared}
 
 
+PAPER_FIGURES = tuple(FIGURES)  # the paper's own, drawn from an analyses folder (a study's replicate)
 FIGURES.update(_file_figures())  # the paper's figures first, then the analyses' own
 
 # the figures whose heads may be substitutes, and the note saying so (drawn as their title, logged as a warning)

@@ -406,13 +406,15 @@ def head_parameters(plan: StudyPlan, layout: Layout) -> pd.DataFrame:
 
 
 def render_figures(results: Path, figures: Path) -> list[Path]:
-    """Every figure and table the results allow, as files (no window opens)."""
+    """The paper's figures and tables that the results allow, as files (no window opens). The detections analyses'
+    own figures read their folders under ``detections/`` (the detections notebook draws them), so this pass does
+    not look for them in the replicate's folder and log them as missing."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from dhanalysis.figures.render import render_all
+    from dhanalysis.figures.render import PAPER_FIGURES, TABLE_CAPTIONS, render_all
 
-    return render_all(results, figures)
+    return render_all(results, figures, only=[*PAPER_FIGURES, *TABLE_CAPTIONS])
 
 
 def quality_checks(plan: StudyPlan, layout: Layout) -> dict:
