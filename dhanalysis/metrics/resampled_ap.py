@@ -108,7 +108,11 @@ class CocoMatches:
     def ap(self, positions: np.ndarray | None = None) -> tuple[float, float]:
         """(AP over IoU 0.50:0.95, AP50) on the images at ``positions`` (default: every image once): the mean of
         the precision entries that exist, as COCOeval's summarize; NaN where no class has a ground truth."""
-        prec = self.precision(positions)
+        return self._summarize(self.precision(positions))
+
+    def _summarize(self, prec: np.ndarray) -> tuple[float, float]:
+        """(AP, AP50) of one ``(T, R, K)`` precision array: the mean of the entries that exist (> -1), over every
+        IoU threshold and over 0.5's, as COCOeval's summarize; NaN where none exists."""
         at_50 = self.iou_thresholds == 0.5
         return _mean_existing(prec), _mean_existing(prec[at_50] if at_50.any() else prec[:1])
 
@@ -131,11 +135,8 @@ class CocoMatches:
             for lo in range(0, len(has), step):
                 b = has[lo:lo + step]
                 prec[b, :, :, k] = self._weighted_precision(rows, copy, counts[b], positives[b, k])
-        at_50 = self.iou_thresholds == 0.5
-        out = np.empty((len(counts), 2))
-        for b, p in enumerate(prec):  # summarize's mean per replicate, over the same entries in the same order
-            out[b] = _mean_existing(p), _mean_existing(p[at_50] if at_50.any() else p[:1])
-        return out
+        # summarize's mean per replicate, over the same entries in the same order as `ap`
+        return np.array([self._summarize(p) for p in prec]).reshape(len(counts), 2)
 
     def _accumulation_order(self, k: int, most: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class ``k``'s detections in a replicate's accumulation order with each image's copies merged: falling

@@ -269,20 +269,21 @@ class Evidence:
         """AP of run/mode ``key``: ``(S,)`` per seed on every image it was evaluated on, and ``(B, S)`` per replicate
         and seed on that replicate's draw of those images (computed once, shared by every claim); NaN columns for
         the seeds the run lacks."""
-        if (key, metric) not in self._ap_cache:
+        if key not in self._ap_cache:  # AP and AP50 come out of one accumulation: both are kept
             if key not in self.matches or all(m is None for m in self.matches[key]):
                 raise DHError(f"run {key[0]} has no '{key[1]}' detections to measure AP on")
             per_seed = self.matches[key]
             ids = next(m for m in per_seed if m is not None).image_ids
             if any(m is not None and m.image_ids != ids for m in per_seed):
                 raise DHError(f"the seeds of run {key[0]} were evaluated on different images")
-            own = np.array([m.ap()[metric] if m is not None else np.nan for m in per_seed])
-            reps = np.full((self.replicates, len(per_seed)), np.nan)
+            own = np.array([m.ap() if m is not None else (np.nan, np.nan) for m in per_seed])  # (S, 2)
+            reps = np.full((self.replicates, len(per_seed), 2), np.nan)
             for s, m in enumerate(per_seed):
                 if m is not None:
-                    reps[:, s] = m.ap_replicates(self.draws(ids))[:, metric]
-            self._ap_cache[(key, metric)] = (own, reps)
-        return self._ap_cache[(key, metric)]
+                    reps[:, s] = m.ap_replicates(self.draws(ids))
+            self._ap_cache[key] = (own, reps)
+        own, reps = self._ap_cache[key]
+        return own[:, metric], reps[..., metric]
 
     def image_ids_of(self, key: tuple[str, str]) -> list[int]:
         return next(m for m in self.matches[key] if m is not None).image_ids
