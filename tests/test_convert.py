@@ -13,6 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import box_iou
 from torchvision.transforms.functional import pil_to_tensor
 
 from dhanalysis.cli import main
@@ -79,29 +80,46 @@ def torchvision_pair(synth, tmp_path_factory):
     return tv, ours, dropped, src
 
 
-def matched_detections(expected: dict, got: dict, ids: tuple[int, ...]) -> tuple[int, int, int, float]:
+def matched_detections(expected: dict, got: dict, ids: tuple[int, ...], nms_iou: float = 0.5,
+                       score_tol: float = 1e-5) -> tuple[int, int, int, int, float]:
     """(torchvision's detections of the dataset's categories, ours, ours within 0.01 px of a torchvision detection
-    of the same label, the largest score difference of those) — matched box to box, so that a detection whose score
-    ties with another's cannot pair with the wrong one."""
+    of the same label, ours that a near-tie explains, the largest score difference of the close ones) — matched box
+    to box, so that a detection whose score ties with another's cannot pair with the wrong one.
+
+    A near-tie: two candidates of one NMS cluster whose scores differ by rounding only (1e-7 apart on a real
+    photograph) are kept in the other order when a kernel rounds differently, so one library keeps the box the
+    other suppressed. Ours is explained as such when it overlaps a torchvision detection of its label beyond the NMS
+    threshold with a score within ``score_tol``; and every such swap can let one more detection in under the
+    per-image cap, scored below torchvision's lowest kept score."""
     keep = torch.isin(expected["labels"], torch.tensor(ids))
     labels = torch.tensor([ids.index(int(c)) + 1 for c in expected["labels"][keep]], dtype=torch.int64)
     boxes, scores = expected["boxes"][keep].double(), expected["scores"][keep].double()
     if not len(got["boxes"]) or not len(boxes):
-        return len(boxes), len(got["boxes"]), 0, 0.0
-    dist = torch.cdist(got["boxes"].double(), boxes, p=float("inf"))
-    dist[got["labels"][:, None] != labels[None, :]] = float("inf")
+        return len(boxes), len(got["boxes"]), 0, 0, 0.0
+    ours, our_scores = got["boxes"].double(), got["scores"].double()
+    same_label = got["labels"][:, None] == labels[None, :]
+    dist = torch.cdist(ours, boxes, p=float("inf"))
+    dist[~same_label] = float("inf")
     nearest, index = dist.min(dim=1)
     close = nearest <= 0.01
-    score_gap = (got["scores"].double()[close] - scores[index[close]]).abs()
-    return len(boxes), len(got["boxes"]), int(close.sum()), float(score_gap.max()) if len(score_gap) else 0.0
+    score_gap = (our_scores[close] - scores[index[close]]).abs()
+    tied = same_label & (box_iou(ours, boxes) > nms_iou) & ((our_scores[:, None] - scores[None, :]).abs() <= score_tol)
+    swapped = ~close & tied.any(dim=1)
+    under_cap = ~close & ~swapped & (our_scores < scores.min() - score_tol)
+    explained = int(swapped.sum()) + min(int(under_cap.sum()), int(swapped.sum()))
+    return len(boxes), len(got["boxes"]), int(close.sum()), explained, float(score_gap.max()) if len(score_gap) else 0.0
 
 
 # The two conv memory formats against torchvision's NCHW arithmetic. "contiguous" is that arithmetic: every detection
-# within 0.01 px, scores within 1e-5, on every CPU kind. "auto" (channels-last where oneDNN is installed) rounds in
-# another order; on an AVX2-only EPYC an uncalibrated ResNet-50 on a real photograph kept 885 of 898 detections
-# within 0.01 px and scores within 2.9e-4: its stated tolerance is 97 % of detections within 0.01 px, scores of
-# those within 1e-3, and counts within 3 %.
+# within 0.01 px or a near-tie's swap (at most 1 % of them), scores within 1e-5, on every CPU kind: on an AVX2-only
+# EPYC (Zen 3) BatchNorm's and FrozenBatchNorm's kernels leave the features 4e-6 apart, which swapped one pair of
+# boxes 1.2e-7 apart in score on the photograph (998 of 1,000 within 0.01 px; the other two the swap and the one it
+# let in under the cap). "auto" (channels-last where oneDNN is installed) rounds in another order; on an AVX2-only
+# EPYC (Zen 2) an uncalibrated ResNet-50 on a real photograph kept 885 of 898 detections within 0.01 px and scores
+# within 2.9e-4: its stated tolerance is 97 % of detections within 0.01 px, scores of those within 1e-3, and counts
+# within 3 %.
 FORMAT_TOLERANCE = {"contiguous": (1.0, 1e-5, 0.0), "auto": (0.97, 1e-3, 0.03)}
+MOST_TIES = 0.01  # the share of detections a near-tie may explain: a systematic difference moves far more
 
 
 @pytest.mark.parametrize("memory_format", list(FORMAT_TOLERANCE))
@@ -151,9 +169,11 @@ def assert_matches(expected: list[dict], got: list[dict], ids: tuple[int, ...], 
     share, score_tol, count_tol = FORMAT_TOLERANCE[memory_format]
     total = 0
     for exp, out in zip(expected, got):
-        n_exp, n_out, close, score_gap = matched_detections(exp, out, ids)
+        n_exp, n_out, close, explained, score_gap = matched_detections(exp, out, ids)
         assert abs(n_out - n_exp) <= count_tol * n_exp, (memory_format, n_out, n_exp)
-        assert close >= share * n_out, f"{memory_format}: {close} of {n_out} detections within 0.01 px"
+        credited = min(explained, int(MOST_TIES * n_out))
+        assert close + credited >= share * n_out, \
+            f"{memory_format}: {close} of {n_out} detections within 0.01 px, {explained} near-ties"
         assert score_gap <= score_tol, f"{memory_format}: scores {score_gap:.2e} apart"
         total += n_out
     assert total > 0, "no detections to compare: the random classifier is too flat"
