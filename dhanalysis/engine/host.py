@@ -5,9 +5,12 @@ returns it with ``munmap`` when freed. A training step allocates and frees the s
 iteration: the conv-head at 512 RoIs × 2 images holds 200 MB maps of 1024 × 7 × 7 per RoI, and each new one costs a
 page fault (and the kernel's zeroing) per 4 KiB page on first touch. Measured on two Xeon cores (BENCHMARKS.md), that
 was a quarter of the conv-head's training step: its BatchNorm, ReLU and adds looked memory-bound, but were
-mostly faulting. Raising the mmap threshold and the trim threshold keeps freed blocks in the heap, where the next
-iteration reuses them already mapped. The cost: the process keeps its high-water memory until it exits, which a
-training or analysis process does anyway at its next step.
+mostly faulting. Raising the mmap threshold keeps large blocks in the heap, and turning the trim off keeps the freed
+heap mapped, where the next iteration reuses it. The trim is off, not merely raised: its threshold is a C int, so at
+most 2 GiB, and that step keeps some 6 GB of maps alive at once; with a 2 GiB threshold every step gave back all
+but 2 GiB when it freed them and faulted the rest in again (550,000 faults per step of 3.2 GB of maps, measured on
+an AVX2-only EPYC; none with the trim off). The cost: the process keeps its high-water memory until it exits,
+which a training or analysis process does anyway at its next step.
 
 Applied by the command line for every command and by training from Python; a no-op (returning False) off glibc, under
 a preloaded allocator (jemalloc, tcmalloc: they cache already), or when the user set glibc's own ``MALLOC_*`` knobs.
@@ -20,14 +23,16 @@ import ctypes.util
 import os
 import platform
 
-# mallopt's parameters (malloc.h) and the largest value it takes (an int)
+# mallopt's parameters (malloc.h), the largest value it takes (an int), and the trim threshold glibc reads as "never"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 RETAIN_BYTES = 2**31 - 1
+NEVER_TRIM = -1
 _applied: bool | None = None
 
 
 def retain_freed_memory() -> bool:
-    """Keep freed blocks of up to 2 GiB in the process for reuse (glibc ``mallopt``); True when it took effect.
+    """Keep freed blocks of up to 2 GiB, and the whole freed heap, in the process for reuse (glibc ``mallopt``);
+    True when it took effect.
     Idempotent: later calls return the first call's answer."""
     global _applied
     if _applied is not None:
@@ -42,7 +47,7 @@ def retain_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(RETAIN_BYTES)) == 1
-        ok = ok and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(RETAIN_BYTES)) == 1
+        ok = ok and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(NEVER_TRIM)) == 1
     except (OSError, AttributeError):
         return False
     _applied = bool(ok)

@@ -179,10 +179,17 @@ def conv_channels_last(conv: nn.Conv2d, x: torch.Tensor, rows: bool) -> torch.Te
     return _nhwc(conv(_nchw(x)))
 
 
-def conv_bn_channels_last(layer: nn.Sequential, x: torch.Tensor, rows: bool) -> torch.Tensor:
+def conv_bn_channels_last(layer: nn.Sequential, x: torch.Tensor, rows: bool, relu: bool = False,
+                          residual: torch.Tensor | None = None) -> torch.Tensor:
     """A `conv_bn` in training form on ``(N, S, S, Cin) -> (N, S, S, Cout)``; the BatchNorm is the module on a
-    channels-last view, so its batch and running statistics are handled by the module's own code."""
-    return _nhwc(layer[1](_nchw(conv_channels_last(layer[0], x, rows))))
+    channels-last view, so its batch and running statistics are handled by the module's own code. ``residual``
+    (``(N, S, S, Cout)``) is added and ``relu`` applied in place, into the BatchNorm's own output: autograd keeps a
+    BatchNorm's input, not its output, so the map needs no copy; and in place on that output itself, not on a
+    permuted view of it, whose in-place backward would copy the whole map again."""
+    out = layer[1](_nchw(conv_channels_last(layer[0], x, rows)))
+    if residual is not None:
+        out = out.add_(_nchw(residual))
+    return _nhwc(out.relu_() if relu else out)
 
 
 def fuse_conv_bn(layer: nn.Sequential, dtype: torch.dtype) -> FusedLinear | FusedConv:
@@ -214,8 +221,9 @@ class ResidualBlock(nn.Module):
 
     def forward_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
         """The training form, ``(N, S, S, Cin) -> (N, S, S, Cout)`` (see the module docstring)."""
-        y = conv_bn_channels_last(self.conv2, conv_bn_channels_last(self.conv1, x, rows).relu(), rows)
-        return (y + conv_bn_channels_last(self.shortcut, x, rows)).relu()
+        y = conv_bn_channels_last(self.conv1, x, rows, relu=True)
+        return conv_bn_channels_last(self.conv2, y, rows, relu=True, residual=conv_bn_channels_last(self.shortcut, x,
+                                                                                                      rows))
 
     @torch.no_grad()
     def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedResidualBlock:
@@ -256,9 +264,9 @@ class Bottleneck(nn.Module):
 
     def forward_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
         """The training form, ``(N, S, S, C) -> (N, S, S, C)`` (see the module docstring)."""
-        y = conv_bn_channels_last(self.conv1, x, rows).relu()
-        y = conv_bn_channels_last(self.conv2, y, rows).relu()
-        return (x + conv_bn_channels_last(self.conv3, y, rows)).relu()
+        y = conv_bn_channels_last(self.conv1, x, rows, relu=True)
+        y = conv_bn_channels_last(self.conv2, y, rows, relu=True)
+        return conv_bn_channels_last(self.conv3, y, rows, relu=True, residual=x)
 
     @torch.no_grad()
     def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedBottleneck:
@@ -334,7 +342,7 @@ class NonLocalBlock(nn.Module):
         affinity = theta @ phi.transpose(2, 3)  # (N, groups, pos, pos)
         affinity = affinity.softmax(-1) if self.mode == "gaussian" else affinity / pos
         y = (affinity @ g).transpose(1, 2).reshape(n, h, w, -1)
-        return (x + conv_bn_channels_last(self.out, y, rows)).relu()
+        return conv_bn_channels_last(self.out, y, rows, relu=True, residual=x)
 
     @torch.no_grad()
     def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedNonLocalBlock:
