@@ -27,10 +27,11 @@ print(applied, sum(sorted(faults[-4:])[1:3]))  # the middle two of the last four
 """
 
 
-def steady_faults(retain: bool) -> tuple[str, int]:
-    """Page faults of the middle two of the last four of eight identical small training steps, in a fresh process
-    (the retained heap fragments now and then, so one step of a few may fault its pages again)."""
-    out = subprocess.run([sys.executable, "-c", STEPS, "1" if retain else "0"], capture_output=True, text=True,
+def steady_faults(retain: bool, steps: str = STEPS) -> tuple[str, int]:
+    """Whether the policy took effect, and the page faults of the steady steps of ``steps`` (`STEPS`: the middle two
+    of the last four of eight identical small training steps; the retained heap fragments now and then, so one step
+    of a few may fault its pages again), in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", steps, "1" if retain else "0"], capture_output=True, text=True,
                          check=True, env={"PATH": "/usr/bin:/bin"}).stdout.split()
     return out[0], int(out[1])
 
@@ -76,13 +77,10 @@ def test_steps_holding_more_than_two_gib_reuse_their_memory_too():
     whole: a trim threshold, which mallopt takes as a C int, would give back all but 2 GiB of it at every step and
     fault it in again (524,000 faults per step here, 655,000 with no policy at all), so the policy turns the trim
     off."""
-    out = {}
-    for retain in ("1", "0"):
-        applied, faults = subprocess.run([sys.executable, "-c", LARGE_STEPS, retain], capture_output=True, text=True,
-                                         check=True, env={"PATH": "/usr/bin:/bin"}).stdout.split()
-        out[retain] = (applied, int(faults))
-    assert out["1"][0] == "True"
-    assert out["0"][1] > 300_000 and out["1"][1] * 20 < out["0"][1]
+    applied, retained = steady_faults(True, LARGE_STEPS)
+    _, default = steady_faults(False, LARGE_STEPS)
+    assert applied == "True"
+    assert default > 300_000 and retained * 20 < default
 
 
 def test_a_user_tuned_malloc_is_left_alone(monkeypatch):

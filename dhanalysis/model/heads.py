@@ -222,8 +222,8 @@ class ResidualBlock(nn.Module):
     def forward_channels_last(self, x: torch.Tensor, rows: bool = False) -> torch.Tensor:
         """The training form, ``(N, S, S, Cin) -> (N, S, S, Cout)`` (see the module docstring)."""
         y = conv_bn_channels_last(self.conv1, x, rows, relu=True)
-        return conv_bn_channels_last(self.conv2, y, rows, relu=True, residual=conv_bn_channels_last(self.shortcut, x,
-                                                                                                      rows))
+        shortcut = conv_bn_channels_last(self.shortcut, x, rows)
+        return conv_bn_channels_last(self.conv2, y, rows, relu=True, residual=shortcut)
 
     @torch.no_grad()
     def inference_form(self, dtype: torch.dtype = torch.float32) -> FusedResidualBlock:
