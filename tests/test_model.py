@@ -148,6 +148,30 @@ def test_enlarged_roi_pools_on_the_original_boxs_level(backend):
     assert pooler(feats, box, shapes, level_boxes=small, backend=backend).sum() == 0
 
 
+@pytest.mark.parametrize("backend", ["gather", "torchvision"])
+def test_pooling_box_sets_together_gives_each_set_what_it_gets_alone(backend, monkeypatch):
+    """`LevelPooler.pool_sets` (a Double-Head's plain and enlarged RoIs in one pass) returns, set by set, the bits
+    `forward` gives each set alone, and the gather builds the feature table once for all sets."""
+    from dhanalysis.model import gather_roi
+    from dhanalysis.model.roi_heads import LevelPooler, scale_boxes_about_centre
+
+    torch.manual_seed(0)
+    feats = {str(i): torch.randn(2, 4, 64 // 2**i, 48 // 2**i) for i in range(4)}
+    shapes = [(256, 192), (240, 180)]
+    boxes = [torch.tensor([[0.0, 0, 20, 30], [10, 10, 200, 180], [5, 50, 100, 120]]),
+             torch.tensor([[30.0, 30, 60, 90], [0, 0, 170, 230]])]
+    enlarged = [scale_boxes_about_centre(b, 1.3) for b in boxes]
+    pooler = LevelPooler(list(feats), 7, 0)
+    alone = [pooler(feats, boxes, shapes, backend=backend),
+             pooler(feats, enlarged, shapes, level_boxes=boxes, backend=backend)]
+    built = []
+    real = gather_roi.FeatureTable.from_features
+    monkeypatch.setattr(gather_roi.FeatureTable, "from_features", lambda *a, **k: built.append(1) or real(*a, **k))
+    together = pooler.pool_sets(feats, [boxes, enlarged], shapes, [None, boxes], backend=backend)
+    assert len(built) == (1 if backend == "gather" else 0)
+    assert len(together) == 2 and all(torch.equal(a, b) for a, b in zip(together, alone))
+
+
 @pytest.mark.parametrize("backend", ["auto", "gather", "torchvision"])
 def test_level_pooler_matches_torchvision_multiscale_roi_align(backend):
     from torchvision.ops import MultiScaleRoIAlign

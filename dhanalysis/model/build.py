@@ -24,7 +24,7 @@ from torchvision.ops import misc as misc_ops
 
 from dhanalysis.config import BackboneConfig, Config, HeadConfig
 from dhanalysis.errors import DHError
-from dhanalysis.model.conv_layout import train_large_maps_in_nchw
+from dhanalysis.model.conv_layout import apply_conv_rules
 from dhanalysis.model.conventions import (BOX_CLAMPS, BOX_CONVENTIONS, BOX_FILTERS, RESIZE_KERNELS, RESIZE_RULES,
                                           ConventionBoxCoder, ConventionRPN, from_convention, resize_8bit,
                                           resized_size)
@@ -344,7 +344,7 @@ def build_model(config: Config, num_classes: int | None = None, pretrained: bool
         evaluate_conv_heads_in_modules(model)
     memory_format = conv_memory_format(m.conv_memory_format)
     if memory_format == torch.channels_last:
-        train_large_maps_in_nchw(model)
+        apply_conv_rules(model)
     return model.to(memory_format=memory_format)
 
 
@@ -459,8 +459,9 @@ def conv_memory_format(option: str = "auto") -> torch.memory_format:
     0.70-0.77 → 0.58-0.63 s and a 2 × 512² training step ~10% faster on CPU; cuDNN's tensor cores want NHWC under
     AMP. The maps reach RoIAlign's feature table already in its row order. A rule from what is installed, as
     `detected_training_form`, so every process of a run computes the same arithmetic. State-dict values and keys are
-    unchanged: checkpoints load either way. One exception, by the same kind of rule: on an AVX2-only CPU a 3×3
-    convolution that trains over a large map computes in NCHW (`conv_layout`).
+    unchanged: checkpoints load either way. A channels-last model's convolutions also follow `conv_layout`'s rules: on
+    an AVX2-only CPU a 3×3 convolution that trains over a large map computes in NCHW, and in inference a frozen
+    BatchNorm is folded into the convolution before it.
     """
     if option not in CONV_MEMORY_FORMATS:
         raise DHError(f"model.conv_memory_format must be one of {', '.join(CONV_MEMORY_FORMATS)}, got '{option}'")

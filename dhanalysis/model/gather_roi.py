@@ -257,9 +257,16 @@ def pool_batch(features: list[torch.Tensor], scales: list[float], rois: torch.Te
                output_size: int = 7, sampling_ratio: int = 2, aligned: bool = False) -> torch.Tensor:
     """RoIAlign of ``rois`` ``(N, 5)`` [image, x1, y1, x2, y2] over a batch of FPN maps ``(B, C, H, W)``, each RoI on
     its level ``levels`` ``(N,)``: ``(N, C, S, S)``, equal to torchvision's ``roi_align`` per level; differentiable."""
-    table = FeatureTable.from_features(features, scales)
+    return pool_table(FeatureTable.from_features(features, scales), rois, levels, output_size, sampling_ratio, aligned)
+
+
+def pool_table(table: FeatureTable, rois: torch.Tensor, levels: torch.Tensor, output_size: int = 7,
+               sampling_ratio: int = 2, aligned: bool = False) -> torch.Tensor:
+    """`pool_batch` on a table already built: several sets of RoIs (a Double-Head's plain and enlarged ones) share
+    one table, each set with its own taps (adaptive ratios pad a set's bags to its own largest sample count)."""
     rows = pool_rows(table, rois[:, 1:], levels, output_size, sampling_ratio, images=rois[:, 0].long(), aligned=aligned)
     return _as_nchw(rows, output_size)
 
 
-__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "pool_batch", "weighted_gather"]
+__all__ = ["axis_taps", "roi_align_taps", "FeatureTable", "map_levels", "pool_rows", "pool_batch", "pool_table",
+           "weighted_gather"]

@@ -64,9 +64,9 @@ class FusedLinear:
     ``addmm``. Built from a linear layer's or a 1×1 conv's weight ``(N, K[, 1, 1])``. In bf16 on CPU the weight is
     also prepacked for oneDNN (`_prepacked_bf16_linear`), which then runs the product and an optional ReLU."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
         self.weight_t = _copy(weight.reshape(len(weight), -1).t(), dtype)
-        self.bias = _copy(bias, dtype)
+        self.bias = None if bias is None else _copy(bias, dtype)  # None: a plain product
         self.packed = _prepacked_bf16_linear(self.weight_t.t())
 
     @property
@@ -81,16 +81,19 @@ class FusedLinear:
         residual nothing reads afterwards. ``addmm`` with a separate output first copies its input term there: at
         the conv-head's 1,000 RoIs that is a 200 MB copy per block, 4% of an evaluation (BENCHMARKS.md)."""
         rows = x.reshape(-1, x.shape[-1])
-        if residual is None and self.packed is not None and len(rows) and rows.dtype == torch.bfloat16:
+        if (residual is None and self.packed is not None and self.bias is not None and len(rows)
+                and rows.dtype == torch.bfloat16):
             out = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias,
                                                      "relu" if relu else "none", [], "")
             return out.reshape(*x.shape[:-1], out.shape[-1])
         if residual is None:
-            out = torch.addmm(self.bias, rows, self.weight_t)
+            out = torch.mm(rows, self.weight_t) if self.bias is None else torch.addmm(self.bias, rows, self.weight_t)
         elif into_residual:
-            out = residual.view(len(rows), -1).addmm_(rows, self.weight_t).add_(self.bias)
+            out = residual.view(len(rows), -1).addmm_(rows, self.weight_t)
         else:
-            out = torch.addmm(residual.reshape(len(rows), -1), rows, self.weight_t).add_(self.bias)
+            out = torch.addmm(residual.reshape(len(rows), -1), rows, self.weight_t)
+        if residual is not None and self.bias is not None:
+            out = out.add_(self.bias)
         if relu:
             out = out.relu_()
         return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -241,6 +244,14 @@ class FusedResidualBlock:
 
     def flops_per_roi(self, size: int) -> int:
         return size * size * (self.conv1.flops_per_row + self.conv2.flops_per_row + self.shortcut.flops_per_row)
+
+    def __post_init__(self) -> None:
+        # the shortcut's bias joins conv2's, added once after the sum: the shortcut is then a plain product, where
+        # ``addmm`` with a bias would first broadcast it into the whole output (a 200 MB write per evaluation at
+        # 1,000 RoIs of 1,024 × 7 × 7, 1.5 % of it)
+        if self.shortcut.bias is not None and self.conv2.bias is not None:
+            self.conv2.bias = self.conv2.bias + self.shortcut.bias
+            self.shortcut.bias = None
 
     def __call__(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """The sum accumulates in the shortcut's own output (``scratch``, for the blocks' common call, is moot)."""

@@ -17,7 +17,7 @@ from torchvision.ops import roi_align
 from dhanalysis.errors import DHError
 from dhanalysis.model.conventions import (BOX_FILTERS, batched_nms, clip_to_image, from_convention, keep_sized,
                                           scale_boxes_about_centre, to_convention)
-from dhanalysis.model.gather_roi import map_levels, pool_batch
+from dhanalysis.model.gather_roi import FeatureTable, map_levels, pool_table
 from dhanalysis.model.variants import parse_mode
 
 
@@ -98,16 +98,40 @@ class LevelPooler(nn.Module):
     ) -> torch.Tensor:
         """Pool ``boxes`` (per image, ``(Ni, 4)`` xyxy in input pixels) into ``(sum Ni, C, S, S)``, each on the level
         of the matching box of ``level_boxes`` (default: itself)."""
+        return self.pool_sets(x, [boxes], image_shapes, [level_boxes], backend)[0]
+
+    def pool_sets(
+        self,
+        x: dict[str, torch.Tensor],
+        box_sets: list[list[torch.Tensor]],
+        image_shapes: list[tuple[int, int]],
+        level_sets: list[list[torch.Tensor] | None] | None = None,
+        backend: str = "auto",
+    ) -> list[torch.Tensor]:
+        """`forward` of several sets of boxes at once (the plain and the enlarged RoIs of a Double-Head): the gather
+        builds the levels' feature table once for all of them. Each set's result is what `forward` gives it alone."""
         features = [x[k] for k in self.featmap_names]
         scales = self.scales(features, image_shapes)
-        levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales, self.box_convention)
-        flat = torch.cat(boxes)
-        batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device) for i, b in
-                               enumerate(boxes)])
-        rois = torch.cat([batch_idx, flat], dim=1)
+        gather = self.resolve_backend(backend, features[0].device) == "gather"
+        table = FeatureTable.from_features(features, scales) if gather else None
+        pooled = []
+        for boxes, level_boxes in zip(box_sets, level_sets or [None] * len(box_sets)):
+            levels = map_levels(torch.cat(level_boxes if level_boxes is not None else boxes), scales,
+                                self.box_convention)
+            flat = torch.cat(boxes)
+            batch_idx = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device) for i, b in
+                                   enumerate(boxes)])
+            rois = torch.cat([batch_idx, flat], dim=1)
+            if gather:
+                pooled.append(pool_table(table, rois, levels, self.output_size[0], self.sampling_ratio, self.aligned))
+            else:
+                pooled.append(self.roi_align_levels(features, scales, rois, levels))
+        return pooled
+
+    def roi_align_levels(self, features: list[torch.Tensor], scales: list[float], rois: torch.Tensor,
+                         levels: torch.Tensor) -> torch.Tensor:
+        """torchvision's ``roi_align``, level by level."""
         first = features[0]
-        if self.resolve_backend(backend, first.device) == "gather":
-            return pool_batch(features, scales, rois, levels, self.output_size[0], self.sampling_ratio, self.aligned)
         if len(features) == 1:
             return roi_align(first, rois, self.output_size, scales[0], self.sampling_ratio, self.aligned)
         out = first.new_zeros((len(rois), first.shape[1], *self.output_size))
@@ -199,14 +223,15 @@ class DoubleHeadRoIHeads(RoIHeads):
         ``backend``: the RoIAlign implementation, see `LevelPooler`.
         """
         enlarged_names = self.enlarged_branches
-        pooled = {}
+        sets: dict[str, tuple[list[torch.Tensor], list[torch.Tensor] | None]] = {}
         if set(self.branches) - enlarged_names:
-            pooled["plain"] = self.box_roi_pool(features, boxes, image_shapes, backend=backend)
+            sets["plain"] = (boxes, None)
         if enlarged_names:
-            enlarged = [scale_boxes_about_centre(b, self.conv_roi_scale, self.box_convention) for b in boxes]
-            pooled["enlarged"] = self.box_roi_pool(features, enlarged, image_shapes, level_boxes=boxes,
-                                                   backend=backend)
-        return pooled
+            sets["enlarged"] = ([scale_boxes_about_centre(b, self.conv_roi_scale, self.box_convention) for b in boxes],
+                                boxes)
+        pooled = self.box_roi_pool.pool_sets(features, [b for b, _ in sets.values()], image_shapes,
+                                             [lv for _, lv in sets.values()], backend=backend)
+        return dict(zip(sets, pooled))
 
     def branch_outputs(
         self,
