@@ -1,11 +1,8 @@
-"""The per-call rules of a channels-last model's convolutions (`model.conv_layout`). On an AVX2-only CPU a 3×3
-convolution that trains over a large map computes in NCHW; everywhere else it keeps its channels-last kernels; either
-way it computes the convolution (against float64) and hands back a channels-last map. In inference a frozen
-BatchNorm folds into the convolution before it: the same function as torchvision's modules, the norm passed over."""
+"""The per-call rule of a channels-last model's convolutions (`model.conv_layout`): on an AVX2-only CPU a 3×3
+convolution that trains over a large map computes in NCHW; everywhere else it keeps its channels-last kernels. Either
+way it computes the convolution (against float64) and hands back a channels-last map."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -13,10 +10,7 @@ from torch import nn
 
 from dhanalysis.model import build_model
 from dhanalysis.model import conv_layout
-from torchvision.ops.misc import FrozenBatchNorm2d
-
-from dhanalysis.model.conv_layout import (LARGE_MAP, FoldableFrozenBatchNorm2d, LayoutConv2d, apply_conv_rules,
-                                          conv_norm_pairs)
+from dhanalysis.model.conv_layout import LARGE_MAP, LayoutConv2d, apply_conv_rules
 
 from helpers import tiny_config
 
@@ -41,7 +35,7 @@ def layout_conv(kernel: int, channels: int = 8) -> tuple[LayoutConv2d, nn.Conv2d
     plain = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
     conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
     conv.load_state_dict(plain.state_dict())
-    assert apply_conv_rules(conv) == 0 and type(conv) is LayoutConv2d
+    assert apply_conv_rules(conv) == 1 and type(conv) is LayoutConv2d
     return conv.to(memory_format=torch.channels_last), plain.double()
 
 
@@ -87,57 +81,10 @@ def test_one_by_one_and_nchw_inputs_keep_their_own_kernels(monkeypatch):
     assert calls == [False, True]  # its own NCHW input, as given
 
 
-def resnet_block() -> tuple[nn.Module, nn.Module]:
-    """A torchvision Bottleneck with a downsampling shortcut and random frozen norms, and a copy left as built."""
-    from torchvision.models.resnet import Bottleneck
-
-    torch.manual_seed(1)
-    shortcut = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), FrozenBatchNorm2d(32))
-    block = Bottleneck(16, 8, stride=2, downsample=shortcut, norm_layer=FrozenBatchNorm2d)
-    for norm in block.modules():
-        if isinstance(norm, FrozenBatchNorm2d):
-            for name, low, high in (("weight", 0.5, 2), ("bias", -1, 1), ("running_mean", -1, 1),
-                                    ("running_var", 0.2, 3)):
-                getattr(norm, name).uniform_(low, high)
-    plain = Bottleneck(16, 8, stride=2, downsample=nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False),
-                                                                 FrozenBatchNorm2d(32)), norm_layer=FrozenBatchNorm2d)
-    plain.load_state_dict(block.state_dict())
-    return block, plain
-
-
-def test_frozen_norms_fold_into_their_convolutions_in_inference_only():
-    """Every conv → frozen-norm pair of a ResNet block is found; in eval without gradients the block computes the
-    modules' function (against float64) with each norm passed over, in training it is the modules' bits, and new
-    norm statistics are picked up."""
-    block, plain = resnet_block()
-    assert len(conv_norm_pairs(block)) == 4  # conv1-3 and the shortcut's
-    assert apply_conv_rules(block) == 4
-    assert list(block.state_dict()) == list(plain.state_dict())
-    block, reference = block.to(memory_format=torch.channels_last).eval(), copy.deepcopy(plain).double().eval()
-    x = torch.randn(2, 16, 20, 20).contiguous(memory_format=torch.channels_last)
-    norms = [m for m in block.modules() if isinstance(m, FoldableFrozenBatchNorm2d)]
-    applied = []
-    for norm in norms:
-        norm.register_forward_hook(lambda m, i, o: applied.append(o is i[0]))
-    with torch.no_grad():
-        got = block(x)
-        want = reference(x.double())
-    assert applied == [True] * 4  # each norm passed its (already normalised) input on
-    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
-    applied.clear()
-    with torch.no_grad():  # training mode: as built, bit for bit
-        assert torch.equal(block.train()(x), plain.train()(x.contiguous(memory_format=torch.channels_last)))
-    assert applied == [False] * 4
-    with torch.no_grad():  # the folded weights follow the norm's buffers
-        block.bn2.running_var.mul_(4.0)
-        reference.bn2.running_var.mul_(4.0)
-        torch.testing.assert_close(block.eval()(x).double(), reference(x.double()), rtol=1e-5, atol=1e-5)
-
-
 def test_the_model_converts_its_convolutions_and_keeps_its_state_dict(monkeypatch):
-    """build_model makes every convolution a `LayoutConv2d` and the ResNet's frozen norms foldable, with the same
-    state dict; a model in NCHW (``conv_memory_format=contiguous``) has none; a training step of the tiny model at
-    an AVX2 capability runs the FPN's P2 conv in NCHW; in inference its backbone computes what the NCHW model's does."""
+    """build_model makes every convolution a `LayoutConv2d`, with the same state dict; a model in NCHW
+    (``conv_memory_format=contiguous``) has none; a training step of the tiny model at an AVX2 capability runs the
+    FPN's P2 conv in NCHW; in inference its backbone computes what the NCHW model's does."""
     torch.manual_seed(0)
     frozen = "model.backbone.norm=frozen_bn"
     model = build_model(tiny_config("single-fc", frozen))
@@ -146,8 +93,7 @@ def test_the_model_converts_its_convolutions_and_keeps_its_state_dict(monkeypatc
         pytest.skip("no channels-last convolution library in this torch")
     assert isinstance(model.backbone.fpn.layer_blocks[0][0], LayoutConv2d)
     assert isinstance(model.rpn.head.conv[0][0], LayoutConv2d)
-    assert model.backbone.body.conv1.norm is model.backbone.body.bn1
-    assert not any(isinstance(m, (LayoutConv2d, FoldableFrozenBatchNorm2d)) for m in plain.modules())
+    assert not any(isinstance(m, LayoutConv2d) for m in plain.modules())
     assert list(model.state_dict()) == list(plain.state_dict())
     plain.load_state_dict(model.state_dict())
     x = torch.rand(1, 3, 4 * SIDE, 4 * SIDE)

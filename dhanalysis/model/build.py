@@ -459,9 +459,8 @@ def conv_memory_format(option: str = "auto") -> torch.memory_format:
     0.70-0.77 → 0.58-0.63 s and a 2 × 512² training step ~10% faster on CPU; cuDNN's tensor cores want NHWC under
     AMP. The maps reach RoIAlign's feature table already in its row order. A rule from what is installed, as
     `detected_training_form`, so every process of a run computes the same arithmetic. State-dict values and keys are
-    unchanged: checkpoints load either way. A channels-last model's convolutions also follow `conv_layout`'s rules: on
-    an AVX2-only CPU a 3×3 convolution that trains over a large map computes in NCHW, and in inference a frozen
-    BatchNorm is folded into the convolution before it.
+    unchanged: checkpoints load either way. One exception, by the same kind of rule (`conv_layout`): on an AVX2-only
+    CPU a 3×3 convolution that trains over a large map computes in NCHW.
     """
     if option not in CONV_MEMORY_FORMATS:
         raise DHError(f"model.conv_memory_format must be one of {', '.join(CONV_MEMORY_FORMATS)}, got '{option}'")
