@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dhanalysis.model import build_model
-from dhanalysis.model import conv_layout
+from dhanalysis.model import build_model, conv_layout
 from dhanalysis.model.conv_layout import LARGE_MAP, LayoutConv2d, apply_conv_rules
 
 from helpers import tiny_config
@@ -30,12 +29,12 @@ def spied(monkeypatch, capability: str) -> list[bool]:
     return calls
 
 
-def layout_conv(kernel: int, channels: int = 8) -> tuple[LayoutConv2d, nn.Conv2d]:
+def layout_conv(kernel: int, channels: int = 8) -> tuple[nn.Conv2d, nn.Conv2d]:
     torch.manual_seed(0)
     plain = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
     conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
     conv.load_state_dict(plain.state_dict())
-    assert apply_conv_rules(conv) == 1 and type(conv) is LayoutConv2d
+    assert apply_conv_rules(conv) == (kernel > 1) and type(conv) is (LayoutConv2d if kernel > 1 else nn.Conv2d)
     return conv.to(memory_format=torch.channels_last), plain.double()
 
 
@@ -82,7 +81,7 @@ def test_one_by_one_and_nchw_inputs_keep_their_own_kernels(monkeypatch):
 
 
 def test_the_model_converts_its_convolutions_and_keeps_its_state_dict(monkeypatch):
-    """build_model makes every convolution a `LayoutConv2d`, with the same state dict; a model in NCHW
+    """build_model makes every 3×3 convolution a `LayoutConv2d` (1×1 ones stay), with the same state dict; a model in NCHW
     (``conv_memory_format=contiguous``) has none; a training step of the tiny model at an AVX2 capability runs the
     FPN's P2 conv in NCHW; in inference its backbone computes what the NCHW model's does."""
     torch.manual_seed(0)
@@ -93,6 +92,7 @@ def test_the_model_converts_its_convolutions_and_keeps_its_state_dict(monkeypatc
         pytest.skip("no channels-last convolution library in this torch")
     assert isinstance(model.backbone.fpn.layer_blocks[0][0], LayoutConv2d)
     assert isinstance(model.rpn.head.conv[0][0], LayoutConv2d)
+    assert type(model.backbone.fpn.inner_blocks[0][0]) is nn.Conv2d
     assert not any(isinstance(m, LayoutConv2d) for m in plain.modules())
     assert list(model.state_dict()) == list(plain.state_dict())
     plain.load_state_dict(model.state_dict())

@@ -58,12 +58,14 @@ class LayoutConv2d(nn.Conv2d):
                      self.groups)
         return y.contiguous(memory_format=torch.channels_last)
 
+
 def apply_conv_rules(model: nn.Module) -> int:
-    """Make every plain `nn.Conv2d` of ``model`` a `LayoutConv2d` (in place: modules keep their parameters, so an
-    optimizer built before still holds them); returns how many."""
+    """Make every plain 3×3-or-larger `nn.Conv2d` of ``model`` a `LayoutConv2d` (in place: modules keep their
+    parameters, so an optimizer built before still holds them); returns how many. 1×1 convolutions, which the rule
+    never moves, stay as built."""
     count = 0
     for module in model.modules():
-        if type(module) is nn.Conv2d:
+        if type(module) is nn.Conv2d and module.kernel_size[0] * module.kernel_size[1] > 1:
             module.__class__ = LayoutConv2d
             count += 1
     return count
