@@ -81,9 +81,9 @@ def test_one_by_one_and_nchw_inputs_keep_their_own_kernels(monkeypatch):
 
 
 def test_the_model_converts_its_convolutions_and_keeps_its_state_dict(monkeypatch):
-    """build_model makes every 3×3 convolution a `LayoutConv2d` (1×1 ones stay), with the same state dict; a model in NCHW
-    (``conv_memory_format=contiguous``) has none; a training step of the tiny model at an AVX2 capability runs the
-    FPN's P2 conv in NCHW; in inference its backbone computes what the NCHW model's does."""
+    """build_model makes every 3×3 convolution a `LayoutConv2d` (1×1 ones stay), with the same state dict; a model
+    in NCHW (``conv_memory_format=contiguous``) has none; a training step of the tiny model at an AVX2 capability
+    runs the FPN's P2 conv in NCHW; in inference its backbone computes what the NCHW model's does."""
     torch.manual_seed(0)
     frozen = "model.backbone.norm=frozen_bn"
     model = build_model(tiny_config("single-fc", frozen))
