@@ -80,7 +80,7 @@ def torchvision_pair(synth, tmp_path_factory):
     return tv, ours, dropped, src
 
 
-def matched_detections(expected: dict, got: dict, ids: tuple[int, ...], nms_iou: float = 0.5,
+def matched_detections(expected: dict, got: dict, ids: tuple[int, ...], nms_iou: float,
                        score_tol: float = 1e-5) -> tuple[int, int, int, int, float]:
     """(torchvision's detections of the dataset's categories, ours, ours within 0.01 px of a torchvision detection
     of the same label, ours that a near-tie explains, the largest score difference of the close ones) — matched box
@@ -131,7 +131,7 @@ def test_torchvision_detections_equal_torchvision(synth, torchvision_pair, memor
     ids = category_ids(synth)
     with torch.no_grad():
         expected, got = tv(test_images(synth)), ours(test_images(synth))
-    assert_matches(expected, got, ids, memory_format)
+    assert_matches(expected, got, ids, memory_format, tv.roi_heads.nms_thresh)
 
 
 @pytest.mark.parametrize("memory_format", list(FORMAT_TOLERANCE))
@@ -153,7 +153,7 @@ def test_torchvision_detections_on_a_photograph_at_full_size(memory_format, tmp_
     photo = pil_to_tensor(Image.open(PHOTO).convert("RGB")).float() / 255
     with torch.no_grad():
         expected, got = tv([photo]), ours.eval()([photo])
-    assert_matches(expected, got, ids, memory_format)
+    assert_matches(expected, got, ids, memory_format, tv.roi_heads.nms_thresh)
 
 
 def ours_in(model: torch.nn.Module, memory_format: str) -> torch.nn.Module:
@@ -165,11 +165,14 @@ def ours_in(model: torch.nn.Module, memory_format: str) -> torch.nn.Module:
     return rebuilt.eval()
 
 
-def assert_matches(expected: list[dict], got: list[dict], ids: tuple[int, ...], memory_format: str) -> None:
+def assert_matches(expected: list[dict], got: list[dict], ids: tuple[int, ...], memory_format: str,
+                   nms_iou: float) -> None:
+    """Every image's detections match to ``memory_format``'s tolerance; ``nms_iou``: the torchvision model's NMS
+    threshold, beyond which two boxes of a label are one cluster (a near-tie's swap)."""
     share, score_tol, count_tol = FORMAT_TOLERANCE[memory_format]
     total = 0
     for exp, out in zip(expected, got):
-        n_exp, n_out, close, explained, score_gap = matched_detections(exp, out, ids)
+        n_exp, n_out, close, explained, score_gap = matched_detections(exp, out, ids, nms_iou)
         assert abs(n_out - n_exp) <= count_tol * n_exp, (memory_format, n_out, n_exp)
         credited = min(explained, int(MOST_TIES * n_out))
         assert close + credited >= share * n_out, \
