@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,50 @@ def randomise_norms(model: torch.nn.Module) -> None:
             t.uniform_(0.3, 0.8)
         elif re.search(r"(\.bn\d?|downsample\.1)\.bias$", name):
             t.normal_(0.0, 0.1)
+
+
+@dataclass
+class DetectionMatch:
+    """How one image's detections meet a reference library's: each of ours is *close* (within ``box_tol`` px of a
+    reference detection of its label), *swapped* (a near-tie in NMS: it overlaps a reference detection of its label
+    beyond the NMS threshold with a score within ``tie``, so rounding ordered the cluster's candidates the other
+    way and the libraries kept different members of it), *under the cap* (scored below the reference's lowest kept
+    detection: a swap that suppressed one box fewer lets one more in under the per-image cap) or none of these."""
+
+    count: int  # our detections
+    close: int
+    swapped: int
+    under_cap: int
+    box_gap: float  # the largest distance to the nearest reference box of the ones a near-tie does not explain
+    score_gap: float  # the largest score difference of the close ones
+
+    @property
+    def explained(self) -> int:
+        """Detections a near-tie explains: each swap, and at most one detection under the cap per swap."""
+        return self.swapped + min(self.under_cap, self.swapped)
+
+
+def match_detections(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], nms_iou: float, tie: float,
+                     box_tol: float = 0.01) -> DetectionMatch:
+    """Our detections (``boxes``, ``scores``, ``labels``) against a reference library's of the same image, matched
+    by nearest box of the same label (in float64, so the match does not round), near-ties told apart from
+    differences (see `DetectionMatch`)."""
+    from torchvision.ops import box_iou
+
+    if not len(ours["boxes"]) or not len(ref["boxes"]):
+        return DetectionMatch(len(ours["boxes"]), 0, 0, 0, 0.0 if not len(ours["boxes"]) else float("inf"), 0.0)
+    boxes, ref_boxes = ours["boxes"].double(), ref["boxes"].double()
+    scores, ref_scores = ours["scores"].double(), ref["scores"].double()
+    same_label = ours["labels"][:, None] == ref["labels"][None, :]
+    dist = torch.cdist(boxes, ref_boxes, p=float("inf"))
+    dist[~same_label] = float("inf")
+    nearest, index = dist.min(dim=1)
+    close = nearest <= box_tol
+    tied = same_label & (box_iou(boxes, ref_boxes) > nms_iou) & ((scores[:, None] - ref_scores[None, :]).abs() <= tie)
+    swapped = ~close & tied.any(dim=1)
+    under_cap = ~close & ~swapped & (scores < ref_scores.min() - tie)
+    unexplained = ~swapped & ~under_cap
+    gaps = (scores[close] - ref_scores[index[close]]).abs()
+    return DetectionMatch(len(boxes), int(close.sum()), int(swapped.sum()), int(under_cap.sum()),
+                          float(nearest[unexplained].max()) if unexplained.any() else 0.0,
+                          float(gaps.max()) if len(gaps) else 0.0)
