@@ -93,6 +93,7 @@ class DetectionMatch:
     detection: a swap that suppressed one box fewer lets one more in under the per-image cap) or none of these."""
 
     count: int  # our detections
+    ref_count: int  # the reference's
     close: int
     swapped: int
     under_cap: int
@@ -104,6 +105,11 @@ class DetectionMatch:
         """Detections a near-tie explains: each swap, and at most one detection under the cap per swap."""
         return self.swapped + min(self.under_cap, self.swapped)
 
+    def credited(self, most: float) -> int:
+        """The near-ties a comparison credits: at most the share ``most`` of our detections (a systematic difference
+        moves far more, and would be explained as swaps if the credit had no bound)."""
+        return min(self.explained, int(most * self.count))
+
 
 def match_detections(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], nms_iou: float, tie: float,
                      box_tol: float = 0.01) -> DetectionMatch:
@@ -113,7 +119,8 @@ def match_detections(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
     from torchvision.ops import box_iou
 
     if not len(ours["boxes"]) or not len(ref["boxes"]):
-        return DetectionMatch(len(ours["boxes"]), 0, 0, 0, 0.0 if not len(ours["boxes"]) else float("inf"), 0.0)
+        return DetectionMatch(len(ours["boxes"]), len(ref["boxes"]), 0, 0, 0,
+                              0.0 if not len(ours["boxes"]) else float("inf"), 0.0)
     boxes, ref_boxes = ours["boxes"].double(), ref["boxes"].double()
     scores, ref_scores = ours["scores"].double(), ref["scores"].double()
     same_label = ours["labels"][:, None] == ref["labels"][None, :]
@@ -126,6 +133,6 @@ def match_detections(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
     under_cap = ~close & ~swapped & (scores < ref_scores.min() - tie)
     unexplained = ~swapped & ~under_cap
     gaps = (scores[close] - ref_scores[index[close]]).abs()
-    return DetectionMatch(len(boxes), int(close.sum()), int(swapped.sum()), int(under_cap.sum()),
+    return DetectionMatch(len(boxes), len(ref_boxes), int(close.sum()), int(swapped.sum()), int(under_cap.sum()),
                           float(nearest[unexplained].max()) if unexplained.any() else 0.0,
                           float(gaps.max()) if len(gaps) else 0.0)

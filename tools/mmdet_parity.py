@@ -140,9 +140,9 @@ def compare(mm, ours, nms_iou: float) -> dict:
         row["proposals_in_order_max_px"] = (float((op - mp).abs().max()) if len(op) == len(mp) else None)
     m = match_detections({"boxes": ob, "scores": os_, "labels": ol}, {"boxes": mb, "scores": ms, "labels": ml},
                          nms_iou, TIE, BOX_TOL)
-    credited = min(m.explained, int(MOST_TIES * m.count))
+    credited = m.credited(MOST_TIES)
     row.update(box_max_px=m.box_gap, score_max=m.score_gap, near_ties=credited,
-               unmatched=m.count - m.close - credited + abs(len(mb) - len(ob)))
+               unmatched=m.count - m.close - credited + abs(m.ref_count - m.count))
     return row
 
 
@@ -177,7 +177,7 @@ def summary(rows: list[dict]) -> str:
             f"{max(r['score_max'] for r in rows):.2g}."]
     text.append("Near-ties in NMS: " + ("; ".join(f"{r['model']} on {r['image']} ({r['near_ties']} of "
                                                     f"{r['detections'][1]})" for r in ties) if ties else "none") + ".")
-    text.append("Proposals with no counterpart within 0.01 px: " + (
+    text.append(f"Proposals with no counterpart within {BOX_TOL} px: " + (
         "; ".join(f"{r['model']} on {r['image']} ({r['proposals_apart']} of {r['proposals'][1]}, up to "
                   f"{r['proposal_max_px']:.2g} px)" for r in apart) if apart else "none") + ".")
     return " ".join(text)
