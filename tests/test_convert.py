@@ -195,6 +195,20 @@ def test_a_near_tie_in_nms_is_told_apart_from_a_difference(ours_first):
     assert match_detections(ours, ref, 0.5, 0.0).explained < 2  # no tie tolerance, no near-tie
 
 
+def test_a_systematic_shift_is_not_credited_as_near_ties():
+    """Every box moved 1 px with its score unchanged overlaps its reference beyond the NMS threshold with an equal
+    score, so each looks like a swap on its own; the credit's bound (a share of the detections) keeps the shift a
+    difference, at a size where the bound bites."""
+    g = torch.Generator().manual_seed(0)
+    corners = torch.rand(200, 2, generator=g) * 600
+    boxes = torch.cat([corners, corners + 40 + torch.rand(200, 2, generator=g) * 60], dim=1)
+    ref = {"boxes": boxes, "scores": torch.rand(200, generator=g), "labels": torch.ones(200, dtype=torch.int64)}
+    shifted = {**ref, "boxes": ref["boxes"] + 1.0}
+    m = match_detections(shifted, ref, 0.5, 1e-6)
+    assert (m.close, m.explained) == (0, 200)
+    assert m.credited(MOST_TIES) == int(MOST_TIES * 200) < 0.1 * 200
+
+
 def test_torchvision_head_outputs_equal_torchvision(synth, torchvision_pair):
     """Proposals, class probabilities and decoded boxes of every proposal equal torchvision's, slot by slot."""
     tv, ours, _, _ = torchvision_pair
