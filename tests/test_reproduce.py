@@ -423,3 +423,44 @@ def test_regime_pilot_trains_on_the_trunk_and_measures_on_val(study, tmp_path):
     assert all(p.parent == tmp_path / "docs" / out.name for p in shipped)
     assert all(p.read_bytes() == (out / p.name).read_bytes() for p in shipped)
 
+
+def test_regime_reuses_the_study_runs_it_would_replay(study, tmp_path):
+    """At the study's schedule and seed the regime's runs are the study's: its group is led by Single-FC at the
+    study's width, as the study's own group is, so it draws the study's RoIs. Trained again in a fresh folder they
+    give the study's heads (to float32 noise; another lead, another RoI stream, moves them by the learning rate's
+    order), so the pilot links the study's checkpoints instead of training them twice."""
+    import torch
+
+    from dhanalysis.engine.train import train_together
+    from dhanalysis.model.checkpoint import read_checkpoint
+    from dhanalysis.study.regime import TINY_REGIME, regime_configs, run_regime
+
+    layout, _, _ = study
+    run_regime(TINY, layout, TINY_REGIME, device="cpu")  # resumes what the pilot's other test trained
+    it = TINY.heads["train.iterations"]
+    assert it in TINY_REGIME.schedules and it in TINY_REGIME.variant_schedules
+    trunk = TINY.trunks[0]
+    seed0 = layout.runs(trunk, 0)
+    same = {f"single-fc-d{TINY.fc_width}": "table1/single-fc-w1", "single-conv": "table1/single-conv-w1",
+            **{f"single-fc-d{d}": f"widths/single-fc-d{d}" for d in TINY_REGIME.fc_dims if d != TINY.fc_width},
+            **{v: f"table1/{v}" for v in TINY_REGIME.variants}}
+    linked = layout.checkpoints / "regime" / f"it{it}"
+    for regime_run, study_run in same.items():
+        assert (linked / regime_run / "model_final.pth").samefile(seed0 / study_run / "model_final.pth")
+    runs = regime_configs(TINY, layout, TINY_REGIME, it, layout.trunk(trunk) / "model_final.pth")
+    assert {name for name, _, _ in runs} == set(same)
+    assert runs[0][0] == f"single-fc-d{TINY.fc_width}"
+    rotated = runs[1:] + runs[:1]  # the same runs led by another model: another RoI stream
+    for order, out in ((runs, tmp_path / "lead"), (rotated, tmp_path / "rotated")):
+        train_together([cfg for _, _, cfg in order], [out / name for name, _, _ in order], device="cpu")
+    moved = {}
+    for regime_run, study_run in same.items():
+        theirs = read_checkpoint(seed0 / study_run / "model_final.pth")["model"]
+        heads = [k for k in theirs if k.startswith("roi_heads.")]
+        assert heads, "no head parameters to compare"
+        ours, other = (read_checkpoint(out / regime_run / "model_final.pth")["model"]
+                       for out in (tmp_path / "lead", tmp_path / "rotated"))
+        for k in heads:  # float32 noise of the conv-heads' BatchNorm statistics (up to ~30) stays below 1e-4
+            torch.testing.assert_close(ours[k], theirs[k], rtol=1e-5, atol=1e-4, msg=f"{regime_run}: {k}")
+        moved[regime_run] = max(float((other[k] - theirs[k]).abs().max()) for k in heads)
+    assert max(moved.values()) > 1e-3, moved  # the lead is what makes them the same runs

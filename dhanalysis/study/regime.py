@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.study.plan import StudyPlan
+from dhanalysis.study.plan import FULL, StudyPlan
 
 CONVERGED_WITHIN = 0.3  # AP points: a schedule within this of the longest one's AP has converged
 NOISE_REPLICATES = 500  # image draws behind the tables' standard errors (a standard error's own spread: ~3 %)
@@ -87,10 +87,11 @@ VARIANTS_REGIME = RegimePlan(fc_dims=(), schedules=(), variants=("double-fc-w1",
                                                                   "double-head-reverse-w1", "double-head-w1"),
                              variant_schedules=(3600, 5400, 7200))
 # the schedule check of every compared run at once, the runs of one schedule trained together (one RoI sampling and
-# pooling for all): 5,400 against 7,200 chose the study's 7,200 (docs/reproduce.md), and 9,600 checks 7,200
-ALL_SCHEDULES = (5400, 7200, 9600)
-ALL_REGIME = replace(REGIME, schedules=ALL_SCHEDULES, variants=VARIANTS_REGIME.variants,
-                     variant_schedules=ALL_SCHEDULES, val_images=1000)
+# pooling for all), at the study's fc widths: 5,400 against 7,200 chose the study's 7,200 on an earlier trunk
+# (docs/reproduce.md); on the study's trunk 9,600 checks 7,200, whose runs are the study's first seed's own
+ALL_SCHEDULES = (7200, 9600)
+ALL_REGIME = replace(REGIME, fc_dims=tuple(sorted({*FULL.fc_widths, FULL.fc_width})), schedules=ALL_SCHEDULES,
+                     variants=VARIANTS_REGIME.variants, variant_schedules=ALL_SCHEDULES, val_images=1000)
 TINY_REGIME = RegimePlan(fc_dims=(16, 32), schedules=(3, 4), variants=("double-conv-w1",), variant_schedules=(4,),
                          val_images=6)
 REGIMES = {"widths": REGIME, "variants": VARIANTS_REGIME, "all": ALL_REGIME}
@@ -106,18 +107,26 @@ def schedule_values(plan: StudyPlan, iterations: int) -> dict:
             "train.checkpoint_period": period}
 
 
-def regime_runs(regime: RegimePlan, iterations: int | None = None) -> list[tuple[str, dict, dict]]:
+def regime_runs(regime: RegimePlan, iterations: int | None = None,
+                lead: int | None = None) -> list[tuple[str, dict, dict]]:
     """(run name, overrides, Table 1 run's own overrides; both ``{dotted.key: value}``) of every run schedule
     ``iterations`` trains (None: the widths' schedules): Single-FC per fc width and Single-Conv, then the other
-    variants with the plan's heads."""
+    variants with the plan's heads.
+
+    Single-FC at width ``lead`` (the study's own fc width) comes first. Runs trained together take their RoI
+    sampling from the first model's random stream (`engine.train.train_together`), and the study's first run is
+    Single-FC at its width, so with this lead a regime run at the study's schedule and seed replays the study's run
+    of the same values, and a longer schedule sees the same RoIs: its difference from the study's schedule is
+    paired in the sampling too."""
     from dhanalysis.engine.sweep import table1_runs
 
     runs: list[tuple[str, dict, dict]] = []
     if iterations is None or iterations in regime.schedules:
         single = {"model.loss.w_fc": 1.0, "model.loss.w_conv": 1.0, "model.loss.lambda_fc": 1.0,
                   "model.loss.lambda_conv": 1.0, "model.head.non_local": False}
+        widths = sorted(regime.fc_dims, key=lambda d: d != lead)  # stable: the others keep their order
         runs += [(f"single-fc-d{d}", {**single, "model.variant": "single-fc", "model.head.fc_dim": d}, {})
-                 for d in regime.fc_dims]
+                 for d in widths]
         runs.append(("single-conv", {**single, "model.variant": "single-conv"}, {}))
     if iterations is not None and iterations in regime.variant_schedules:
         table1 = {r.name: r for r in table1_runs()}
@@ -129,12 +138,10 @@ def regime_runs(regime: RegimePlan, iterations: int | None = None) -> list[tuple
 def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str = "cpu") -> pd.DataFrame:
     """Train and evaluate every regime run (resuming finished ones), write the three tables under
     ``regime.results(layout)`` and return ``regime.csv``'s frame."""
-    from dhanalysis.config import load_config, preset_path
     from dhanalysis.engine.train import train_together
     from dhanalysis.errors import DHError
     from dhanalysis.folders import write_table
-    from dhanalysis.study.runner import (Steps, common_values, evaluate_runs, evaluated_image_ids, prepare_data,
-                                         run_values, train_trunk)
+    from dhanalysis.study.runner import Steps, evaluate_runs, evaluated_image_ids, prepare_data, train_trunk
     from dhanalysis.vocab import DEFAULT_MODES, FINAL_CHECKPOINT, VARIANTS, split_paths
 
     trunk = next((t for t in plan.trunks if t.name == regime.trunk), None)
@@ -148,26 +155,22 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     out = regime.results(layout)
     rows = []
     for iterations in sorted({*regime.schedules, *regime.variant_schedules}):
-        runs = regime_runs(regime, iterations)
+        runs = regime_configs(plan, layout, regime, iterations, trunk_ckpt)
         ckpts = layout.checkpoints / "regime" / f"it{iterations}"
         results = out / f"it{iterations}"
-        values = {**schedule_values(plan, iterations), **common_values(plan, layout), "model.backbone.weights": None,
-                  "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": regime.seed}
-        todo = [(name, o, own) for name, o, own in runs if not (ckpts / name / FINAL_CHECKPOINT).exists()]
+        reuse_study_runs(plan, layout, regime, runs, ckpts)
+        todo = [(name, cfg) for name, _, cfg in runs if not (ckpts / name / FINAL_CHECKPOINT).exists()]
         if todo:
-            cfgs = [load_config(preset_path("synth/double-head-ext.yaml"),
-                                values={**run_values(values, own), **o, "name": name}) for name, o, own in todo]
-            train_together(cfgs, [ckpts / name for name, _, _ in todo], resume=True, device=device)
+            train_together([cfg for _, cfg in todo], [ckpts / name for name, _ in todo], resume=True, device=device)
         evaluate_runs(on_split, measured, [(ckpts / name / FINAL_CHECKPOINT, results / name, name, None)
                                          for name, _, _ in runs], device)
-        for name, o, own in runs:
+        for name, o, cfg in runs:
             ev = pd.read_csv(results / name / "eval.csv")
             mode = DEFAULT_MODES[o["model.variant"]]
             ev = ev[ev["mode"] == mode].iloc[0] if (ev["mode"] == mode).any() else ev.iloc[0]
-            width = o.get("model.head.fc_dim", values.get("model.head.fc_dim") if own else None)
             has_fc = "fc" in VARIANTS[o["model.variant"]].head_types
             rows.append({"trunk": trunk.name, "run": name, "variant": o["model.variant"],
-                         "fc_dim": width if has_fc else None,  # none: no fc-head (or the preset's width)
+                         "fc_dim": cfg.model.head.fc_dim if has_fc else None,  # none: no fc-head
                          "iterations": iterations, "split": regime.split,
                          "images": len(evaluated_image_ids(results / name)), "seed": regime.seed,
                          "mode": str(ev["mode"]), "AP": float(ev["AP"]), "AP50": float(ev["AP50"])})
@@ -178,6 +181,67 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
     write_table(convergence, out / Path(CONVERGENCE_CSV).stem, parquet=False)
     write_table(gaps, out / Path(GAPS_CSV).stem, parquet=False)
     return frame
+
+
+def regime_configs(plan: StudyPlan, layout, regime: RegimePlan, iterations: int, trunk_ckpt: Path) -> list[tuple]:
+    """(run name, overrides, config) of every run schedule ``iterations`` trains, in `regime_runs`' order (the
+    lead first): the plan's heads stretched to the schedule, on the frozen trunk ``trunk_ckpt``, seed
+    ``regime.seed``."""
+    from dhanalysis.config import load_config, preset_path
+    from dhanalysis.study.runner import common_values, run_values
+
+    values = {**schedule_values(plan, iterations), **common_values(plan, layout), "model.backbone.weights": None,
+              "train.init_from": str(trunk_ckpt), "train.freeze": ["backbone", "rpn"], "train.seed": regime.seed}
+    return [(name, o, load_config(preset_path("synth/double-head-ext.yaml"),
+                                  values={**run_values(values, own), **o, "name": name}))
+            for name, o, own in regime_runs(regime, iterations, plan.fc_width)]
+
+
+def reuse_study_runs(plan: StudyPlan, layout, regime: RegimePlan, runs: list[tuple], ckpts: Path) -> list[str]:
+    """Where the study has trained every run of ``runs`` (`regime_configs`) that ``ckpts`` lacks, link them instead
+    of training them again; returns the names linked.
+
+    A regime run is the study's run when both have the same values but the name (the study's schedule, seed and
+    trunk among them) and both groups have the same lead: the first model drives the RoI sampling of every model
+    trained with it (`regime_runs`), so then the two compute the same bits. All or none: a run trained beside linked
+    ones would be led by another model, drawing other RoIs than the runs it is compared with. ``ckpts/<run>/`` gets
+    a relative link to the study's final checkpoint, so the work folder can move."""
+    import os
+
+    from dhanalysis.study.plan import head_runs
+    from dhanalysis.vocab import FINAL_CHECKPOINT
+
+    trunk = next(t for t in plan.trunks if t.name == regime.trunk)
+    if not runs or regime.seed not in plan.all_seeds:
+        return []
+    folder = layout.runs(trunk, regime.seed)
+    study = [folder / grid / r.name for grid, rs in head_runs(plan, trunk, regime.seed).items() for r in rs]
+    done = {_values(p / "config.yaml"): p for p in study if (p / FINAL_CHECKPOINT).is_file()}
+    if not study or done.get(_values(runs[0][2])) != study[0]:  # another lead: other RoIs, other runs
+        return []
+    missing = {name: done.get(_values(cfg)) for name, _, cfg in runs if not (ckpts / name / FINAL_CHECKPOINT).exists()}
+    if None in missing.values():
+        return []
+    for name, source in missing.items():
+        link = ckpts / name / FINAL_CHECKPOINT
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(source / FINAL_CHECKPOINT, link.parent))
+        print(f"{link.parent}: the study's run {source} (the same values and RoIs), linked")
+    return list(missing)
+
+
+def _values(cfg) -> str:
+    """A config (or its saved config.yaml) as canonical YAML without its name and class count: equal for two runs of
+    one recipe (a config's class count 0 means its dataset's, which training records; the data is compared)."""
+    import yaml
+
+    from dhanalysis.config import config_to_dict
+
+    d = yaml.safe_load(cfg.read_text()) if isinstance(cfg, Path) else yaml.safe_load(yaml.safe_dump(
+        config_to_dict(cfg)))
+    d.pop("name", None)
+    d.get("model", {}).pop("num_classes", None)
+    return yaml.safe_dump(d, sort_keys=True)
 
 
 def with_earlier_rows(frame: pd.DataFrame, previous: Path) -> pd.DataFrame:
