@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhanalysis.study.plan import FULL, StudyPlan
+from dhanalysis.study.plan import FULL, StudyPlan, Trunk
 
 CONVERGED_WITHIN = 0.3  # AP points: a schedule within this of the longest one's AP has converged
 NOISE_REPLICATES = 500  # image draws behind the tables' standard errors (a standard error's own spread: ~3 %)
@@ -158,7 +158,7 @@ def run_regime(plan: StudyPlan, layout, regime: RegimePlan = REGIME, device: str
         runs = regime_configs(plan, layout, regime, iterations, trunk_ckpt)
         ckpts = layout.checkpoints / "regime" / f"it{iterations}"
         results = out / f"it{iterations}"
-        reuse_study_runs(plan, layout, regime, runs, ckpts)
+        reuse_study_runs(plan, layout, trunk, regime.seed, runs, ckpts)
         todo = [(name, cfg) for name, _, cfg in runs if not (ckpts / name / FINAL_CHECKPOINT).exists()]
         if todo:
             train_together([cfg for _, cfg in todo], [ckpts / name for name, _ in todo], resume=True, device=device)
@@ -197,9 +197,9 @@ def regime_configs(plan: StudyPlan, layout, regime: RegimePlan, iterations: int,
             for name, o, own in regime_runs(regime, iterations, plan.fc_width)]
 
 
-def reuse_study_runs(plan: StudyPlan, layout, regime: RegimePlan, runs: list[tuple], ckpts: Path) -> list[str]:
-    """Where the study has trained every run of ``runs`` (`regime_configs`) that ``ckpts`` lacks, link them instead
-    of training them again; returns the names linked.
+def reuse_study_runs(plan: StudyPlan, layout, trunk: Trunk, seed: int, runs: list[tuple], ckpts: Path) -> list[str]:
+    """Where the study has trained, on ``trunk`` with ``seed``, every run of ``runs`` (`regime_configs`) that
+    ``ckpts`` lacks, link them instead of training them again; returns the names linked.
 
     A regime run is the study's run when both have the same values but the name (the study's schedule, seed and
     trunk among them) and both groups have the same lead: the first model drives the RoI sampling of every model
@@ -211,11 +211,10 @@ def reuse_study_runs(plan: StudyPlan, layout, regime: RegimePlan, runs: list[tup
     from dhanalysis.study.plan import head_runs
     from dhanalysis.vocab import FINAL_CHECKPOINT
 
-    trunk = next(t for t in plan.trunks if t.name == regime.trunk)
-    if not runs or regime.seed not in plan.all_seeds:
+    if not runs or seed not in plan.all_seeds:
         return []
-    folder = layout.runs(trunk, regime.seed)
-    study = [folder / grid / r.name for grid, rs in head_runs(plan, trunk, regime.seed).items() for r in rs]
+    folder = layout.runs(trunk, seed)
+    study = [folder / grid / r.name for grid, rs in head_runs(plan, trunk, seed).items() for r in rs]
     done = {_values(p / "config.yaml"): p for p in study if (p / FINAL_CHECKPOINT).is_file()}
     if not study or done.get(_values(runs[0][2])) != study[0]:  # another lead: other RoIs, other runs
         return []
