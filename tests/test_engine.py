@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -77,6 +79,54 @@ def test_interrupted_run_resumes_to_identical_weights(synth, tmp_path):
     assert train(cfg, partial, resume=True, progress=False) == resumed
     with pytest.raises(DHError, match=r"another model or configuration \(train\.lr: .* vs 0\.5\)"):
         train(cfg_replace(cfg, ["train.lr=0.5"]), partial, resume=True, progress=False)
+
+
+def _signal_at(monkeypatch, engine, signum: int, step: int) -> list[int]:
+    """Send ``signum`` to this process during training step ``step`` (1-based), as a scheduler would; the list
+    collects the iteration of every checkpoint the loop writes."""
+    calls, saved = [0], []
+    real_apply, real_save = engine.apply_gradients, engine.save_run
+
+    def apply(run, total):
+        calls[0] += 1
+        if calls[0] == step:
+            os.kill(os.getpid(), signum)
+        real_apply(run, total)
+
+    def save(run, path, iteration):
+        saved.append(iteration)
+        real_save(run, path, iteration)
+
+    monkeypatch.setattr(engine, "apply_gradients", apply)
+    monkeypatch.setattr(engine, "save_run", save)
+    return saved
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_signals_write_a_checkpoint_between_periodic_ones(synth, tmp_path, monkeypatch, capsys):
+    """SIGUSR1 writes a checkpoint at the end of the iteration it arrives in and training goes on unchanged; SIGTERM
+    writes one and stops, and the run resumed from it ends with the uninterrupted run's weights, bitwise."""
+    import dhanalysis.engine.train as engine
+
+    cfg = cfg_replace(_cfg(synth, "single-fc", iterations=5), ["train.checkpoint_period=100"])  # none periodic
+    full = read_checkpoint(train(cfg, tmp_path / "full", progress=False))["model"]
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+
+    saved = _signal_at(monkeypatch, engine, signal.SIGUSR1, step=2)
+    went_on = read_checkpoint(train(cfg, tmp_path / "usr1", progress=False))
+    assert saved == [2, 5] and went_on["iteration"] == 5  # the requested one, then the final one
+    assert "checkpoint at iteration 2 written on request" in capsys.readouterr().out
+    assert all(torch.equal(full[k], went_on["model"][k]) for k in full)
+
+    saved = _signal_at(monkeypatch, engine, signal.SIGTERM, step=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "term", progress=False)
+    assert saved == [3] and read_checkpoint(tmp_path / "term" / "checkpoint.pth")["iteration"] == 3
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers are the caller's again
+    monkeypatch.undo()
+    resumed = read_checkpoint(train(cfg, tmp_path / "term", resume=True, progress=False))["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
 def test_non_finite_loss_stops_with_iteration_and_terms(synth, tmp_path):

@@ -52,6 +52,16 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest ``value`` any rank holds (``value`` itself in a single process): how ranks agree on a request
+    that reached only some of them, so that all enter the same collective (a checkpoint) at the same iteration."""
+    if not dist.is_initialized():
+        return value
+    flag = torch.tensor([value], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; None picks CUDA when present. Asking for CUDA without a GPU is a DHError."""
     if name is None or name == "auto":

@@ -7,6 +7,11 @@ Reproducibility is designed in, so that a run killed at iteration k and resumed 
 - the DataLoader gets its own generator, so creating it does not consume the model's RNG stream;
 - checkpoints carry the model, optimizer, scheduler, iteration and the torch RNG states.
 
+A checkpoint can also be asked for between the periodic ones: SIGUSR1 writes one at the end of the current iteration
+and training goes on; SIGTERM writes one and stops (exit 130, resume with ``--resume``). A scheduler that preempts a
+job gives it seconds (SLURM's ``--signal=USR1@120``, an eviction's SIGTERM), while the last periodic checkpoint may
+be an hour of work behind.
+
 Learning rate: ``train.lr`` is for ``train.ims_per_batch`` images in total (over all ranks). Changing the total batch
 with ``--ims-per-batch`` scales the LR linearly and the schedule (iterations, steps, warm-up) inversely, the usual
 linear scaling rule, so the number of epochs stays the same.
@@ -17,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dhanalysis.config import Config, check_ranges, config_from_dict, config_to_dict
 from dhanalysis.data.coco import build_dataset, collate_fn
 from dhanalysis.engine.distributed import (all_gather_object, cpu_has_bf16, get_rank, get_world_size,
-                                           init_distributed, is_main, resolve_device)
+                                           init_distributed, is_main, max_over_ranks, resolve_device)
 from dhanalysis.engine.host import retain_freed_memory
 from dhanalysis.engine.trunk import (cache_identity, freeze, head_losses, hold_frozen_norms, load_trunk, shared_cache,
                                      trunk_frozen)
@@ -477,7 +484,9 @@ def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.
     desc = f"train {len(runs)} heads together ({runs[0].cfg.name}, ...)" if len(runs) > 1 else None
     logs = [MetricsLog(run, start, t.iterations, progress and i == 0, desc) for i, run in enumerate(runs)]
     iteration = start
+    requests = CheckpointRequests()
     try:
+        requests.listen()  # before the loader forks its workers, which then inherit a handler that only sets a flag
         for images, targets in loader:
             images = [img.to(dev, non_blocking=True) for img in images]
             targets = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
@@ -492,13 +501,61 @@ def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.
                 apply_gradients(run, total)
                 metrics.record(iteration + 1, end, total, losses)
             iteration += 1
-            if iteration % t.checkpoint_period == 0 and iteration < t.iterations:
+            asked = requests.take(dev)
+            if (iteration % t.checkpoint_period == 0 or asked) and iteration < t.iterations:
                 for run in runs:
                     save_run(run, run.out / CHECKPOINT, iteration)
+                requests.report(asked, iteration, runs)
+            if asked == CheckpointRequests.STOP and iteration < t.iterations:
+                raise KeyboardInterrupt  # the command's interrupt message says how to resume
     finally:
+        requests.close()
         for metrics in logs:
             metrics.close()
     return iteration
+
+
+class CheckpointRequests:
+    """Signals that ask the loop for a checkpoint at the end of the current iteration: SIGUSR1 to go on after it,
+    SIGTERM to stop after it. Handlers only set a flag; the loop acts on it between iterations, where the state is
+    whole, and under torchrun the ranks agree first (`max_over_ranks`), since saving gathers every rank's RNG state."""
+
+    NONE, SAVE, STOP = 0, 1, 2
+    SIGNALS = {"SIGUSR1": SAVE, "SIGTERM": STOP}
+
+    def __init__(self) -> None:
+        self.asked = self.NONE
+        self.previous: dict[int, Any] = {}
+
+    def listen(self) -> None:
+        if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+            return
+        for name, what in self.SIGNALS.items():
+            number = getattr(signal, name, None)  # Windows has no SIGUSR1
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._handler(what))
+
+    def _handler(self, what: int):
+        def handle(signum, frame) -> None:
+            self.asked = max(self.asked, what)
+        return handle
+
+    def take(self, dev: torch.device) -> int:
+        """The request every rank agrees on, cleared (one small all-reduce per iteration under torchrun)."""
+        asked = max_over_ranks(self.asked, dev) if get_world_size() > 1 else self.asked
+        self.asked = self.NONE
+        return asked
+
+    def report(self, asked: int, iteration: int, runs: list[Run]) -> None:
+        if asked and is_main():
+            then = "stopping" if asked == self.STOP else "training goes on"
+            print(f"checkpoint at iteration {iteration} written on request to {runs[0].out / CHECKPOINT}"
+                  f"{f' and {len(runs) - 1} more' if len(runs) > 1 else ''}; {then}", flush=True)
+
+    def close(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous.clear()
 
 
 def _finish(run: Run, iteration: int) -> Path:
