@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -37,6 +39,26 @@ def test_params_config_table(capsys, tmp_path, monkeypatch):
     assert main(["params", "--config", str(preset_path("synth/single-fc.yaml")), "--num-classes", "6"]) == 0
     out = capsys.readouterr().out
     assert "roi_heads.branches.fc.head" in out and "DoubleHeadRCNN" in out
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_checkpoint_request_outside_training_is_answered_not_fatal(capsys, monkeypatch):
+    """SIGUSR1 ends a process by default; a command that is not in a training iteration says so and finishes."""
+    import dhanalysis.cli.variants as variants
+
+    real = variants.run
+
+    def run_signalled(args):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real(args)
+
+    monkeypatch.setattr(variants, "run", run_signalled)
+    before = signal.getsignal(signal.SIGUSR1)
+    assert main(["variants"]) == 0
+    captured = capsys.readouterr()
+    assert "double-head-ext" in captured.out
+    assert captured.err.count("no training iteration is running; going on") == 1
+    assert signal.getsignal(signal.SIGUSR1) == before
 
 
 @pytest.mark.slow

@@ -8,8 +8,12 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from dhanalysis.engine.host import retain_freed_memory
 from dhanalysis.errors import DHError
@@ -140,6 +144,27 @@ def interrupted_remedy(command: str) -> str:
     return ON_INTERRUPT.get(command, "rerun the same command to resume")
 
 
+def _nothing_to_checkpoint(signum, frame) -> None:
+    print("dhanalysis: SIGUSR1 asks for a training checkpoint, but no training iteration is running; going on",
+          file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def checkpoint_requests_welcome() -> Iterator[None]:
+    """SIGUSR1 asks a training loop for a checkpoint (engine/train.py: `CheckpointRequests`). Outside a loop (data
+    loading, evaluation, an analysis) the signal's default action would end the process and lose the work in hand,
+    so a command answers it with one line and goes on; the caller's handler is restored afterwards."""
+    number = getattr(signal, "SIGUSR1", None)
+    if number is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(number, _nothing_to_checkpoint)
+    try:
+        yield
+    finally:
+        signal.signal(number, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -153,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     retain_freed_memory()  # every command's large tensors reuse freed memory (engine/host.py)
     try:
-        return int(args._run(args) or 0)
+        with checkpoint_requests_welcome():
+            return int(args._run(args) or 0)
     except DHError as exc:
         print(f"dhanalysis: error: {in_flags(exc, args)}", file=sys.stderr)
         return 2
