@@ -128,6 +128,14 @@ def test_signals_write_a_checkpoint_between_periodic_ones(synth, tmp_path, monke
     resumed = read_checkpoint(train(cfg, tmp_path / "term", resume=True, progress=False))["model"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
+    # asked in the last iteration: the run is complete, so the stop keeps the final weights, not a checkpoint
+    _signal_at(monkeypatch, engine, signal.SIGTERM, step=5)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "last", progress=False)
+    last = read_checkpoint(tmp_path / "last" / "model_final.pth")
+    assert last["iteration"] == 5 and not (tmp_path / "last" / "checkpoint.pth").exists()
+    assert all(torch.equal(full[k], last["model"][k]) for k in full)
+
 
 def test_non_finite_loss_stops_with_iteration_and_terms(synth, tmp_path):
     cfg = cfg_replace(_cfg(synth, "single-fc", iterations=6), ["train.lr=1e30", "train.warmup_iters=0"])

@@ -506,7 +506,9 @@ def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.
                 for run in runs:
                     save_run(run, run.out / CHECKPOINT, iteration)
                 requests.report(asked, iteration, runs)
-            if asked == CheckpointRequests.STOP and iteration < t.iterations:
+            if asked == CheckpointRequests.STOP:
+                for run in runs if iteration >= t.iterations else []:  # asked in the last iteration: the final one
+                    _finish(run, iteration)
                 raise KeyboardInterrupt  # the command's interrupt message says how to resume
     finally:
         requests.close()
