@@ -214,6 +214,29 @@ def test_training_killed_at_several_points_resumes_bitwise(world):
     assert metric_records(metrics) == metric_records(world.ref_train / "metrics.jsonl")
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_sigterm_to_the_process_group_stops_training_with_a_checkpoint(world):
+    """A scheduler's SIGTERM reaches the loader's worker too: the run still writes a checkpoint where it stops (none
+    is periodic here), says how to go on, and the rerun ends with the uninterrupted run's weights, bitwise."""
+    out = world.base / "terminated"
+    argv = train_argv(world.data, out, "data.num_workers=1", "train.checkpoint_period=100") + ["--resume"]
+    log = world.base / "terminated.log"
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "dhanalysis", *argv], env={**os.environ, **CHILD_ENV},
+                                stdout=f, stderr=subprocess.STDOUT, cwd=log.parent, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and 1 not in logged_iterations(out / "metrics.jsonl") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGTERM)  # the main process and its loader worker, as a scheduler sends it
+    assert proc.wait(timeout=300) == 130, tail(log)
+    stopped = read_checkpoint(out / "checkpoint.pth")["iteration"]
+    assert 1 <= stopped < 6 and logged_iterations(out / "metrics.jsonl") == list(range(1, stopped + 1))
+    assert f"checkpoint at iteration {stopped} written on request" in tail(log)
+    assert "dhanalysis: interrupted; rerun it with --resume" in tail(log)
+    run_to_end(argv, log)
+    assert_same_weights(out / "model_final.pth", world.ckpt)
+
+
 def test_sliding_window_killed_at_start_and_between_chunks_gives_the_same_statistics(world):
     out = world.base / "killed-sliding-window"
     argv = sliding_window_argv(world.ckpt, out)

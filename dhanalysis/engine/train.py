@@ -261,7 +261,14 @@ def make_loader(cfg: Config, dataset, start: int, end: int) -> DataLoader:
     batches = _ResumableBatches(sampler, t.ims_per_batch // world, t.seed, start, end)
     return DataLoader(_SeededSamples(dataset), batch_sampler=batches, collate_fn=collate_fn,
                       num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(t.seed),
-                      persistent_workers=False)
+                      persistent_workers=False, worker_init_fn=_leave_stopping_to_the_loop)
+
+
+def _leave_stopping_to_the_loop(worker_id: int) -> None:
+    """A scheduler's SIGTERM often reaches the whole process group. A worker that died of it would end the main
+    process with a loader error before the checkpoint the same signal asks it for (`CheckpointRequests`), so workers
+    ignore it; the main process shuts them down as it stops, and a worker whose parent is gone exits by itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def save_run(run: Run, path: Path, iteration: int) -> None:
@@ -544,9 +551,8 @@ class CheckpointRequests:
 
     def take(self, dev: torch.device) -> int:
         """The request every rank agrees on, cleared (one small all-reduce per iteration under torchrun)."""
-        asked = max_over_ranks(self.asked, dev) if get_world_size() > 1 else self.asked
-        self.asked = self.NONE
-        return asked
+        asked, self.asked = self.asked, self.NONE
+        return max_over_ranks(asked, dev)
 
     def report(self, asked: int, iteration: int, runs: list[Run]) -> None:
         if asked and is_main():
