@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import signal
 import sys
-import threading
 from typing import Iterator
 
-from dhanalysis.engine.host import retain_freed_memory
+from dhanalysis.engine.host import retain_freed_memory, set_signal_handlers
 from dhanalysis.errors import DHError
 from dhanalysis.results import RESULTS
 
@@ -154,15 +152,11 @@ def checkpoint_requests_welcome() -> Iterator[None]:
     """SIGUSR1 asks a training loop for a checkpoint (engine/train.py: `CheckpointRequests`). Outside a loop (data
     loading, evaluation, an analysis) the signal's default action would end the process and lose the work in hand,
     so a command answers it with one line and goes on; the caller's handler is restored afterwards."""
-    number = getattr(signal, "SIGUSR1", None)
-    if number is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(number, _nothing_to_checkpoint)
+    restore = set_signal_handlers({"SIGUSR1": _nothing_to_checkpoint})
     try:
         yield
     finally:
-        signal.signal(number, previous)
+        restore()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,9 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import signal
+import threading
+from typing import Callable
 
 # mallopt's parameters (malloc.h), the largest value it takes (an int), and the trim threshold glibc reads as "never"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -55,3 +58,18 @@ def retain_freed_memory() -> bool:
 
 
 __all__ = ["retain_freed_memory"]
+
+
+def set_signal_handlers(handlers: dict[str, Callable]) -> Callable[[], None]:
+    """Install ``handlers`` (signal name -> handler) for the signals this platform has (Windows has no SIGUSR1);
+    returns what puts the previous handlers back. Python sets handlers from the main thread only, so elsewhere (a
+    thread of a notebook or a test runner) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {number: signal.signal(number, handler) for name, handler in handlers.items()
+                if (number := getattr(signal, name, None)) is not None}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return restore

@@ -23,11 +23,10 @@ import json
 import logging
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -37,7 +36,7 @@ from dhanalysis.config import Config, check_ranges, config_from_dict, config_to_
 from dhanalysis.data.coco import build_dataset, collate_fn
 from dhanalysis.engine.distributed import (all_gather_object, cpu_has_bf16, get_rank, get_world_size,
                                            init_distributed, is_main, max_over_ranks, resolve_device)
-from dhanalysis.engine.host import retain_freed_memory
+from dhanalysis.engine.host import retain_freed_memory, set_signal_handlers
 from dhanalysis.engine.trunk import (cache_identity, freeze, head_losses, hold_frozen_norms, load_trunk, shared_cache,
                                      trunk_frozen)
 from dhanalysis.errors import DHError
@@ -514,8 +513,9 @@ def _loop(runs: list[Run], loader: DataLoader, start: int, end: int, dev: torch.
                     save_run(run, run.out / CHECKPOINT, iteration)
                 requests.report(asked, iteration, runs)
             if asked == CheckpointRequests.STOP:
-                for run in runs if iteration >= t.iterations else []:  # asked in the last iteration: the final one
-                    _finish(run, iteration)
+                if iteration >= t.iterations:  # asked in the last iteration: the final weights, not a checkpoint
+                    for run in runs:
+                        _finish(run, iteration)
                 raise KeyboardInterrupt  # the command's interrupt message says how to resume
     finally:
         requests.close()
@@ -534,15 +534,10 @@ class CheckpointRequests:
 
     def __init__(self) -> None:
         self.asked = self.NONE
-        self.previous: dict[int, Any] = {}
+        self.close: Callable[[], None] = lambda: None  # puts the caller's handlers back
 
     def listen(self) -> None:
-        if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
-            return
-        for name, what in self.SIGNALS.items():
-            number = getattr(signal, name, None)  # Windows has no SIGUSR1
-            if number is not None:
-                self.previous[number] = signal.signal(number, self._handler(what))
+        self.close = set_signal_handlers({name: self._handler(what) for name, what in self.SIGNALS.items()})
 
     def _handler(self, what: int):
         def handle(signum, frame) -> None:
@@ -559,11 +554,6 @@ class CheckpointRequests:
             then = "stopping" if asked == self.STOP else "training goes on"
             print(f"checkpoint at iteration {iteration} written on request to {runs[0].out / CHECKPOINT}"
                   f"{f' and {len(runs) - 1} more' if len(runs) > 1 else ''}; {then}", flush=True)
-
-    def close(self) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous.clear()
 
 
 def _finish(run: Run, iteration: int) -> Path:
